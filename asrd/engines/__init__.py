@@ -1,0 +1,27 @@
+"""Engines behind one interface (`Engine`), built by name from the config."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from asrd.engines.base import Engine, EngineUnavailable, Segment
+
+__all__ = ["Engine", "EngineUnavailable", "Segment", "build_engine"]
+
+
+def build_engine(engine_cfg: DictConfig) -> Engine:
+    """Build the engine the config names; imports lazily so CPU nodes need no GPU packages."""
+    kind = engine_cfg.kind
+    if kind == "faster_whisper":
+        from asrd.engines.faster_whisper_engine import FasterWhisperEngine
+
+        return FasterWhisperEngine(engine_cfg)
+    if kind == "transformers":
+        from asrd.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(engine_cfg)
+    if kind == "vllm":
+        from asrd.engines.vllm_engine import VllmEngine
+
+        return VllmEngine(engine_cfg)
+    raise EngineUnavailable(f"unknown engine.kind {kind!r}")

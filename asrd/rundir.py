@@ -1,0 +1,92 @@
+"""The run directory: where a run's frozen config, plan, shard files, markers and logs live.
+
+RUN_DIR/
+  config.yaml        the frozen config (written once by `asrd plan`)
+  plan.json          shards as contiguous index row ranges, balanced by audio seconds; config hash
+  shards/            shard-000007.parquet (committed), shard-000007.parts/ (in-shard checkpoint)
+  done/              shard-000007.json, the done-marker, written last
+  claims/            lock files: who is working on a shard now
+  logs/ submissions/ merged/ wandb/
+Final names appear only by atomic rename (hpc.commit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from asrd import config as config_mod
+from hpc.markers import Markers, shard_name
+
+
+class RunDirError(RuntimeError):
+    """The run directory is missing, incomplete or belongs to another config."""
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.markers = Markers(self.path)
+
+    # --- layout -------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.path / "shards"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.path / "merged"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def submissions_dir(self) -> Path:
+        return self.path / "submissions"
+
+    def shard_file(self, shard: int) -> Path:
+        return self.shards_dir / f"{shard_name(shard)}.parquet"
+
+    def parts_dir(self, shard: int) -> Path:
+        return self.shards_dir / f"{shard_name(shard)}.parts"
+
+    # --- frozen config --------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.config_path.is_file() and self.plan_path.is_file()
+
+    def frozen_config(self) -> DictConfig:
+        if not self.config_path.is_file():
+            raise RunDirError(f"{self.path} is not a planned run directory (no config.yaml): "
+                              "run `asrd plan` first")
+        return config_mod.load(self.config_path)
+
+    def check_config(self, cfg: DictConfig, force: bool = False) -> None:
+        """Refuse to mix outputs of two configs in one run directory (config drift)."""
+        frozen = self.frozen_config()
+        old, new = config_mod.config_hash(frozen), config_mod.config_hash(cfg)
+        if old != new and not force:
+            diff = _diff(OmegaConf.to_container(frozen, resolve=True),
+                         OmegaConf.to_container(cfg, resolve=True))
+            raise RunDirError(
+                f"config drift: {self.path} was planned with config {old}, this one is {new} "
+                f"(differs in: {', '.join(diff[:8]) or 'hashed sections'}). Use another run.dir "
+                "for a new run, or --force to run anyway.")
+
+
+def _diff(a: object, b: object, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]

@@ -1,0 +1,58 @@
+"""The file contracts: index rows and output rows (Parquet schemas). Versioned; keep them stable.
+
+Index row: `id` (unique, stable), `path` (where the audio is) or `audio` (its bytes), `duration_s`,
+`sample_rate`, `channels`, `num_bytes`, `probe_error` (why the header could not be read; such rows
+are kept so that they end as error rows, never silently dropped), plus passthrough columns.
+
+Output row, one per index row of a shard: `id`, `row` (its row number in the index), `text`,
+`segments` (start, end, text), `duration_s`, `model`, `engine`, `error` (null when ok),
+`decode_s`, `engine_s`, plus the passthrough columns (the audio bytes are not copied).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+INDEX_COLUMNS = ("id", "path", "audio", "duration_s", "sample_rate", "channels", "num_bytes",
+                 "probe_error")
+
+INDEX_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("path", pa.string()),
+    ("duration_s", pa.float64()),
+    ("sample_rate", pa.int32()),
+    ("channels", pa.int32()),
+    ("num_bytes", pa.int64()),
+    ("probe_error", pa.string()),
+])
+
+SEGMENT_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
+
+OUTPUT_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("row", pa.int64()),
+    ("text", pa.string()),
+    ("segments", pa.list_(SEGMENT_TYPE)),
+    ("duration_s", pa.float64()),
+    ("model", pa.string()),
+    ("engine", pa.string()),
+    ("error", pa.string()),
+    ("decode_s", pa.float64()),
+    ("engine_s", pa.float64()),
+])
+
+# Optional judge columns (issue: LLM-judge stage); present only when the judge ran.
+JUDGE_FIELDS = [("score", pa.float64()), ("judge_error", pa.string())]
+
+
+def passthrough_fields(index_schema: pa.Schema) -> list[pa.Field]:
+    """Index columns that travel unchanged into the output (reference text, language, speaker)."""
+    own = set(INDEX_COLUMNS) | set(OUTPUT_SCHEMA.names)
+    return [f for f in index_schema if f.name not in own]
+
+
+def output_schema(index_schema: pa.Schema, judge: bool = False) -> pa.Schema:
+    fields = list(OUTPUT_SCHEMA) + (JUDGE_FIELDS if judge else []) + passthrough_fields(index_schema)
+    return pa.schema(fields, metadata={b"asrd_schema_version": str(SCHEMA_VERSION).encode()})
