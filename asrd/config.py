@@ -32,7 +32,6 @@ class RunCfg:
 class AudioCfg:
     sample_rate: int = 16000
     max_segment_s: float = 30.0  # Whisper and Qwen2-Audio accept at most 30 s per input
-    min_segment_s: float = 0.1  # a shorter tail is merged into the previous segment
     max_duration_s: float = 6 * 3600.0  # longer recordings become error rows ("too long")
     read_retries: int = 2  # re-reads of a path that failed with an I/O error
 

@@ -57,6 +57,9 @@ class RunDir:
     def shard_file(self, shard: int) -> Path:
         return self.shards_dir / f"{shard_name(shard)}.parquet"
 
+    def merged_files(self) -> list[Path]:
+        return sorted(self.merged_dir.glob("part-*.parquet"))
+
     def parts_dir(self, shard: int) -> Path:
         return self.shards_dir / f"{shard_name(shard)}.parts"
 

@@ -6,7 +6,7 @@ are kept so that they end as error rows, never silently dropped), plus passthrou
 
 Output row, one per index row of a shard: `id`, `row` (its row number in the index), `text`,
 `segments` (start, end, text), `duration_s`, `model`, `engine`, `error` (null when ok),
-`decode_s`, `engine_s`, plus the passthrough columns (the audio bytes are not copied).
+`decode_s`, `engine_s`, plus `path` and the passthrough columns (the audio bytes are not copied).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ JUDGE_FIELDS = [("score", pa.float64()), ("judge_error", pa.string())]
 
 def passthrough_fields(index_schema: pa.Schema) -> list[pa.Field]:
     """Index columns that travel unchanged into the output (reference text, language, speaker)."""
-    own = set(INDEX_COLUMNS) | set(OUTPUT_SCHEMA.names)
+    own = (set(INDEX_COLUMNS) - {"path"}) | set(OUTPUT_SCHEMA.names)
     return [f for f in index_schema if f.name not in own]
 
 

@@ -1,0 +1,195 @@
+"""Audio in: probe headers, decode any common format, downmix, resample to 16 kHz, cut into segments.
+
+libsndfile (through soundfile) decodes WAV, FLAC, OGG/Opus and MP3 fast; anything it rejects (M4A,
+AAC, WebM) goes through FFmpeg's libraries via PyAV. Resampling is soxr's HQ filter. We chose these
+over torchaudio: its `load` moved to TorchCodec in 2.9 and torchaudio is in maintenance
+(PITFALLS 10), and soundfile + soxr decode 300-3000x real time per core here (PITFALLS table).
+Long recordings are read in blocks and resampled as a stream, so a 3-hour 48 kHz stereo file never
+sits in memory at its source rate.
+
+Every failure is an `AudioError` whose `reason` is a short stable category (the part before the
+colon in the output row's `error`), so failures can be counted by reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+BLOCK_S = 60.0  # seconds of source audio read per block when decoding
+
+
+class AudioError(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration_s: float
+    sample_rate: int
+    channels: int
+    num_bytes: int
+
+
+Source = str | bytes  # a path on the store, or the audio file's bytes (Parquet-embedded)
+
+
+def _check_readable(src: Source) -> int:
+    """Size in bytes; turns the common file-system failures into clear reasons."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise AudioError("empty file", "0 bytes of embedded audio")
+        return len(src)
+    try:
+        size = os.stat(src).st_size
+        if not os.access(src, os.R_OK):
+            raise PermissionError(src)
+        with open(src, "rb"):
+            pass
+    except FileNotFoundError:
+        raise AudioError("missing file", str(src)) from None
+    except IsADirectoryError:
+        raise AudioError("unreadable", f"{src} is a directory") from None
+    except PermissionError:
+        raise AudioError("unreadable", f"permission denied: {src}") from None
+    except OSError as e:
+        raise AudioError("unreadable", f"{src}: {e.strerror or e}") from None
+    if size == 0:
+        raise AudioError("empty file", f"0 bytes: {src}")
+    return size
+
+
+def _open(src: Source):
+    return io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src
+
+
+def probe(src: Source) -> AudioInfo:
+    """Duration, rate and channels from the header (no full decode where the format allows)."""
+    size = _check_readable(src)
+    try:
+        info = sf.info(_open(src))
+        if info.frames <= 0 and info.duration <= 0:
+            raise AudioError("no audio samples", "the file holds 0 samples")
+        return AudioInfo(float(info.duration), int(info.samplerate), int(info.channels), size)
+    except sf.LibsndfileError:
+        pass
+    return _probe_av(src, size)
+
+
+def _probe_av(src: Source, size: int) -> AudioInfo:
+    import av
+
+    try:
+        with av.open(_open(src)) as container:
+            if not container.streams.audio:
+                raise AudioError("corrupt audio", "no audio stream")
+            stream = container.streams.audio[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            channels = int(stream.codec_context.channels or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000
+            else:  # no duration in the header: count the decoded samples
+                duration = sum(f.samples for f in container.decode(stream)) / max(rate, 1)
+    except AudioError:
+        raise
+    except Exception as e:  # PyAV raises many types (InvalidDataError, ValueError, ...)
+        raise AudioError("corrupt audio", f"cannot read as audio ({type(e).__name__}: {e})") from None
+    if duration <= 0 or rate <= 0:
+        raise AudioError("no audio samples", "the file holds 0 samples")
+    return AudioInfo(duration, rate, channels, size)
+
+
+def decode(src: Source, target_sr: int = 16000, max_duration_s: float | None = None) -> np.ndarray:
+    """The whole recording as float32 mono at `target_sr`."""
+    _check_readable(src)
+    try:
+        f = sf.SoundFile(_open(src))
+    except sf.LibsndfileError:
+        audio = _decode_av(src, target_sr, max_duration_s)
+    else:
+        with f:
+            _check_length(f.frames / f.samplerate if f.frames > 0 else 0.0, max_duration_s)
+            audio = _decode_sf(f, target_sr)
+    if audio.size == 0:
+        raise AudioError("no audio samples", "the file holds 0 samples")
+    return audio
+
+
+def _check_length(duration_s: float, max_duration_s: float | None) -> None:
+    if max_duration_s is not None and duration_s > max_duration_s:
+        raise AudioError("too long", f"{duration_s:.0f} s > audio.max_duration_s={max_duration_s:.0f}")
+
+
+def _decode_sf(f: sf.SoundFile, target_sr: int) -> np.ndarray:
+    resampler = None if f.samplerate == target_sr else soxr.ResampleStream(
+        f.samplerate, target_sr, 1, dtype="float32", quality="HQ")
+    out = []
+    block = max(1, int(BLOCK_S * f.samplerate))
+    try:
+        while True:
+            x = f.read(block, dtype="float32", always_2d=True)
+            last = len(x) < block
+            mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+            out.append(resampler.resample_chunk(mono, last=last) if resampler else mono)
+            if last:
+                break
+    except sf.LibsndfileError as e:
+        raise AudioError("corrupt audio", f"decode failed after {sum(map(len, out))} samples: {e}") from None
+    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
+def _decode_av(src: Source, target_sr: int, max_duration_s: float | None) -> np.ndarray:
+    import av
+
+    out = []
+    try:
+        with av.open(_open(src)) as container:
+            if not container.streams.audio:
+                raise AudioError("corrupt audio", "no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=target_sr)
+            n = 0
+            for frame in container.decode(container.streams.audio[0]):
+                for rf in resampler.resample(frame):
+                    out.append(rf.to_ndarray().reshape(-1))
+                    n += rf.samples
+                _check_length(n / target_sr, max_duration_s)
+            for rf in resampler.resample(None):
+                out.append(rf.to_ndarray().reshape(-1))
+    except AudioError:
+        raise
+    except Exception as e:
+        raise AudioError("corrupt audio", f"cannot decode ({type(e).__name__}: {e})") from None
+    if not out:
+        return np.zeros(0, dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
+def split_points(audio: np.ndarray, sr: int, max_s: float, search_s: float = 5.0,
+                 frame_s: float = 0.05) -> list[tuple[int, int]]:
+    """Cut `audio` into spans of at most `max_s`, each cut at the quietest frame of the last
+    `search_s` before the limit, so cuts fall in pauses rather than mid-word where possible."""
+    n, limit = len(audio), int(max_s * sr)
+    frame, search = max(1, int(frame_s * sr)), int(min(search_s, max_s / 2) * sr)
+    spans, start = [], 0
+    while n - start > limit:
+        lo, hi = start + limit - search, start + limit
+        window = audio[lo:hi]
+        usable = len(window) // frame * frame
+        if usable:
+            energy = np.square(window[:usable].reshape(-1, frame)).mean(axis=1)
+            cut = lo + int(np.argmin(energy)) * frame + frame // 2
+        else:
+            cut = hi
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, n))
+    return spans

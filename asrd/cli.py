@@ -1,0 +1,175 @@
+"""The `asrd` command line. Every command takes `--config FILE` and trailing `key=value` overrides.
+
+index -> plan -> run / run-shard (or submit, for SLURM) -> merge; status at any time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from asrd import config as config_mod
+from asrd.audio import AudioError
+from asrd.engines import EngineUnavailable
+from asrd.index import IndexError_
+from asrd.merge import MergeError
+from asrd.plan import PlanError
+from asrd.rundir import RunDir, RunDirError
+
+USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
+               EngineUnavailable, AudioError, FileNotFoundError)
+
+
+def load_config(args: argparse.Namespace) -> DictConfig:
+    return config_mod.load(args.config, args.overrides)
+
+
+def run_config(args: argparse.Namespace) -> DictConfig:
+    """For commands on an existing run: the run's frozen config, plus this command's overrides."""
+    cfg = load_config(args)
+    rd = RunDir(cfg.run.dir)
+    if rd.config_path.is_file():
+        return config_mod.load(rd.config_path, args.overrides)
+    return cfg
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    text = config_mod.to_yaml(load_config(args))
+    if args.write:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from asrd.index import build_index
+
+    report = build_index(args.source, args.output, workers=args.workers)
+    print(f"indexed {report.rows} entries, {report.audio_s / 3600:.2f} h of audio -> {args.output}")
+    if report.failed:
+        print(f"{sum(report.failed.values())} entries could not be probed (kept; they will be "
+              f"error rows): " + ", ".join(f"{k}={v}" for k, v in sorted(report.failed.items())))
+        for ex in report.examples:
+            print(f"  {ex}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from asrd.plan import make_plan
+
+    rd, plan = make_plan(load_config(args), force=args.force)
+    secs = [s.audio_s for s in plan.shards]
+    print(f"planned {plan.num_shards} shards of {plan.index_rows} rows in {rd.path} "
+          f"(config {plan.config_hash}); audio per shard {min(secs):.0f}-{max(secs):.0f} s")
+    return 0
+
+
+def cmd_run_shard(args: argparse.Namespace) -> int:
+    from asrd.shard_task import run_task
+
+    cfg = load_config(args)
+    done = run_task(cfg.run.dir, args.shard, args.overrides, force=args.force)
+    print(f"finished shards: {done}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from asrd.plan import make_plan
+    from asrd.shard_task import run_task
+
+    cfg = load_config(args)
+    rd, plan = make_plan(cfg, force=args.force)
+    done = run_task(rd.path, None, args.overrides, force=args.force)
+    print(f"finished {len(done)} shards; {len(rd.markers.done_shards())} of {plan.num_shards} done")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from asrd.merge import merge
+
+    cfg = run_config(args)
+    s = merge(cfg, allow_incomplete=args.allow_incomplete or None, row_filter=args.filter)
+    print(f"merged {s.shards_merged}/{s.shards_planned} shards: {s.rows} rows ({s.ok} ok, "
+          f"{s.failed} failed), {s.audio_hours:.2f} h -> {RunDir(cfg.run.dir).merged_dir}")
+    if s.filter:
+        print(f"filter {s.filter!r}: kept {s.kept}, dropped {s.dropped_by_filter}")
+    if s.failures_by_reason:
+        print("failures: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures_by_reason.items())))
+    if s.missing_shards or s.rejected_shards:
+        print(f"INCOMPLETE: missing shards {s.missing_shards}, rejected {s.rejected_shards}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from asrd.status import format_status, run_status
+
+    cfg = run_config(args)
+    print(format_status(run_status(cfg.run.dir), per_shard=args.per_shard))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from asrd.demo import run_demo
+
+    return run_demo(Path(args.workdir), args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asrd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", "-c", help="YAML config file (see `asrd config`)")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("config", cmd_config, "print the resolved config, or write a starter file")
+    p.add_argument("--write", metavar="FILE")
+    p = add("index", cmd_index, "build a Parquet audio index from a folder, manifest or Parquet")
+    p.add_argument("source")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--workers", type=int, default=16, help="parallel header probes")
+    p = add("plan", cmd_plan, "freeze the config and cut the index into shards")
+    p.add_argument("--force", action="store_true", help="re-plan over an existing run directory")
+    p = add("run-shard", cmd_run_shard, "run some shards in this process (what a task runs)")
+    p.add_argument("--shard", type=int, nargs="+", required=True)
+    p.add_argument("--force", action="store_true", help="run despite config drift")
+    p = add("run", cmd_run, "plan if needed, then run every shard on this machine")
+    p.add_argument("--force", action="store_true")
+    p = add("merge", cmd_merge, "validate and merge the shard files")
+    p.add_argument("--allow-incomplete", action="store_true")
+    p.add_argument("--filter", help='keep rows matching, e.g. "score >= 3"')
+    p = add("status", cmd_status, "shards done / running / failed / missing")
+    p.add_argument("--per-shard", action="store_true")
+    p = add("demo", cmd_demo, "sample speech -> index -> run -> merge -> word error rate")
+    p.add_argument("--workdir", default="demo")
+    try:
+        from asrd import launcher
+    except ImportError:
+        launcher = None
+    if launcher is not None:
+        launcher.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"asrd: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

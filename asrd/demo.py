@@ -1,0 +1,48 @@
+"""`asrd demo`, the README's main command: sample speech -> index -> every shard on this machine
+(local executor, local store, CPU engine) -> merge -> word error rate against the spoken text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from asrd import config as config_mod
+from asrd.index import build_index
+from asrd.merge import merge
+from asrd.plan import make_plan
+from asrd.samples import make_corpus
+from asrd.shard_task import run_task
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    import jiwer
+
+    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(),
+                          jiwer.RemoveMultipleSpaces(), jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
+    return jiwer.wer(refs, hyps, reference_transform=norm, hypothesis_transform=norm)
+
+
+def run_demo(workdir: Path, overrides: list[str] | None = None) -> int:
+    workdir = workdir.resolve()
+    manifest = workdir / "audio" / "manifest.jsonl"
+    if not manifest.is_file():
+        print(f"making sample speech in {manifest.parent}")
+        make_corpus(manifest.parent, n=8)
+    index = workdir / "index.parquet"
+    report = build_index(manifest, index)
+    print(f"indexed {report.rows} recordings, {report.audio_s:.0f} s of speech")
+    cfg = config_mod.load(None, [f"run.index={index}", f"run.dir={workdir / 'run'}",
+                                 "run.name=demo", "run.num_shards=2", *(overrides or [])])
+    rd, plan = make_plan(cfg)
+    run_task(rd.path, None, overrides)
+    summary = merge(config_mod.load(rd.config_path, overrides))
+    table = pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
+    ok = table.filter(table.column("error").is_null())
+    wer = word_error_rate(ok.column("reference").to_pylist(), ok.column("text").to_pylist())
+    for r in table.to_pylist():
+        print(f"  {r['id']:<14} {r['text'] if r['error'] is None else 'ERROR ' + r['error']}")
+    print(f"merged {summary.rows} rows ({summary.ok} ok, {summary.failed} failed) into "
+          f"{rd.merged_dir}")
+    print(f"word error rate against the spoken text: {wer:.1%}")
+    return 0 if summary.failed == 0 else 1

@@ -1,0 +1,225 @@
+"""`asrd merge`: validate every shard against the plan and the index, then stream them into the
+merged dataset (Parquet files of a target size) and a summary.
+
+Memory stays flat: shards are read one record batch at a time, and exactly-once is checked per
+shard against that shard's slice of the index (its ids, by row number). The merged folder is built
+under a temporary name and swapped in by rename, so a reader never sees half a merge.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from omegaconf import DictConfig
+
+from asrd.plan import Plan, load_plan, read_rows
+from asrd.rundir import RunDir
+from hpc.commit import tmp_name, write_json
+
+
+class MergeError(RuntimeError):
+    """The run cannot be merged as asked; the message lists what is wrong."""
+
+
+@dataclass
+class MergeSummary:
+    shards_planned: int = 0
+    shards_merged: int = 0
+    missing_shards: list[int] = field(default_factory=list)
+    rejected_shards: dict[int, str] = field(default_factory=dict)
+    rows: int = 0
+    ok: int = 0
+    failed: int = 0
+    kept: int = 0
+    dropped_by_filter: int = 0
+    filter: str | None = None
+    audio_hours: float = 0.0
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    per_shard: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _validate_shard(rd: RunDir, plan: Plan, shard: int, marker: dict[str, Any]) -> str | None:
+    """Why this shard cannot be merged, or None."""
+    spec = plan.shards[shard]
+    path = rd.shard_file(shard)
+    if marker.get("config_hash") != plan.config_hash:
+        return f"config hash {marker.get('config_hash')} differs from the run's {plan.config_hash}"
+    if not path.is_file():
+        return f"marker exists but {path.name} is missing"
+    if path.stat().st_size != marker.get("bytes"):
+        return f"{path.name} has {path.stat().st_size} bytes, its marker says {marker.get('bytes')}"
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if not rows == marker.get("rows") == spec.rows:
+        return f"{path.name} has {rows} rows, marker {marker.get('rows')}, plan {spec.rows}"
+    return None
+
+
+def _index_ids(plan: Plan, shard: int) -> pa.Array:
+    spec = plan.shards[shard]
+    return pa.concat_arrays([b.column("id") for b in read_rows(plan.index, spec.start, spec.stop,
+                                                                columns=["id"])])
+
+
+class _RollingWriter:
+    """Parquet files of about `target_bytes` each, named part-00000.parquet, ..."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, target_bytes: int):
+        self.folder, self.schema, self.target = folder, schema, target_bytes
+        self.writer: pq.ParquetWriter | None = None
+        self.files: list[str] = []
+        self.bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self.writer is None:
+            name = f"part-{len(self.files):05d}.parquet"
+            self.files.append(name)
+            self.writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
+            self.bytes = 0
+        self.writer.write_table(table)
+        self.bytes += table.nbytes // 3  # zstd ratio of text-heavy rows; a rough estimate suffices
+        if self.bytes >= self.target:
+            self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def merge(cfg: DictConfig, allow_incomplete: bool | None = None, row_filter: str | None = None,
+          track: bool = True) -> MergeSummary:
+    rd = RunDir(cfg.run.dir)
+    plan = load_plan(rd)
+    allow_incomplete = cfg.merge.allow_incomplete if allow_incomplete is None else allow_incomplete
+    row_filter = row_filter if row_filter is not None else cfg.merge.filter
+    expr = None
+    if row_filter:
+        from asrd.filters import parse_filter
+
+        expr = parse_filter(row_filter)
+    markers = rd.markers.read_all()
+    summary = MergeSummary(shards_planned=plan.num_shards, filter=row_filter)
+    summary.missing_shards = [s for s in range(plan.num_shards) if s not in markers]
+    for s, m in markers.items():
+        if s >= plan.num_shards:
+            summary.rejected_shards[s] = "not in the plan"
+        elif (why := _validate_shard(rd, plan, s, m)) is not None:
+            summary.rejected_shards[s] = why
+    if (summary.missing_shards or summary.rejected_shards) and not allow_incomplete:
+        raise MergeError(_incomplete_message(summary))
+    good = [s for s in sorted(markers) if s not in summary.rejected_shards]
+    if not good:
+        raise MergeError("no shard can be merged: " + _incomplete_message(summary))
+
+    out_tmp = tmp_name(rd.merged_dir)
+    out_tmp.mkdir(parents=True)
+    try:
+        schema = pq.read_schema(rd.shard_file(good[0]))
+        writer = _RollingWriter(out_tmp, schema, int(cfg.merge.target_file_mb * 2**20))
+        for s in good:
+            _merge_shard(rd, plan, s, markers[s], expr, writer, summary)
+        writer.close()
+        summary.files = writer.files
+        summary.audio_hours /= 3600.0
+        write_json(out_tmp / "summary.json", summary.__dict__)
+        old = rd.merged_dir.with_name(rd.merged_dir.name + ".old")
+        if rd.merged_dir.exists():
+            rd.merged_dir.rename(old)
+        out_tmp.rename(rd.merged_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(out_tmp, ignore_errors=True)
+    if track and cfg.wandb.mode != "disabled":
+        from asrd.tracking import log_merge
+
+        log_merge(cfg, rd.path, summary.__dict__, summary.per_shard, _samples(rd, cfg))
+    return summary
+
+
+def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, writer: _RollingWriter,
+                 summary: MergeSummary) -> None:
+    """Stream one shard into the writer, checking that it holds every index row of the shard
+    exactly once, each under the id the index gives that row."""
+    spec = plan.shards[shard]
+    index_ids = _index_ids(plan, shard)
+    seen = np.zeros(spec.rows, dtype=bool)
+    audio_s = 0.0
+    for batch in pq.ParquetFile(rd.shard_file(shard)).iter_batches(batch_size=8192):
+        table = pa.Table.from_batches([batch]).cast(writer.schema)
+        rel = table.column("row").to_numpy() - spec.start
+        if rel.size and (rel.min() < 0 or rel.max() >= spec.rows):
+            raise MergeError(f"shard {shard}: holds rows outside its plan range")
+        if seen[rel].any() or len(np.unique(rel)) != len(rel):
+            raise MergeError(f"shard {shard}: some rows appear twice")
+        seen[rel] = True
+        if not index_ids.take(pa.array(rel)).equals(table.column("id").combine_chunks()):
+            raise MergeError(f"shard {shard}: ids do not match the index rows they claim")
+        err = table.column("error")
+        n_ok = err.null_count
+        summary.rows += table.num_rows
+        summary.ok += n_ok
+        summary.failed += table.num_rows - n_ok
+        audio_s += pc.sum(table.column("duration_s").filter(pc.is_null(err))).as_py() or 0.0
+        for e in err.drop_null().to_pylist():
+            reason = e.split(":", 1)[0]
+            summary.failures_by_reason[reason] = summary.failures_by_reason.get(reason, 0) + 1
+        if expr is not None:
+            kept = table.filter(expr)
+            summary.dropped_by_filter += table.num_rows - kept.num_rows
+            table = kept
+        summary.kept += table.num_rows
+        writer.write(table)
+    if not seen.all():
+        raise MergeError(f"shard {shard}: {int((~seen).sum())} index rows are missing")
+    summary.audio_hours += audio_s
+    wall = marker.get("wall_s") or 0.0
+    summary.per_shard.append({"shard": shard, "rows": marker["rows"], "failed": marker["failed"],
+                              "audio_s": audio_s, "wall_s": wall, "host": marker.get("host"),
+                              "rtf_x": audio_s / wall if wall else None})
+    summary.shards_merged += 1
+
+
+def _samples(rd: RunDir, cfg: DictConfig) -> list[dict[str, Any]]:
+    """A few ok transcripts with the path of their audio, for a quick listen in the merge run."""
+    out: list[dict[str, Any]] = []
+    for f in rd.merged_files():
+        for b in pq.ParquetFile(f).iter_batches(batch_size=256, columns=["id", "text", "path",
+                                                                          "duration_s", "error"]):
+            out += [r for r in b.to_pylist() if r["error"] is None][: cfg.wandb.sample_rows - len(out)]
+            if len(out) >= cfg.wandb.sample_rows:
+                return out
+    return out
+
+
+def _incomplete_message(summary: MergeSummary) -> str:
+    parts = []
+    if summary.missing_shards:
+        parts.append(f"{len(summary.missing_shards)} of {summary.shards_planned} shards have no "
+                     f"marker: {_compact(summary.missing_shards)}")
+    for s, why in sorted(summary.rejected_shards.items())[:20]:
+        parts.append(f"shard {s} rejected: {why}")
+    parts.append("run `asrd resubmit` (or `asrd run`) to finish them, or merge what exists with "
+                 "--allow-incomplete")
+    return "; ".join(parts)
+
+
+def _compact(shards: list[int]) -> str:
+    """[0,1,2,5,7,8] -> '0-2,5,7-8' (SLURM's array syntax)."""
+    out, i = [], 0
+    while i < len(shards):
+        j = i
+        while j + 1 < len(shards) and shards[j + 1] == shards[j] + 1:
+            j += 1
+        out.append(str(shards[i]) if i == j else f"{shards[i]}-{shards[j]}")
+        i = j + 1
+    return ",".join(out)

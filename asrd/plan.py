@@ -1,0 +1,159 @@
+"""`asrd plan`: freeze the config and cut the index into N shards balanced by audio seconds.
+
+A shard is a contiguous range of index rows. Cutting the running sum of durations at N equal
+targets balances shards to within one recording's duration (a 3-hour file in a 1000-hour shard is
+0.3 %), needs one streaming pass over a single column, and lets a task read its rows by row-group
+seeks instead of scanning a multi-million-row index. Deterministic: the same index and N give the
+same plan. Duplicate ids are refused here, with the offending ids listed, because exactly-once
+cannot be checked against an index where one id names two rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from omegaconf import DictConfig
+
+from asrd import __version__
+from asrd import config as config_mod
+from asrd.rundir import RunDir, RunDirError
+from hpc.commit import read_json, write_bytes, write_json
+
+# Rows whose probe failed have no duration; they still cost a little work (an error row).
+UNPROBED_WEIGHT_S = 0.1
+
+
+class PlanError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    shard: int
+    start: int  # first index row
+    stop: int  # one past the last index row
+    audio_s: float
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Plan:
+    index: str
+    index_rows: int
+    index_fingerprint: str
+    config_hash: str
+    shards: list[ShardSpec]
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["asrd_version"] = __version__
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Plan":
+        return cls(d["index"], d["index_rows"], d["index_fingerprint"], d["config_hash"],
+                   [ShardSpec(**s) for s in d["shards"]])
+
+
+def fingerprint(index_path: str | Path) -> str:
+    """Cheap identity of the index file: its Parquet footer (row counts, statistics) and size."""
+    pf = pq.ParquetFile(index_path)
+    meta = pf.metadata
+    blob = f"{os.path.getsize(index_path)}:{meta.num_rows}:{meta.num_row_groups}:{meta.serialized_size}"
+    return hashlib.sha256(blob.encode() + str(pf.schema_arrow).encode()).hexdigest()[:16]
+
+
+def _durations(index_path: str) -> np.ndarray:
+    col = pq.read_table(index_path, columns=["duration_s"]).column(0)
+    d = col.to_numpy(zero_copy_only=False).astype(np.float64)
+    return np.where(np.isnan(d), UNPROBED_WEIGHT_S, d)
+
+
+def _check_unique_ids(index_path: str) -> None:
+    ids = pq.read_table(index_path, columns=["id"]).column(0)
+    counts = pa.compute.value_counts(ids)
+    dup = counts.filter(pa.compute.greater(counts.field("counts"), 1))
+    if len(dup):
+        shown = ", ".join(repr(v["values"]) for v in dup.to_pylist()[:20])
+        raise PlanError(f"index {index_path} has {len(dup)} duplicate ids (first: {shown}); "
+                        "ids must be unique: rebuild the index or make the ids unique")
+
+
+def cut(durations: np.ndarray, num_shards: int) -> list[ShardSpec]:
+    """Contiguous ranges whose audio seconds are as equal as a contiguous cut allows."""
+    n = len(durations)
+    num_shards = max(1, min(num_shards, n))
+    cum = np.concatenate([[0.0], np.cumsum(durations)])
+    targets = cum[-1] * np.arange(1, num_shards) / num_shards
+    bounds = np.searchsorted(cum, targets, side="left")
+    # Snap each bound to the nearer side of the target and keep every shard non-empty.
+    edges = [0]
+    for k, (b, t) in enumerate(zip(bounds, targets), start=1):
+        b = int(b) if b > 0 and cum[b] - t < t - cum[b - 1] else int(b) - 1
+        edges.append(min(max(b, edges[-1] + 1), n - (num_shards - k)))
+    edges.append(n)
+    return [ShardSpec(i, a, b, float(cum[b] - cum[a])) for i, (a, b) in
+            enumerate(zip(edges[:-1], edges[1:]))]
+
+
+def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
+    """Freeze `cfg` into its run directory and write the plan; re-planning the same config is a no-op."""
+    index = config_mod.require_index(cfg)
+    if not Path(index).is_file():
+        raise PlanError(f"index not found: {index} (make it with `asrd index`)")
+    run_dir = RunDir(cfg.run.dir)
+    if run_dir.exists():
+        run_dir.check_config(cfg, force=force)
+        plan = load_plan(run_dir)
+        if plan.index_fingerprint != fingerprint(index) and not force:
+            raise RunDirError(f"the index {index} changed since {run_dir.path} was planned; "
+                              "plan into a new run.dir, or --force")
+        if not force:
+            return run_dir, plan
+    _check_unique_ids(index)
+    durations = _durations(index)
+    if len(durations) == 0:
+        raise PlanError(f"index {index} is empty")
+    plan = Plan(str(Path(index).resolve()), len(durations), fingerprint(index),
+                config_mod.config_hash(cfg), cut(durations, cfg.run.num_shards))
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    write_bytes(run_dir.config_path, config_mod.to_yaml(cfg).encode())
+    write_json(run_dir.plan_path, plan.to_json())
+    return run_dir, plan
+
+
+def load_plan(run_dir: RunDir) -> Plan:
+    if not run_dir.plan_path.is_file():
+        raise RunDirError(f"{run_dir.path} has no plan.json: run `asrd plan` first")
+    return Plan.from_json(read_json(run_dir.plan_path))
+
+
+def read_rows(index_path: str, start: int, stop: int, columns: list[str] | None = None,
+              batch_rows: int = 512) -> Iterator[pa.RecordBatch]:
+    """Index rows [start, stop) as record batches, reading only the row groups that hold them."""
+    pf = pq.ParquetFile(index_path)
+    offset = 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        lo, hi = max(start, offset), min(stop, offset + n)
+        if lo < hi:
+            table = pf.read_row_group(g, columns=columns).slice(lo - offset, hi - lo)
+            table = table.append_column("row", pa.array(np.arange(lo, hi, dtype=np.int64)))
+            yield from table.to_batches(max_chunksize=batch_rows)
+        offset += n
+        if offset >= stop:
+            break

@@ -1,0 +1,41 @@
+"""An on-node Ray cluster owned by one task: sized from SLURM's allocation, private temp dir.
+
+Each task starts its own head (never attaching to one it finds): several tasks on one node, or
+several users, must not share `/tmp/ray` or connect to each other's cluster (ray #20634), and Ray
+must not claim the whole node when SLURM gave the task a slice of it (ray #13607). Ports are left
+to the OS (GCS port 0), so parallel tasks on a node do not collide (ray #10154).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Iterator
+
+from hpc.slurm_env import SlurmEnv
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
+              object_store_mb: int = 0, tmp_root: str = "") -> Iterator[dict]:
+    """Start a private Ray head for this process; yields its resources; always shuts it down."""
+    import ray
+
+    env = SlurmEnv.from_environ()
+    cpus = num_cpus if num_cpus is not None else env.cpus
+    gpus = num_gpus if num_gpus is not None else env.gpus
+    # Short path: Ray's socket names must fit in 107 bytes.
+    tmp = tempfile.mkdtemp(prefix="ray-", dir=tmp_root or env.tmpdir)
+    os.environ.pop("RAY_ADDRESS", None)
+    kwargs = {}
+    if object_store_mb:
+        kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
+    ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False,
+             _temp_dir=tmp, log_to_driver=True, configure_logging=False, **kwargs)
+    try:
+        yield {"cpus": cpus, "gpus": gpus, "temp_dir": tmp}
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
