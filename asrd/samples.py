@@ -35,6 +35,8 @@ def speak(text: str, out: Path, rate: int = 16000, channels: int = 1, speed: int
     """espeak-ng speech converted by ffmpeg to `out`'s format, rate and channel count."""
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = out.with_name(out.name + ".espeak.wav")
+    if out.suffix == ".opus" and rate not in (8000, 12000, 16000, 24000, 48000):
+        rate = 48000  # the only rates Opus encodes
     subprocess.run([need("espeak-ng"), "-s", str(speed), "-w", str(raw), text], check=True,
                    capture_output=True)
     codec = {"ogg": ["-c:a", "libvorbis"], "opus": ["-c:a", "libopus"], "m4a": ["-c:a", "aac"],

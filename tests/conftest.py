@@ -1,0 +1,35 @@
+"""Shared fixtures: real speech made on this machine (espeak-ng + ffmpeg), indexed once a session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from asrd import config as config_mod
+from asrd.index import build_index
+from asrd.samples import make_corpus
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """A folder of 8 recordings in wav/flac/mp3/ogg/m4a/opus at 8-48 kHz, mono and stereo, and
+    `manifest.jsonl` with each one's spoken text (`reference`)."""
+    return make_corpus(tmp_path_factory.mktemp("corpus"), n=8).parent
+
+
+@pytest.fixture(scope="session")
+def corpus_index(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("index") / "index.parquet"
+    build_index(corpus / "manifest.jsonl", out)
+    return out
+
+
+def make_cfg(index: Path, run_dir: Path, *overrides: str):
+    """A test config: the CPU engine, small parts so that checkpoints happen."""
+    return config_mod.load(None, [f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=2",
+                                  "pipeline.part_rows=2", *overrides])
