@@ -47,7 +47,7 @@ def test_merge_exactly_once_and_sized_files(planned):
     assert len(files) == len(summary.files) > 1  # the tiny target size forced several files
     table = pq.ParquetDataset(files).read()
     assert sorted(table.column("row").to_pylist()) == list(range(8))
-    assert table.column("id").unique().length() == 8
+    assert len(table.column("id").unique()) == 8
     assert "reference" in table.column_names  # passthrough kept, audio bytes never copied
     saved = json.loads((rd.merged_dir / "summary.json").read_text())
     assert saved["rows"] == 8 and saved["files"] == summary.files
