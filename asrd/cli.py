@@ -15,13 +15,14 @@ from omegaconf import DictConfig
 from asrd import config as config_mod
 from asrd.audio import AudioError
 from asrd.engines import EngineUnavailable
+from asrd.filters import FilterError
 from asrd.index import IndexError_
 from asrd.merge import MergeError
 from asrd.plan import PlanError
 from asrd.rundir import RunDir, RunDirError
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
-               EngineUnavailable, AudioError, FileNotFoundError)
+               EngineUnavailable, AudioError, FilterError, FileNotFoundError)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:

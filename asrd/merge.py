@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
+from asrd.filters import FilterCounts, parse_filter
 from asrd.plan import Plan, load_plan, read_rows
 from asrd.rundir import RunDir
 from hpc.commit import tmp_name, write_json
@@ -40,6 +41,7 @@ class MergeSummary:
     kept: int = 0
     dropped_by_filter: int = 0
     filter: str | None = None
+    filter_counts: dict[str, Any] = field(default_factory=dict)  # rows dropped, by clause
     audio_hours: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -104,8 +106,6 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None, row_filter: str
     row_filter = row_filter if row_filter is not None else cfg.merge.filter
     expr = None
     if row_filter:
-        from asrd.filters import parse_filter
-
         expr = parse_filter(row_filter)
     markers = rd.markers.read_all()
     summary = MergeSummary(shards_planned=plan.num_shards, filter=row_filter)
@@ -125,10 +125,16 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None, row_filter: str
     out_tmp.mkdir(parents=True)
     try:
         schema = pq.read_schema(rd.shard_file(good[0]))
+        filter_counts = FilterCounts()
+        if expr is not None:
+            expr.check(schema)  # an unknown column fails before anything is written
         writer = _RollingWriter(out_tmp, schema, int(cfg.merge.target_file_mb * 2**20))
         for s in good:
-            _merge_shard(rd, plan, s, markers[s], expr, writer, summary)
+            _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary)
         writer.close()
+        if expr is not None:
+            summary.dropped_by_filter = filter_counts.dropped
+            summary.filter_counts = filter_counts.to_dict()
         summary.files = writer.files
         summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
@@ -146,8 +152,8 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None, row_filter: str
     return summary
 
 
-def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, writer: _RollingWriter,
-                 summary: MergeSummary) -> None:
+def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_counts,
+                 writer: _RollingWriter, summary: MergeSummary) -> None:
     """Stream one shard into the writer, checking that it holds every index row of the shard
     exactly once, each under the id the index gives that row."""
     spec = plan.shards[shard]
@@ -174,9 +180,8 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, writer:
             reason = e.split(":", 1)[0]
             summary.failures_by_reason[reason] = summary.failures_by_reason.get(reason, 0) + 1
         if expr is not None:
-            kept = table.filter(expr)
-            summary.dropped_by_filter += table.num_rows - kept.num_rows
-            table = kept
+            table, counts = expr.apply(table)
+            filter_counts.add(counts)
         summary.kept += table.num_rows
         writer.write(table)
     if not seen.all():

@@ -12,13 +12,12 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asrd import config as config_mod
 from asrd.pipeline import Pipeline
-from asrd.plan import ShardSpec, load_plan, read_rows
+from asrd.plan import PlanError, ShardSpec, load_plan, read_rows
 from asrd.rundir import RunDir
 from asrd.schema import output_schema
 from asrd.writer import ShardWriter
@@ -31,7 +30,13 @@ class Terminated(SystemExit):
     """SIGTERM: stop, keep what is committed, exit 143 (SLURM's scancel and preemption send it)."""
 
 
+_received: list[int] = []
+
+
 def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    # Ray's wait() turns an exception raised here into SystemExit(1); remember the signal so
+    # that run_task exits with SLURM's conventional 128 + signal.
+    _received.append(signum)
     raise Terminated(128 + signum)
 
 
@@ -61,7 +66,7 @@ def run_task(run_dir: str | Path, shards: list[int] | None = None,
     wanted = range(plan.num_shards) if shards is None else shards
     bad = [s for s in wanted if not 0 <= s < plan.num_shards]
     if bad:
-        raise ValueError(f"shards {bad} are not in the plan (0..{plan.num_shards - 1})")
+        raise PlanError(f"shards {bad} are not in the plan (0..{plan.num_shards - 1})")
     todo = [s for s in wanted if not rd.markers.is_done(s)]
     if not todo:
         log.info("all %d shards already done", len(wanted))
@@ -77,6 +82,11 @@ def run_task(run_dir: str | Path, shards: list[int] | None = None,
             for s in todo:
                 if _run_shard(cfg, rd, plan.shards[s], plan.index, plan.config_hash, schema, pipe):
                     finished.append(s)
+        except SystemExit:
+            if _received:
+                log.warning("signal %d: committed what was finished; exiting", _received[-1])
+                raise Terminated(128 + _received[-1]) from None
+            raise
         finally:
             pipe.close()
     return finished
@@ -97,12 +107,11 @@ def _run_shard(cfg: DictConfig, rd: RunDir, spec: ShardSpec, index: str, config_
         log.info("shard %d: %d rows, %d already committed", spec.shard, spec.rows, len(done))
         items = (row for batch in read_rows(index, spec.start, spec.stop)
                  for row in batch.to_pylist() if row["row"] not in done)
-        stats = pipe.run(spec, items, writer, todo, on_metrics=_log_line)
+        pipe.run(spec, items, writer, todo, on_metrics=_log_line)
         marker = writer.finalize(time.monotonic() - t0, config_hash, pipe.model_name,
                                  extra={"resumed_rows": len(done)})
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,
                  marker["ok"], marker["failed"], marker["audio_s"], marker["wall_s"])
-        del stats
         return True
 
 

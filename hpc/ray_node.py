@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 from typing import Iterator
 
 from hpc.slurm_env import SlurmEnv
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 @contextlib.contextmanager
@@ -32,8 +35,14 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
     kwargs = {}
     if object_store_mb:
         kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
+    # Ray's C++ core installs a fatal-signal handler that aborts the process on SIGTERM before
+    # Python can commit finished rows, and replaces submitit's USR2/TERM handlers: put back the
+    # handlers this process had (SLURM sends SIGTERM on scancel, USR2 before the time limit).
+    saved = {s: signal.getsignal(s) for s in HANDLED_SIGNALS}
     ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False,
              _temp_dir=tmp, log_to_driver=True, configure_logging=False, **kwargs)
+    for sig, handler in saved.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     try:
         yield {"cpus": cpus, "gpus": gpus, "temp_dir": tmp}
     finally:

@@ -103,3 +103,19 @@ def test_resume_from_committed_parts(planned):
     w.add({**first, "text": "t", "error": None, "model": "m", "engine": "e"})
     w2 = ShardWriter(rd, spec, w.schema, part_rows=1)  # a restarted task
     assert w2.done_rows().tolist() == [spec.start] and w2.next_part == 1
+
+
+def test_merge_filter_keeps_matching_rows_and_counts_drops(planned):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    durations = pq.read_table(plan.index, columns=["duration_s"]).column(0).to_pylist()
+    cut = sorted(durations)[4]
+    summary = merge(cfg, row_filter=f"duration_s < {cut} and error is null")
+    kept = pq.ParquetDataset(rd.merged_files()).read()
+    assert kept.num_rows == summary.kept == sum(d < cut for d in durations) == 4
+    assert summary.dropped_by_filter == 4 and summary.rows == 8
+    from asrd.filters import FilterError
+
+    with pytest.raises(FilterError, match="nope"):
+        merge(cfg, row_filter="nope >= 3")

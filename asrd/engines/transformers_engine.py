@@ -1,0 +1,191 @@
+"""Any Whisper or Qwen2-Audio architecture model through Hugging Face transformers, CPU or GPU.
+
+Why a transformers engine beside faster-whisper and vLLM: it runs every checkpoint of these two
+architectures (fine-tunes included) on any machine, with no conversion step, so that a model can
+be tried on a CPU node before a GPU run and results compared engine to engine.
+
+Decoding is batched: Whisper's features are padded to its 30 s window and segments are grouped
+by language (it is forced as a decoder token); Qwen2-Audio gets one chat prompt per segment
+(asrd.prompts), left-padded, and its prompt is cut from the output. Nothing is downloaded: the
+model is a local directory with the weights and the processor files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from asrd.config import ConfigError
+from asrd.engines.base import Engine, EngineUnavailable, Segment
+from asrd.prompts import audio_chat_messages
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0
+SUPPORTED = ("whisper", "qwen2_audio")
+DTYPES = ("float32", "bfloat16", "float16", "int8")
+
+
+class TransformersEngine(Engine):
+    """One model in this process; `transcribe` decodes greedily (or as the config says)."""
+
+    max_concurrency = 1
+
+    def __init__(self, cfg: DictConfig):
+        self._cfg = cfg
+        model_dir = _model_dir(cfg.model)
+        torch, transformers = _import_transformers()
+        self._torch = torch
+        self._device = _device(torch, str(cfg.device))
+        dtype = _dtype(torch, str(cfg.compute_type), self._device)
+        if self._device.type == "cpu":
+            # torch takes every core by default and its spinning threads then fight the decode
+            # actors for them (5x slower under contention); the engine gets its configured share.
+            torch.set_num_threads(max(1, round(cfg.cpus_per_engine)))
+        try:
+            config = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
+            processor = transformers.AutoProcessor.from_pretrained(model_dir,
+                                                                   local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise EngineUnavailable(f"cannot load the model config or processor from "
+                                    f"{model_dir}: {e}") from e
+        if config.model_type not in SUPPORTED:
+            raise EngineUnavailable(f"{model_dir}: model_type {config.model_type!r} is not one "
+                                    f"the transformers engine runs ({', '.join(SUPPORTED)})")
+        model_cls = (transformers.WhisperForConditionalGeneration
+                     if config.model_type == "whisper"
+                     else transformers.Qwen2AudioForConditionalGeneration)
+        extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.extra else {}
+        try:
+            model = model_cls.from_pretrained(model_dir, dtype=dtype, local_files_only=True,
+                                              **extra)
+        except OSError as e:
+            raise EngineUnavailable(f"cannot load the model weights from {model_dir}: {e}") from e
+        self._model = model.to(self._device).eval()
+        self._dtype = dtype
+        self._processor = processor
+        self._is_whisper = config.model_type == "whisper"
+        # English-only Whisper checkpoints (*.en) refuse language and task arguments.
+        self._multilingual = getattr(model.generation_config, "is_multilingual", True)
+        if not self._is_whisper:
+            processor.tokenizer.padding_side = "left"  # generation continues each row's end
+
+    @property
+    def name(self) -> str:
+        return str(self._cfg.model)
+
+    def transcribe(self, segments: list[Segment]) -> list[str]:
+        for i, seg in enumerate(segments):
+            _check_audio(i, seg.audio)
+        size = int(self._cfg.batch_size)
+        texts: list[str] = []
+        for start in range(0, len(segments), size):
+            batch = segments[start:start + size]
+            texts += (self._whisper(batch) if self._is_whisper else self._qwen2_audio(batch))
+        return texts
+
+    def close(self) -> None:
+        del self._model
+        if self._device.type == "cuda":
+            self._torch.cuda.empty_cache()
+
+    def _language(self, seg: Segment) -> str | None:
+        return seg.language or self._cfg.language
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        temperature = float(self._cfg.temperature)
+        kwargs: dict[str, Any] = {"max_new_tokens": int(self._cfg.max_new_tokens),
+                                  "num_beams": int(self._cfg.beam_size),
+                                  "do_sample": temperature > 0}
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+        return kwargs
+
+    def _whisper(self, batch: list[Segment]) -> list[str]:
+        """One generate call per language: the language is a forced decoder token."""
+        texts = [""] * len(batch)
+        by_language: dict[str | None, list[int]] = {}
+        for i, seg in enumerate(batch):
+            by_language.setdefault(self._language(seg), []).append(i)
+        for language, idx in by_language.items():
+            features = self._processor.feature_extractor(
+                [batch[i].audio for i in idx], sampling_rate=SAMPLE_RATE, return_tensors="pt",
+            ).input_features.to(self._device, self._dtype)
+            lang_task = ({"language": language, "task": self._cfg.task}
+                         if self._multilingual else {})
+            with self._torch.inference_mode():
+                ids = self._model.generate(features, **lang_task, **self._generate_kwargs())
+            # Whisper's generate returns the new tokens; its prompt tokens are special anyway.
+            for i, text in zip(idx, self._decode(ids), strict=True):
+                texts[i] = text
+        return texts
+
+    def _qwen2_audio(self, batch: list[Segment]) -> list[str]:
+        prompts = [self._processor.apply_chat_template(
+            audio_chat_messages(self._cfg.instruction, self._language(seg),
+                                self._cfg.system_prompt),
+            add_generation_prompt=True, tokenize=False) for seg in batch]
+        inputs = self._processor(text=prompts, audio=[seg.audio for seg in batch],
+                                 sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
+        inputs = inputs.to(self._device)
+        inputs["input_features"] = inputs["input_features"].to(self._dtype)
+        with self._torch.inference_mode():
+            ids = self._model.generate(**inputs, **self._generate_kwargs())
+        return self._decode(ids[:, inputs["input_ids"].shape[1]:])
+
+    def _decode(self, ids) -> list[str]:
+        texts = self._processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+
+def _check_audio(i: int, audio: np.ndarray) -> None:
+    """Refuse what the feature extractor would silently truncate or choke on."""
+    if audio.ndim != 1:
+        raise ValueError(f"segment {i}: audio must be mono (1-D), got shape {audio.shape}")
+    if audio.size == 0:
+        raise ValueError(f"segment {i}: audio is empty")
+    if audio.size > WINDOW_S * SAMPLE_RATE:
+        raise ValueError(f"segment {i}: {audio.size / SAMPLE_RATE:.2f} s is longer than the "
+                         f"model's {WINDOW_S:.0f} s window (segment it first)")
+
+
+def _model_dir(model: str) -> Path:
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        why = "does not exist" if not path.exists() else "has no config.json"
+        raise EngineUnavailable(
+            f"engine.model={model!r} {why}: the transformers engine needs a local model "
+            f"directory (a Hugging Face checkpoint with its processor files, e.g. made with "
+            f"`hf download ORG/MODEL --local-dir DIR` on a machine with network); nothing is "
+            f"downloaded at run time")
+    return path
+
+
+def _import_transformers():
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise EngineUnavailable(f"the transformers engine needs torch and transformers "
+                                f"({e}): pip install 'asrd[transformers]'") from e
+    return torch, transformers
+
+
+def _device(torch, device: str):
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineUnavailable(f"engine.device={device!r} but torch {torch.__version__} sees "
+                                f"no CUDA GPU here")
+    return torch.device(device)
+
+
+def _dtype(torch, compute_type: str, device) -> Any:
+    """The config's compute_type as a torch dtype; int8 (faster-whisper's CPU default) means
+    float32 on CPU and float16 on GPU, transformers having no int8 path without extra packages."""
+    if compute_type not in DTYPES:
+        raise ConfigError(f"invalid config value engine.compute_type={compute_type!r}: the "
+                          f"transformers engine takes one of {DTYPES}")
+    if compute_type == "int8":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    return getattr(torch, compute_type)
