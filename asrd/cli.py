@@ -20,9 +20,11 @@ from asrd.index import IndexError_
 from asrd.merge import MergeError
 from asrd.plan import PlanError
 from asrd.rundir import RunDir, RunDirError
+from hpc.store import StoreError
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
-               EngineUnavailable, AudioError, FilterError, FileNotFoundError)
+               EngineUnavailable, AudioError, FilterError, StoreError,
+               FileNotFoundError)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:

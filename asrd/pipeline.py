@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ import numpy as np
 import ray
 from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
-from tqdm import tqdm
 
 from asrd.audio import AudioError, decode, split_points
+from asrd.audio_cache import AudioCache
 from asrd.engines import Segment, build_engine
 from asrd.plan import ShardSpec
 from asrd.writer import ShardWriter
@@ -48,11 +47,7 @@ class DecodeWorker:
 
     def __init__(self, audio_cfg: dict, cache_cfg: dict):
         self.audio = audio_cfg
-        self.cache = None
-        if cache_cfg.get("cache_dir"):
-            from asrd.audio_cache import AudioCache
-
-            self.cache = AudioCache(cache_cfg["cache_dir"], int(cache_cfg["cache_gb"] * 2**30))
+        self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
 
     def _source(self, item: dict) -> str | bytes:
         if item.get("audio") is not None:
@@ -358,8 +353,6 @@ class _ShardRun:
         return m
 
     def run(self) -> Stats:
-        bar = tqdm(total=self.todo, desc=f"shard {self.spec.shard}", unit="item",
-                   disable=None, file=sys.stderr, leave=False)
         last_metrics = time.monotonic()
         warned = False
         try:
@@ -375,10 +368,8 @@ class _ShardRun:
                 ready, _ = ray.wait(pending, num_returns=1, timeout=1.0)
                 if not self.calls and not self.ready and (self.items_left or self.decoding):
                     self.stats.engine_starved_s += time.monotonic() - t
-                before = self.stats.done
                 for ref in ready:
                     (self._on_decoded if ref in self.decoding else self._on_called)(ref)
-                bar.update(self.stats.done - before)
                 now = time.monotonic()
                 if now - last_metrics >= 1.0:
                     last_metrics = now
@@ -394,7 +385,6 @@ class _ShardRun:
                 if self.writer.buffer and now - self.writer.last_commit >= self.writer.part_seconds:
                     self.writer.commit_part()
         finally:
-            bar.close()
             # Whatever happens (SIGTERM, requeue, a bug), rows already finished become durable.
             self.writer.commit_part()
         if self.on_metrics:

@@ -20,8 +20,10 @@ from asrd.pipeline import Pipeline
 from asrd.plan import PlanError, ShardSpec, load_plan, read_rows
 from asrd.rundir import RunDir
 from asrd.schema import output_schema
+from asrd.tracking import TaskTracker
 from asrd.writer import ShardWriter
 from hpc.ray_node import local_ray
+from hpc.store import check_root
 
 log = logging.getLogger("asrd.task")
 
@@ -47,21 +49,12 @@ def task_config(run_dir: RunDir, overrides: list[str] | None, force: bool) -> Di
     return cfg
 
 
-def _check_store(cfg: DictConfig, run_dir: RunDir) -> None:
-    if cfg.store.require_mount:
-        from hpc.store import check_root
-
-        check_root(run_dir.path, cfg.store.require_mount)
-    elif not run_dir.path.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir.path} does not exist (is the store mounted?)")
-
-
 def run_task(run_dir: str | Path, shards: list[int] | None = None,
              overrides: list[str] | None = None, force: bool = False) -> list[int]:
     """Run `shards` (all planned shards if None); returns those this call finished."""
     rd = RunDir(run_dir)
     cfg = task_config(rd, overrides, force)
-    _check_store(cfg, rd)
+    check_root(rd.path, cfg.store.require_mount)  # a missing mount is an error, not a new dir
     plan = load_plan(rd)
     wanted = range(plan.num_shards) if shards is None else shards
     bad = [s for s in wanted if not 0 <= s < plan.num_shards]
@@ -77,11 +70,15 @@ def run_task(run_dir: str | Path, shards: list[int] | None = None,
     finished = []
     with local_ray(object_store_mb=cfg.pipeline.ray_object_store_mb,
                    tmp_root=cfg.pipeline.ray_tmp) as res:
+        tracker = TaskTracker.start(cfg, rd.path, todo)
+        completed = False
         pipe = Pipeline(cfg, res["cpus"], res["gpus"])
         try:
             for s in todo:
-                if _run_shard(cfg, rd, plan.shards[s], plan.index, plan.config_hash, schema, pipe):
+                if _run_shard(cfg, rd, plan.shards[s], plan.index, plan.config_hash, schema, pipe,
+                              tracker):
                     finished.append(s)
+            completed = True
         except SystemExit:
             if _received:
                 log.warning("signal %d: committed what was finished; exiting", _received[-1])
@@ -89,11 +86,12 @@ def run_task(run_dir: str | Path, shards: list[int] | None = None,
             raise
         finally:
             pipe.close()
+            tracker.finish({"shards_finished": finished}, requeued=not completed)
     return finished
 
 
 def _run_shard(cfg: DictConfig, rd: RunDir, spec: ShardSpec, index: str, config_hash: str,
-               schema, pipe: Pipeline) -> bool:
+               schema, pipe: Pipeline, tracker: TaskTracker) -> bool:
     with rd.markers.claim(spec.shard) as mine:
         if not mine:
             log.warning("shard %d is claimed by another process: skipping", spec.shard)
@@ -107,21 +105,9 @@ def _run_shard(cfg: DictConfig, rd: RunDir, spec: ShardSpec, index: str, config_
         log.info("shard %d: %d rows, %d already committed", spec.shard, spec.rows, len(done))
         items = (row for batch in read_rows(index, spec.start, spec.stop)
                  for row in batch.to_pylist() if row["row"] not in done)
-        pipe.run(spec, items, writer, todo, on_metrics=_log_line)
+        pipe.run(spec, items, writer, todo, on_metrics=tracker.update)
         marker = writer.finalize(time.monotonic() - t0, config_hash, pipe.model_name,
                                  extra={"resumed_rows": len(done)})
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,
                  marker["ok"], marker["failed"], marker["audio_s"], marker["wall_s"])
         return True
-
-
-_last_line = [0.0]
-
-
-def _log_line(m: dict) -> None:
-    now = time.monotonic()
-    if now - _last_line[0] >= 30:
-        _last_line[0] = now
-        log.info("shard %d: %d/%d items, %d failed, %.0f audio s in %.0f s", m["shard"],
-                 m["items_done"], m["items_total"], m["items_failed"], m["audio_s_done"],
-                 m["elapsed_s"])
