@@ -20,7 +20,7 @@ from asrd.index import IndexError_
 from asrd.merge import MergeError
 from asrd.plan import PlanError
 from asrd.rundir import RunDir, RunDirError
-from hpc.store import StoreError
+from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, FilterError, StoreError,
@@ -66,7 +66,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from asrd.plan import make_plan
 
-    rd, plan = make_plan(load_config(args), force=args.force)
+    cfg = load_config(args)
+    check_root(cfg.run.dir, cfg.store.require_mount, must_exist=False)
+    rd, plan = make_plan(cfg, force=args.force)
     secs = [s.audio_s for s in plan.shards]
     print(f"planned {plan.num_shards} shards of {plan.index_rows} rows in {rd.path} "
           f"(config {plan.config_hash}); audio per shard {min(secs):.0f}-{max(secs):.0f} s")
@@ -87,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from asrd.shard_task import run_task
 
     cfg = load_config(args)
+    check_root(cfg.run.dir, cfg.store.require_mount, must_exist=False)
     rd, plan = make_plan(cfg, force=args.force)
     done = run_task(rd.path, None, args.overrides, force=args.force)
     print(f"finished {len(done)} shards; {len(rd.markers.done_shards())} of {plan.num_shards} done")
