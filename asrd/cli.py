@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("plan", cmd_plan, "freeze the config and cut the index into shards")
     p.add_argument("--force", action="store_true", help="re-plan over an existing run directory")
     p = add("run-shard", cmd_run_shard, "run some shards in this process (what a task runs)")
-    p.add_argument("--shard", type=int, nargs="+", required=True)
+    p.add_argument("--shard", type=int, action="append", required=True,
+                   help="a shard to run; repeat for several")
     p.add_argument("--force", action="store_true", help="run despite config drift")
     p = add("run", cmd_run, "plan if needed, then run every shard on this machine")
     p.add_argument("--force", action="store_true")
