@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from hpc.commit import read_json, write_json
+from hpc.marker_summary import MarkerSummary
 
 
 def shard_name(shard: int) -> str:
@@ -59,7 +60,11 @@ class Markers:
         return out
 
     def read_all(self) -> dict[int, dict[str, Any]]:
-        return {s: self.read(s) for s in sorted(self.done_shards())}
+        """Every marker, rereading only those new since the last call (a summary file beside
+        `done/`), so that `status` on 10k shards on a shared store stays interactive."""
+        summary = MarkerSummary(self.done_dir, self.done_dir.parent / "markers-summary.json")
+        return {int(name[6:-5]): m for name, m in summary.read_all().items()
+                if name.startswith("shard-")}
 
     @contextlib.contextmanager
     def claim(self, shard: int) -> Iterator[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import random
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from asrd.audio_cache import AudioCache
+from hpc.marker_summary import MarkerSummary
+from hpc.markers import Markers
 from hpc.store import StoreError, check_root, juicefs_setup_line, mount_of, mounts
 
 # --- check_root ---------------------------------------------------------------------------------
@@ -214,3 +217,33 @@ def test_processes_under_eviction_pressure_keep_content_and_accounting_right(tmp
     cache = AudioCache(tmp_path / "cache", cap)
     assert cache.usage_bytes() <= cap
     assert int((tmp_path / "cache" / ".usage").read_text()) == cache.usage_bytes()
+
+
+# --- marker summary -----------------------------------------------------------------------------
+
+
+def test_marker_summary_reads_each_marker_once_and_follows_changes(tmp_path):
+    markers = Markers(tmp_path)
+    summary = MarkerSummary(markers.done_dir, tmp_path / "markers-summary.json")
+    for s in range(20):
+        markers.write(s, {"shard": s, "ok": 1})
+    assert len(summary.read_all()) == 20 and summary.reads == 20
+    assert len(summary.read_all()) == 20 and summary.reads == 0  # from the summary alone
+    markers.write(20, {"shard": 20, "ok": 1})  # new
+    markers.write(3, {"shard": 3, "ok": 0})  # redone: rewritten by rename
+    markers.remove(7)  # being redone
+    got = summary.read_all()
+    assert summary.reads == 2
+    assert set(got) == {f"shard-{s:06d}.json" for s in range(21) if s != 7}
+    assert got["shard-000003.json"]["ok"] == 0
+
+
+def test_a_corrupt_summary_costs_only_reads(tmp_path):
+    markers = Markers(tmp_path)
+    for s in range(5):
+        markers.write(s, {"shard": s})
+    path = tmp_path / "markers-summary.json"
+    path.write_text("{not json")
+    summary = MarkerSummary(markers.done_dir, path)
+    assert len(summary.read_all()) == 5 and summary.reads == 5
+    assert json.loads(path.read_text())["version"] == 1  # rewritten, usable next time
