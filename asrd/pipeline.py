@@ -115,6 +115,21 @@ class EngineWorker:
         self.engine.close()
 
 
+class JudgeWorker:
+    """Holds one LLM judge for the whole task; scores transcripts (one call at a time)."""
+
+    def __init__(self, judge_cfg: dict):
+        from asrd.judge import build_judge
+
+        self.judge = build_judge(OmegaConf.create(judge_cfg))
+
+    def score(self, texts: list[str | None]) -> list[tuple[float | None, str | None]]:
+        return self.judge.score(texts)
+
+    def close(self) -> None:
+        self.judge.close()
+
+
 # --- driver state --------------------------------------------------------------------------------------
 
 @dataclass
@@ -158,9 +173,10 @@ class Pipeline:
     def __init__(self, cfg: DictConfig, cpus: int, gpus: int):
         self.cfg = cfg
         e, p = cfg.engine, cfg.pipeline
-        engine_cpus = e.num_engines * e.cpus_per_engine
         n_decode = decode_actor_count(cfg, cpus)
-        decode_cpu = min(1.0, max(0.01, (cpus - engine_cpus) / n_decode))
+        # Fractional CPUs when the task has fewer than one per actor: every actor must be
+        # schedulable, or Ray would wait for resources forever.
+        decode_cpu = min(1.0, max(0.0, cpus - _engine_and_judge_cpus(cfg)) / n_decode)
         engine_cfg = OmegaConf.to_container(e, resolve=True)
         self.engines = [
             ray.remote(EngineWorker).options(
@@ -172,13 +188,19 @@ class Pipeline:
         self.decoders = [
             ray.remote(DecodeWorker).options(num_cpus=decode_cpu, max_restarts=-1).remote(
                 audio_cfg, store_cfg) for _ in range(n_decode)]
+        j = cfg.judge
+        self.judges = [
+            ray.remote(JudgeWorker).options(
+                num_cpus=0 if j.gpus_per_engine else 1, num_gpus=j.gpus_per_engine,
+                max_restarts=2).remote(OmegaConf.to_container(j, resolve=True))
+            for _ in range(j.num_engines if j.enabled else 0)]
         self.model_name = ray.get(self.engines[0].name.remote())  # waits for the engine to load
         self.decode_in_flight = p.decode_in_flight or 2 * n_decode
         log.info("pipeline: %d decode actors (%.2f CPU each), %d %s engines (%s)", n_decode,
                  decode_cpu, e.num_engines, e.kind, self.model_name)
 
     def close(self) -> None:
-        with_timeout = [en.close.remote() for en in self.engines]
+        with_timeout = [a.close.remote() for a in self.engines + self.judges]
         ray.wait(with_timeout, num_returns=len(with_timeout), timeout=60)
 
     def run(self, spec: ShardSpec, items: Iterator[dict], writer: ShardWriter, todo: int,
@@ -201,6 +223,9 @@ class _ShardRun:
         self.decoding: dict[ray.ObjectRef, tuple[int, ray.ObjectRef, list[dict], int]] = {}
         self.calls: dict[ray.ObjectRef, tuple[int, list[Pick], int]] = {}
         self.engine_load = [0] * len(pipe.engines)
+        self.to_judge: collections.deque[dict] = collections.deque()
+        self.judging: dict[ray.ObjectRef, tuple[int, list[dict]]] = {}
+        self.judge_load = [0] * len(pipe.judges)
         self.next_decoder = 0
         self.batch = self.cfg.engine.batch_size
         self.high_water = 2 * self.batch * len(pipe.engines) * self.cfg.engine.calls_in_flight
@@ -328,7 +353,7 @@ class _ShardRun:
                              for (a, b), t in zip(state.meta["spans"], texts)])
         self.stats.done += 1
         self.stats.audio_s += row["duration_s"] or 0.0
-        self.writer.add(row)
+        self._emit(row)
 
     def _finish_error(self, item: dict, error: str, meta: dict | None = None) -> None:
         row = self._base_row(item, meta)
@@ -337,7 +362,40 @@ class _ShardRun:
         self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
         self.stats.done += 1
         self.stats.failed += 1
-        self.writer.add(row)
+        self._emit(row)
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        """A finished row goes to the judge (when there is one), else straight to the writer."""
+        if self.pipe.judges:
+            self.to_judge.append(row)
+        else:
+            self.writer.add(row)
+
+    # --- judge ---------------------------------------------------------------------------------------
+    def _feed_judges(self) -> None:
+        size = self.cfg.judge.batch_size
+        upstream_done = not (self.items_left or self.decoding or self.calls or self.ready
+                             or self.retry or self.rows)
+        for k in range(len(self.pipe.judges)):
+            if self.judge_load[k] or not self.to_judge:
+                continue  # one call at a time per judge (vLLM's LLM is not thread-safe)
+            if len(self.to_judge) < size and not upstream_done:
+                continue
+            rows = [self.to_judge.popleft() for _ in range(min(size, len(self.to_judge)))]
+            texts = [r["text"] if r["error"] is None else None for r in rows]
+            self.judging[self.pipe.judges[k].score.remote(texts)] = (k, rows)
+            self.judge_load[k] += 1
+
+    def _on_judged(self, call: ray.ObjectRef) -> None:
+        k, rows = self.judging.pop(call)
+        self.judge_load[k] -= 1
+        try:
+            results = ray.get(call)
+        except (RayActorError, RayTaskError) as e:
+            results = [(None, f"judge failed: {type(e).__name__}")] * len(rows)
+        for row, (score, error) in zip(rows, results):
+            row.update(score=score, judge_error=error)
+            self.writer.add(row)
 
     # --- loop --------------------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
@@ -348,6 +406,7 @@ class _ShardRun:
              "decode_ms_p50": _pct(s.decode_ms, 50), "decode_ms_p90": _pct(s.decode_ms, 90),
              "engine_ms_p50": _pct(s.engine_ms, 50), "engine_ms_p90": _pct(s.engine_ms, 90),
              "queue_decode": len(self.decoding), "queue_engine": len(self.ready),
+             "queue_judge": len(self.to_judge),
              "engine_calls_in_flight": len(self.calls), "engine_starved_s": s.engine_starved_s}
         m.update({f"failures/{k}": v for k, v in s.errors.items()})
         return m
@@ -359,9 +418,10 @@ class _ShardRun:
             while True:
                 self._feed_decoders()
                 self._feed_engines()
-                pending = list(self.decoding) + list(self.calls)
+                self._feed_judges()
+                pending = list(self.decoding) + list(self.calls) + list(self.judging)
                 if not pending:
-                    if self.items_left or self.ready or self.retry:
+                    if self.items_left or self.ready or self.retry or self.to_judge:
                         continue
                     break
                 t = time.monotonic()
@@ -369,7 +429,12 @@ class _ShardRun:
                 if not self.calls and not self.ready and (self.items_left or self.decoding):
                     self.stats.engine_starved_s += time.monotonic() - t
                 for ref in ready:
-                    (self._on_decoded if ref in self.decoding else self._on_called)(ref)
+                    if ref in self.decoding:
+                        self._on_decoded(ref)
+                    elif ref in self.calls:
+                        self._on_called(ref)
+                    else:
+                        self._on_judged(ref)
                 now = time.monotonic()
                 if now - last_metrics >= 1.0:
                     last_metrics = now
@@ -394,5 +459,10 @@ class _ShardRun:
 
 def decode_actor_count(cfg: DictConfig, cpus: int) -> int:
     """How many decode actors a task of `cpus` CPUs runs (for planning and warnings)."""
-    e = cfg.engine
-    return cfg.pipeline.decode_actors or max(1, int(cpus - math.ceil(e.num_engines * e.cpus_per_engine)))
+    return cfg.pipeline.decode_actors or max(1, int(cpus - math.ceil(_engine_and_judge_cpus(cfg))))
+
+
+def _engine_and_judge_cpus(cfg: DictConfig) -> float:
+    e, j = cfg.engine, cfg.judge
+    judge_cpus = j.num_engines if j.enabled and not j.gpus_per_engine else 0
+    return e.num_engines * e.cpus_per_engine + judge_cpus
