@@ -194,7 +194,9 @@ class Pipeline:
                 num_cpus=0 if j.gpus_per_engine else 1, num_gpus=j.gpus_per_engine,
                 max_restarts=2).remote(OmegaConf.to_container(j, resolve=True))
             for _ in range(j.num_engines if j.enabled else 0)]
-        self.model_name = ray.get(self.engines[0].name.remote())  # waits for the engine to load
+        # Wait for every engine (and judge): a shard started on the first engine alone never
+        # reaches the steady state of several engines per GPU.
+        self.model_name = ray.get([en.name.remote() for en in self.engines])[0]
         self.decode_in_flight = p.decode_in_flight or 2 * n_decode
         log.info("pipeline: %d decode actors (%.2f CPU each), %d %s engines (%s)", n_decode,
                  decode_cpu, e.num_engines, e.kind, self.model_name)

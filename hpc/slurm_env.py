@@ -26,7 +26,16 @@ def _gpus() -> int | None:
     devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     if devices is not None:
         return len([d for d in devices.split(",") if d.strip()])
-    return None
+    try:  # outside SLURM with no CUDA_VISIBLE_DEVICES: ask the driver
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML library or no driver: no GPU
+        return None
 
 
 @dataclass(frozen=True)

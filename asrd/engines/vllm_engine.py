@@ -1,0 +1,383 @@
+"""vLLM behind the `Engine` interface: Whisper and Qwen2-Audio with continuous batching on a GPU.
+
+Why it is built this way (measured on an H100, bench/RESULTS.md): vLLM's front end, not the GPU,
+limits small models. Every request's audio is turned into log-mel features and engine inputs by
+the model's Hugging Face processor in the calling process, and a plain `LLM.generate` does that
+on one core, one clip after another (37 clips/s for Whisper), while the GPU idles. So:
+
+- one in-process `AsyncLLM` (no HTTP server) runs on an event loop in a background thread, and
+  `transcribe` may be called from many threads at once (`max_concurrency`): every segment of every
+  call becomes its own request, so the engine's queue stays full as long as callers have audio;
+- the front end renders requests in a pool of `render_threads` threads (vLLM's renderer pool; the
+  processor cache is off, which that pool requires): ~300 clips/s instead of 37; the log-mel
+  features are computed on the GPU (`feature_device`), worth 7% on Whisper-large-v3;
+- the scheduler's token budget is raised so that many 1500-token Whisper encoder inputs run per
+  step (AsyncLLM's default of 2048 admits one and left the GPU 91% idle);
+- texts are decoded from token ids once per request in the caller's thread (the engine does not
+  detokenize incrementally on its single event-loop thread).
+
+What remains for Whisper-base is the one front-end process per engine (~55% of the GPU-only
+ceiling); large models (Whisper-large-v3, Qwen2-Audio-7B) reach the ceiling with one engine.
+
+Segments longer than the model's 30 s window are refused before anything is sent (the processor
+would cut them silently). A failed request fails its call (the pipeline then retries halves and
+finally writes error rows); an engine that died is rebuilt and the call retried, a bounded number
+of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from asrd import prompts
+from asrd.engines.base import Engine, EngineUnavailable, Segment
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0  # Whisper and Qwen2-Audio both take at most 30 s per input
+ARCHITECTURES = {"WhisperForConditionalGeneration": "whisper",
+                 "Qwen2AudioForConditionalGeneration": "qwen2_audio"}
+DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "auto": "auto",
+          "int8": "auto"}  # int8 is faster-whisper's default; vLLM then takes the model's dtype
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """The engine-specific knobs, read from `engine.extra` (defaults measured on an H100)."""
+
+    render_threads: int = 8  # front-end worker threads preparing inputs (GIL-bound past ~8)
+    feature_device: str = "cuda"  # where log-mel features are computed: cuda | cpu
+    max_concurrency: int = 64  # concurrent `transcribe` calls the actor may make
+    max_num_seqs: int | None = None  # running-batch cap; None: 512 (Whisper), 256 (others)
+    # Tokens scheduled per engine step, audio encoder inputs included. vLLM's AsyncLLM default
+    # (2048) lets one 1500-token Whisper encoder input through per step and leaves the H100
+    # ~90% idle; None: 64 Whisper windows (96000), 32768 for Qwen2-Audio (measured).
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
+    max_restarts: int = 2  # rebuilds of a dead engine before giving up
+    seed: int = 0
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> tuple["VllmOptions", dict[str, Any]]:
+        """Our options, and the rest of `extra` as vLLM engine arguments."""
+        names = set(cls.__dataclass_fields__)
+        ours = {k: v for k, v in extra.items() if k in names}
+        rest = {k: v for k, v in extra.items() if k not in names}
+        return cls(**ours), rest
+
+
+def model_kind(model_dir: str | Path) -> str:
+    """"whisper" or "qwen2_audio", from the model directory's config.json."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise EngineUnavailable(
+            f"engine.model={str(model_dir)!r} is not a model directory with a config.json; the "
+            "vllm engine takes a local Hugging Face model directory (Whisper or Qwen2-Audio)")
+    archs = json.loads(path.read_text()).get("architectures") or []
+    for arch in archs:
+        if arch in ARCHITECTURES:
+            return ARCHITECTURES[arch]
+    raise EngineUnavailable(f"{path}: architectures {archs} is neither of {sorted(ARCHITECTURES)}")
+
+
+def memory_fraction(engine_cfg: DictConfig) -> float:
+    """Each engine's share of its GPU's memory: several engines on one GPU split the budget."""
+    share = float(engine_cfg.gpus_per_engine)
+    frac = float(engine_cfg.gpu_memory_utilization)
+    return frac * share if 0 < share < 1 else frac
+
+
+def placement(model_dir: str | Path, gpus: int, gpu_memory_gib: float, cpus: int,
+              engines_per_small_gpu: int = 2) -> dict[str, float | int]:
+    """A node's layout for a model: engines, GPUs each, tensor parallelism, decode actors.
+
+    Small models (weights under a tenth of a GPU) get several engines per GPU, each with its own
+    front end; models too big for one GPU get tensor parallelism over the fewest GPUs (a power of
+    two) that hold them with room for the cache; others one engine per GPU. Decode actors get the
+    CPUs the engines' front ends leave (about two busy cores per engine with GPU features).
+    """
+    weight_gib = _weight_bytes(model_dir) / 2**30
+    if weight_gib < 0.1 * gpu_memory_gib:
+        per_gpu = engines_per_small_gpu
+        num_engines, gpus_per_engine, tp = gpus * per_gpu, 1.0 / per_gpu, 1
+    else:
+        tp = 1
+        while weight_gib > 0.6 * gpu_memory_gib * tp and tp < gpus:
+            tp *= 2
+        num_engines, gpus_per_engine = max(1, gpus // tp), float(tp)
+    engine_cpus = min(cpus // 2, 2 * num_engines)
+    return {"num_engines": num_engines, "gpus_per_engine": gpus_per_engine,
+            "tensor_parallel_size": tp, "decode_actors": max(1, cpus - engine_cpus)}
+
+
+def _weight_bytes(model_dir: str | Path) -> float:
+    """Parameter bytes (2 per parameter), estimated from config.json's shapes."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+
+    def encoder(d: int, layers: int, ffn: int) -> int:  # self-attention + plain MLP
+        return layers * (4 * d * d + 2 * d * ffn)
+
+    if cfg.get("model_type") == "whisper":
+        d, ffn = cfg["d_model"], cfg["encoder_ffn_dim"]
+        params = (encoder(d, cfg["encoder_layers"], ffn)
+                  + cfg["decoder_layers"] * (8 * d * d + 2 * d * ffn)  # + cross-attention
+                  + cfg["vocab_size"] * d)
+    else:
+        text, audio = cfg.get("text_config", cfg), cfg.get("audio_config")
+        d, heads = text["hidden_size"], text["num_attention_heads"]
+        kv = text.get("num_key_value_heads", heads) / heads
+        params = (text["num_hidden_layers"] * ((2 + 2 * kv) * d * d + 3 * d * text["intermediate_size"])
+                  + 2 * text["vocab_size"] * d)  # gated MLP; untied embedding and head
+        if audio:
+            params += encoder(audio.get("d_model", 1280), audio.get("encoder_layers", 32),
+                              audio.get("encoder_ffn_dim", 5120))
+    return 2.0 * params
+
+
+class VllmEngine(Engine):
+    """One vLLM engine (one GPU, a share of one, or a tensor-parallel group)."""
+
+    def __init__(self, engine_cfg: DictConfig):
+        try:
+            import vllm  # noqa: F401
+        except ImportError as e:
+            raise EngineUnavailable(
+                "engine.kind=vllm needs vLLM on a GPU node: pip install 'asrd[gpu]' "
+                f"(or scripts/device/setup.sh on the lent GPU machine): {e}") from e
+        self._cfg = engine_cfg
+        extra = OmegaConf.to_container(engine_cfg.extra, resolve=True) if isinstance(
+            engine_cfg.extra, DictConfig) else dict(engine_cfg.extra or {})
+        self.options, self._engine_kwargs = VllmOptions.from_extra(extra)
+        self.max_concurrency = self.options.max_concurrency
+        if engine_cfg.beam_size != 1:
+            raise EngineUnavailable("engine.kind=vllm decodes greedily or by sampling: set "
+                                    "engine.beam_size=1")
+        self._model_dir = str(engine_cfg.model)
+        self.kind = model_kind(self._model_dir)
+        self._ids = itertools.count()
+        self._restart_lock = threading.Lock()
+        self._generation = 0
+        self._restarts = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop",
+                                        daemon=True)
+        self._thread.start()
+        self._llm: Any = None
+        t0 = time.monotonic()
+        self._start()
+        self.startup_s = time.monotonic() - t0
+        log.info("vllm engine %s (%s) ready in %.1f s", self._model_dir, self.kind,
+                 self.startup_s)
+        self._prompt_cache: dict[str | None, str] = {}
+
+    @property
+    def name(self) -> str:
+        return f"vllm:{Path(self._model_dir).name}"
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def _engine_args(self):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        cfg, opt = self._cfg, self.options
+        kwargs: dict[str, Any] = dict(
+            model=self._model_dir, tokenizer=self._model_dir,
+            dtype=DTYPES.get(str(cfg.compute_type), str(cfg.compute_type)),
+            load_format=str(cfg.load_format),
+            gpu_memory_utilization=memory_fraction(cfg),
+            tensor_parallel_size=int(cfg.tensor_parallel_size),
+            limit_mm_per_prompt={"audio": 1},
+            # The renderer pool needs the processor cache off; unique audio never hits it anyway.
+            mm_processor_cache_gb=0, renderer_num_workers=max(1, opt.render_threads),
+            enforce_eager=opt.enforce_eager, seed=opt.seed,
+        )
+        if cfg.max_model_len:
+            kwargs["max_model_len"] = int(cfg.max_model_len)
+        elif self.kind == "whisper":
+            kwargs["max_model_len"] = 448  # Whisper's decoder positions
+        whisper = self.kind == "whisper"
+        kwargs["max_num_seqs"] = int(opt.max_num_seqs or (512 if whisper else 256))
+        kwargs["max_num_batched_tokens"] = int(opt.max_num_batched_tokens
+                                               or (64 * 1500 if whisper else 32768))
+        if int(cfg.tensor_parallel_size) > 1:
+            # Inside a Ray actor vLLM would otherwise try to place its workers through Ray.
+            kwargs["distributed_executor_backend"] = "mp"
+        kwargs.update(self._engine_kwargs)
+        return AsyncEngineArgs(**kwargs)
+
+    def _start(self) -> None:
+        """Build the AsyncLLM, one engine at a time per GPU (simultaneous starts on one GPU
+        mis-measure each other's memory; PITFALLS.md 7)."""
+        from filelock import FileLock
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "-") or "all"
+        lock = FileLock(os.path.join(tempfile.gettempdir(), f"asrd-vllm-start-gpu{gpus}.lock"))
+        args = self._engine_args()
+
+        async def build():
+            return AsyncLLM.from_engine_args(args)
+
+        with lock:
+            self._llm = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
+        self._tokenizer = self._llm.get_tokenizer()
+        self._render_slots = asyncio.Semaphore(max(1, self.options.render_threads))
+
+    def close(self) -> None:
+        if self._llm is not None:
+            try:
+                self._llm.shutdown()
+            except Exception as e:  # shutting down a dead engine may fail; nothing is lost
+                log.warning("vllm shutdown: %s", e)
+            self._llm = None
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+
+    # --- prompts -----------------------------------------------------------------------------
+
+    def _language(self, segment: Segment) -> str | None:
+        return segment.language or self._cfg.language
+
+    def prompt_text(self, language: str | None) -> str:
+        """The text part of the prompt for one language (cached: it is the same for every clip)."""
+        if language not in self._prompt_cache:
+            if self.kind == "whisper":
+                text = prompts.whisper_decoder_prompt(language, str(self._cfg.task))
+            else:
+                text = self._qwen_chat(language)
+            self._prompt_cache[language] = text
+        return self._prompt_cache[language]
+
+    def _qwen_chat(self, language: str | None) -> str:
+        messages = prompts.audio_chat_messages(str(self._cfg.instruction), language,
+                                               self._cfg.system_prompt)
+        for message in messages:  # real Qwen2-Audio templates test for an "audio" key
+            if isinstance(message["content"], list):
+                for part in message["content"]:
+                    if part.get("type") == "audio":
+                        part.setdefault("audio", "")
+        text = self._tokenizer.apply_chat_template(messages, tokenize=False,
+                                                   add_generation_prompt=True)
+        if text.count("<|AUDIO|>") != 1:
+            raise EngineUnavailable(f"{self._model_dir}: the chat template did not render one "
+                                    f"<|AUDIO|> placeholder: {text!r}")
+        return text
+
+    def build_prompt(self, segment: Segment, request_id: str) -> dict[str, Any]:
+        """The vLLM prompt for one segment: its audio, the model's text prompt, our options."""
+        audio = {"audio": (np.ascontiguousarray(segment.audio, dtype=np.float32), SAMPLE_RATE)}
+        mm = {"multi_modal_data": audio,
+              # a unique id instead of hashing the audio (the cache is off anyway)
+              "multi_modal_uuids": {"audio": [request_id]}}
+        if self.options.feature_device != "cpu":
+            mm["mm_processor_kwargs"] = {"device": self.options.feature_device}
+        text = self.prompt_text(self._language(segment))
+        if self.kind == "whisper":
+            return {"encoder_prompt": {"prompt": "", **mm}, "decoder_prompt": text}
+        return {"prompt": text, **mm}
+
+    def sampling_params(self):
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        cfg = self._cfg
+        return SamplingParams(temperature=float(cfg.temperature), max_tokens=int(cfg.max_new_tokens),
+                              ignore_eos=bool(cfg.ignore_eos), detokenize=False,
+                              skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
+                              seed=None if cfg.temperature == 0 else self.options.seed)
+
+    # --- transcription -----------------------------------------------------------------------
+
+    def check(self, segments: list[Segment]) -> None:
+        """Refuse what the model cannot take, before anything is sent."""
+        for i, seg in enumerate(segments):
+            if seg.audio.ndim != 1:
+                raise ValueError(f"segment {i}: audio must be mono (1-D), got shape "
+                                 f"{seg.audio.shape}")
+            if seg.audio.shape[0] > WINDOW_S * SAMPLE_RATE:
+                raise ValueError(f"segment {i} is {seg.audio.shape[0] / SAMPLE_RATE:.3f} s, longer "
+                                 f"than the model's {WINDOW_S:.0f} s window; it was not sent")
+
+    def transcribe(self, segments: list[Segment]) -> list[str]:
+        if not segments:
+            return []
+        self.check(segments)
+        token_ids = self.generate_ids(segments)
+        return [self._tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
+
+    def generate_ids(self, segments: list[Segment]) -> list[list[int]]:
+        """Output token ids per segment; rebuilds a dead engine and retries (bounded)."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        while True:
+            generation = self._generation
+            try:
+                return self.submit(self._batch(segments)).result()
+            except EngineDeadError:
+                self._restart(generation)
+
+    def submit(self, coro):
+        """Run a coroutine on the engine's event loop; returns a concurrent Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _restart(self, generation: int) -> None:
+        with self._restart_lock:
+            if self._generation != generation:
+                return  # another caller already rebuilt it
+            if self._restarts >= self.options.max_restarts:
+                raise EngineUnavailable(f"the vLLM engine died {self._restarts + 1} times; "
+                                        "giving up (see the engine log above)")
+            self._restarts += 1
+            log.error("the vLLM engine died; rebuilding it (%d/%d)", self._restarts,
+                      self.options.max_restarts)
+            try:
+                self._llm.shutdown()
+            except Exception as e:
+                log.warning("vllm shutdown after death: %s", e)
+            self._start()
+            self._generation += 1
+
+    async def _batch(self, segments: list[Segment]) -> list[list[int]]:
+        results = await asyncio.gather(*(self._one(s) for s in segments), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    async def render(self, segment: Segment, request_id: str):
+        """The engine input for one segment, prepared in the front end's thread pool."""
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+        parsed = parse_model_prompt(self._llm.model_config, self.build_prompt(segment, request_id))
+        async with self._render_slots:
+            (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])
+        return engine_input
+
+    async def _one(self, segment: Segment) -> list[int]:
+        request_id = f"asrd-{next(self._ids)}"
+        engine_input = await self.render(segment, request_id)
+        return await self.generate_rendered(engine_input, request_id)
+
+    async def generate_rendered(self, engine_input, request_id: str) -> list[int]:
+        final = None
+        async for out in self._llm.generate(engine_input, self.sampling_params(), request_id):
+            final = out
+        if final is None or not final.outputs:
+            raise RuntimeError(f"vLLM returned no output for request {request_id}")
+        return list(final.outputs[0].token_ids)

@@ -1,0 +1,118 @@
+"""(b) `asrd run-shard` end to end with the vLLM engine: audio files -> index -> plan -> one shard.
+
+Writes `--files` WAV files of `--clip-s` s, indexes and plans them as one shard, then times
+`python -m asrd.cli run-shard` (Ray decode actors -> vLLM engine actors -> writer). Progress is
+read from the shard's committed parts (`pipeline.part_rows` rows each), so the steady rate
+excludes the engines' start-up; NVML is sampled meanwhile.
+
+    python bench/gpu/e2e_run_shard.py --model whisper-base --files 3072 --engines 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import ROOT, GpuSampler, build_model, clips, dtype_of, figure, out_dir, save
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--models-root", default="/tmp/asrd-models")
+    ap.add_argument("--tokenizer-json", default=None)
+    ap.add_argument("--files", type=int, default=3072)
+    ap.add_argument("--clip-s", type=float, default=20.0)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--engines", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--calls", type=int, default=16)
+    ap.add_argument("--part-rows", type=int, default=128)
+    ap.add_argument("--work", default="/tmp/asrd-e2e")
+    ap.add_argument("--limit-s", type=float, default=420)
+    args = ap.parse_args()
+    import soundfile as sf
+
+    model_dir = build_model(args.model, args.models_root, args.tokenizer_json)
+    work = Path(args.work)
+    audio = work / "audio"
+    if not (audio / "manifest.jsonl").is_file() or \
+            len((audio / "manifest.jsonl").read_text().splitlines()) != args.files:
+        shutil.rmtree(work, ignore_errors=True)
+        audio.mkdir(parents=True)
+        arrays = clips(args.files, args.clip_s, distinct=64)
+
+        def write(i):
+            sf.write(audio / f"utt{i:06d}.wav", arrays[i], 16000, subtype="PCM_16")
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(write, range(args.files)))
+        (audio / "manifest.jsonl").write_text("".join(
+            json.dumps({"path": f"utt{i:06d}.wav", "language": "en"}) + "\n"
+            for i in range(args.files)))
+    run_dir = work / f"run-{args.model}-{args.engines}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    index = work / "index.parquet"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
+           "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}", "WANDB_MODE": "disabled"}
+    cli = [sys.executable, "-m", "asrd.cli"]
+    if not index.is_file():
+        subprocess.run([*cli, "index", str(audio / "manifest.jsonl"), "-o", str(index)], check=True,
+                       env=env, cwd=ROOT)
+    overrides = [
+        f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=1", "engine.kind=vllm",
+        f"engine.model={model_dir}", "engine.load_format=dummy",
+        f"engine.compute_type={dtype_of(args.model)}", "engine.ignore_eos=true",
+        f"engine.max_new_tokens={args.tokens}", "engine.temperature=0.0", "engine.language=en",
+        f"engine.num_engines={args.engines}", f"engine.gpus_per_engine={1.0 / args.engines}",
+        "engine.cpus_per_engine=2", f"engine.batch_size={args.batch}",
+        f"engine.calls_in_flight={args.calls}", f"pipeline.part_rows={args.part_rows}",
+        "pipeline.part_seconds=3600", "wandb.mode=disabled"]
+    subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
+    parts = run_dir / "shards" / "shard-000000.parts"
+    final = run_dir / "shards" / "shard-000000.parquet"
+    log = open(out_dir() / f"e2e-{args.model}-{args.engines}.log", "w")
+    done, seen = [], 0
+    with GpuSampler() as gpu:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([*cli, "run-shard", "--shard", "0", *overrides], env=env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None and time.monotonic() - t0 < args.limit_s:
+            n = len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0
+            if n > seen:
+                done.append((time.monotonic(), (n - seen) * args.part_rows))
+                seen = n
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+            raise SystemExit(f"run-shard did not finish in {args.limit_s} s; see the log")
+        t_end = time.monotonic()
+    if proc.returncode != 0 or not final.is_file():
+        raise SystemExit(f"run-shard failed (rc {proc.returncode}); see the log")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(final)
+    errors = sum(e is not None for e in table.column("error").to_pylist())
+    rest = args.files - seen * args.part_rows
+    if rest > 0:
+        done.append((t_end, rest))
+    first = done[0][0] if done else t_end
+    fig = figure(args.model, f"b_asrd_run_shard_{args.engines}eng", done, first, args.clip_s,
+                 args.tokens, gpu, total_wall_s=round(t_end - t0, 1), rows=table.num_rows,
+                 error_rows=errors, engines=args.engines, batch=args.batch, calls=args.calls,
+                 note="rate from the first committed part (engine start-up excluded)")
+    save([fig], out_dir() / "figures.jsonl", device=gpu.name)
+    print(f"E2E {args.model} engines={args.engines}: {table.num_rows} rows, {errors} errors, "
+          f"{t_end - t0:.1f} s with start-up", flush=True)
+
+
+if __name__ == "__main__":
+    main()
+    os._exit(0)

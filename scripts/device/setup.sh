@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# On the lent GPU machine: keep the wheel part carried by this call in /tmp (which lasts while the
+# machine stays warm) and, once every part is there, install the wheels into /tmp/site.
+# Prints "setup: have K/N parts" or "setup: installed"; exits 0 either way, 1 on a broken bundle.
+# Source scripts/device/env.sh afterwards to use the installed packages.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+store=/tmp/asrd-wheels
+site=/tmp/site
+mkdir -p "$store"
+extra_wheels() {  # loose wheels carried beside the bundle (a late addition needs no re-fetch)
+  local w=("$root"/.carry*/*.whl)
+  [ -e "${w[0]}" ] || return 0
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --disable-pip-version-check --target "$site" "${w[@]}" 2>&1 | grep -v "^WARNING: Target directory" || true
+  echo "setup: installed ${#w[@]} loose wheels"
+}
+if [ -f "$site/.asrd-installed" ]; then extra_wheels; echo "setup: installed (earlier call)"; exit 0; fi
+n="" sha=""
+for d in "$root"/.carry[0-9]*; do
+  [ -f "$d/MANIFEST" ] || continue
+  read -r n sha < "$d/MANIFEST"
+  cp -f "$d"/bundle.tar.* "$store/"
+  cp -f "$d/MANIFEST" "$store/MANIFEST"
+done
+[ -f "$store/MANIFEST" ] || { echo "setup: no part carried and none stored" >&2; exit 1; }
+read -r n sha < "$store/MANIFEST"
+have=$(ls "$store"/bundle.tar.* 2>/dev/null | wc -l)
+if [ "$have" -lt "$n" ]; then echo "setup: have $have/$n parts"; exit 0; fi
+t0=$(date +%s)
+cat "$store"/bundle.tar.* > /tmp/bundle.tar
+if [ "$(sha256sum /tmp/bundle.tar | cut -c1-64)" != "$sha" ]; then
+  echo "setup: the joined bundle does not match its checksum; parts from two fetches?" >&2
+  rm -f "$store"/bundle.tar.* /tmp/bundle.tar; exit 1
+fi
+rm -rf /tmp/bundle && mkdir -p /tmp/bundle && tar -C /tmp/bundle -xf /tmp/bundle.tar && rm /tmp/bundle.tar
+timeout 300 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --disable-pip-version-check --target "$site" /tmp/bundle/*.whl 2>&1 | grep -v "^WARNING: Target directory" || true
+python3 -c "import sys; sys.path.insert(0, '$site'); import vllm, ray" >/dev/null 2>&1 \
+  || { echo "setup: vllm or ray does not import after install" >&2; exit 1; }
+extra_wheels
+touch "$site/.asrd-installed"
+echo "setup: installed in $(( $(date +%s) - t0 )) s"
