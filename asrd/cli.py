@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
+from asrd import launcher
 from asrd.audio import AudioError
 from asrd.engines import EngineUnavailable
 from asrd.filters import FilterError
@@ -158,12 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-shard", action="store_true")
     p = add("demo", cmd_demo, "sample speech -> index -> run -> merge -> word error rate")
     p.add_argument("--workdir", default="demo")
-    try:
-        from asrd import launcher
-    except ImportError:
-        launcher = None
-    if launcher is not None:
-        launcher.register(sub)
+    launcher.register(sub)  # submit, resubmit, sbatch, run-task
     return parser
 
 

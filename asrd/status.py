@@ -30,12 +30,9 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     markers = rd.markers.read_all()
     states = {s: "missing" for s in range(plan.num_shards)}
     if slurm:
-        try:
-            from asrd.launcher import slurm_states
+        from asrd.launcher import slurm_states
 
-            states.update({s: v for s, v in slurm_states(rd).items() if s in states})
-        except ImportError:
-            pass
+        states.update({s: v for s, v in slurm_states(rd).items() if s in states})
     st = RunStatus(plan.num_shards, states,
                    audio_hours_planned=sum(s.audio_s for s in plan.shards) / 3600)
     for s, m in markers.items():

@@ -1,0 +1,325 @@
+"""The SLURM launcher against a real one-node SLURM (slurmctld + slurmd + munge), started for the
+session by hpc/scripts/slurm_local.sh, with the real pipeline (faster-whisper on CPU) in the tasks.
+
+Each test cancels the jobs it submitted. The node has 2 CPUs: tasks ask for 1 CPU and 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from asrd import config as config_mod
+from asrd.launcher import (LaunchError, parse_extra_sbatch, sbatch_options, sbatch_quote,
+                           slurm_states)
+from asrd.rundir import RunDir
+from asrd.samples import speak
+from hpc import slurm_ctl
+from hpc.arrays import format_array
+from hpc.launch import read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "hpc" / "scripts" / "slurm_local.sh"
+# Small tasks for a 2-CPU node. engine.cpus_per_engine=0.5 leaves the decode actor a CPU share
+# inside a 1-CPU task.
+TASK = ["slurm.mem_gb=1.5", "slurm.cpus_per_task=1", "slurm.time_min=10"]
+PLAN = ["engine.cpus_per_engine=0.5", "pipeline.part_rows=1", "engine.batch_size=1",
+        "pipeline.items_per_decode_task=1"]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The local cluster, started by the project's script; stopped at the end if it started it."""
+    was_up = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
+    subprocess.run(["bash", str(SCRIPT), "start"], check=True, timeout=900)
+    out = subprocess.run(["bash", str(SCRIPT), "env"], check=True, capture_output=True, text=True)
+    conf = shlex.split(out.stdout.strip().removeprefix("export "))[0].split("=", 1)[1]
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    yield conf
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+    if not was_up:
+        subprocess.run(["bash", str(SCRIPT), "stop"], check=True, timeout=120)
+
+
+@pytest.fixture
+def cancel_after():
+    """Job ids (or run directories whose submissions to cancel) that the test leaves behind."""
+    jobs: list[str] = []
+    runs: list[Path] = []
+    yield jobs, runs
+    for run in runs:
+        for record in read_records(RunDir(run).submissions_dir):
+            jobs += [a["job_id"] for a in record["arrays"] if a.get("job_id")]
+    if jobs:
+        slurm_ctl.cancel(jobs)
+
+
+def asrd(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "asrd.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"asrd {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, run: Path | None = None,
+             every: float = 0.3) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            queue = subprocess.run(["squeue", "-r"], capture_output=True, text=True).stdout
+            logs = ""
+            if run is not None:
+                for err in sorted((run / "logs").rglob("*.err"))[-2:]:
+                    logs += f"\n--- {err}\n" + err.read_text()[-2000:]
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{queue}{logs}")
+        time.sleep(every)
+
+
+def plan(index: Path, run: Path, shards: int, *extra: str) -> None:
+    asrd("plan", f"run.index={index}", f"run.dir={run}", f"run.num_shards={shards}", *PLAN, *extra)
+
+
+def done(run: Path) -> set[int]:
+    return RunDir(run).markers.done_shards()
+
+
+def parts(run: Path, shard: int) -> int:
+    return len(list(RunDir(run).parts_dir(shard).glob("part-*.parquet")))
+
+
+def first_task_keys(run: Path) -> list[str]:
+    return read_records(RunDir(run).submissions_dir)[0]["arrays"][0]["task_keys"]
+
+
+def merged_ids(run: Path) -> list[str]:
+    files = sorted((run / "merged").glob("*.parquet"))
+    return [i for f in files for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
+
+
+def index_ids(index: Path) -> list[str]:
+    return pq.read_table(index, columns=["id"]).column("id").to_pylist()
+
+
+def restarts(task_key: str) -> int:
+    out = subprocess.run(["scontrol", "show", "job", "-o", task_key], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.split("Restarts=")[1].split()[0])
+
+
+# --- no cluster needed ----------------------------------------------------------------------------
+
+def test_sbatch_values_are_quoted_and_newlines_refused():
+    assert sbatch_quote("debug") == "debug"
+    assert sbatch_quote('a b"c\\d') == '"a b\\"c\\\\d"'
+    cfg = config_mod.load(None, ["slurm.partition=gpu", "slurm.exclusive=true"])
+    cfg.slurm.extra_sbatch = ["#SBATCH --mail-type=END", "--gres gpu:2", "--hint=nomultithread"]
+    opts = sbatch_options(cfg)
+    assert opts["partition"] == "gpu" and opts["exclusive"] is True
+    assert opts["gres"] == "gpu:2" and opts["mail-type"] == "END" and opts["mem"] == "4096M"
+    cfg.slurm.partition = "debug\necho injected"
+    with pytest.raises(LaunchError, match="newlines"):
+        sbatch_options(cfg)
+    with pytest.raises(LaunchError, match="long option"):
+        parse_extra_sbatch(["-p debug"])
+
+
+# --- on the cluster -------------------------------------------------------------------------------
+
+@pytest.mark.slurm
+def test_array_of_8_shards_with_parallelism_2(slurm_cluster, corpus_index, tmp_path, cancel_after):
+    run = tmp_path / "run"
+    cancel_after[1].append(run)
+    plan(corpus_index, run, 8)
+    dry = asrd("submit", "--array", "0-7%2", "--dry-run", f"run.dir={run}", *TASK)
+    assert "--array=0-7%2" in dry.stdout and "--mem=1536M" in dry.stdout
+    assert not RunDir(run).submissions_dir.exists()  # a dry run records nothing
+
+    asrd("submit", "--array", "0-7%2", f"run.dir={run}", *TASK)
+    (record,) = read_records(RunDir(run).submissions_dir)
+    assert record["tasks"] == [[s] for s in range(8)]
+    (array,) = record["arrays"]
+    assert array["parallelism"] == 2 and len(array["task_keys"]) == 8
+    most_running = [0]
+
+    def finished() -> bool:
+        running = list(slurm_ctl.queue_states([array["job_id"]]).values()).count("RUNNING")
+        most_running[0] = max(most_running[0], running)
+        return len(done(run)) == 8
+
+    wait_for(finished, 240, "8 markers", run)
+    assert most_running[0] <= 2  # SLURM honoured %2
+    status = asrd("status", f"run.dir={run}").stdout
+    assert "8 planned, 8 done" in status, status
+    asrd("merge", f"run.dir={run}")
+    ids = merged_ids(run)
+    assert sorted(ids) == sorted(index_ids(corpus_index))  # every id, exactly once
+
+
+@pytest.mark.slurm
+def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, cancel_after):
+    run = tmp_path / "run"
+    cancel_after[1].append(run)
+    plan(corpus_index, run, 3)  # 3 + 3 + 2 rows
+    asrd("submit", "--array", "0-2%2", f"run.dir={run}", *TASK)
+    victim = first_task_keys(run)[0]  # shard 0
+    wait_for(lambda: parts(run, 0) >= 1, 120, "shard 0 to commit a part", run)
+    subprocess.run(["scancel", victim], check=True)
+    wait_for(lambda: done(run) == {1, 2} and slurm_states(run).get(0) == "failed", 120,
+             "shards 1, 2 done and shard 0 cancelled", run)
+    assert not RunDir(run).markers.is_done(0)
+    status = asrd("status", f"run.dir={run}").stdout
+    assert "1 failed" in status, status
+
+    out = asrd("resubmit", f"run.dir={run}", *TASK).stdout
+    assert "--array=0" in out, out
+    records = read_records(RunDir(run).submissions_dir)
+    assert len(records) == 2 and records[1]["tasks"] == [[0]]  # exactly the shard without marker
+    wait_for(lambda: done(run) == {0, 1, 2}, 120, "shard 0 after resubmit", run)
+    assert RunDir(run).markers.read(0)["resumed_rows"] >= 1  # the committed part was kept
+    asrd("merge", f"run.dir={run}")
+    assert sorted(merged_ids(run)) == sorted(index_ids(corpus_index))
+    nothing = asrd("resubmit", f"run.dir={run}", *TASK).stdout
+    assert "nothing to submit" in nothing
+
+
+@pytest.mark.slurm
+def test_requeue_and_preemption_signal_resume_mid_shard(slurm_cluster, corpus_index, tmp_path,
+                                                        cancel_after):
+    """`scontrol requeue` (SIGTERM) and the pre-timeout USR2 both stop a task mid-shard; it runs
+    again and finishes the shard from its committed parts, every row exactly once."""
+    runs = {"requeue": tmp_path / "a", "usr2": tmp_path / "b"}
+    for run in runs.values():
+        cancel_after[1].append(run)
+        plan(corpus_index, run, 1)  # one shard of 8 rows, a part per row
+        asrd("submit", f"run.dir={run}", *TASK)
+    keys = {how: first_task_keys(run)[0] for how, run in runs.items()}
+    committed = {}
+    for how, run in runs.items():
+        wait_for(lambda: parts(run, 0) >= 2 or done(run), 150, f"{how}: 2 parts", run, 0.1)
+        assert not done(run), "the shard finished before it could be interrupted"
+        committed[how] = parts(run, 0)
+        if how == "requeue":
+            subprocess.run(["scontrol", "requeue", keys[how]], check=True)
+        else:
+            subprocess.run(["scancel", "--signal=USR2", keys[how]], check=True)
+    for how, run in runs.items():
+        wait_for(lambda: done(run) == {0}, 150, f"{how}: marker after restart", run)
+        marker = RunDir(run).markers.read(0)
+        assert marker["resumed_rows"] >= committed[how], (how, marker)
+        assert marker["rows"] == marker["ok"] + marker["failed"] == 8
+        rows = pq.read_table(RunDir(run).shard_file(0), columns=["id"]).column("id").to_pylist()
+        assert sorted(rows) == sorted(index_ids(corpus_index))  # no row lost, none twice
+        assert restarts(keys[how]) >= 1
+
+
+@pytest.mark.slurm
+def test_more_tasks_than_max_array_size_are_split(slurm_cluster, tmp_path, cancel_after):
+    max_size = slurm_ctl.max_array_size()
+    n = max_size + 2
+    wav = speak("one two three", tmp_path / "a.wav")
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"u{i:05d}", "path": str(wav)}) + "\n"
+                                for i in range(n)))
+    index = tmp_path / "index.parquet"
+    asrd("index", str(manifest), "-o", str(index))
+    run = tmp_path / "run"
+    cancel_after[1].append(run)
+    plan(index, run, n)
+
+    unsplit = subprocess.run(["sbatch", f"--array=0-{n - 1}", "--mem=100M", "--wrap=true"],
+                             capture_output=True, text=True)
+    assert unsplit.returncode != 0 and "array" in unsplit.stderr.lower()  # what splitting avoids
+
+    half = (n + 1) // 2
+    script = asrd("sbatch", "--array", f"0-{n - 1}%2", f"run.dir={run}", *TASK).stdout
+    assert f"#SBATCH --array=0-{half - 1}%1\n" in script  # plain sbatch gets the same split
+    assert f"#   ASRD_TASK_OFFSET={half} sbatch --array=0-{n - half - 1}%1 THIS_SCRIPT" in script
+
+    asrd("submit", "--array", f"0-{n - 1}%2", f"run.dir={run}", *TASK)
+    (record,) = [r for r in read_records(RunDir(run).submissions_dir) if r["kind"] == "slurm"]
+    first, second = record["arrays"]
+    assert (first["offset"], first["count"]) == (0, half)
+    assert (second["offset"], second["count"]) == (half, n - half)
+    assert first["parallelism"] == second["parallelism"] == 1  # %2 shared by two arrays
+    # Keep each array's first and last task, cancel the rest: the kept ones show the offsets.
+    for a in (first, second):
+        subprocess.run(["scancel", f"{a['job_id']}_[1-{a['count'] - 2}]"], check=True)
+    keys = slurm_ctl.queue_states([first["job_id"], second["job_id"]])
+    assert all(int(k.split("_")[1]) < max_size for k in keys)
+    wanted = {0, first["count"] - 1, first["count"], n - 1}
+    wait_for(lambda: done(run) == wanted, 150, f"markers of shards {sorted(wanted)}", run)
+    jobs = [first["job_id"], second["job_id"]]
+    wait_for(lambda: not slurm_ctl.queue_states(jobs), 60, "the kept tasks to end", run)
+    assert not {"running", "pending"} & set(slurm_states(run).values())
+    out = asrd("resubmit", "--dry-run", f"run.dir={run}", *TASK).stdout
+    cancelled = format_array(sorted(set(range(n)) - wanted))  # "1-500,503-1001"
+    assert f"--array={cancelled}" in out, out
+
+
+@pytest.mark.slurm
+def test_sbatch_template_with_hostile_run_dir(slurm_cluster, corpus_index, tmp_path, cancel_after):
+    hostile = tmp_path / "run dir 'q' \"dq\" $(touch PWNED1) `touch PWNED2` ; & %x"
+    cancel_after[1].append(hostile)
+    env_value = "$(touch PWNED3) 'x' \"y\""
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "run": {"dir": str(hostile), "index": str(corpus_index), "num_shards": 2},
+        "slurm": {"env": {"ASRD_TEST_VALUE": env_value}},
+    }))
+    asrd("plan", "--config", str(cfg_file), *PLAN)
+    out = asrd("sbatch", "--config", str(cfg_file), "--array", "0-1%2", *TASK, cwd=tmp_path)
+    script = out.stdout
+    assert "#SBATCH --array=0-1%2" in script
+    exec_line = next(line for line in script.splitlines() if line.startswith("exec "))
+    argv = shlex.split(exec_line)
+    record = Path(argv[argv.index("--submission") + 1])
+    assert record.parent == hostile / "submissions" and record.is_file()
+    export = next(line for line in script.splitlines() if "ASRD_TEST_VALUE" in line)
+    assert shlex.split(export.removeprefix("export "))[0] == f"ASRD_TEST_VALUE={env_value}"
+
+    job_file = tmp_path / "job.sbatch"
+    job_file.write_text(script)
+    job = subprocess.run(["sbatch", "--parsable", str(job_file)], cwd=tmp_path, check=True,
+                         capture_output=True, text=True).stdout.strip().split(";")[0]
+    cancel_after[0].append(job)
+    # The pre-timeout USR2 (`--signal=B:USR2@...` in the script) mid-shard: run-task stops,
+    # requeues itself, and the same script runs again and resumes.
+    wait_for(lambda: parts(hostile, 0) >= 1 or done(hostile), 150, "shard 0: 1 part", hostile, 0.1)
+    assert not RunDir(hostile).markers.is_done(0), "shard 0 finished before it could be signalled"
+    committed = parts(hostile, 0)
+    subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], check=True)
+    wait_for(lambda: done(hostile) == {0, 1}, 150, "2 markers from the sbatch array", hostile)
+    assert restarts(f"{job}_0") == 1
+    assert RunDir(hostile).markers.read(0)["resumed_rows"] >= committed
+    assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+    logs = sorted(p.name for p in (hostile / "logs" / "sbatch").iterdir())
+    assert logs == [f"{job}_0.log", f"{job}_1.log"]  # %A_%a expanded inside the quoted path
+    assert set(slurm_states(hostile)) == {0, 1}  # the tasks recorded their SLURM ids
+    asrd("merge", "--config", str(cfg_file))
+    assert sorted(merged_ids(hostile)) == sorted(index_ids(corpus_index))
+
+
+def test_config_overrides_reach_sbatch_options():
+    cfg = config_mod.load(None, ["slurm.account=proj", "slurm.qos=high", "slurm.gpus_per_node=8",
+                                 "slurm.constraint=h200", "slurm.time_min=90", "slurm.mem_gb=0.5"])
+    opts = sbatch_options(cfg)
+    assert opts == {"account": "proj", "qos": "high", "time": 90, "nodes": 1, "cpus-per-task": 2,
+                    "mem": "512M", "constraint": "h200", "gpus-per-node": 8}
+    assert OmegaConf.select(cfg, "slurm.partition") is None
