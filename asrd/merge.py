@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from asrd.filters import FilterCounts, parse_filter
 from asrd.plan import Plan, load_plan, read_rows
 from asrd.rundir import RunDir
+from hpc.arrays import format_array
 from hpc.commit import tmp_name, write_json
 
 
@@ -210,21 +211,10 @@ def _incomplete_message(summary: MergeSummary) -> str:
     parts = []
     if summary.missing_shards:
         parts.append(f"{len(summary.missing_shards)} of {summary.shards_planned} shards have no "
-                     f"marker: {_compact(summary.missing_shards)}")
+                     f"marker: {format_array(summary.missing_shards)}")
     for s, why in sorted(summary.rejected_shards.items())[:20]:
         parts.append(f"shard {s} rejected: {why}")
     parts.append("run `asrd resubmit` (or `asrd run`) to finish them, or merge what exists with "
                  "--allow-incomplete")
     return "; ".join(parts)
 
-
-def _compact(shards: list[int]) -> str:
-    """[0,1,2,5,7,8] -> '0-2,5,7-8' (SLURM's array syntax)."""
-    out, i = [], 0
-    while i < len(shards):
-        j = i
-        while j + 1 < len(shards) and shards[j + 1] == shards[j] + 1:
-            j += 1
-        out.append(str(shards[i]) if i == j else f"{shards[i]}-{shards[j]}")
-        i = j + 1
-    return ",".join(out)
