@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asrd.audio import AudioError, probe
+from asrd.schema import error_reason
 from hpc.commit import atomic_path
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mka",
@@ -75,7 +76,7 @@ def build_index(source: str | Path, out: str | Path, workers: int = 16) -> Index
 def _account(report: IndexReport, row: dict[str, Any]) -> None:
     report.rows += 1
     if row["probe_error"]:
-        reason = row["probe_error"].split(":", 1)[0]
+        reason = error_reason(row["probe_error"])
         report.failed[reason] = report.failed.get(reason, 0) + 1
         if len(report.examples) < 5:
             report.examples.append(f"{row['id']}: {row['probe_error']}")

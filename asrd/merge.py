@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd.filters import FilterCounts, parse_filter
 from asrd.plan import Plan, load_plan, read_rows
 from asrd.rundir import RunDir
+from asrd.schema import tally
 from hpc.arrays import format_array
 from hpc.commit import tmp_name, write_json
 
@@ -171,15 +171,11 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_
         seen[rel] = True
         if not index_ids.take(pa.array(rel)).equals(table.column("id").combine_chunks()):
             raise MergeError(f"shard {shard}: ids do not match the index rows they claim")
-        err = table.column("error")
-        n_ok = err.null_count
+        n_ok, n_failed, ok_audio = tally(table, summary.failures_by_reason)
         summary.rows += table.num_rows
         summary.ok += n_ok
-        summary.failed += table.num_rows - n_ok
-        audio_s += pc.sum(table.column("duration_s").filter(pc.is_null(err))).as_py() or 0.0
-        for e in err.drop_null().to_pylist():
-            reason = e.split(":", 1)[0]
-            summary.failures_by_reason[reason] = summary.failures_by_reason.get(reason, 0) + 1
+        summary.failed += n_failed
+        audio_s += ok_audio
         if expr is not None:
             table, counts = expr.apply(table)
             filter_counts.add(counts)

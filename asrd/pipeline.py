@@ -33,6 +33,7 @@ from asrd.audio import AudioError, decode, split_points
 from asrd.audio_cache import AudioCache
 from asrd.engines import Segment, build_engine
 from asrd.plan import ShardSpec
+from asrd.schema import error_reason
 from asrd.writer import ShardWriter
 
 log = logging.getLogger("asrd.pipeline")
@@ -360,7 +361,7 @@ class _ShardRun:
     def _finish_error(self, item: dict, error: str, meta: dict | None = None) -> None:
         row = self._base_row(item, meta)
         row["error"] = error
-        reason = error.split(":", 1)[0]
+        reason = error_reason(error)
         self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
         self.stats.done += 1
         self.stats.failed += 1

@@ -12,6 +12,7 @@ Output row, one per index row of a shard: `id`, `row` (its row number in the ind
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = 1
 
@@ -45,6 +46,21 @@ OUTPUT_SCHEMA = pa.schema([
 
 # Optional judge columns (issue: LLM-judge stage); present only when the judge ran.
 JUDGE_FIELDS = [("score", pa.float64()), ("judge_error", pa.string())]
+
+
+def error_reason(error: str) -> str:
+    """The stable category of an `error` value: the part before its first colon."""
+    return error.split(":", 1)[0]
+
+
+def tally(table: pa.Table, reasons: dict[str, int]) -> tuple[int, int, float]:
+    """(ok rows, failed rows, audio seconds of the ok rows) of output rows; adds each failure's
+    reason to `reasons`. One definition for shard markers and the merge summary."""
+    err = table.column("error")
+    for e in err.drop_null().to_pylist():
+        reasons[error_reason(e)] = reasons.get(error_reason(e), 0) + 1
+    ok_audio = pc.sum(table.column("duration_s").filter(pc.is_null(err))).as_py() or 0.0
+    return err.null_count, len(err) - err.null_count, ok_audio
 
 
 def passthrough_fields(index_schema: pa.Schema) -> list[pa.Field]:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from asrd import __version__
 from asrd.plan import ShardSpec
 from asrd.rundir import RunDir
+from asrd.schema import tally
 from hpc.commit import atomic_path
 from hpc.slurm_env import SlurmEnv
 
@@ -95,15 +96,8 @@ class ShardWriter:
                         raise ShardIncomplete(f"{part} repeats rows already committed")
                     seen[rel] = True
                     out.write_table(table)
-                    err = table.column("error")
-                    n_ok = err.null_count
-                    ok += n_ok
-                    failed += len(err) - n_ok
-                    for e in err.drop_null().to_pylist():
-                        reason = e.split(":", 1)[0]
-                        errors[reason] = errors.get(reason, 0) + 1
-                    ok_mask = pa.compute.is_null(err)
-                    audio_s += pa.compute.sum(table.column("duration_s").filter(ok_mask)).as_py() or 0.0
+                    n_ok, n_failed, ok_audio = tally(table, errors)
+                    ok, failed, audio_s = ok + n_ok, failed + n_failed, audio_s + ok_audio
             if not seen.all():
                 missing = (np.flatnonzero(~seen)[:10] + self.spec.start).tolist()
                 raise ShardIncomplete(f"shard {self.spec.shard}: {int((~seen).sum())} rows missing "
