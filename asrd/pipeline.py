@@ -2,7 +2,10 @@
 
 The driver (the task process) never touches audio samples: a decode actor returns two objects,
 small metadata and the segment arrays; the driver reads the metadata and hands references to the
-arrays to an engine actor, which maps them zero-copy from Ray's shared-memory object store.
+arrays to an engine actor, which maps them zero-copy from Ray's shared-memory object store. Where
+the engine hands out an input preparer (vLLM: its renderer; Whisper: log-mel features), the
+decode actors also run it and return engine inputs instead of arrays, so input preparation grows
+with the CPUs and the engine's process only feeds its GPU.
 
 Backpressure: at most `decode_in_flight` decode calls are outstanding, and new decodes start only
 while fewer than a few engine batches of decoded segments are waiting, so memory stays flat however
@@ -17,6 +20,7 @@ split in halves and retried down to single segments, then the row becomes an err
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import math
 import threading
@@ -31,7 +35,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from asrd.audio import AudioError, decode, split_points
 from asrd.audio_cache import AudioCache
-from asrd.engines import Segment, build_engine
+from asrd.engines import InputPreparer, Segment, build_engine, preparer_modules
 from asrd.plan import ShardSpec
 from asrd.schema import error_reason
 from asrd.writer import ShardWriter
@@ -44,11 +48,23 @@ ITEM_FIELDS = ("row", "id", "path", "audio", "language")
 # --- actors ------------------------------------------------------------------------------------------
 
 class DecodeWorker:
-    """Decode, downmix, resample and segment a chunk of items (one CPU each)."""
+    """Decode, downmix, resample and segment a chunk of items (one CPU each); where the engine
+    hands out an `InputPreparer`, also turn each segment into the engine's input."""
 
-    def __init__(self, audio_cfg: dict, cache_cfg: dict):
+    def __init__(self, audio_cfg: dict, cache_cfg: dict, preload: list[str]):
         self.audio = audio_cfg
         self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
+        self.preparer: InputPreparer | None = None
+        self.preparer_ref: ray.ObjectRef | None = None
+        # Imports for the preparer run while the engines start (a decode call waits for them).
+        threading.Thread(target=lambda: [importlib.import_module(m) for m in preload],
+                         daemon=True).start()
+
+    def _use_preparer(self, refs: list[ray.ObjectRef]) -> None:
+        """The preparer travels by reference with every call, so a restarted actor has it too."""
+        ref = refs[0] if refs else None
+        if ref != self.preparer_ref:
+            self.preparer, self.preparer_ref = (ray.get(ref) if ref else None), ref
 
     def _source(self, item: dict) -> str | bytes:
         if item.get("audio") is not None:
@@ -58,11 +74,11 @@ class DecodeWorker:
         path = item["path"]
         return self.cache.local_path(path) if self.cache else path
 
-    def _decode_one(self, item: dict) -> tuple[dict, list[np.ndarray]]:
+    def _decode_one(self, item: dict) -> tuple[dict, list[Any]]:
         t0 = time.perf_counter()
         sr = self.audio["sample_rate"]
         meta: dict[str, Any] = {"row": item["row"], "error": None, "spans": [], "duration_s": None}
-        segments: list[np.ndarray] = []
+        segments: list[Any] = []
         for attempt in range(self.audio["read_retries"] + 1):
             try:
                 x = decode(self._source(item), sr, self.audio["max_duration_s"])
@@ -81,11 +97,26 @@ class DecodeWorker:
             segments = []
         else:
             meta["error"] = None
+        if segments and self.preparer is not None:
+            lang = item.get("language") if isinstance(item.get("language"), str) else None
+            try:
+                segments = [self.preparer.prepare(s, lang) for s in segments]
+            except Exception as e:  # audio the model cannot take costs its row, not the shard
+                meta["error"], segments = f"engine input error: {type(e).__name__}: {e}", []
         meta["decode_s"] = time.perf_counter() - t0
         return meta, segments
 
     @ray.method(num_returns=2)
-    def decode(self, items: list[dict]) -> tuple[list[dict], list[list[np.ndarray]]]:
+    def decode(self, items: list[dict], preparer: list[ray.ObjectRef]
+               ) -> tuple[list[dict], list[list[Any]]]:
+        """Metadata per item, and its segments (arrays, or engine inputs when preparing)."""
+        try:
+            self._use_preparer(preparer)
+        except Exception as e:  # say why, rather than look like a dead actor
+            why = (str(e).strip().splitlines() or [""])[-1][:300]
+            error = f"engine input error: cannot load the engine's input preparer: {why}"
+            return ([{"row": it["row"], "error": error, "spans": [], "duration_s": None,
+                      "decode_s": 0.0} for it in items], [[] for _ in items])
         out = [self._decode_one(it) for it in items]
         return [m for m, _ in out], [s for _, s in out]
 
@@ -100,10 +131,15 @@ class EngineWorker:
     def name(self) -> str:
         return self.engine.name
 
-    def transcribe(self, refs: list[ray.ObjectRef], picks: list[tuple[int, int, int, str | None]]
-                   ) -> tuple[list[str], float]:
-        chunks = ray.get(refs)  # zero-copy views into the object store
-        segments = [Segment(chunks[r][i][s], lang) for r, i, s, lang in picks]
+    def input_preparer(self) -> InputPreparer | None:
+        return self.engine.input_preparer()
+
+    def transcribe(self, refs: list[ray.ObjectRef], picks: list[tuple[int, int, int, str | None]],
+                   prepared: bool) -> tuple[list[str], float]:
+        """Texts for the picked segments of decode results (arrays, or prepared inputs)."""
+        chunks = ray.get(refs)  # arrays are zero-copy views into the object store
+        found = [(chunks[r][i][s], lang) for r, i, s, lang in picks]
+        segments = [Segment(None, lang, x) if prepared else Segment(x, lang) for x, lang in found]
         with self.gate:
             t0 = time.perf_counter()
             texts = self.engine.transcribe(segments)
@@ -186,9 +222,10 @@ class Pipeline:
             for _ in range(e.num_engines)]
         audio_cfg = OmegaConf.to_container(cfg.audio, resolve=True)
         store_cfg = OmegaConf.to_container(cfg.store, resolve=True)
+        preload = preparer_modules(e)
         self.decoders = [
             ray.remote(DecodeWorker).options(num_cpus=decode_cpu, max_restarts=-1).remote(
-                audio_cfg, store_cfg) for _ in range(n_decode)]
+                audio_cfg, store_cfg, preload) for _ in range(n_decode)]
         j = cfg.judge
         self.judges = [
             ray.remote(JudgeWorker).options(
@@ -198,6 +235,9 @@ class Pipeline:
         # Wait for every engine (and judge): a shard started on the first engine alone never
         # reaches the steady state of several engines per GPU.
         self.model_name = ray.get([en.name.remote() for en in self.engines])[0]
+        preparer = ray.get(self.engines[0].input_preparer.remote())
+        # by reference (a list, so that Ray passes it on unresolved): decode actors fetch it once
+        self.preparer_refs = [ray.put(preparer)] if preparer is not None else []
         self.decode_in_flight = p.decode_in_flight or 2 * n_decode
         log.info("pipeline: %d decode actors (%.2f CPU each), %d %s engines (%s)", n_decode,
                  decode_cpu, e.num_engines, e.kind, self.model_name)
@@ -248,7 +288,7 @@ class _ShardRun:
         k = self.next_decoder % len(self.pipe.decoders)
         self.next_decoder += 1
         meta_ref, audio_ref = self.pipe.decoders[k].decode.remote(
-            [{f: it.get(f) for f in ITEM_FIELDS} for it in chunk])
+            [{f: it.get(f) for f in ITEM_FIELDS} for it in chunk], self.pipe.preparer_refs)
         self.decoding[meta_ref] = (k, audio_ref, chunk, attempt)
 
     def _feed_decoders(self) -> None:
@@ -277,7 +317,8 @@ class _ShardRun:
                 refs = list(dict.fromkeys(p.ref for p in picks))
                 pos = {r: i for i, r in enumerate(refs)}
                 call = self.pipe.engines[k].transcribe.remote(
-                    refs, [(pos[p.ref], p.item, p.seg, p.language) for p in picks])
+                    refs, [(pos[p.ref], p.item, p.seg, p.language) for p in picks],
+                    bool(self.pipe.preparer_refs))
                 self.calls[call] = (k, picks, attempt)
                 self.engine_load[k] += 1
 

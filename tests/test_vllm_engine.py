@@ -95,7 +95,7 @@ def test_qwen2_audio_transcribes_with_its_chat_prompt(tmp_path):
     engine = build_engine(_engine_cfg(model, "engine.instruction=Transcribe the speech.",
                                       "engine.load_format=dummy"))
     try:
-        prompt = engine.prompt_text("de")
+        prompt = engine.prompts.text("de")
         assert prompt.count("<|AUDIO|>") == 1 and "German" in prompt
         texts = engine.transcribe([Segment(_speechlike(4.0, 5)), Segment(_speechlike(9.0, 6), "fr")])
         assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

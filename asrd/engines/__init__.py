@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from asrd.engines.base import Engine, EngineUnavailable, Segment
+from asrd.engines.base import Engine, EngineUnavailable, InputPreparer, Segment
 
-__all__ = ["Engine", "EngineUnavailable", "Segment", "build_engine"]
+__all__ = ["Engine", "EngineUnavailable", "InputPreparer", "Segment", "build_engine",
+           "preparer_modules"]
 
 
 def build_engine(engine_cfg: DictConfig) -> Engine:
@@ -25,3 +26,12 @@ def build_engine(engine_cfg: DictConfig) -> Engine:
 
         return VllmEngine(engine_cfg)
     raise EngineUnavailable(f"unknown engine.kind {kind!r}")
+
+
+def preparer_modules(engine_cfg: DictConfig) -> list[str]:
+    """Modules a decode actor imports while the engines start, when it will prepare their inputs
+    (vLLM's import takes seconds; done at once, it overlaps the engines' start-up)."""
+    extra = engine_cfg.get("extra") or {}
+    if engine_cfg.kind == "vllm" and extra.get("render_in", "decode") == "decode":
+        return ["asrd.engines.vllm_inputs", "vllm.renderers"]
+    return []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,10 +19,19 @@ class EngineUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Segment:
-    """One model input: at most the engine's window (30 s), 16 kHz float32 mono."""
+    """One model input: at most the engine's window (30 s), 16 kHz float32 mono, or the input
+    the engine's `InputPreparer` already made of such audio in a decode actor."""
 
-    audio: np.ndarray
+    audio: np.ndarray | None
     language: str | None = None  # per-item language from the index, overrides the config
+    prepared: Any = None
+
+
+class InputPreparer(Protocol):
+    """Turns a segment's audio into the engine's input in a CPU decode actor (picklable)."""
+
+    def prepare(self, audio: np.ndarray, language: str | None) -> Any:
+        """The engine input; raises ValueError for audio the model cannot take."""
 
 
 class Engine(ABC):
@@ -43,6 +53,13 @@ class Engine(ABC):
     @abstractmethod
     def transcribe(self, segments: list[Segment]) -> list[str]:
         """Texts for `segments`, one each, in order."""
+
+    def input_preparer(self) -> InputPreparer | None:
+        """What the decode actors should run to prepare this engine's inputs, or None (raw audio).
+
+        A GPU engine whose own process is the limit hands the CPU-heavy part of its input
+        preparation to the decode actors, which scale with the node's CPUs."""
+        return None
 
     def close(self) -> None:
         """Release the model (GPU memory, worker processes). Called once at task end."""

@@ -1,23 +1,21 @@
 """vLLM behind the `Engine` interface: Whisper and Qwen2-Audio with continuous batching on a GPU.
 
 Why it is built this way (measured on an H100, bench/RESULTS.md): vLLM's front end, not the GPU,
-limits small models. Every request's audio is turned into log-mel features and engine inputs by
-the model's Hugging Face processor in the calling process, and a plain `LLM.generate` does that
-on one core, one clip after another (37 clips/s for Whisper), while the GPU idles. So:
+limits small models. Every request's audio must become log-mel features and an engine input (the
+model's Hugging Face processor), and a plain `LLM.generate` does that on one core, one clip after
+another (37 clips/s for Whisper), while the GPU idles. So:
 
 - one in-process `AsyncLLM` (no HTTP server) runs on an event loop in a background thread, and
   `transcribe` may be called from many threads at once (`max_concurrency`): every segment of every
   call becomes its own request, so the engine's queue stays full as long as callers have audio;
-- the front end renders requests in a pool of `render_threads` threads (vLLM's renderer pool; the
-  processor cache is off, which that pool requires): ~300 clips/s instead of 37; the log-mel
-  features are computed on the GPU (`feature_device`), worth 7% on Whisper-large-v3;
+- engine inputs are rendered where there are CPUs to spare: by default in the CPU decode actors
+  (`input_preparer()`, vllm_inputs.py), so the engine's process only submits ready inputs;
+  with `render_in: engine` in a pool of `render_threads` threads of this process (vLLM's renderer
+  pool; the processor cache is off, which that pool requires), log-mel on `feature_device`;
 - the scheduler's token budget is raised so that many 1500-token Whisper encoder inputs run per
   step (AsyncLLM's default of 2048 admits one and left the GPU 91% idle);
 - texts are decoded from token ids once per request in the caller's thread (the engine does not
   detokenize incrementally on its single event-loop thread).
-
-What remains for Whisper-base is the one front-end process per engine (~55% of the GPU-only
-ceiling); large models (Whisper-large-v3, Qwen2-Audio-7B) reach the ceiling with one engine.
 
 Segments longer than the model's 30 s window are refused before anything is sent (the processor
 would cut them silently). A failed request fails its call (the pipeline then retries halves and
@@ -39,16 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from asrd import prompts
 from asrd.engines.base import Engine, EngineUnavailable, Segment
+from asrd.engines.vllm_inputs import InputRenderer, PromptBuilder, PromptSpec, check_window
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-WINDOW_S = 30.0  # Whisper and Qwen2-Audio both take at most 30 s per input
 ARCHITECTURES = {"WhisperForConditionalGeneration": "whisper",
                  "Qwen2AudioForConditionalGeneration": "qwen2_audio"}
 DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "auto": "auto",
@@ -59,8 +54,11 @@ DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "a
 class VllmOptions:
     """The engine-specific knobs, read from `engine.extra` (defaults measured on an H100)."""
 
+    # Where engine inputs are rendered: "decode" (in every CPU decode actor: scales with them)
+    # or "engine" (in the engine actor's own process, in `render_threads` threads).
+    render_in: str = "decode"
     render_threads: int = 8  # front-end worker threads preparing inputs (GIL-bound past ~8)
-    feature_device: str = "cuda"  # where log-mel features are computed: cuda | cpu
+    feature_device: str = "cuda"  # where the engine process computes log-mel: cuda | cpu
     max_concurrency: int = 64  # concurrent `transcribe` calls the actor may make
     max_num_seqs: int | None = None  # running-batch cap; None: 512 (Whisper), 256 (others)
     # Tokens scheduled per engine step, audio encoder inputs included. vLLM's AsyncLLM default
@@ -77,7 +75,11 @@ class VllmOptions:
         names = set(cls.__dataclass_fields__)
         ours = {k: v for k, v in extra.items() if k in names}
         rest = {k: v for k, v in extra.items() if k not in names}
-        return cls(**ours), rest
+        options = cls(**ours)
+        if options.render_in not in ("decode", "engine"):
+            raise EngineUnavailable(f"engine.extra.render_in={options.render_in!r}: use decode "
+                                    "or engine")
+        return options, rest
 
 
 def model_kind(model_dir: str | Path) -> str:
@@ -182,7 +184,6 @@ class VllmEngine(Engine):
         self.startup_s = time.monotonic() - t0
         log.info("vllm engine %s (%s) ready in %.1f s", self._model_dir, self.kind,
                  self.startup_s)
-        self._prompt_cache: dict[str | None, str] = {}
 
     @property
     def name(self) -> str:
@@ -237,6 +238,9 @@ class VllmEngine(Engine):
         with lock:
             self._llm = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
         self._tokenizer = self._llm.get_tokenizer()
+        self.prompts = PromptBuilder(
+            PromptSpec.from_engine_cfg(self.kind, self._cfg, self.options.feature_device),
+            self._tokenizer)
         self._render_slots = asyncio.Semaphore(max(1, self.options.render_threads))
 
     def close(self) -> None:
@@ -250,48 +254,13 @@ class VllmEngine(Engine):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
 
-    # --- prompts -----------------------------------------------------------------------------
+    # --- inputs ------------------------------------------------------------------------------
 
-    def _language(self, segment: Segment) -> str | None:
-        return segment.language or self._cfg.language
-
-    def prompt_text(self, language: str | None) -> str:
-        """The text part of the prompt for one language (cached: it is the same for every clip)."""
-        if language not in self._prompt_cache:
-            if self.kind == "whisper":
-                text = prompts.whisper_decoder_prompt(language, str(self._cfg.task))
-            else:
-                text = self._qwen_chat(language)
-            self._prompt_cache[language] = text
-        return self._prompt_cache[language]
-
-    def _qwen_chat(self, language: str | None) -> str:
-        messages = prompts.audio_chat_messages(str(self._cfg.instruction), language,
-                                               self._cfg.system_prompt)
-        for message in messages:  # real Qwen2-Audio templates test for an "audio" key
-            if isinstance(message["content"], list):
-                for part in message["content"]:
-                    if part.get("type") == "audio":
-                        part.setdefault("audio", "")
-        text = self._tokenizer.apply_chat_template(messages, tokenize=False,
-                                                   add_generation_prompt=True)
-        if text.count("<|AUDIO|>") != 1:
-            raise EngineUnavailable(f"{self._model_dir}: the chat template did not render one "
-                                    f"<|AUDIO|> placeholder: {text!r}")
-        return text
-
-    def build_prompt(self, segment: Segment, request_id: str) -> dict[str, Any]:
-        """The vLLM prompt for one segment: its audio, the model's text prompt, our options."""
-        audio = {"audio": (np.ascontiguousarray(segment.audio, dtype=np.float32), SAMPLE_RATE)}
-        mm = {"multi_modal_data": audio,
-              # a unique id instead of hashing the audio (the cache is off anyway)
-              "multi_modal_uuids": {"audio": [request_id]}}
-        if self.options.feature_device != "cpu":
-            mm["mm_processor_kwargs"] = {"device": self.options.feature_device}
-        text = self.prompt_text(self._language(segment))
-        if self.kind == "whisper":
-            return {"encoder_prompt": {"prompt": "", **mm}, "decoder_prompt": text}
-        return {"prompt": text, **mm}
+    def input_preparer(self) -> InputRenderer | None:
+        """With `render_in: decode`, the decode actors render engine inputs (vllm_inputs.py)."""
+        if self.options.render_in != "decode":
+            return None
+        return InputRenderer(self._llm.vllm_config, self.prompts.spec)
 
     def sampling_params(self):
         from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -304,20 +273,13 @@ class VllmEngine(Engine):
 
     # --- transcription -----------------------------------------------------------------------
 
-    def check(self, segments: list[Segment]) -> None:
-        """Refuse what the model cannot take, before anything is sent."""
-        for i, seg in enumerate(segments):
-            if seg.audio.ndim != 1:
-                raise ValueError(f"segment {i}: audio must be mono (1-D), got shape "
-                                 f"{seg.audio.shape}")
-            if seg.audio.shape[0] > WINDOW_S * SAMPLE_RATE:
-                raise ValueError(f"segment {i} is {seg.audio.shape[0] / SAMPLE_RATE:.3f} s, longer "
-                                 f"than the model's {WINDOW_S:.0f} s window; it was not sent")
-
     def transcribe(self, segments: list[Segment]) -> list[str]:
+        """Texts for segments of raw audio or of inputs prepared by `input_preparer()`."""
         if not segments:
             return []
-        self.check(segments)
+        for i, seg in enumerate(segments):
+            if seg.prepared is None:
+                check_window(seg.audio, i)
         token_ids = self.generate_ids(segments)
         return [self._tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
 
@@ -364,14 +326,19 @@ class VllmEngine(Engine):
         """The engine input for one segment, prepared in the front end's thread pool."""
         from vllm.renderers.inputs.preprocess import parse_model_prompt
 
-        parsed = parse_model_prompt(self._llm.model_config, self.build_prompt(segment, request_id))
+        prompt = self.prompts.prompt(segment.audio, segment.language, request_id)
+        parsed = parse_model_prompt(self._llm.model_config, prompt)
         async with self._render_slots:
             (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])
         return engine_input
 
     async def _one(self, segment: Segment) -> list[int]:
         request_id = f"asrd-{next(self._ids)}"
-        engine_input = await self.render(segment, request_id)
+        if segment.prepared is not None:
+            # rendered in a decode actor; it arrives now (the engine's order is arrival order)
+            engine_input = {**segment.prepared, "arrival_time": time.time()}
+        else:
+            engine_input = await self.render(segment, request_id)
         return await self.generate_rendered(engine_input, request_id)
 
     async def generate_rendered(self, engine_input, request_id: str) -> list[int]:
