@@ -3,6 +3,7 @@ architectures (Whisper and Qwen2-Audio, built offline by asrd.tiny_models)."""
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import subprocess
 from pathlib import Path
@@ -77,13 +78,13 @@ def check_batch_equals_one_by_one(engine, segments: list[Segment]) -> list[str]:
     return batch
 
 
-def test_whisper_one_text_per_segment_in_order(whisper_engine, speech):
+def test_whisper_one_text_per_segment_in_order(whisper_engine, whisper_dir, speech):
     segments = [Segment(a) for a in speech]
     texts = check_batch_equals_one_by_one(whisper_engine, segments)
     # The tiny model's output depends on the audio, so a reordering would show.
     assert len(set(texts)) > 1
     assert whisper_engine.transcribe(segments[::-1]) == texts[::-1]
-    assert whisper_engine.name.endswith("tiny-whisper0")
+    assert whisper_engine.name == str(whisper_dir)  # the model recorded in each row
 
 
 def test_whisper_groups_languages_and_keeps_order(whisper_engine, speech):
@@ -101,6 +102,34 @@ def test_batch_size_splits_calls(whisper_dir, speech):
         engine.close()
 
 
+def test_whisper_prepared_features_give_the_same_texts(whisper_engine, speech):
+    """What the decode actors send: features from the engine's preparer, after a pickle round
+    trip (it travels to other processes), decode exactly as raw audio, alone or mixed with it."""
+    preparer = pickle.loads(pickle.dumps(whisper_engine.input_preparer()))
+    languages = ["fr", None, "fr", "fr"]  # None: the config's "en"
+    raw = [Segment(a, lang) for a, lang in zip(speech, languages)]
+    prepared = [Segment(None, lang, preparer.prepare(a, lang))
+                for a, lang in zip(speech, languages)]
+    assert all(p.prepared.shape == (80, 3000) and p.prepared.dtype == np.float32
+               for p in prepared)
+    texts = whisper_engine.transcribe(raw)
+    assert len({texts[0], texts[2], texts[3]}) == 3  # a misplaced "fr" input would show
+    assert whisper_engine.transcribe(prepared) == texts
+    # The "fr" call stacks prepared and freshly computed features.
+    mixed = [prepared[0], raw[1], raw[2], prepared[3]]
+    assert whisper_engine.transcribe(mixed) == texts
+
+
+def test_whisper_preparer_refuses_what_the_engine_refuses(whisper_engine):
+    preparer = whisper_engine.input_preparer()
+    with pytest.raises(ValueError, match="longer than the model's 30 s window"):
+        preparer.prepare(np.zeros(31 * 16000, np.float32), "en")
+    with pytest.raises(ValueError, match="empty"):
+        preparer.prepare(np.zeros(0, np.float32), None)
+    with pytest.raises(ValueError, match="mono"):
+        preparer.prepare(np.zeros((2, 16000), np.float32), None)
+
+
 def test_qwen2_audio_batch_with_left_padding(qwen2_audio_engine, speech):
     # Different languages give prompts of different lengths, so the batch is left-padded.
     segments = [Segment(speech[0], "en"), Segment(speech[1], "fr"), Segment(speech[2]),
@@ -109,6 +138,8 @@ def test_qwen2_audio_batch_with_left_padding(qwen2_audio_engine, speech):
     assert len(set(texts)) > 1
     for text in texts:  # the prompt is cut: none of its words come back
         assert "assistant" not in text and "transcribe" not in text.lower()
+    # Its processor makes features and prompt together: the decode actors send raw audio.
+    assert qwen2_audio_engine.input_preparer() is None
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):

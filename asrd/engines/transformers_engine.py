@@ -8,6 +8,11 @@ Decoding is batched: Whisper's features are padded to its 30 s window and segmen
 by language (it is forced as a decoder token); Qwen2-Audio gets one chat prompt per segment
 (asrd.prompts), left-padded, and its prompt is cut from the output. Nothing is downloaded: the
 model is a local directory with the weights and the processor files.
+
+Whisper's log-mel features are made in the pipeline's decode actors (`WhisperFeatures`, the
+engine's input preparer): they scale with the node's CPUs, while the engine's one process would
+otherwise compute them between generate calls and leave its device idle meanwhile. The engine
+still computes the features of segments given as raw audio (direct calls, mixed batches).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from asrd.config import ConfigError
-from asrd.engines.base import Engine, EngineUnavailable, Segment
+from asrd.engines.base import Engine, EngineUnavailable, InputPreparer, Segment
 from asrd.prompts import audio_chat_messages
 
 SAMPLE_RATE = 16000
@@ -35,7 +40,7 @@ class TransformersEngine(Engine):
 
     def __init__(self, cfg: DictConfig):
         self._cfg = cfg
-        model_dir = _model_dir(cfg.model)
+        model_dir = self._model_dir = _model_dir(cfg.model)
         torch, transformers = _import_transformers()
         self._torch = torch
         self._device = _device(torch, str(cfg.device))
@@ -77,14 +82,21 @@ class TransformersEngine(Engine):
         return str(self._cfg.model)
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
+        """Texts for segments of raw audio or of features prepared by `input_preparer()`."""
         for i, seg in enumerate(segments):
-            _check_audio(i, seg.audio)
+            if seg.prepared is None:
+                _check_audio(seg.audio, i)
         size = int(self._cfg.batch_size)
         texts: list[str] = []
         for start in range(0, len(segments), size):
             batch = segments[start:start + size]
             texts += (self._whisper(batch) if self._is_whisper else self._qwen2_audio(batch))
         return texts
+
+    def input_preparer(self) -> InputPreparer | None:
+        """Whisper: its log-mel features, made in the decode actors. Qwen2-Audio: None (its
+        processor makes features and prompt tokens together, from the raw audio)."""
+        return WhisperFeatures(str(self._model_dir)) if self._is_whisper else None
 
     def close(self) -> None:
         del self._model
@@ -110,9 +122,7 @@ class TransformersEngine(Engine):
         for i, seg in enumerate(batch):
             by_language.setdefault(self._language(seg), []).append(i)
         for language, idx in by_language.items():
-            features = self._processor.feature_extractor(
-                [batch[i].audio for i in idx], sampling_rate=SAMPLE_RATE, return_tensors="pt",
-            ).input_features.to(self._device, self._dtype)
+            features = self._whisper_features([batch[i] for i in idx])
             lang_task = ({"language": language, "task": self._cfg.task}
                          if self._multilingual else {})
             with self._torch.inference_mode():
@@ -121,6 +131,16 @@ class TransformersEngine(Engine):
             for i, text in zip(idx, self._decode(ids), strict=True):
                 texts[i] = text
         return texts
+
+    def _whisper_features(self, segments: list[Segment]) -> Any:
+        """The (n, n_mels, 3000) input tensor: prepared features as they are, and those of raw
+        audio segments computed here."""
+        raw = [seg.audio for seg in segments if seg.prepared is None]
+        made = iter(self._processor.feature_extractor(
+            raw, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features if raw else [])
+        stacked = np.stack([next(made) if seg.prepared is None else seg.prepared
+                            for seg in segments])
+        return self._torch.from_numpy(stacked).to(self._device, self._dtype)
 
     def _qwen2_audio(self, batch: list[Segment]) -> list[str]:
         prompts = [self._processor.apply_chat_template(
@@ -140,14 +160,45 @@ class TransformersEngine(Engine):
         return [t.strip() for t in texts]
 
 
-def _check_audio(i: int, audio: np.ndarray) -> None:
+class WhisperFeatures:
+    """A Whisper model's log-mel features of one segment, made in a decode actor.
+
+    Only the model directory is pickled; the feature extractor (its processor files, read from
+    that directory, which every process of the node sees) loads on first use where it runs.
+    """
+
+    def __init__(self, model_dir: str):
+        self.model_dir = model_dir
+        self._extractor: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model_dir": self.model_dir}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model_dir"])
+
+    def prepare(self, audio: np.ndarray, language: str | None) -> np.ndarray:
+        """Features (n_mels, 3000), float32; the language is forced later, by the engine."""
+        _check_audio(audio)
+        if self._extractor is None:
+            from transformers import WhisperFeatureExtractor
+
+            self._extractor = WhisperFeatureExtractor.from_pretrained(self.model_dir,
+                                                                      local_files_only=True)
+        features = self._extractor(audio, sampling_rate=SAMPLE_RATE,
+                                   return_tensors="np").input_features[0]
+        return np.asarray(features, dtype=np.float32)
+
+
+def _check_audio(audio: np.ndarray, i: int | None = None) -> None:
     """Refuse what the feature extractor would silently truncate or choke on."""
+    where = "" if i is None else f"segment {i}: "
     if audio.ndim != 1:
-        raise ValueError(f"segment {i}: audio must be mono (1-D), got shape {audio.shape}")
+        raise ValueError(f"{where}audio must be mono (1-D), got shape {audio.shape}")
     if audio.size == 0:
-        raise ValueError(f"segment {i}: audio is empty")
+        raise ValueError(f"{where}audio is empty")
     if audio.size > WINDOW_S * SAMPLE_RATE:
-        raise ValueError(f"segment {i}: {audio.size / SAMPLE_RATE:.2f} s is longer than the "
+        raise ValueError(f"{where}{audio.size / SAMPLE_RATE:.2f} s is longer than the "
                          f"model's {WINDOW_S:.0f} s window (segment it first)")
 
 
