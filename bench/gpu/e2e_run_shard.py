@@ -5,7 +5,10 @@ Writes `--files` WAV files of `--clip-s` s, indexes and plans them as one shard,
 read from the shard's committed parts (`pipeline.part_rows` rows each), so the steady rate
 excludes the engines' start-up; NVML is sampled meanwhile.
 
-    python bench/gpu/e2e_run_shard.py --model whisper-base --files 3072 --engines 1
+    python bench/gpu/e2e_run_shard.py --model whisper-base --files 6144 --engines 1
+
+`--render-in decode` (the default) renders vLLM's engine inputs in the decode actors;
+`--render-in engine` in the engine actor's process (the earlier layout), for comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def main() -> None:
     ap.add_argument("--part-rows", type=int, default=128)
     ap.add_argument("--work", default="/tmp/asrd-e2e")
     ap.add_argument("--limit-s", type=float, default=420)
+    ap.add_argument("--render-in", default="decode", choices=["decode", "engine"])
+    ap.add_argument("--decode-actors", type=int, default=0)
     args = ap.parse_args()
     import soundfile as sf
 
@@ -57,7 +62,7 @@ def main() -> None:
         (audio / "manifest.jsonl").write_text("".join(
             json.dumps({"path": f"utt{i:06d}.wav", "language": "en"}) + "\n"
             for i in range(args.files)))
-    run_dir = work / f"run-{args.model}-{args.engines}"
+    run_dir = work / f"run-{args.model}-{args.engines}-{args.render_in}"
     shutil.rmtree(run_dir, ignore_errors=True)
     index = work / "index.parquet"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
@@ -74,11 +79,13 @@ def main() -> None:
         f"engine.num_engines={args.engines}", f"engine.gpus_per_engine={1.0 / args.engines}",
         "engine.cpus_per_engine=2", f"engine.batch_size={args.batch}",
         f"engine.calls_in_flight={args.calls}", f"pipeline.part_rows={args.part_rows}",
-        "pipeline.part_seconds=3600", "wandb.mode=disabled"]
+        "pipeline.part_seconds=3600", "wandb.mode=disabled",
+        f"engine.extra.render_in={args.render_in}",
+        f"pipeline.decode_actors={args.decode_actors}"]
     subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
     parts = run_dir / "shards" / "shard-000000.parts"
     final = run_dir / "shards" / "shard-000000.parquet"
-    log = open(out_dir() / f"e2e-{args.model}-{args.engines}.log", "w")
+    log = open(out_dir() / f"e2e-{args.model}-{args.engines}-{args.render_in}.log", "w")
     done, seen = [], 0
     with GpuSampler() as gpu:
         t0 = time.monotonic()
@@ -104,13 +111,24 @@ def main() -> None:
     if rest > 0:
         done.append((t_end, rest))
     first = done[0][0] if done else t_end
-    fig = figure(args.model, f"b_asrd_run_shard_{args.engines}eng", done, first, args.clip_s,
+    fig = figure(args.model, f"b_asrd_run_shard_{args.engines}eng_{args.render_in}", done,
+                 first, args.clip_s,
                  args.tokens, gpu, total_wall_s=round(t_end - t0, 1), rows=table.num_rows,
                  error_rows=errors, engines=args.engines, batch=args.batch, calls=args.calls,
+                 render_in=args.render_in, decode_actors=_decode_actors(log.name),
                  note="rate from the first committed part (engine start-up excluded)")
     save([fig], out_dir() / "figures.jsonl", device=gpu.name)
-    print(f"E2E {args.model} engines={args.engines}: {table.num_rows} rows, {errors} errors, "
+    print(f"E2E {args.model} engines={args.engines} render_in={args.render_in}: "
+          f"{table.num_rows} rows, {errors} errors, "
           f"{t_end - t0:.1f} s with start-up", flush=True)
+
+
+def _decode_actors(log_path: str) -> int | None:
+    """The decode actor count the pipeline logged ("pipeline: N decode actors")."""
+    import re
+
+    m = re.search(r"pipeline: (\d+) decode actors", Path(log_path).read_text())
+    return int(m.group(1)) if m else None
 
 
 if __name__ == "__main__":

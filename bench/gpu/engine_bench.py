@@ -66,6 +66,31 @@ def run_callers(engine, segments, batch: int, callers: int) -> tuple[list, float
     return done, t0
 
 
+def render_all(engine, segs, prefix: str) -> list:
+    """Every segment's engine input, made before any is submitted."""
+    async def go():
+        return await asyncio.gather(*(engine.render(s, f"{prefix}-{i}")
+                                      for i, s in enumerate(segs)))
+
+    return engine.submit(go()).result()
+
+
+def submit_all(engine, rendered: list, prefix: str) -> tuple[list, float]:
+    """All ready inputs submitted at once: the ceiling's (done times, start)."""
+    done: list = []
+
+    async def timed(inp, rid):
+        await engine.generate_rendered(inp, rid)
+        done.append((time.monotonic(), 1))
+
+    async def all_at_once():
+        await asyncio.gather(*(timed(inp, f"{prefix}-{i}") for i, inp in enumerate(rendered)))
+
+    t_start = time.monotonic()
+    engine.submit(all_at_once()).result()
+    return done, t_start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -120,23 +145,8 @@ def main() -> None:
         if not args.no_ceiling:
             dev, k = variants[0]
             set_variant(engine, dev, args.render_threads)
-
-            async def render_all_ceiling():
-                return await asyncio.gather(*(engine.render(s, f"c-{i}")
-                                              for i, s in enumerate(segs)))
-
-            rendered = engine.submit(render_all_ceiling()).result()
-            done: list = []
-
-            async def timed(inp, rid):
-                await engine.generate_rendered(inp, rid)
-                done.append((time.monotonic(), 1))
-
-            async def all_at_once():
-                await asyncio.gather(*(timed(inp, f"c-{i}") for i, inp in enumerate(rendered)))
-
-            t_start = time.monotonic()
-            engine.submit(all_at_once()).result()
+            rendered = render_all(engine, segs, "c")
+            done, t_start = submit_all(engine, rendered, "c")
             figs.append(figure(args.model, "c_ceiling_inputs_ready", done, t_start, args.clip_s,
                                args.tokens, gpu, **meta))
             del rendered

