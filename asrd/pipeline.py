@@ -45,6 +45,17 @@ log = logging.getLogger("asrd.pipeline")
 ITEM_FIELDS = ("row", "id", "path", "audio", "language")
 
 
+def item_language(item: dict) -> str | None:
+    """The item's language from the index (a missing value reads as NaN or None there)."""
+    lang = item.get("language")
+    return lang if isinstance(lang, str) else None
+
+
+def item_meta(item: dict, error: str | None = None) -> dict[str, Any]:
+    """What a decode actor reports of one item beside its segments."""
+    return {"row": item["row"], "error": error, "spans": [], "duration_s": None, "decode_s": 0.0}
+
+
 # --- actors ------------------------------------------------------------------------------------------
 
 class DecodeWorker:
@@ -77,7 +88,7 @@ class DecodeWorker:
     def _decode_one(self, item: dict) -> tuple[dict, list[Any]]:
         t0 = time.perf_counter()
         sr = self.audio["sample_rate"]
-        meta: dict[str, Any] = {"row": item["row"], "error": None, "spans": [], "duration_s": None}
+        meta = item_meta(item)
         segments: list[Any] = []
         for attempt in range(self.audio["read_retries"] + 1):
             try:
@@ -98,7 +109,7 @@ class DecodeWorker:
         else:
             meta["error"] = None
         if segments and self.preparer is not None:
-            lang = item.get("language") if isinstance(item.get("language"), str) else None
+            lang = item_language(item)
             try:
                 segments = [self.preparer.prepare(s, lang) for s in segments]
             except Exception as e:  # audio the model cannot take costs its row, not the shard
@@ -115,8 +126,7 @@ class DecodeWorker:
         except Exception as e:  # say why, rather than look like a dead actor
             why = (str(e).strip().splitlines() or [""])[-1][:300]
             error = f"engine input error: cannot load the engine's input preparer: {why}"
-            return ([{"row": it["row"], "error": error, "spans": [], "duration_s": None,
-                      "decode_s": 0.0} for it in items], [[] for _ in items])
+            return [item_meta(it, error) for it in items], [[] for _ in items]
         out = [self._decode_one(it) for it in items]
         return [m for m, _ in out], [s for _, s in out]
 
@@ -344,7 +354,7 @@ class _ShardRun:
                 continue
             n = len(meta["spans"])
             self.rows[it["row"]] = RowState(it, meta, [None] * n, n)
-            lang = it.get("language") if isinstance(it.get("language"), str) else None
+            lang = item_language(it)
             self.ready.extend(Pick(audio_ref, i, s, it["row"], lang) for s in range(n))
 
     def _on_called(self, call: ray.ObjectRef) -> None:

@@ -31,7 +31,9 @@ def build_engine(engine_cfg: DictConfig) -> Engine:
 def preparer_modules(engine_cfg: DictConfig) -> list[str]:
     """Modules a decode actor imports while the engines start, when it will prepare their inputs
     (vLLM's import takes seconds; done at once, it overlaps the engines' start-up)."""
-    extra = engine_cfg.get("extra") or {}
-    if engine_cfg.kind == "vllm" and extra.get("render_in", "decode") == "decode":
-        return ["asrd.engines.vllm_inputs", "vllm.renderers"]
-    return []
+    if engine_cfg.kind != "vllm":
+        return []
+    from asrd.engines.vllm_engine import VllmOptions  # imports no vLLM
+
+    options, _ = VllmOptions.from_extra(dict(engine_cfg.get("extra") or {}))
+    return ["asrd.engines.vllm_inputs", "vllm.renderers"] if options.render_in == "decode" else []
