@@ -8,6 +8,7 @@ per clip is then that of the real model on real speech of that length.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -34,6 +35,20 @@ MODELS = {
                                          vocab_size=51866, init_std=0.02), "float16"),
     "qwen2-audio-7b": ("qwen2_audio", None, "bfloat16"),
 }
+
+
+def workload_parser(clips: int | None = None) -> argparse.ArgumentParser:
+    """The arguments every GPU benchmark shares: the model, where its files are made, and the
+    workload (`clips` of `--clip-s` s, `--tokens` output tokens each) its figures are for."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--models-root", default="/tmp/asrd-models")
+    ap.add_argument("--tokenizer-json", default=None)
+    if clips is not None:
+        ap.add_argument("--clips", type=int, default=clips)
+    ap.add_argument("--clip-s", type=float, default=20.0)
+    ap.add_argument("--tokens", type=int, default=64)
+    return ap
 
 
 def build_model(name: str, out_root: str | Path, tokenizer_json: str | Path | None = None) -> Path:

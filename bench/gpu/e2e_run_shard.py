@@ -13,7 +13,6 @@ excludes the engines' start-up; NVML is sampled meanwhile.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,17 +22,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, GpuSampler, build_model, clips, dtype_of, figure, out_dir, save
+from common import (ROOT, GpuSampler, build_model, clips, dtype_of, figure, out_dir, save,
+                    workload_parser)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--models-root", default="/tmp/asrd-models")
-    ap.add_argument("--tokenizer-json", default=None)
+    ap = workload_parser()
     ap.add_argument("--files", type=int, default=3072)
-    ap.add_argument("--clip-s", type=float, default=20.0)
-    ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--engines", type=int, default=1)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--calls", type=int, default=16)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import os
@@ -20,7 +19,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import (GpuSampler, build_model, clips, dtype_of, figure, kind_of, out_dir, save)
+from common import (GpuSampler, build_model, clips, dtype_of, figure, kind_of, out_dir, save,
+                    workload_parser)
 
 
 def engine_config(model_dir, dtype: str, tokens: int, gpu_mem: float, gpus_per_engine: float,
@@ -92,13 +92,7 @@ def submit_all(engine, rendered: list, prefix: str) -> tuple[list, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--models-root", default="/tmp/asrd-models")
-    ap.add_argument("--tokenizer-json", default=None)
-    ap.add_argument("--clips", type=int, default=2048)
-    ap.add_argument("--clip-s", type=float, default=20.0)
-    ap.add_argument("--tokens", type=int, default=64)
+    ap = workload_parser(2048)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--callers", type=int, default=16)
     ap.add_argument("--render-threads", type=int, default=8)

@@ -11,12 +11,11 @@ at once: the GPU-only ceiling of E engines on one GPU.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import time
 
-from common import GpuSampler, build_model, clips, dtype_of, figure, out_dir, save
+from common import GpuSampler, build_model, clips, dtype_of, figure, out_dir, save, workload_parser
 
 
 def child(rank: int, args, model_dir: str, barrier, results) -> None:
@@ -44,14 +43,8 @@ def child(rank: int, args, model_dir: str, barrier, results) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--models-root", default="/tmp/asrd-models")
-    ap.add_argument("--tokenizer-json", default=None)
+    ap = workload_parser(2048)
     ap.add_argument("--engines", type=int, default=2)
-    ap.add_argument("--clips", type=int, default=2048)
-    ap.add_argument("--clip-s", type=float, default=20.0)
-    ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--callers", type=int, default=16)
     ap.add_argument("--render-threads", type=int, default=6)

@@ -8,22 +8,15 @@ before the engine gets it; this is the baseline the pipeline has to beat.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 from common import (SR, GpuSampler, build_model, clips, dtype_of, figure, kind_of, out_dir,
-                    save)
+                    save, workload_parser)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--models-root", default="/tmp/asrd-models")
-    ap.add_argument("--tokenizer-json", default=None)
-    ap.add_argument("--clips", type=int, default=512)
-    ap.add_argument("--clip-s", type=float, default=20.0)
-    ap.add_argument("--tokens", type=int, default=64)
+    ap = workload_parser(512)
     ap.add_argument("--gpu-mem", type=float, default=0.85)
     args = ap.parse_args()
 

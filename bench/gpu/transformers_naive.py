@@ -9,21 +9,15 @@ after the other. Random weights of the real size; the output length is fixed (mi
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
-from common import SR, GpuSampler, build_model, clips, figure, kind_of, out_dir, save
+from common import (SR, GpuSampler, build_model, clips, figure, kind_of, out_dir, save,
+                    workload_parser)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--models-root", default="/tmp/asrd-models")
-    ap.add_argument("--tokenizer-json", default=None)
-    ap.add_argument("--clips", type=int, default=64)
-    ap.add_argument("--clip-s", type=float, default=20.0)
-    ap.add_argument("--tokens", type=int, default=64)
+    ap = workload_parser(64)
     ap.add_argument("--batch", type=int, default=2)
     args = ap.parse_args()
     assert kind_of(args.model) == "whisper", "the seed's path is Whisper"
