@@ -131,3 +131,37 @@ def test_restarted_decode_actor_still_prepares_inputs(killed_run):
     assert killed_run.restarted and killed_run.killed not in killed_run.restarted
     assert killed_run.marker["ok"] == len(killed_run.files), killed_run.marker["errors"]
     assert killed_run.marker["errors"] == {"engine input error": 1}
+
+
+def _refuse_to_load(why: str):
+    raise ImportError(why)
+
+
+class NeedsVllm:
+    """Pickles anywhere, loads nowhere: a vLLM renderer sent to a process without vLLM."""
+
+    def __reduce__(self):
+        return _refuse_to_load, ("No module named 'vllm'",)
+
+
+def test_a_preparer_that_cannot_load_gives_engine_input_error_rows(corpus):
+    """Every item of the call becomes an error row that says why, not "decode worker died"."""
+    import ray
+    from omegaconf import OmegaConf
+
+    from asrd.pipeline import DecodeWorker
+    from hpc.ray_node import local_ray
+
+    cfg = asrd_config.load(overrides=[])
+    items = [{"row": i, "id": p.name, "path": str(p), "audio": None, "language": "en"}
+             for i, p in enumerate(corpus_files(corpus)[:2])]
+    worker = DecodeWorker(OmegaConf.to_container(cfg.audio, resolve=True),
+                          OmegaConf.to_container(cfg.store, resolve=True), [])
+    with local_ray(num_cpus=1, num_gpus=0):
+        metas, segments = worker.decode(items, [ray.put(NeedsVllm())])
+    assert [m["row"] for m in metas] == [0, 1] and segments == [[], []]
+    for m in metas:
+        assert m["error"].startswith("engine input error: cannot load the engine's input "
+                                     "preparer: "), m["error"]
+        assert "No module named 'vllm'" in m["error"]
+    assert worker.decode(items, [])[0][0]["error"] is None  # without a preparer: plain decode
