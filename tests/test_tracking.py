@@ -17,13 +17,17 @@ import subprocess
 import sys
 import termios
 import textwrap
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from asrd import config, tracking
+from asrd.tracking import wandb_run
+from hpc.slurm_env import SlurmEnv
 
 FAKE_KEY = "fakekey-" + "0123456789abcdef" * 3  # W&B wants 40+ characters
 REPO = Path(__file__).resolve().parents[1]
@@ -132,10 +136,13 @@ def test_metrics_are_derived_and_lines_printed_at_their_interval(tmp_path, wb_en
     # shard 8 (second 5), the task's sums keep growing
     for i in range(11):
         shard, n = (7, i) if i <= 5 else (8, i - 5)
-        t.update({"shard": shard, "items_done": 40 * n, "items_total": 200 if shard == 7 else 400,
-                  "items_failed": 1 if shard == 7 else 0, "audio_s_done": 200.0 * n,
-                  "elapsed_s": float(n), "decode_ms_p90": 12.5, "engine_ms_p50": 800,
-                  "queue_engine": 4, **({"failures/too_long": 1} if shard == 7 else {})})
+        t.update({"progress/shard": shard, "progress/items_done": 40 * n,
+                  "progress/items_total": 200 if shard == 7 else 400,
+                  "progress/items_failed": 1 if shard == 7 else 0,
+                  "progress/audio_s_done": 200.0 * n, "progress/shard_elapsed_s": float(n),
+                  "latency/decode_ms_p90": 12.5, "latency/engine_ms_p50": 800,
+                  "queue/engine": 4, "engine/calls_in_flight": 3, "engine/starved_s": 0.5,
+                  **({"failures/too_long": 1} if shard == 7 else {})})
         clock.now += 1
     m = t.latest_logged  # logged at t = 0, 2, ..., 10
     assert m["progress/shard"] == 8 and m["progress/items_done"] == 400
@@ -149,6 +156,7 @@ def test_metrics_are_derived_and_lines_printed_at_their_interval(tmp_path, wb_en
     assert m["progress/fraction"] == pytest.approx(0.75)  # shard 7 done, shard 8 half
     assert m["progress/eta_s"] == pytest.approx(0.25 / (0.75 / 10))
     assert m["latency/decode_ms_p90"] == 12.5 and m["queue/engine"] == 4
+    assert m["engine/calls_in_flight"] == 3 and m["engine/starved_s"] == 0.5
     assert m["slurm/restart_count"] == 0 and m["progress/elapsed_s"] == 10
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("asrd [")]
     assert len(lines) == 3  # t = 0, 5, 10 with pipeline.log_every_s = 5
@@ -189,6 +197,54 @@ def test_secrets_are_redacted_from_the_run_config(tmp_path, wb_env):
     assert FAKE_KEY not in json.dumps(conf)
 
 
+class FakeRun:
+    """What TaskTracker touches of a wandb Run, without a W&B service."""
+
+    def __init__(self, sync_dir: Path) -> None:
+        self.settings = SimpleNamespace(sync_dir=str(sync_dir))
+        self.summary: dict[str, Any] = {}
+        self.logged: list[dict[str, Any]] = []
+        self.preempting = False
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.logged.append(metrics)
+
+    def mark_preempting(self) -> None:
+        self.preempting = True
+
+
+def test_finish_returns_while_the_w_and_b_finish_hangs(tmp_path, wb_env, monkeypatch, capsys):
+    """A W&B service that SLURM's signal left dead or hung must not hold the task: finish gives
+    up after its timeout, says so once and returns while the W&B finish is still blocked."""
+    release, entered = threading.Event(), threading.Event()
+
+    def hung_finish(run: Any) -> None:
+        entered.set()
+        release.wait()
+
+    monkeypatch.setattr(wandb_run, "finish", hung_finish)
+    # a finish that ignored its timeout would return only when this watchdog releases it,
+    # and then fail the assertions below instead of hanging the test session
+    watchdog = threading.Timer(60, release.set)
+    watchdog.start()
+    cfg = _cfg(tmp_path, "wandb.mode=disabled")
+    run = FakeRun(tmp_path / "run" / "wandb" / "offline-run-x")
+    t = tracking.TaskTracker(cfg, [0], SlurmEnv.from_environ(), run=run)
+    t.update({"progress/items_done": 5, "progress/items_total": 10})
+    try:
+        t.finish({"rows": 5}, requeued=True, timeout_s=0.5)
+        assert not release.is_set()  # returned while the W&B finish was still blocked
+        err = capsys.readouterr().err
+        assert err.count("asrd: W&B finish did not complete in 0.5 s;") == 1
+        assert f"offline files are kept in {run.settings.sync_dir}" in err
+        assert entered.wait(60)  # the blocked finish had been called
+        assert run.summary == {"rows": 5} and run.preempting and t.run is None
+        assert run.logged[-1]["progress/items_done"] == 5
+    finally:
+        watchdog.cancel()
+        release.set()
+
+
 # --- real W&B, offline ---------------------------------------------------------------------------
 def test_offline_task_run_history_and_summary(tmp_path, wb_env):
     cfg = _cfg(tmp_path, "wandb.log_every_s=3", f"slurm.env.WANDB_API_KEY={FAKE_KEY}")
@@ -196,8 +252,9 @@ def test_offline_task_run_history_and_summary(tmp_path, wb_env):
     t = tracking.TaskTracker.start(cfg, run_dir, [3, 4])
     t.clock = clock = Clock()
     for i in range(10):  # logged at t = 0, 3, 6, 9, and at finish
-        t.update({"items_done": 10 * i, "items_total": 100, "audio_s_done": 30.0 * i,
-                  "engine_ms_p90": 900, "queue_decode": 2, "failures/decode": i // 5})
+        t.update({"progress/items_done": 10 * i, "progress/items_total": 100,
+                  "progress/audio_s_done": 30.0 * i, "latency/engine_ms_p90": 900,
+                  "queue/decode": 2, "failures/decode": i // 5})
         clock.now += 1
     t.finish({"rows": 100, "ok": 99})
 
@@ -236,12 +293,24 @@ TASK = textwrap.dedent("""
     t = TaskTracker.start(cfg, run_dir, [3])
     print("MODE", t.run.settings.mode if t.run else "none", flush=True)
     for i in range(1, n + 1):
-        t.update({"items_done": 10 * i, "items_total": 100, "audio_s_done": 50.0 * i})
+        t.update({"progress/items_done": 10 * i, "progress/items_total": 100,
+                  "progress/audio_s_done": 50.0 * i})
         time.sleep(0.25)
     if end == "kill":  # a task killed without warning (OOM, node failure): no finish()
         time.sleep(2.5)  # > the 1 s transaction-log flush interval
         os.kill(os.getpid(), signal.SIGKILL)
-    t.finish({"rows": 10 * n}, requeued=end == "requeue")
+    if end == "hang":  # the W&B service stops answering: stop this process's wandb-core
+        time.sleep(1.5)  # > the 1 s transaction-log flush interval
+        me = f"PPid:\\t{os.getpid()}\\n"
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            if text.startswith("Name:\\twandb-core\\n") and me in text:
+                (run_dir / "service.pid").write_text(status.parent.name)
+                os.kill(int(status.parent.name), signal.SIGSTOP)
+    t.finish({"rows": 10 * n}, requeued=end == "requeue", timeout_s=2)
 """)
 
 
@@ -288,6 +357,26 @@ def test_unreachable_online_w_and_b_falls_back_to_offline(tmp_path, wb_env):
     got = read_run(frag)
     assert [h["progress/items_done"] for h in got["history"]][-1] == 20
     assert got["exit"]
+    assert_no_secret(tmp_path)
+
+
+def test_task_exits_when_the_w_and_b_service_hangs(tmp_path, wb_env):
+    """With its W&B service stopped, a task still finishes and exits: wandb would wait for the
+    service at interpreter exit, so the tracker stops it once the finish timed out."""
+    pid_file = tmp_path / "run" / "service.pid"
+    try:
+        done = _task(tmp_path, 4, "hang", "wandb.mode=offline")
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # the test's own stopped service
+            pid = int(pid_file.read_text())
+            if Path(f"/proc/{pid}/status").read_text().startswith("Name:\twandb-core\n"):
+                os.kill(pid, signal.SIGKILL)
+    assert pid_file.is_file() and done.returncode == 0, done.stderr
+    assert done.stderr.count("W&B finish did not complete in 2 s;") == 1
+    (frag,) = fragments(tmp_path / "run" / "wandb")
+    got = read_run(frag)  # the offline files keep what the service wrote before it stopped
+    items = [h["progress/items_done"] for h in got["history"]]
+    assert items and items == [10 * (i + 1) for i in range(len(items))] and not got["exit"]
     assert_no_secret(tmp_path)
 
 
@@ -349,7 +438,7 @@ def test_merge_run_logs_totals_tables_and_audio(tmp_path, wb_env):
 def test_disabled_mode_writes_nothing(tmp_path, wb_env):
     cfg = _cfg(tmp_path, "wandb.mode=disabled")
     t = tracking.TaskTracker.start(cfg, tmp_path / "run", [0])
-    t.update({"items_done": 1})
+    t.update({"progress/items_done": 1})
     t.finish({})
     tracking.log_merge(cfg, tmp_path / "run", {"rows": 1}, [], [])
     assert not (tmp_path / "run").exists()
@@ -363,7 +452,7 @@ def test_gpu_metrics_from_nvml(tmp_path, capsys):
         block.add_(1)
     cfg = _cfg(tmp_path, "wandb.mode=disabled", "pipeline.log_every_s=0")
     t = tracking.TaskTracker.start(cfg, tmp_path / "run", [0])
-    t.update({"items_done": 1, "items_total": 2})
+    t.update({"progress/items_done": 1, "progress/items_total": 2})
     m = t.latest_logged
     assert 0 <= m["gpu/0/util_pct"] <= 100
     assert 1 <= m["gpu/0/mem_used_gib"] < m["gpu/0/mem_total_gib"]
