@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
-from asrd import launcher
+from asrd.launch import launcher
 from asrd.audio import AudioError
 from asrd.engines import EngineUnavailable
 from asrd.filters import FilterError
@@ -77,7 +77,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run_shard(args: argparse.Namespace) -> int:
-    from asrd.shard_task import run_task
+    from asrd.runtime.task import run_task
 
     cfg = load_config(args)
     done = run_task(cfg.run.dir, args.shard, args.overrides, force=args.force)
@@ -87,7 +87,7 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from asrd.plan import make_plan
-    from asrd.shard_task import run_task
+    from asrd.runtime.task import run_task
 
     cfg = load_config(args)
     check_root(cfg.run.dir, cfg.store.require_mount, must_exist=False)

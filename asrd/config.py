@@ -38,7 +38,7 @@ class AudioCfg:
 
 @dataclass
 class EngineCfg:
-    kind: str = "faster_whisper"  # faster_whisper | transformers | vllm
+    kind: str = "faster_whisper"  # faster_whisper | transformers | vllm (| fault: tests)
     model: str = "whisper-base"  # a local model directory, or "whisper-base" (the PyPI package)
     device: str = "cpu"  # cpu | cuda
     compute_type: str = "int8"  # faster-whisper: int8 | float16 | float32; transformers: dtype
@@ -142,6 +142,24 @@ class JudgeCfg:
 
 
 @dataclass
+class FaultCfg:
+    """Faults injected on purpose, so that tests drive every fault path without clocks or signals.
+
+    The engine hooks act when `engine.kind=fault` (which wraps `inner`); the decode hook acts with
+    any engine. All are off by default."""
+
+    inner: Optional[str] = None  # the engine kind the fault engine wraps; None: text made from the audio
+    fail_ids: list[str] = field(default_factory=list)  # engine calls holding these rows raise
+    raise_on_calls: list[int] = field(default_factory=list)  # these calls (1-based, per actor) raise
+    exit_after_calls: int = 0  # the engine actor exits on the call after this many (once per state_dir)
+    block_after_calls: int = -1  # later calls wait until `release_file` exists; -1: never block
+    release_file: Optional[str] = None
+    call_delay_s: float = 0.0  # every engine call takes at least this long
+    decode_exit_ids: list[str] = field(default_factory=list)  # a decode actor exits on these rows
+    state_dir: Optional[str] = None  # where the hooks log what they did (tests read it)
+
+
+@dataclass
 class Config:
     run: RunCfg = field(default_factory=RunCfg)
     audio: AudioCfg = field(default_factory=AudioCfg)
@@ -152,13 +170,13 @@ class Config:
     wandb: WandbCfg = field(default_factory=WandbCfg)
     merge: MergeCfg = field(default_factory=MergeCfg)
     judge: JudgeCfg = field(default_factory=JudgeCfg)
+    faults: FaultCfg = field(default_factory=FaultCfg)
 
 
 # Sections whose change changes the output: the config hash covers these only, so that a
 # resubmission to another partition or with more memory is not refused as "config drift".
 HASHED_SECTIONS = ("run.index", "run.num_shards", "audio", "engine", "judge")
 
-ENGINE_KINDS = ("faster_whisper", "transformers", "vllm")
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -182,9 +200,11 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
 
 def validate(cfg: DictConfig) -> None:
     """Checks the schema's types cannot express."""
+    from asrd.engines.registry import engine_kinds  # imports no engine
+
     checks = [
         (cfg.run.num_shards >= 1, "run.num_shards", "must be >= 1"),
-        (cfg.engine.kind in ENGINE_KINDS, "engine.kind", f"must be one of {ENGINE_KINDS}"),
+        (cfg.engine.kind in engine_kinds(), "engine.kind", f"must be one of {engine_kinds()}"),
         (cfg.wandb.mode in WANDB_MODES, "wandb.mode", f"must be one of {WANDB_MODES}"),
         (0 < cfg.audio.max_segment_s <= 3600, "audio.max_segment_s", "must be in (0, 3600]"),
         (cfg.audio.sample_rate > 0, "audio.sample_rate", "must be > 0"),

@@ -11,8 +11,8 @@ from asrd import config as config_mod
 from asrd.index import build_index
 from asrd.merge import merge
 from asrd.plan import make_plan
-from asrd.samples import make_corpus
-from asrd.shard_task import run_task
+from asrd.testing.samples import make_corpus
+from asrd.runtime.task import run_task
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> float:

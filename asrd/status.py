@@ -30,7 +30,7 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     markers = rd.markers.read_all()
     states = {s: "missing" for s in range(plan.num_shards)}
     if slurm:
-        from asrd.launcher import slurm_states
+        from asrd.launch.launcher import slurm_states
 
         states.update({s: v for s, v in slurm_states(rd).items() if s in states})
     st = RunStatus(plan.num_shards, states,

@@ -28,7 +28,7 @@ from asrd import config as config_mod  # noqa: E402
 from asrd.index import build_index  # noqa: E402
 from asrd.plan import make_plan, read_rows  # noqa: E402
 from asrd.schema import output_schema  # noqa: E402
-from asrd.writer import ShardWriter  # noqa: E402
+from asrd.runtime.write import ShardWriter  # noqa: E402
 
 import pyarrow.parquet as pq  # noqa: E402
 

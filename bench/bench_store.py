@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from asrd import config as config_mod  # noqa: E402
-from asrd.audio_cache import AudioCache  # noqa: E402
+from asrd.audio.cache import AudioCache  # noqa: E402
 from asrd.plan import make_plan  # noqa: E402
 from asrd.schema import INDEX_SCHEMA  # noqa: E402
 from asrd.status import run_status  # noqa: E402

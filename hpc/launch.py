@@ -3,17 +3,11 @@ preemption, time limits and requeues.
 
 The work function must be idempotent (it skips finished items and resumes partial ones from what
 it committed): then a requeued task simply runs it again, and no state travels in the pickle
-(requeue re-reads the pickle, so state kept there would come back stale: PITFALLS 2).
+(requeue re-reads the pickle, so state kept there would come back stale).
 
-Signals inside a task:
-- SIGUSR2 (submitit's `--signal=USR2@delay`, sent before the time limit or on preemption where the
-  cluster is configured to): stop, let the work flush what it finished, then checkpoint and requeue
-  the task (submitit's handler when submitit runs it, else `scontrol requeue ARRAYJOB_TASK`).
-- SIGTERM (scancel, `scontrol requeue`, preemption on clusters that send only SIGTERM, the time
-  limit itself): stop and flush, without requeuing: SLURM requeues it itself when that was a
-  requeue or a requeueing preemption; a cancelled task is left for a resubmission.
-Both reach the work as one SystemExit; later signals (the requeue's own SIGTERM) are ignored so
-that they cannot interrupt the flush.
+Signals inside a task go through hpc.stop (one stop path for every entry point); on SIGUSR2 the
+task is requeued after the work has kept what it finished (submitit's checkpoint-and-requeue when
+submitit runs it, else `scontrol requeue ARRAYJOB_TASK`).
 """
 
 from __future__ import annotations
@@ -28,7 +22,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable, Sequence
 
 import submitit
@@ -37,52 +30,9 @@ from submitit.helpers import Checkpointable
 from hpc.arrays import ArrayChunk, split
 from hpc.commit import read_json, write_json
 from hpc.slurm_env import SlurmEnv
+from hpc.stop import REQUEUE_SIGNAL, run_until_stopped
 
 log = logging.getLogger("hpc.launch")
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-REQUEUE_SIGNAL = signal.SIGUSR2
-
-
-class GracefulStop:
-    """Turns the first stop signal into SystemExit(128 + signum); ignores the ones after it."""
-
-    def __init__(self, signals: Sequence[signal.Signals] = STOP_SIGNALS):
-        self.signals = tuple(signals)
-        self.signum: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "GracefulStop":
-        for sig in self.signals:
-            self.previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
-        name = signal.Signals(signum).name
-        if self.signum is not None:
-            log.warning("%s ignored: already stopping on %s", name,
-                        signal.Signals(self.signum).name)
-            return
-        self.signum = signum
-        log.warning("%s received: stopping; finished work is kept", name)
-        raise SystemExit(128 + signum)
-
-    @property
-    def wants_requeue(self) -> bool:
-        return self.signum == REQUEUE_SIGNAL
-
-    def reraise(self) -> None:
-        """Re-raise the SystemExit being handled, as 128 + signal when a signal caused it (a
-        SystemExit raised inside Ray's wait() comes out as SystemExit(1))."""
-        if self.signum is None:
-            raise  # noqa: PLE0704 - only called from an except block
-        raise SystemExit(128 + self.signum) from None
-
 
 def requeue_self(max_restarts: int | None = None) -> bool:
     """`scontrol requeue` this task (ARRAYJOB_TASK for an array task, as SLURM requires)."""
@@ -117,16 +67,14 @@ class Resumable(Checkpointable):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         submitit_requeue = signal.getsignal(REQUEUE_SIGNAL)  # bound by submitit in a job
-        with GracefulStop() as stop:
-            try:
-                return self.fn(*args, **kwargs)
-            except SystemExit:
-                if stop.wants_requeue:
-                    if callable(submitit_requeue):
-                        submitit_requeue(REQUEUE_SIGNAL, None)  # checkpoint, requeue, exit
-                    else:
-                        requeue_self(self.max_requeues)
-                stop.reraise()
+
+        def requeue() -> None:
+            if callable(submitit_requeue):
+                submitit_requeue(REQUEUE_SIGNAL, None)  # checkpoint, requeue, exit
+            else:
+                requeue_self(self.max_requeues)
+
+        return run_until_stopped(self.fn, *args, on_requeue=requeue, **kwargs)
 
 
 def make_executor(folder: str | Path, params: dict[str, Any], cluster: str | None = None,

@@ -9,7 +9,7 @@ import pytest
 
 from asrd import config as config_mod
 from asrd.index import build_index
-from asrd.samples import make_corpus
+from asrd.testing.samples import make_corpus
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -1,4 +1,4 @@
-"""The LLM judge on CPU with a tiny random Qwen2 chat model (asrd.tiny_models, offline)."""
+"""The LLM judge on CPU with a tiny random Qwen2 chat model (asrd.testing.tiny_models, offline)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from asrd import config as asrd_config
 from asrd.config import ConfigError
 from asrd.engines import EngineUnavailable
-from asrd.judge import NO_TRANSCRIPT, build_judge, render_chat
-from asrd.prompts import judge_messages
-from asrd.tiny_models import TextLMSize, build_text_lm
+from asrd.engines.judge import NO_TRANSCRIPT, build_judge, render_chat
+from asrd.engines.prompts import judge_messages
+from asrd.testing.tiny_models import TextLMSize, build_text_lm
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -4,8 +4,8 @@ import pyarrow.parquet as pq
 
 from asrd.merge import merge
 from asrd.plan import make_plan
-from asrd.shard_task import run_task
-from asrd.tiny_models import build_text_lm
+from asrd.runtime.task import run_task
+from asrd.testing.tiny_models import build_text_lm
 from tests.conftest import make_cfg
 
 

@@ -10,7 +10,7 @@ from asrd.merge import MergeError, merge
 from asrd.plan import make_plan, read_rows
 from asrd.schema import output_schema
 from asrd.status import format_status, run_status
-from asrd.writer import ShardIncomplete, ShardWriter
+from asrd.runtime.write import ShardIncomplete, ShardWriter
 from tests.conftest import make_cfg
 
 

@@ -2,10 +2,6 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +10,7 @@ from asrd.demo import word_error_rate
 from asrd.index import build_index
 from asrd.merge import merge
 from asrd.plan import make_plan
-from asrd.shard_task import run_task
+from asrd.runtime.task import run_task
 from tests.conftest import make_cfg
 
 
@@ -51,27 +47,3 @@ def test_two_shards_real_model_every_id_once(mixed_index, tmp_path):
     markers = rd.markers.read_all()
     assert sum(m["ok"] for m in markers.values()) == 8
     assert not any(rd.parts_dir(s).exists() for s in range(2))
-
-
-def test_sigkill_mid_shard_resumes_exactly_once(corpus_index, tmp_path):
-    run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "asrd.cli", "run", f"run.index={corpus_index}",
-            f"run.dir={run_dir}", "run.num_shards=1", "pipeline.part_rows=1",
-            "pipeline.items_per_decode_task=1", "engine.batch_size=1"]
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    parts = run_dir / "shards" / "shard-000000.parts"
-    deadline = time.monotonic() + 240
-    while len(list(parts.glob("part-*.parquet"))) < 2 and proc.poll() is None:
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the task and its Ray workers
-    proc.wait()
-    assert not (run_dir / "done" / "shard-000000.json").exists()
-    committed = len(list(parts.glob("part-*.parquet")))
-    assert 2 <= committed < 8
-    subprocess.run(args, check=True, capture_output=True)
-    marker = json.loads((run_dir / "done" / "shard-000000.json").read_text())
-    assert marker["resumed_rows"] >= committed and marker["rows"] == 8
-    t = pq.read_table(run_dir / "shards" / "shard-000000.parquet")
-    assert sorted(t.column("row").to_pylist()) == list(range(8))

@@ -10,16 +10,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from asrd import config as asrd_config
 from asrd.audio import decode, split_points
 from asrd.engines import Segment, build_engine
 from asrd.index import build_index
-from asrd.tiny_models import build_whisper
+from asrd.testing.tiny_models import build_whisper
 from tests.bad_audio import make_long_silence
-from tests.test_reliability import assert_exactly_once, parts, run_args, wait_for
+from tests.runs import assert_exactly_once, cli_args, running, shard_rows, wait_until
 
 pytest.importorskip("transformers")
 
@@ -82,37 +81,36 @@ class KilledRun:
 @pytest.fixture(scope="module")
 def killed_run(whisper_dir, corpus, tmp_path_factory) -> KilledRun:
     """One shard through `asrd run`: the corpus three times and a 35 s recording, one row per
-    engine call; its only decode actor is killed when the first row is committed. By then most
-    rows are not decoded yet (backpressure holds decoding a few engine batches ahead), so the
-    restarted actor must prepare them. One run serves both tests (Ray's start-up is most of it)."""
+    engine call, through the fault engine around the transformers engine. The engine holds its
+    second call; decoding stops a few engine batches ahead (backpressure), so most rows are not
+    decoded yet when the run's only decode actor is killed, and the restarted actor must prepare
+    them. One run serves both tests (Ray's start-up is most of it)."""
     folder = tmp_path_factory.mktemp("prepared")
     files = corpus_files(corpus) * 3
     long = make_long_silence(folder / "long.wav", 35)
     index = write_index(folder, files + [long])
-    run_dir = folder / "run"
-    proc = subprocess.Popen(run_args(index, run_dir, *engine_overrides(whisper_dir),
-                                     "pipeline.decode_actors=1"),
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    run_dir, state, log = folder / "run", folder / "faults", folder / "run.log"
+    args = cli_args(index, run_dir, *engine_overrides(whisper_dir), "engine.kind=fault",
+                    "faults.inner=transformers", f"faults.state_dir={state}",
+                    "faults.block_after_calls=1", f"faults.release_file={state / 'release'}",
+                    "pipeline.decode_actors=1", "pipeline.part_rows=1",
+                    "pipeline.items_per_decode_task=1", "engine.batch_size=1")
+    with running(args, log) as proc:
 
-    def decode_actors() -> set[int]:  # this run's only: its Ray processes share its session
-        out = subprocess.run(["pgrep", "-s", str(proc.pid), "-f", "ray::DecodeWorker"],
-                             capture_output=True, text=True).stdout
-        return {int(pid) for pid in out.split()}
+        def decode_actors() -> set[int]:  # this run's only: its Ray processes share its session
+            out = subprocess.run(["pgrep", "-s", str(proc.pid), "-f", "ray::DecodeWorker"],
+                                 capture_output=True, text=True).stdout
+            return {int(pid) for pid in out.split()}
 
-    try:
-        wait_for(lambda: len(parts(run_dir)) >= 1, proc)
+        wait_until(lambda: (state / "blocked").exists(), proc, "the engine blocked", log)
         (killed,) = decode_actors()
         os.kill(killed, signal.SIGKILL)
-        wait_for(lambda: decode_actors() - {killed}, proc)  # Ray restarts it
+        wait_until(lambda: decode_actors() - {killed}, proc, "the actor's restart", log)
         restarted = decode_actors() - {killed}
-        assert proc.wait(timeout=240) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        (state / "release").touch()
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     marker = assert_exactly_once(run_dir, len(files) + 1)
-    rows = pq.read_table(run_dir / "shards" / "shard-000000.parquet").to_pylist()
-    return KilledRun(files, long, rows, marker, killed, restarted)
+    return KilledRun(files, long, shard_rows(run_dir), marker, killed, restarted)
 
 
 def test_shard_with_prepared_inputs_equals_direct_engine(killed_run, direct_texts):
@@ -147,21 +145,20 @@ class NeedsVllm:
 def test_a_preparer_that_cannot_load_gives_engine_input_error_rows(corpus):
     """Every item of the call becomes an error row that says why, not "decode worker died"."""
     import ray
-    from omegaconf import OmegaConf
 
-    from asrd.pipeline import DecodeWorker
+    from asrd.runtime.decode import DecodeWorker, decode_actor_config
+    from asrd.runtime.records import WorkItem
     from hpc.ray_node import local_ray
 
     cfg = asrd_config.load(overrides=[])
-    items = [{"row": i, "id": p.name, "path": str(p), "audio": None, "language": "en"}
+    items = [WorkItem(i, p.name, str(p), language="en")
              for i, p in enumerate(corpus_files(corpus)[:2])]
-    worker = DecodeWorker(OmegaConf.to_container(cfg.audio, resolve=True),
-                          OmegaConf.to_container(cfg.store, resolve=True), [])
+    worker = DecodeWorker(*decode_actor_config(cfg), [])
     with local_ray(num_cpus=1, num_gpus=0):
-        metas, segments = worker.decode(items, [ray.put(NeedsVllm())])
-    assert [m["row"] for m in metas] == [0, 1] and segments == [[], []]
-    for m in metas:
-        assert m["error"].startswith("engine input error: cannot load the engine's input "
-                                     "preparer: "), m["error"]
-        assert "No module named 'vllm'" in m["error"]
-    assert worker.decode(items, [])[0][0]["error"] is None  # without a preparer: plain decode
+        records, segments = worker.decode(items, [ray.put(NeedsVllm())])
+    assert [r.row for r in records] == [0, 1] and segments == [[], []]
+    for r in records:
+        assert r.error.startswith("engine input error: cannot load the engine's input "
+                                  "preparer: "), r.error
+        assert "No module named 'vllm'" in r.error
+    assert worker.decode(items, [])[0][0].error is None  # without a preparer: plain decode

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from asrd.audio_cache import AudioCache
+from asrd.audio.cache import AudioCache
 from hpc.marker_summary import MarkerSummary
 from hpc.markers import Markers
 from hpc.store import StoreError, check_root, juicefs_setup_line, mount_of, mounts

@@ -1,5 +1,5 @@
 """The transformers engine on CPU, on real speech, with tiny random models of the real
-architectures (Whisper and Qwen2-Audio, built offline by asrd.tiny_models)."""
+architectures (Whisper and Qwen2-Audio, built offline by asrd.testing.tiny_models)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import soxr
 
 from asrd import config as asrd_config
 from asrd.engines import EngineUnavailable, Segment, build_engine
-from asrd.prompts import audio_chat_messages, instruction_text, whisper_decoder_prompt
-from asrd.tiny_models import build_qwen2_audio, build_whisper
+from asrd.engines.prompts import audio_chat_messages, instruction_text, whisper_decoder_prompt
+from asrd.testing.tiny_models import build_qwen2_audio, build_whisper
 
 pytest.importorskip("transformers")
 

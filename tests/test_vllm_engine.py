@@ -1,6 +1,6 @@
 """The vLLM engine on a real GPU (marker `gpu`: run on the lent GPU machine, skipped elsewhere).
 
-Models are the tiny random-weight Whisper and Qwen2-Audio of asrd.tiny_models (weights saved, so
+Models are the tiny random-weight Whisper and Qwen2-Audio of asrd.testing.tiny_models (weights saved, so
 vLLM's real loading path runs); their texts are meaningless but deterministic under greedy
 decoding, which is what the order and refusal checks use.
 
@@ -32,7 +32,7 @@ if _skip:
     pytest.skip(_skip, allow_module_level=True)
 
 from asrd import config as config_mod  # noqa: E402
-from asrd import tiny_models  # noqa: E402
+from asrd.testing import tiny_models  # noqa: E402
 from asrd.engines import Segment, build_engine  # noqa: E402
 
 TOKENIZER_JSON = os.environ.get("ASRD_WHISPER_TOKENIZER_JSON")
@@ -109,7 +109,7 @@ def test_pipeline_completes_a_shard_with_vllm(tmp_path):
 
     from asrd.index import build_index
     from asrd.plan import make_plan
-    from asrd.shard_task import run_task
+    from asrd.runtime.task import run_task
 
     model = tiny_models.build_whisper(tmp_path / "whisper", tiny_models.TINY_WHISPER)
     audio = tmp_path / "audio"

@@ -1,31 +1,15 @@
-"""Engines behind one interface (`Engine`), built by name from the config."""
+"""ASR engines behind one interface (`Engine`): a batch of 16 kHz mono segments in, texts out.
+Built by name from the config (`registry`)."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
 from asrd.engines.base import Engine, EngineUnavailable, InputPreparer, Segment
+from asrd.engines.registry import build_engine, engine_kinds, register_engine
 
 __all__ = ["Engine", "EngineUnavailable", "InputPreparer", "Segment", "build_engine",
-           "preparer_modules"]
-
-
-def build_engine(engine_cfg: DictConfig) -> Engine:
-    """Build the engine the config names; imports lazily so CPU nodes need no GPU packages."""
-    kind = engine_cfg.kind
-    if kind == "faster_whisper":
-        from asrd.engines.faster_whisper_engine import FasterWhisperEngine
-
-        return FasterWhisperEngine(engine_cfg)
-    if kind == "transformers":
-        from asrd.engines.transformers_engine import TransformersEngine
-
-        return TransformersEngine(engine_cfg)
-    if kind == "vllm":
-        from asrd.engines.vllm_engine import VllmEngine
-
-        return VllmEngine(engine_cfg)
-    raise EngineUnavailable(f"unknown engine.kind {kind!r}")
+           "engine_kinds", "preparer_modules", "register_engine"]
 
 
 def preparer_modules(engine_cfg: DictConfig) -> list[str]:

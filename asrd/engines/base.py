@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from omegaconf import DictConfig
 
 
 class EngineUnavailable(RuntimeError):
@@ -25,6 +26,7 @@ class Segment:
     audio: np.ndarray | None
     language: str | None = None  # per-item language from the index, overrides the config
     prepared: Any = None
+    id: str | None = None  # the index row's id (for tracing and fault hooks)
 
 
 class InputPreparer(Protocol):
@@ -44,6 +46,11 @@ class Engine(ABC):
     #: how many `transcribe` calls the engine can serve concurrently (continuous batching engines
     #: such as vLLM's take many; CPU engines one).
     max_concurrency: int = 1
+
+    @classmethod
+    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> Engine:
+        """Build from the `engine` section (`faults` is for the fault-injecting test engine)."""
+        return cls(engine_cfg)  # type: ignore[call-arg]
 
     @property
     @abstractmethod

@@ -6,7 +6,7 @@ be tried on a CPU node before a GPU run and results compared engine to engine.
 
 Decoding is batched: Whisper's features are padded to its 30 s window and segments are grouped
 by language (it is forced as a decoder token); Qwen2-Audio gets one chat prompt per segment
-(asrd.prompts), left-padded, and its prompt is cut from the output. Nothing is downloaded: the
+(asrd.engines.prompts), left-padded, and its prompt is cut from the output. Nothing is downloaded: the
 model is a local directory with the weights and the processor files.
 
 Whisper's log-mel features are made in the pipeline's decode actors (`WhisperFeatures`, the
@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asrd.config import ConfigError
 from asrd.engines.base import Engine, EngineUnavailable, InputPreparer, Segment
-from asrd.prompts import audio_chat_messages
+from asrd.engines.prompts import audio_chat_messages
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from asrd import prompts
+from asrd.engines import prompts
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0  # Whisper and Qwen2-Audio both take at most 30 s per input

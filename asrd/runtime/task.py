@@ -1,14 +1,18 @@
-"""What one task runs: its shards, through one on-node Ray cluster and one set of engines.
+"""What one task runs: its shards, through one on-node Ray cluster and one set of actors.
 
 For each shard: skip it if its marker exists; claim it (a second process holding the claim means a
 duplicate submission or a requeue racing the original: skip); resume from its committed parts;
 run the pipeline over the remaining rows; finalize (shard file, then marker).
+
+Stopping (hpc.stop): the stop handler is in place before Ray or W&B start. On SIGTERM, SIGUSR2 or
+SIGINT the pipeline commits the rows it finished, the actors are not waited for (they end with
+Ray), W&B gets a bounded time to finish, Ray's session folder is removed, and the process exits
+with 128 + signal.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -16,30 +20,20 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
-from asrd.pipeline import Pipeline
 from asrd.plan import PlanError, ShardSpec, load_plan, read_rows
 from asrd.rundir import RunDir
+from asrd.runtime.pipeline import Pipeline
+from asrd.runtime.write import ShardWriter
 from asrd.schema import output_schema
 from asrd.tracking import TaskTracker
-from asrd.writer import ShardWriter
 from hpc.ray_node import local_ray
+from hpc.stop import GracefulStop, graceful_stop
 from hpc.store import check_root
 
 log = logging.getLogger("asrd.task")
 
-
-class Terminated(SystemExit):
-    """SIGTERM: stop, keep what is committed, exit 143 (SLURM's scancel and preemption send it)."""
-
-
-_received: list[int] = []
-
-
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    # Ray's wait() turns an exception raised here into SystemExit(1); remember the signal so
-    # that run_task exits with SLURM's conventional 128 + signal.
-    _received.append(signum)
-    raise Terminated(128 + signum)
+FINISH_S = 60.0  # W&B's finish (uploads, or writing the offline files) gets this long at most
+STOP_FINISH_S = 3.0  # ... and this long when stopping on a signal (SLURM's KillWait is short)
 
 
 def task_config(run_dir: RunDir, overrides: list[str] | None, force: bool) -> DictConfig:
@@ -52,7 +46,17 @@ def task_config(run_dir: RunDir, overrides: list[str] | None, force: bool) -> Di
 def run_task(run_dir: str | Path, shards: list[int] | None = None,
              overrides: list[str] | None = None, force: bool = False) -> list[int]:
     """Run `shards` (all planned shards if None); returns those this call finished."""
-    rd = RunDir(run_dir)
+    with graceful_stop() as stop:
+        try:
+            return _run_task(RunDir(run_dir), shards, overrides, force, stop)
+        except SystemExit:
+            if stop.stopping:
+                log.warning("stopped by signal %d; finished rows are committed", stop.signum)
+            stop.reraise()
+
+
+def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None, force: bool,
+              stop: GracefulStop) -> list[int]:
     cfg = task_config(rd, overrides, force)
     check_root(rd.path, cfg.store.require_mount)  # a missing mount is an error, not a new dir
     plan = load_plan(rd)
@@ -64,29 +68,23 @@ def run_task(run_dir: str | Path, shards: list[int] | None = None,
     if not todo:
         log.info("all %d shards already done", len(wanted))
         return []
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
     schema = output_schema(pq.read_schema(plan.index), judge=cfg.judge.enabled)
-    finished = []
+    finished: list[int] = []
     with local_ray(object_store_mb=cfg.pipeline.ray_object_store_mb,
                    tmp_root=cfg.pipeline.ray_tmp) as res:
         tracker = TaskTracker.start(cfg, rd.path, todo)
-        completed = False
-        pipe = Pipeline(cfg, res["cpus"], res["gpus"])
+        pipe: Pipeline | None = None
         try:
+            pipe = Pipeline(cfg, res["cpus"], res["gpus"])
             for s in todo:
-                if _run_shard(cfg, rd, plan.shards[s], plan.index, plan.config_hash, schema, pipe,
-                              tracker):
+                if _run_shard(cfg, rd, plan.shards[s], plan.index, plan.config_hash, schema,
+                              pipe, tracker):
                     finished.append(s)
-            completed = True
-        except SystemExit:
-            if _received:
-                log.warning("signal %d: committed what was finished; exiting", _received[-1])
-                raise Terminated(128 + _received[-1]) from None
-            raise
         finally:
-            pipe.close()
-            tracker.finish({"shards_finished": finished}, requeued=not completed)
+            if pipe is not None:
+                pipe.close(wait=not stop.stopping)
+            tracker.finish({"shards_finished": finished}, requeued=stop.stopping,
+                           timeout_s=STOP_FINISH_S if stop.stopping else FINISH_S)
     return finished
 
 
@@ -103,9 +101,9 @@ def _run_shard(cfg: DictConfig, rd: RunDir, spec: ShardSpec, index: str, config_
         done = set(writer.done_rows().tolist())
         todo = spec.rows - len(done)
         log.info("shard %d: %d rows, %d already committed", spec.shard, spec.rows, len(done))
-        items = (row for batch in read_rows(index, spec.start, spec.stop)
-                 for row in batch.to_pylist() if row["row"] not in done)
-        pipe.run(spec, items, writer, todo, on_metrics=tracker.update)
+        rows = (row for batch in read_rows(index, spec.start, spec.stop)
+                for row in batch.to_pylist() if row["row"] not in done)
+        pipe.run(spec, rows, writer, todo, on_metrics=tracker.update)
         marker = writer.finalize(time.monotonic() - t0, config_hash, pipe.model_name,
                                  extra={"resumed_rows": len(done)})
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,

@@ -62,9 +62,12 @@ class ShardWriter:
 
     def add(self, row: dict[str, Any]) -> None:
         self.buffer.append(row)
-        if (len(self.buffer) >= self.part_rows
-                or time.monotonic() - self.last_commit >= self.part_seconds):
+        if len(self.buffer) >= self.part_rows or self.due():
             self.commit_part()
+
+    def due(self) -> bool:
+        """Rows have waited `part_seconds` since the last commit."""
+        return bool(self.buffer) and time.monotonic() - self.last_commit >= self.part_seconds
 
     def commit_part(self) -> None:
         """Make the buffered rows durable (also called on SIGTERM/requeue before exiting)."""

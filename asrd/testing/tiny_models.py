@@ -9,7 +9,7 @@ the Qwen2 models reuse it with the chat and audio special tokens added. Weights 
 Sizes are parameters: the `TINY_*` presets are for CPU tests, `WHISPER_BASE` and `QWEN2_AUDIO_7B`
 write configs of the real sizes (use `weights=False` for those: vLLM builds dummy weights itself).
 
-    python -m asrd.tiny_models whisper OUT_DIR [--size base] [--no-weights]
+    python -m asrd.testing.tiny_models whisper OUT_DIR [--size base] [--no-weights]
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def _save_model(architecture: str, config, generation_config, out: Path, weights
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m asrd.tiny_models", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m asrd.testing.tiny_models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=sorted(SIZES))
     parser.add_argument("out_dir")

@@ -31,14 +31,15 @@ from asrd.rundir import RunDir
 from hpc import slurm_ctl
 from hpc.arrays import ArrayChunk, ArraySpecError, format_array, group, parse_array, task_items
 from hpc.commit import read_json, write_json
-from hpc.launch import (GracefulStop, Resumable, export_lines, make_executor, new_record,
+from hpc.launch import (Resumable, export_lines, make_executor, new_record,
                         plan_arrays, python_executable, read_records, requeue_self, submit_arrays,
                         write_record)
 from hpc.slurm_env import SlurmEnv
+from hpc.stop import run_until_stopped
 
-log = logging.getLogger("asrd.launcher")
+log = logging.getLogger("asrd.launch.launcher")
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "sbatch" / "asrd_array.sbatch"
+TEMPLATE = Path(__file__).resolve().parents[2] / "sbatch" / "asrd_array.sbatch"
 
 # SLURM job states, as `asrd status` names them (anything else: the task ended).
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING",
@@ -211,7 +212,7 @@ def prepare(config: str | None, overrides: list[str], array: str | None = None,
 
 def _task_main(run_dir: str, overrides: list[str], force: bool, shards: list[int]) -> list[int]:
     """What one submitit array task runs (pickled by reference: asrd must be importable there)."""
-    from asrd.shard_task import run_task
+    from asrd.runtime.task import run_task
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.info("task %s: shards %s", SlurmEnv.from_environ().task_key, shards)
@@ -362,7 +363,7 @@ def write_sbatch(sub: Submission) -> tuple[Path, str]:
 def run_task_from_record(record_path: str | Path, task: int | None = None,
                          offset: int = 0) -> list[int]:
     """What an sbatch array task runs: its shards from the record; requeued on USR2."""
-    from asrd.shard_task import run_task
+    from asrd.runtime.task import run_task
 
     record = read_json(record_path)
     env = SlurmEnv.from_environ()
@@ -375,13 +376,9 @@ def run_task_from_record(record_path: str | Path, task: int | None = None,
                    {"task_key": env.task_key, "shards": shards, "host": env.node,
                     "restart": env.restart_count})
     log.info("task %s: shards %s", env.task_key, shards)
-    with GracefulStop() as stop:
-        try:
-            return run_task(record["run_dir"], shards, record["overrides"], force=record["force"])
-        except SystemExit:
-            if stop.wants_requeue:
-                requeue_self(record.get("max_requeues"))
-            stop.reraise()
+    return run_until_stopped(run_task, record["run_dir"], shards, record["overrides"],
+                             force=record["force"],
+                             on_requeue=lambda: requeue_self(record.get("max_requeues")))
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ judge decodes under a structured-output choice constraint. The choice becomes th
 a row that could not be scored gets `score=None` and a reason in `judge_error`, never a guess.
 
 The prompt is the config's system prompt and user template (`{text}` marks the transcript),
-rendered with the judge model's chat template (asrd.prompts.judge_messages).
+rendered with the judge model's chat template (asrd.engines.prompts.judge_messages).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asrd.config import ConfigError
 from asrd.engines.base import EngineUnavailable
-from asrd.prompts import Message, check_judge_template, judge_messages
+from asrd.engines.prompts import Message, check_judge_template, judge_messages
 
 NO_TRANSCRIPT = "no transcript"
 # Longer transcripts (a long recording is one row) are judged on their first characters, so that

@@ -1,0 +1,42 @@
+"""Engines by name: `engine.kind` picks one; its module is imported only when it is built, so CPU
+nodes need no GPU packages. `register_engine` adds a kind (a plug-in, or a test's own engine)."""
+
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig
+
+from asrd.engines.base import Engine, EngineUnavailable
+
+_ENGINES: dict[str, str] = {
+    "faster_whisper": "asrd.engines.faster_whisper_engine:FasterWhisperEngine",
+    "transformers": "asrd.engines.transformers_engine:TransformersEngine",
+    "vllm": "asrd.engines.vllm_engine:VllmEngine",
+    "fault": "asrd.testing.faults:FaultEngine",  # fault hooks around another engine, for tests
+}
+
+
+def register_engine(kind: str, target: str) -> None:
+    """Make `engine.kind=KIND` build `target` ("package.module:Class", an `Engine` subclass)."""
+    if ":" not in target:
+        raise ValueError(f"engine target {target!r} must be 'module:Class'")
+    _ENGINES[kind] = target
+
+
+def engine_kinds() -> tuple[str, ...]:
+    return tuple(_ENGINES)
+
+
+def engine_class(kind: str) -> type[Engine]:
+    target = _ENGINES.get(kind)
+    if target is None:
+        raise EngineUnavailable(f"unknown engine.kind {kind!r}: one of {engine_kinds()}")
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_engine(engine_cfg: DictConfig, faults: DictConfig | None = None) -> Engine:
+    """The engine `engine_cfg.kind` names, built from its config (and the fault hooks' config,
+    which only the fault engine reads)."""
+    return engine_class(engine_cfg.kind).from_config(engine_cfg, faults)

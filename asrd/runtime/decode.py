@@ -1,0 +1,207 @@
+"""The decode stage: CPU actors that read, decode, resample and segment audio (and, where the engine
+hands out an input preparer, turn each segment into the engine's input).
+
+A decode call returns two objects: small `Decoded` records, which the driver reads, and the
+segment inputs, which stay in Ray's object store until an engine actor maps them (the driver
+never touches audio samples).
+
+Failures cost rows, never the shard: bad audio is an error row; an actor that dies is restarted by
+Ray, and the rows of its lost calls are decoded again one at a time, alone on an actor, so that a
+file that kills its decoder costs only its own row: after `pipeline.decode_retries` more tries it
+is the error row `decode worker died`.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from omegaconf import DictConfig, OmegaConf
+from ray.exceptions import RayActorError, RayTaskError
+
+from asrd.audio import AudioError, decode, split_points
+from asrd.audio.cache import AudioCache
+from asrd.engines import InputPreparer
+from asrd.runtime.records import Decoded, SegmentRef, WorkItem
+from asrd.testing.faults import decode_fault
+
+
+class DecodeWorker:
+    """One CPU: decodes chunks of work items into segments (or prepared engine inputs)."""
+
+    def __init__(self, audio_cfg: dict, cache_cfg: dict, faults_cfg: dict, preload: list[str]):
+        self.audio = audio_cfg
+        self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
+        self.faults = OmegaConf.create(faults_cfg)
+        self.preparer: InputPreparer | None = None
+        self.preparer_ref: ray.ObjectRef | None = None
+        # Imports for the preparer run while the engines start (a decode call waits for them).
+        threading.Thread(target=lambda: [importlib.import_module(m) for m in preload],
+                         daemon=True).start()
+
+    def _use_preparer(self, refs: list[ray.ObjectRef]) -> None:
+        """The preparer travels by reference with every call, so a restarted actor has it too."""
+        ref = refs[0] if refs else None
+        if ref != self.preparer_ref:
+            self.preparer, self.preparer_ref = (ray.get(ref) if ref else None), ref
+
+    def _source(self, item: WorkItem) -> str | bytes:
+        if item.audio is not None:
+            return item.audio
+        if not item.path:
+            raise AudioError("missing file", "the index row names no audio")
+        return self.cache.local_path(item.path) if self.cache else item.path
+
+    def _decode_one(self, item: WorkItem) -> tuple[Decoded, list[Any]]:
+        t0 = time.perf_counter()
+        decode_fault(self.faults, item.id)
+        sr = self.audio["sample_rate"]
+        out = Decoded(item.row)
+        segments: list[Any] = []
+        for attempt in range(self.audio["read_retries"] + 1):
+            try:
+                x = decode(self._source(item), sr, self.audio["max_duration_s"])
+                spans = split_points(x, sr, self.audio["max_segment_s"])
+                segments = [x[a:b] for a, b in spans]
+                out.duration_s, out.spans = len(x) / sr, [(a / sr, b / sr) for a, b in spans]
+                out.error = None
+                break
+            except AudioError as e:
+                out.error = str(e)
+                if e.reason != "unreadable" or attempt == self.audio["read_retries"]:
+                    break
+            except Exception as e:  # a decoder bug must cost one row, not the shard
+                out.error = f"decode error: {type(e).__name__}: {e}"
+                break
+        if out.error:
+            segments, out.spans = [], []
+        elif segments and self.preparer is not None:
+            try:
+                segments = [self.preparer.prepare(s, item.language) for s in segments]
+            except Exception as e:  # audio the model cannot take costs its row, not the shard
+                out.error, segments = f"engine input error: {type(e).__name__}: {e}", []
+        out.decode_s = time.perf_counter() - t0
+        return out, segments
+
+    @ray.method(num_returns=2)
+    def decode(self, items: list[WorkItem], preparer: list[ray.ObjectRef]
+               ) -> tuple[list[Decoded], list[list[Any]]]:
+        """A record per item, and its segments (arrays, or engine inputs when preparing)."""
+        try:
+            self._use_preparer(preparer)
+        except Exception as e:  # say why, rather than look like a dead actor
+            why = (str(e).strip().splitlines() or [""])[-1][:300]
+            error = f"engine input error: cannot load the engine's input preparer: {why}"
+            return [Decoded(it.row, error) for it in items], [[] for _ in items]
+        out = [self._decode_one(it) for it in items]
+        return [d for d, _ in out], [s for _, s in out]
+
+
+@dataclass
+class DecodeCall:
+    """A decode call in flight: which actor, its segments' reference, its rows, its attempt."""
+
+    actor: int
+    segments: ray.ObjectRef
+    rows: list[dict[str, Any]]  # index rows (the driver keeps their passthrough columns)
+    attempt: int
+    isolated: bool  # the only call on its actor: if the actor dies, this row killed it
+
+
+@dataclass
+class DecodedRow:
+    """A decode call's outcome for one index row: its record and its segments' references."""
+
+    index_row: dict[str, Any]
+    decoded: Decoded
+    segments: list[SegmentRef]
+
+
+class DecodeStage:
+    """The driver's side of the decode actors: submits chunks round-robin and keeps what is in
+    flight. When an actor dies, every call queued on it dies too, so a dead call does not say
+    which row killed it: its rows become suspects, decoded again one at a time, each alone on an
+    actor that runs nothing else. Only a death there counts as that row's try, so a poison file
+    costs its own row (after `retries` more tries) and never its neighbours'."""
+
+    def __init__(self, actors: list[Any], preparer_refs: list[ray.ObjectRef],
+                 max_in_flight: int, retries: int):
+        self.actors, self.preparer_refs = actors, preparer_refs
+        self.max_in_flight, self.retries = max_in_flight, retries
+        self.calls: dict[ray.ObjectRef, DecodeCall] = {}
+        self.per_actor = [0] * len(actors)
+        self.suspects: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
+        self.isolating: int | None = None  # the actor kept free for the next suspect
+        self.next_actor = 0
+
+    def _regular_actors(self) -> list[int]:
+        return [k for k in range(len(self.actors)) if k != self.isolating]
+
+    def has_room(self) -> bool:
+        return len(self.calls) < self.max_in_flight and bool(self._regular_actors())
+
+    def busy(self) -> bool:
+        return bool(self.calls or self.suspects)
+
+    def in_flight(self) -> list[ray.ObjectRef]:
+        return list(self.calls)
+
+    def submit(self, rows: list[dict[str, Any]]) -> None:
+        actors = self._regular_actors()
+        self._call(actors[self.next_actor % len(actors)], rows, attempt=0, isolated=False)
+        self.next_actor += 1
+
+    def feed(self) -> None:
+        """Decode the next suspect, alone, once an actor has drained."""
+        if not self.suspects or any(c.isolated for c in self.calls.values()):
+            return
+        if self.isolating is None:
+            self.isolating = min(range(len(self.actors)), key=lambda k: self.per_actor[k])
+        if self.per_actor[self.isolating] == 0:
+            row, attempt = self.suspects.popleft()
+            self._call(self.isolating, [row], attempt, isolated=True)
+
+    def _call(self, k: int, rows: list[dict[str, Any]], attempt: int, isolated: bool) -> None:
+        records, segments = self.actors[k].decode.remote([WorkItem.of(r) for r in rows],
+                                                         self.preparer_refs)
+        self.calls[records] = DecodeCall(k, segments, rows, attempt, isolated)
+        self.per_actor[k] += 1
+
+    def complete(self, ref: ray.ObjectRef) -> list[DecodedRow]:
+        """The rows of a finished call; none when its actor died and they became suspects (a
+        suspect that used up its tries comes back with the error `decode worker died`)."""
+        call = self.calls.pop(ref)
+        self.per_actor[call.actor] -= 1
+        if call.isolated and not self.suspects:
+            self.isolating = None
+        try:
+            records: list[Decoded] = ray.get(ref)
+        except (RayActorError, RayTaskError) as e:
+            if not call.isolated:
+                self.suspects.extend((r, call.attempt) for r in call.rows)
+                return []
+            (row,) = call.rows
+            if call.attempt >= self.retries:
+                error = f"decode worker died: {type(e).__name__}"
+                return [DecodedRow(row, Decoded(row["row"], error), [])]
+            self.suspects.appendleft((row, call.attempt + 1))
+            self.isolating = call.actor
+            return []
+        out = []
+        for i, (row, rec) in enumerate(zip(call.rows, records)):
+            lang = WorkItem.of(row).language
+            refs = [SegmentRef(call.segments, i, s, row["row"], str(row.get("id")), lang)
+                    for s in range(len(rec.spans))] if rec.error is None else []
+            out.append(DecodedRow(row, rec, refs))
+        return out
+
+
+def decode_actor_config(cfg: DictConfig) -> tuple[dict, dict, dict]:
+    """What every decode actor is built from: the audio, store and fault hooks' sections."""
+    return tuple(OmegaConf.to_container(cfg[k], resolve=True)  # type: ignore[return-value]
+                 for k in ("audio", "store", "faults"))

@@ -1,0 +1,184 @@
+"""The driver of one shard: moves records between the stages and applies backpressure.
+
+index rows -> decode -> (row assembly) -> engine -> (row assembly) -> judge -> writer
+
+It owns no stage's state: each stage keeps its own calls in flight; the driver waits on all of
+them, hands each finished call to the stage that made it, and routes what comes out. Decoding
+runs ahead of the engines by at most a few engine batches (`high_water`), so memory stays flat
+however large the shard. Whatever ends the loop (the shard is done, SIGTERM, a bug), the rows
+already finished are committed before it returns or raises.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import ray
+
+from asrd.plan import ShardSpec
+from asrd.runtime.decode import DecodeStage
+from asrd.runtime.engine import EngineStage, SegmentFailed, Transcribed
+from asrd.runtime.judge import JudgeStage
+from asrd.runtime.records import RowResult
+from asrd.runtime.rows import RowAssembly
+from asrd.runtime.write import ShardWriter
+from asrd.schema import error_reason
+
+log = logging.getLogger("asrd.driver")
+
+WAIT_S = 1.0  # longest wait for a stage before metrics are refreshed
+STARVED_WARNING_S = 60.0  # warn once the engines have idled this long into a shard ...
+STARVED_WARNING_SHARE = 0.2  # ... for more than this share of it
+
+
+@dataclass
+class ShardStats:
+    done: int = 0
+    failed: int = 0
+    audio_s: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    decode_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2048))
+    engine_starved_s: float = 0.0
+
+
+def _pct(values: collections.deque, q: float) -> float:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else 0.0
+
+
+class ShardDriver:
+    def __init__(self, spec: ShardSpec, rows: Iterator[dict[str, Any]], todo: int,
+                 decode: DecodeStage, engine: EngineStage, judge: JudgeStage,
+                 writer: ShardWriter, output: Callable[[RowResult], dict[str, Any]],
+                 rows_per_decode: int, on_metrics: Callable[[dict], None] | None = None):
+        self.spec, self.rows, self.rows_left, self.todo = spec, rows, True, todo
+        self.decode, self.engine, self.judge, self.writer = decode, engine, judge, writer
+        self.output, self.rows_per_decode, self.on_metrics = output, rows_per_decode, on_metrics
+        self.assembly = RowAssembly()
+        self.stats = ShardStats()
+        self.high_water = 2 * engine.batch * len(engine.actors) * engine.depth
+        self.t0 = time.monotonic()
+
+    # --- moving records ------------------------------------------------------------------------
+    def _next_chunk(self) -> list[dict[str, Any]]:
+        chunk = []
+        while self.rows_left and len(chunk) < self.rows_per_decode:
+            try:
+                chunk.append(next(self.rows))
+            except StopIteration:
+                self.rows_left = False
+        return chunk
+
+    def _feed(self) -> None:
+        self.decode.feed()
+        while self.rows_left and self.decode.has_room() and self.engine.queued() < self.high_water:
+            chunk = self._next_chunk()
+            if chunk:
+                self.decode.submit(chunk)
+        self.engine.feed(nothing_more_coming=not (self.rows_left or self.decode.busy()))
+        upstream_done = not (self.rows_left or self.decode.busy() or self.engine.busy()
+                             or len(self.assembly))
+        self.judge.feed(nothing_more_coming=upstream_done)
+
+    def _on_decoded(self, ref: ray.ObjectRef) -> None:
+        for d in self.decode.complete(ref):
+            self.stats.decode_ms.append(d.decoded.decode_s * 1000)
+            self._finished(self.assembly.start(d.index_row, d.decoded))
+            self.engine.add(d.segments)
+
+    def _on_transcribed(self, ref: ray.ObjectRef) -> None:
+        out = self.engine.complete(ref)
+        if isinstance(out, Transcribed):
+            for s, text in zip(out.segments, out.texts):
+                self._finished(self.assembly.text(s.row, s.seg, text, out.engine_s))
+        elif isinstance(out, SegmentFailed):
+            self._finished(self.assembly.fail(out.segment.row, out.error))
+
+    def _on_judged(self, ref: ray.ObjectRef) -> None:
+        for row in self.judge.complete(ref):
+            self.writer.add(self.output(row))
+
+    def _finished(self, row: RowResult | None) -> None:
+        if row is None:
+            return
+        s = self.stats
+        s.done += 1
+        if row.ok:
+            s.audio_s += row.duration_s or 0.0
+        else:
+            s.failed += 1
+            reason = error_reason(row.error or "")
+            s.errors[reason] = s.errors.get(reason, 0) + 1
+        if self.judge.enabled:
+            self.judge.add(row)
+        else:
+            self.writer.add(self.output(row))
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> ShardStats:
+        stages = ((self.decode, self._on_decoded), (self.engine, self._on_transcribed),
+                  (self.judge, self._on_judged))
+        last_metrics = time.monotonic()
+        warned = False
+        try:
+            while True:
+                self._feed()
+                owner = {ref: handle for stage, handle in stages for ref in stage.in_flight()}
+                if not owner:
+                    if (self.rows_left or self.decode.busy() or self.engine.busy()
+                            or self.judge.busy()):
+                        continue
+                    break
+                t = time.monotonic()
+                ready, _ = ray.wait(list(owner), num_returns=1, timeout=WAIT_S)
+                if not self.engine.calls and not self.engine.waiting and (
+                        self.rows_left or self.decode.busy()):
+                    self.stats.engine_starved_s += time.monotonic() - t
+                for ref in ready:
+                    owner[ref](ref)
+                now = time.monotonic()
+                if now - last_metrics >= WAIT_S:
+                    last_metrics = now
+                    if self.on_metrics:
+                        self.on_metrics(self.metrics())
+                    warned = warned or self._warn_if_starved(now - self.t0)
+                if self.writer.due():
+                    self.writer.commit_part()
+        finally:
+            # Whatever happens (SIGTERM, requeue, a bug), rows already finished become durable.
+            self.writer.commit_part()
+        if self.on_metrics:
+            self.on_metrics(self.metrics())
+        return self.stats
+
+    def _warn_if_starved(self, elapsed: float) -> bool:
+        starved = self.stats.engine_starved_s
+        if elapsed > STARVED_WARNING_S and starved > STARVED_WARNING_SHARE * elapsed:
+            log.warning("decode cannot keep up: engines idle %.0f%% of the time; raise "
+                        "pipeline.decode_actors or CPUs per task", 100 * starved / elapsed)
+            return True
+        return False
+
+    def metrics(self) -> dict[str, Any]:
+        """The shard's metrics under their logged names (asrd.tracking sums the counters over
+        the task's shards and derives rates from them)."""
+        s = self.stats
+        m: dict[str, Any] = {
+            "progress/shard": self.spec.shard, "progress/items_done": s.done,
+            "progress/items_total": self.todo, "progress/items_failed": s.failed,
+            "progress/audio_s_done": s.audio_s,
+            "progress/shard_elapsed_s": time.monotonic() - self.t0,
+            "latency/decode_ms_p50": _pct(s.decode_ms, 50),
+            "latency/decode_ms_p90": _pct(s.decode_ms, 90),
+            "latency/engine_ms_p50": _pct(self.engine.latency_ms, 50),
+            "latency/engine_ms_p90": _pct(self.engine.latency_ms, 90),
+            "queue/decode": len(self.decode.calls), "queue/engine": self.engine.queued(),
+            "queue/judge": len(self.judge.waiting),
+            "engine/calls_in_flight": len(self.engine.calls),
+            "engine/starved_s": s.engine_starved_s}
+        m.update({f"failures/{k}": v for k, v in s.errors.items()})
+        return m

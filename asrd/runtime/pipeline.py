@@ -1,0 +1,90 @@
+"""The actors of one task, started once and reused for every shard it runs (an engine's start-up
+is paid once per task): decode actors on the CPUs, engine actors (on the GPUs, or CPUs), judges.
+
+Sizing: every actor must be schedulable inside the task's CPUs, or Ray would wait for resources
+forever, so decode actors get fractional CPUs when the task has fewer than one per actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Iterator
+
+import ray
+from omegaconf import DictConfig, OmegaConf
+
+from asrd.engines import preparer_modules
+from asrd.plan import ShardSpec
+from asrd.runtime.decode import DecodeStage, DecodeWorker, decode_actor_config
+from asrd.runtime.driver import ShardDriver, ShardStats
+from asrd.runtime.engine import EngineStage, EngineWorker, engine_actor_config
+from asrd.runtime.judge import JudgeStage, JudgeWorker
+from asrd.runtime.records import RowResult
+from asrd.runtime.write import ShardWriter
+
+log = logging.getLogger("asrd.pipeline")
+
+CLOSE_TIMEOUT_S = 60.0
+
+
+class Pipeline:
+    def __init__(self, cfg: DictConfig, cpus: int, gpus: int):
+        self.cfg = cfg
+        e, p, j = cfg.engine, cfg.pipeline, cfg.judge
+        n_decode = decode_actor_count(cfg, cpus)
+        decode_cpu = min(1.0, max(0.0, cpus - _engine_and_judge_cpus(cfg)) / n_decode)
+        self.engines = [
+            ray.remote(EngineWorker).options(
+                num_cpus=e.cpus_per_engine, num_gpus=e.gpus_per_engine, max_restarts=2,
+                max_concurrency=e.calls_in_flight + 1).remote(*engine_actor_config(cfg))
+            for _ in range(e.num_engines)]
+        self.decoders = [
+            ray.remote(DecodeWorker).options(num_cpus=decode_cpu, max_restarts=-1).remote(
+                *decode_actor_config(cfg), preparer_modules(e)) for _ in range(n_decode)]
+        self.judges = [
+            ray.remote(JudgeWorker).options(
+                num_cpus=0 if j.gpus_per_engine else 1, num_gpus=j.gpus_per_engine,
+                max_restarts=2).remote(OmegaConf.to_container(j, resolve=True))
+            for _ in range(j.num_engines if j.enabled else 0)]
+        # Wait for every engine (and judge): a shard started on the first engine alone never
+        # reaches the steady state of several engines per GPU.
+        self.model_name = ray.get([en.name.remote() for en in self.engines])[0]
+        preparer = ray.get(self.engines[0].input_preparer.remote())
+        # by reference (a list, so that Ray passes it on unresolved): decode actors fetch it once
+        self.preparer_refs = [ray.put(preparer)] if preparer is not None else []
+        self.decode_in_flight = p.decode_in_flight or 2 * n_decode
+        log.info("pipeline: %d decode actors (%.2f CPU each), %d %s engines (%s)", n_decode,
+                 decode_cpu, e.num_engines, e.kind, self.model_name)
+
+    def close(self, wait: bool = True) -> None:
+        """Release the engines; `wait=False` when stopping on a signal (the actors die with Ray)."""
+        closing = [a.close.remote() for a in self.engines + self.judges]
+        if wait:
+            ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
+
+    def output(self, row: RowResult) -> dict[str, Any]:
+        return row.output(self.model_name, self.cfg.engine.kind, judged=bool(self.judges))
+
+    def run(self, spec: ShardSpec, rows: Iterator[dict[str, Any]], writer: ShardWriter,
+            todo: int, on_metrics: Callable[[dict], None] | None = None) -> ShardStats:
+        """One shard's rows through the stages into `writer`."""
+        c = self.cfg
+        decode = DecodeStage(self.decoders, self.preparer_refs, self.decode_in_flight,
+                             c.pipeline.decode_retries)
+        engine = EngineStage(self.engines, c.engine.batch_size, c.engine.calls_in_flight,
+                             c.pipeline.engine_retries, prepared=bool(self.preparer_refs))
+        judge = JudgeStage(self.judges, c.judge.batch_size)
+        return ShardDriver(spec, rows, todo, decode, engine, judge, writer, self.output,
+                           c.pipeline.items_per_decode_task, on_metrics).run()
+
+
+def decode_actor_count(cfg: DictConfig, cpus: int) -> int:
+    """How many decode actors a task of `cpus` CPUs runs (for planning and warnings)."""
+    return cfg.pipeline.decode_actors or max(1, int(cpus - math.ceil(_engine_and_judge_cpus(cfg))))
+
+
+def _engine_and_judge_cpus(cfg: DictConfig) -> float:
+    e, j = cfg.engine, cfg.judge
+    judge_cpus = j.num_engines if j.enabled and not j.gpus_per_engine else 0
+    return e.num_engines * e.cpus_per_engine + judge_cpus

@@ -1,0 +1,119 @@
+"""The typed records that travel between the stages of one task's runtime.
+
+index row -> `WorkItem` (to a decode actor) -> `Decoded` + segment inputs (in Ray's object
+store) -> `SegmentRef` (waiting for an engine) -> `Transcripts` (from an engine actor) ->
+`RowResult` (a finished row: to the judge, then the writer).
+
+Only `WorkItem`, `SegmentPick`, `Decoded` and `Transcripts` cross process boundaries; the index
+row's passthrough columns never leave the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+
+def row_language(index_row: dict[str, Any]) -> str | None:
+    """The row's language from the index (a missing value reads as NaN or None there)."""
+    lang = index_row.get("language")
+    return lang if isinstance(lang, str) else None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """What a decode actor needs of an index row: where its audio is, and its language."""
+
+    row: int
+    id: str
+    path: str | None = None
+    audio: bytes | None = None
+    language: str | None = None
+
+    @classmethod
+    def of(cls, index_row: dict[str, Any]) -> WorkItem:
+        return cls(row=index_row["row"], id=str(index_row.get("id")), path=index_row.get("path"),
+                   audio=index_row.get("audio"), language=row_language(index_row))
+
+
+@dataclass
+class Decoded:
+    """What a decode actor reports of one item; its segments travel beside it, in the object
+    store, as a list (arrays, or engine inputs when the decode actors prepare them)."""
+
+    row: int
+    error: str | None = None
+    spans: list[tuple[float, float]] = field(default_factory=list)  # seconds in the recording
+    duration_s: float | None = None
+    decode_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """One segment waiting for, or in, an engine call (driver side)."""
+
+    chunk: ray.ObjectRef  # the decode call's segment inputs, one list per item
+    item: int  # the item's position in that decode call
+    seg: int  # the segment's position in its row
+    row: int
+    id: str
+    language: str | None
+
+
+@dataclass(frozen=True)
+class SegmentPick:
+    """One segment of an engine call (engine side): which chunk, item and segment to read."""
+
+    chunk: int  # position in the call's list of chunk references
+    item: int
+    seg: int
+    id: str
+    language: str | None
+
+
+@dataclass(frozen=True)
+class Transcripts:
+    """An engine call's answer: one text per picked segment, in order, and its engine time."""
+
+    texts: list[str]
+    took_s: float
+
+
+@dataclass(frozen=True)
+class SegmentText:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class RowResult:
+    """A finished row, ok or with an error, on its way to the judge and the writer."""
+
+    index_row: dict[str, Any]
+    error: str | None = None
+    text: str | None = None
+    segments: list[SegmentText] | None = None
+    duration_s: float | None = None
+    decode_s: float | None = None
+    engine_s: float | None = None
+    score: float | None = None
+    judge_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def output(self, model: str, engine: str, judged: bool) -> dict[str, Any]:
+        """The output row (see asrd.schema): passthrough columns, then this row's results."""
+        out = {k: v for k, v in self.index_row.items() if k != "audio"}
+        out.update(model=model, engine=engine, text=self.text, error=self.error,
+                   segments=None if self.segments is None else [
+                       {"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
+                   duration_s=self.duration_s or self.index_row.get("duration_s"),
+                   decode_s=self.decode_s, engine_s=self.engine_s)
+        if judged:
+            out.update(score=self.score, judge_error=self.judge_error)
+        return out

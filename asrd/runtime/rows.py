@@ -1,0 +1,71 @@
+"""Row assembly: a row is finished when every one of its segments has a text, or as soon as one
+of them fails (the row is then an error row, and its other segments' texts are dropped).
+
+Every index row handed to the decode stage leaves here exactly once, as one `RowResult`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asrd.runtime.records import Decoded, RowResult, SegmentText
+
+
+@dataclass
+class _Pending:
+    index_row: dict[str, Any]
+    decoded: Decoded
+    texts: list[str | None]
+    left: int
+    engine_s: float = 0.0
+
+
+@dataclass
+class RowAssembly:
+    """Rows waiting for their segments' texts."""
+
+    pending: dict[int, _Pending] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def start(self, index_row: dict[str, Any], decoded: Decoded) -> RowResult | None:
+        """A decoded row: finished at once when it failed or has no segments, else pending."""
+        if decoded.error is not None:
+            return self.failed(index_row, decoded.error, decoded)
+        n = len(decoded.spans)
+        if n == 0:
+            return self._ok(_Pending(index_row, decoded, [], 0))
+        self.pending[decoded.row] = _Pending(index_row, decoded, [None] * n, n)
+        return None
+
+    def text(self, row: int, seg: int, text: str, engine_s: float) -> RowResult | None:
+        """One segment's text; the row's result when that was its last segment."""
+        p = self.pending.get(row)
+        if p is None:  # the row already failed through another segment
+            return None
+        p.texts[seg] = text
+        p.engine_s += engine_s
+        p.left -= 1
+        return self._ok(self.pending.pop(row)) if p.left == 0 else None
+
+    def fail(self, row: int, error: str) -> RowResult | None:
+        """A segment failed for good: its row is an error row (once)."""
+        p = self.pending.pop(row, None)
+        return None if p is None else self.failed(p.index_row, error, p.decoded)
+
+    @staticmethod
+    def failed(index_row: dict[str, Any], error: str, decoded: Decoded | None = None
+               ) -> RowResult:
+        return RowResult(index_row, error=error,
+                         duration_s=decoded.duration_s if decoded else None,
+                         decode_s=decoded.decode_s if decoded else None)
+
+    @staticmethod
+    def _ok(p: _Pending) -> RowResult:
+        texts = [(t or "").strip() for t in p.texts]
+        return RowResult(
+            p.index_row, text=" ".join(t for t in texts if t),
+            segments=[SegmentText(a, b, t) for (a, b), t in zip(p.decoded.spans, texts)],
+            duration_s=p.decoded.duration_s, decode_s=p.decoded.decode_s, engine_s=p.engine_s)

@@ -1,0 +1,137 @@
+"""Faults on purpose: an engine and a decode hook that fail exactly where a test says.
+
+Tests of the fault paths drive them through these hooks (`faults.*` in the config) instead of
+sleeping and sending signals, so that they hold on a machine of any speed:
+- `engine.kind=fault` wraps another engine (`faults.inner`) or, without one, answers each segment
+  with a text made from its audio. It raises on chosen rows or calls, exits its actor's process
+  after N calls, blocks until a file appears, or is slow per call.
+- `decode_fault` makes a decode actor's process exit when it reaches a chosen row.
+Each hook appends what it did to `faults.state_dir` (JSON lines), which tests read back; a
+blocked engine also writes `blocked` there, so a test can wait for that state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from asrd.engines.base import Engine, InputPreparer, Segment
+
+SAMPLE_RATE = 16000
+POLL_S = 0.05  # how often a blocked call looks for its release file
+
+
+class InjectedFault(RuntimeError):
+    """The failure a fault hook raised on purpose."""
+
+
+def record(faults: DictConfig | None, name: str, **event: Any) -> None:
+    """Append one event to `<state_dir>/<name>.jsonl` (one write: whole lines even when several
+    processes append)."""
+    if faults is None or not faults.state_dir:
+        return
+    path = Path(faults.state_dir) / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"pid": os.getpid(), **event}) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+
+
+def read_events(state_dir: str | Path, name: str) -> list[dict[str, Any]]:
+    path = Path(state_dir) / f"{name}.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+def decode_fault(faults: DictConfig | None, row_id: str) -> None:
+    """In a decode actor: exit its process when it reaches a row listed in `decode_exit_ids`."""
+    if faults is not None and row_id in faults.decode_exit_ids:
+        record(faults, "decode-exits", id=row_id)
+        os._exit(1)
+
+
+class FaultEngine(Engine):
+    """Another engine (or none) behind fault hooks; counts its calls per actor."""
+
+    def __init__(self, engine_cfg: DictConfig, faults: DictConfig):
+        from asrd.engines.registry import build_engine
+
+        self.faults = faults
+        self.inner: Engine | None = None
+        if faults.inner:
+            inner_cfg = OmegaConf.merge(engine_cfg, {"kind": faults.inner})
+            self.inner = build_engine(inner_cfg)
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.max_concurrency = self.inner.max_concurrency if self.inner else 1
+
+    @classmethod
+    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> Engine:
+        from asrd.config import FaultCfg
+
+        return cls(engine_cfg, faults if faults is not None else OmegaConf.structured(FaultCfg))
+
+    @property
+    def name(self) -> str:
+        return f"fault({self.inner.name})" if self.inner else "fault"
+
+    def input_preparer(self) -> InputPreparer | None:
+        return self.inner.input_preparer() if self.inner else None
+
+    def transcribe(self, segments: list[Segment]) -> list[str]:
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        f = self.faults
+        ids = [s.id for s in segments]
+        if f.exit_after_calls and call > f.exit_after_calls and self._first_exit():
+            record(f, "engine-calls", call=call, ids=ids, outcome="exit")
+            os._exit(1)
+        if f.block_after_calls >= 0 and call > f.block_after_calls:
+            self._block(call)
+        if f.call_delay_s:
+            time.sleep(f.call_delay_s)
+        failing = [i for i in ids if i in f.fail_ids]
+        if failing or call in f.raise_on_calls:
+            record(f, "engine-calls", call=call, ids=ids, outcome="raised")
+            why = f"row {failing[0]}" if failing else f"call {call}"
+            raise InjectedFault(f"injected engine failure on {why}")
+        texts = self.inner.transcribe(segments) if self.inner else [_describe(s) for s in segments]
+        record(f, "engine-calls", call=call, ids=ids, outcome="ok")
+        return texts
+
+    def _first_exit(self) -> bool:
+        """True once per state_dir (every time without one): a restarted actor then carries on."""
+        if not self.faults.state_dir:
+            return True
+        marker = Path(self.faults.state_dir) / "engine-exited"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            marker.touch(exist_ok=False)
+        except FileExistsError:
+            return False
+        return True
+
+    def _block(self, call: int) -> None:
+        """Wait for the release file; say so first, so that a test can wait for this state."""
+        record(self.faults, "engine-blocked", call=call)
+        if self.faults.state_dir:
+            (Path(self.faults.state_dir) / "blocked").touch()
+        release = Path(self.faults.release_file or "/nonexistent/asrd-release")
+        while not release.exists():
+            time.sleep(POLL_S)
+
+    def close(self) -> None:
+        if self.inner:
+            self.inner.close()
+
+
+def _describe(segment: Segment) -> str:
+    """A text that depends on the segment (its row and length), so that mix-ups show."""
+    n = len(segment.audio) if segment.audio is not None else 0
+    return f"{segment.id} {n / SAMPLE_RATE:.2f} seconds"

@@ -1,0 +1,70 @@
+"""Helpers for tests that run `asrd run` as a process and look at its run directory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow.parquet as pq
+
+
+def cli_args(index: Path, run_dir: Path, *extra: str) -> list[str]:
+    """`asrd run` of a one-shard run."""
+    return [sys.executable, "-m", "asrd.cli", "run", f"run.index={index}", f"run.dir={run_dir}",
+            "run.num_shards=1", *extra]
+
+
+def part_rows(run_dir: Path) -> list[int]:
+    """Index rows in the shard's committed parts (the resume point)."""
+    parts = sorted((run_dir / "shards" / "shard-000000.parts").glob("part-*.parquet"))
+    return [r for p in parts for r in pq.read_table(p, columns=["row"]).column(0).to_pylist()]
+
+
+def marker(run_dir: Path) -> dict:
+    return json.loads((run_dir / "done" / "shard-000000.json").read_text())
+
+
+def shard_rows(run_dir: Path) -> list[dict]:
+    return pq.read_table(run_dir / "shards" / "shard-000000.parquet").to_pylist()
+
+
+def assert_exactly_once(run_dir: Path, rows: int) -> dict:
+    """Every index row of the one shard once in its file; the marker agrees. Returns it."""
+    m = marker(run_dir)
+    assert sorted(r["row"] for r in shard_rows(run_dir)) == list(range(rows))
+    assert m["rows"] == rows == m["ok"] + m["failed"]
+    return m
+
+
+def wait_until(cond: Callable[[], object], proc: subprocess.Popen, what: str,
+               log: Path | None = None) -> None:
+    """Wait for a condition that the run itself brings about; fail if the run ends first."""
+    while not cond():
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"the run exited ({proc.returncode}) before {what}\n{tail}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
+    """A process in its own session (so that its Ray processes are its own), stderr to `log`;
+    killed with everything it started if the test leaves it running."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as err:
+        proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=err)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
