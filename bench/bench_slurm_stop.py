@@ -46,7 +46,7 @@ SCRIPT = ROOT / "hpc" / "scripts" / "slurm_local.sh"
 TASK = ["slurm.mem_gb=1.5", "slurm.cpus_per_task=1", "slurm.time_min=10"]
 PLAN = ["engine.cpus_per_engine=0.5", "pipeline.part_rows=1", "engine.batch_size=1",
         "pipeline.items_per_decode_task=1"]
-RESULTS = ROOT / "bench" / "slurm_stop_results.md"
+RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -83,8 +83,11 @@ def make_index(work: Path, repeat: int) -> Path:
     corpus = work / "corpus"
     if not (corpus / "manifest.jsonl").exists():
         subprocess.run([sys.executable, "-c",
-                        "import sys; from pathlib import Path; from asrd.samples import make_corpus;"
-                        " make_corpus(Path(sys.argv[1]), n=8)", str(corpus)], check=True)
+                        "import sys; from pathlib import Path\n"
+                        "try:\n    from asrd.testing.samples import make_corpus\n"
+                        "except ImportError:  # the layout before asrd/testing/\n"
+                        "    from asrd.samples import make_corpus\n"
+                        "make_corpus(Path(sys.argv[1]), n=8)", str(corpus)], check=True)
     rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
     manifest = work / f"manifest-x{repeat}.jsonl"
     with manifest.open("w") as f:
@@ -462,11 +465,7 @@ def record_results(args, summary: dict, kw, k: int, rows_per_shard: int) -> None
     work = (f"{k} tasks x 1 shard of {rows_per_shard} rows, signals {args.signals}"
             + (f"; {args.label}" if args.label else ""))
     day = dt.date.today().isoformat()
-    new = not RESULTS.exists()
     with RESULTS.open("a") as f:
-        if new:
-            f.write("# SLURM stop benchmark results\n\n| bench | figure | value | workload | "
-                    "machine | date | command |\n|---|---|---|---|---|---|---|\n")
         for name, value in summary.items():
             f.write(f"| slurm/stop | {name} | {fmt(value, 2)} | {work} | {machine} | {day} | "
                     f"`{cmd}` |\n")

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,10 +24,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from asrd import config as config_mod
-from asrd.launcher import (LaunchError, parse_extra_sbatch, sbatch_options, sbatch_quote,
+from asrd.launch.launcher import (LaunchError, parse_extra_sbatch, sbatch_options, sbatch_quote,
                            slurm_states)
 from asrd.rundir import RunDir
-from asrd.samples import speak
+from asrd.testing.samples import speak
 from hpc import slurm_ctl
 from hpc.arrays import format_array
 from hpc.launch import read_records
@@ -199,34 +202,88 @@ def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, ca
     assert "nothing to submit" in nothing
 
 
+def blocking_engine(run: Path, release: Path, calls: int) -> list[str]:
+    """Plan overrides: the fault engine answers `calls` calls of one row each, then holds the
+    next until `release` exists; its `blocked` file says when (a condition to wait on, not a
+    clock). Finished rows stay in the writer's buffer until the task stops."""
+    return ["engine.kind=fault", f"faults.state_dir={run / 'faults'}",
+            f"faults.block_after_calls={calls}", f"faults.release_file={release}",
+            "engine.calls_in_flight=1", "pipeline.part_rows=1000", "pipeline.part_seconds=1e9"]
+
+
+def blocked(run: Path) -> bool:
+    return (run / "faults" / "blocked").exists()
+
+
+def srun_says(run: Path, key: str) -> str:
+    """srun's line on how the task's process ended ("Exited with exit code N", or "Killed"
+    when SLURM had to SIGKILL it after KillWait), from the task's log."""
+    log = run / "logs" / "submitit" / key / f"{key}_0_log.err"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    m = re.search(r"task 0: (Exited with exit code \d+|Killed|Terminated)", text)
+    return m.group(1) if m else ""
+
+
 @pytest.mark.slurm
-def test_requeue_and_preemption_signal_resume_mid_shard(slurm_cluster, corpus_index, tmp_path,
-                                                        cancel_after):
-    """`scontrol requeue` (SIGTERM) and the pre-timeout USR2 both stop a task mid-shard; it runs
-    again and finishes the shard from its committed parts, every row exactly once."""
-    runs = {"requeue": tmp_path / "a", "usr2": tmp_path / "b"}
-    for run in runs.values():
+def test_scancel_and_requeue_exit_143_with_finished_rows_committed(slurm_cluster, corpus_index,
+                                                                   tmp_path, cancel_after):
+    """SLURM's SIGTERM reaches every process of the step (Ray's, W&B's); the task still commits
+    the rows it finished and exits 143 by itself, before KillWait's SIGKILL. The engine holds
+    its third call, so exactly 2 finished rows are uncommitted when the signal comes."""
+    runs = {"scancel": tmp_path / "a", "requeue": tmp_path / "b"}
+    release = tmp_path / "release"
+    # Short: Ray's socket paths must fit in 107 bytes.
+    ray_tmp = {how: Path(tempfile.mkdtemp(prefix=f"asrd-{how}-")) for how in runs}
+    for how, run in runs.items():
         cancel_after[1].append(run)
-        plan(corpus_index, run, 1)  # one shard of 8 rows, a part per row
+        plan(corpus_index, run, 1, *blocking_engine(run, release, 2),
+             f"pipeline.ray_tmp={ray_tmp[how]}")
         asrd("submit", f"run.dir={run}", *TASK)
     keys = {how: first_task_keys(run)[0] for how, run in runs.items()}
-    committed = {}
     for how, run in runs.items():
-        wait_for(lambda: parts(run, 0) >= 2 or done(run), 150, f"{how}: 2 parts", run, 0.1)
-        assert not done(run), "the shard finished before it could be interrupted"
-        committed[how] = parts(run, 0)
-        if how == "requeue":
-            subprocess.run(["scontrol", "requeue", keys[how]], check=True)
-        else:
-            subprocess.run(["scancel", "--signal=USR2", keys[how]], check=True)
+        wait_for(lambda: blocked(run), 150, f"{how}: the engine to block", run)
+        assert parts(run, 0) == 0  # nothing committed before the signal
+    subprocess.run(["scancel", keys["scancel"]], check=True)
+    subprocess.run(["scontrol", "requeue", keys["requeue"]], check=True)
     for how, run in runs.items():
-        wait_for(lambda: done(run) == {0}, 150, f"{how}: marker after restart", run)
-        marker = RunDir(run).markers.read(0)
-        assert marker["resumed_rows"] >= committed[how], (how, marker)
-        assert marker["rows"] == marker["ok"] + marker["failed"] == 8
-        rows = pq.read_table(RunDir(run).shard_file(0), columns=["id"]).column("id").to_pylist()
-        assert sorted(rows) == sorted(index_ids(corpus_index))  # no row lost, none twice
-        assert restarts(keys[how]) >= 1
+        wait_for(lambda: srun_says(run, keys[how]), 60, f"{how}: the task's end", run)
+        assert srun_says(run, keys[how]) == "Exited with exit code 143", how
+        assert len(pq.read_table(RunDir(run).parts_dir(0)).column("row")) == 2, how
+        assert not done(run)
+    assert not list(ray_tmp["scancel"].iterdir())  # its Ray session folder went with it
+    release.touch()  # the requeued task runs again, resumes, and finishes
+    run = runs["requeue"]
+    wait_for(lambda: done(run) == {0}, 150, "the requeued task's marker", run)
+    marker = RunDir(run).markers.read(0)
+    assert marker["resumed_rows"] == 2 and marker["rows"] == marker["ok"] == 8
+    ids = pq.read_table(RunDir(run).shard_file(0), columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == sorted(index_ids(corpus_index))  # no row lost, none twice
+    assert restarts(keys["requeue"]) >= 1
+    for folder in ray_tmp.values():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slurm
+def test_preemption_signal_requeues_and_resumes_mid_shard(slurm_cluster, corpus_index, tmp_path,
+                                                          cancel_after):
+    """The pre-timeout USR2 stops a task mid-shard and requeues it; it runs again and finishes
+    the shard from its committed parts, every row exactly once."""
+    run, release = tmp_path / "run", tmp_path / "release"
+    cancel_after[1].append(run)
+    plan(corpus_index, run, 1, *blocking_engine(run, release, 2), "pipeline.part_rows=1")
+    asrd("submit", f"run.dir={run}", *TASK)
+    key = first_task_keys(run)[0]
+    wait_for(lambda: blocked(run), 150, "the engine to block", run)
+    assert parts(run, 0) == 2
+    subprocess.run(["scancel", "--signal=USR2", key], check=True)
+    wait_for(lambda: restarts(key) >= 1, 150, "the task to requeue itself", run)
+    release.touch()
+    wait_for(lambda: done(run) == {0}, 150, "marker after restart", run)
+    marker = RunDir(run).markers.read(0)
+    assert marker["resumed_rows"] == 2
+    assert marker["rows"] == marker["ok"] + marker["failed"] == 8
+    ids = pq.read_table(RunDir(run).shard_file(0), columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == sorted(index_ids(corpus_index))  # no row lost, none twice
 
 
 @pytest.mark.slurm
