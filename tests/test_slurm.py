@@ -177,13 +177,16 @@ def test_array_of_8_shards_with_parallelism_2(slurm_cluster, corpus_index, tmp_p
 
 @pytest.mark.slurm
 def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, cancel_after):
-    run = tmp_path / "run"
+    run, release = tmp_path / "run", tmp_path / "release"
     cancel_after[1].append(run)
-    plan(corpus_index, run, 3)  # 3 + 3 + 2 rows
+    # 3 + 3 + 2 rows; each task commits its first row, then its engine holds the next call
+    # until `release` exists, so shard 0 cannot finish before it is cancelled.
+    plan(corpus_index, run, 3, *blocking_engine(run, release, 1), "pipeline.part_rows=1")
     asrd("submit", "--array", "0-2%2", f"run.dir={run}", *TASK)
     victim = first_task_keys(run)[0]  # shard 0
     wait_for(lambda: parts(run, 0) >= 1, 120, "shard 0 to commit a part", run)
     subprocess.run(["scancel", victim], check=True)
+    release.touch()
     wait_for(lambda: done(run) == {1, 2} and slurm_states(run).get(0) == "failed", 120,
              "shards 1, 2 done and shard 0 cancelled", run)
     assert not RunDir(run).markers.is_done(0)
@@ -195,7 +198,7 @@ def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, ca
     records = read_records(RunDir(run).submissions_dir)
     assert len(records) == 2 and records[1]["tasks"] == [[0]]  # exactly the shard without marker
     wait_for(lambda: done(run) == {0, 1, 2}, 120, "shard 0 after resubmit", run)
-    assert RunDir(run).markers.read(0)["resumed_rows"] >= 1  # the committed part was kept
+    assert RunDir(run).markers.read(0)["resumed_rows"] == 1  # the committed part was kept
     asrd("merge", f"run.dir={run}")
     assert sorted(merged_ids(run)) == sorted(index_ids(corpus_index))
     nothing = asrd("resubmit", f"run.dir={run}", *TASK).stdout
@@ -296,9 +299,9 @@ def test_more_tasks_than_max_array_size_are_split(slurm_cluster, tmp_path, cance
                                 for i in range(n)))
     index = tmp_path / "index.parquet"
     asrd("index", str(manifest), "-o", str(index))
-    run = tmp_path / "run"
+    run, release = tmp_path / "run", tmp_path / "release"
     cancel_after[1].append(run)
-    plan(index, run, n)
+    plan(index, run, n, *blocking_engine(run, release, 0))  # no task ends before the scancel
 
     unsplit = subprocess.run(["sbatch", f"--array=0-{n - 1}", "--mem=100M", "--wrap=true"],
                              capture_output=True, text=True)
@@ -318,6 +321,7 @@ def test_more_tasks_than_max_array_size_are_split(slurm_cluster, tmp_path, cance
     # Keep each array's first and last task, cancel the rest: the kept ones show the offsets.
     for a in (first, second):
         subprocess.run(["scancel", f"{a['job_id']}_[1-{a['count'] - 2}]"], check=True)
+    release.touch()
     keys = slurm_ctl.queue_states([first["job_id"], second["job_id"]])
     assert all(int(k.split("_")[1]) < max_size for k in keys)
     wanted = {0, first["count"] - 1, first["count"], n - 1}
@@ -340,7 +344,9 @@ def test_sbatch_template_with_hostile_run_dir(slurm_cluster, corpus_index, tmp_p
         "run": {"dir": str(hostile), "index": str(corpus_index), "num_shards": 2},
         "slurm": {"env": {"ASRD_TEST_VALUE": env_value}},
     }))
-    asrd("plan", "--config", str(cfg_file), *PLAN)
+    release = tmp_path / "release"  # the engines hold their second call until it exists
+    asrd("plan", "--config", str(cfg_file), *PLAN, *blocking_engine(hostile, release, 1),
+         "pipeline.part_rows=1")
     out = asrd("sbatch", "--config", str(cfg_file), "--array", "0-1%2", *TASK, cwd=tmp_path)
     script = out.stdout
     assert "#SBATCH --array=0-1%2" in script
@@ -358,13 +364,13 @@ def test_sbatch_template_with_hostile_run_dir(slurm_cluster, corpus_index, tmp_p
     cancel_after[0].append(job)
     # The pre-timeout USR2 (`--signal=B:USR2@...` in the script) mid-shard: run-task stops,
     # requeues itself, and the same script runs again and resumes.
-    wait_for(lambda: parts(hostile, 0) >= 1 or done(hostile), 150, "shard 0: 1 part", hostile, 0.1)
-    assert not RunDir(hostile).markers.is_done(0), "shard 0 finished before it could be signalled"
+    wait_for(lambda: parts(hostile, 0) >= 1, 150, "shard 0: 1 part", hostile)
     committed = parts(hostile, 0)
     subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], check=True)
+    release.touch()
     wait_for(lambda: done(hostile) == {0, 1}, 150, "2 markers from the sbatch array", hostile)
     assert restarts(f"{job}_0") == 1
-    assert RunDir(hostile).markers.read(0)["resumed_rows"] >= committed
+    assert RunDir(hostile).markers.read(0)["resumed_rows"] == committed == 1
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
     logs = sorted(p.name for p in (hostile / "logs" / "sbatch").iterdir())
     assert logs == [f"{job}_0.log", f"{job}_1.log"]  # %A_%a expanded inside the quoted path

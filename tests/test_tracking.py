@@ -296,11 +296,13 @@ TASK = textwrap.dedent("""
         t.update({"progress/items_done": 10 * i, "progress/items_total": 100,
                   "progress/audio_s_done": 50.0 * i})
         time.sleep(0.25)
+    if end in ("kill", "hang"):  # wait until the service has written history to its log
+        log = Path(t.run.settings.sync_file)
+        while not (log.exists() and b"progress/items_done" in log.read_bytes()):
+            time.sleep(0.05)
     if end == "kill":  # a task killed without warning (OOM, node failure): no finish()
-        time.sleep(2.5)  # > the 1 s transaction-log flush interval
         os.kill(os.getpid(), signal.SIGKILL)
     if end == "hang":  # the W&B service stops answering: stop this process's wandb-core
-        time.sleep(1.5)  # > the 1 s transaction-log flush interval
         me = f"PPid:\\t{os.getpid()}\\n"
         for status in Path("/proc").glob("[0-9]*/status"):
             try:
