@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from asrd import config as config_mod
 from asrd.launch import launcher
-from asrd.audio import AudioError
+from asrd.audio import AudioError, VadUnavailable
 from asrd.engines import EngineUnavailable
 from asrd.filters import FilterError
 from asrd.index import IndexError_
@@ -24,7 +24,7 @@ from asrd.rundir import RunDir, RunDirError
 from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
-               EngineUnavailable, AudioError, FilterError, StoreError,
+               EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
                FileNotFoundError)
 
 

@@ -29,9 +29,21 @@ class RunCfg:
 
 
 @dataclass
+class VadCfg:
+    """Voice activity detection (Silero): only speech reaches the model."""
+
+    enabled: bool = True
+    threshold: float = 0.5  # speech probability above which a frame is speech
+    min_speech_ms: int = 250  # shorter speech is dropped (clicks, coughs)
+    min_silence_ms: int = 500  # a pause at least this long ends a speech region
+    speech_pad_ms: int = 300  # kept on each side of a region, so that word edges stay
+
+
+@dataclass
 class AudioCfg:
     sample_rate: int = 16000
     max_segment_s: float = 30.0  # Whisper and Qwen2-Audio accept at most 30 s per input
+    vad: VadCfg = field(default_factory=VadCfg)
     max_duration_s: float = 6 * 3600.0  # longer recordings become error rows ("too long")
     read_retries: int = 2  # re-reads of a path that failed with an I/O error
 
@@ -208,6 +220,9 @@ def validate(cfg: DictConfig) -> None:
         (cfg.wandb.mode in WANDB_MODES, "wandb.mode", f"must be one of {WANDB_MODES}"),
         (0 < cfg.audio.max_segment_s <= 3600, "audio.max_segment_s", "must be in (0, 3600]"),
         (cfg.audio.sample_rate > 0, "audio.sample_rate", "must be > 0"),
+        (not cfg.audio.vad.enabled or cfg.audio.sample_rate == 16000, "audio.sample_rate",
+         "must be 16000 with audio.vad.enabled (the VAD model's rate)"),
+        (0 < cfg.audio.vad.threshold < 1, "audio.vad.threshold", "must be in (0, 1)"),
         (cfg.engine.batch_size >= 1, "engine.batch_size", "must be >= 1"),
         (cfg.engine.num_engines >= 1, "engine.num_engines", "must be >= 1"),
         (cfg.engine.calls_in_flight >= 1, "engine.calls_in_flight", "must be >= 1"),

@@ -28,7 +28,7 @@ def run_demo(workdir: Path, overrides: list[str] | None = None) -> int:
     manifest = workdir / "audio" / "manifest.jsonl"
     if not manifest.is_file():
         print(f"making sample speech in {manifest.parent}")
-        make_corpus(manifest.parent, n=8)
+        make_corpus(manifest.parent, n=8, with_non_speech=True)
     index = workdir / "index.parquet"
     report = build_index(manifest, index)
     print(f"indexed {report.rows} recordings, {report.audio_s:.0f} s of speech")
@@ -38,10 +38,16 @@ def run_demo(workdir: Path, overrides: list[str] | None = None) -> int:
     run_task(rd.path, None, overrides)
     summary = merge(config_mod.load(rd.config_path, overrides))
     table = pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
-    ok = table.filter(table.column("error").is_null())
-    wer = word_error_rate(ok.column("reference").to_pylist(), ok.column("text").to_pylist())
-    for r in table.to_pylist():
-        print(f"  {r['id']:<14} {r['text'] if r['error'] is None else 'ERROR ' + r['error']}")
+    rows = table.to_pylist()
+    speech = [r for r in rows if r["error"] is None and r["reference"]]
+    wer = word_error_rate([r["reference"] for r in speech], [r["text"] for r in speech])
+    for r in rows:
+        shown = r["text"] if r["error"] is None else "ERROR " + r["error"]
+        print(f"  {r['id']:<14} {r['speech_s'] or 0:5.1f} s speech  {shown or '(no words)'}")
+    silent = [r for r in rows if r["error"] is None and not r["reference"]]
+    if silent:
+        words = sum(len((r["text"] or "").split()) for r in silent)
+        print(f"words written on {len(silent)} recordings without speech: {words}")
     print(f"merged {summary.rows} rows ({summary.ok} ok, {summary.failed} failed) into "
           f"{rd.merged_dir}")
     print(f"word error rate against the spoken text: {wer:.1%}")

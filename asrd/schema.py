@@ -5,7 +5,8 @@ Index row: `id` (unique, stable), `path` (where the audio is) or `audio` (its by
 are kept so that they end as error rows, never silently dropped), plus passthrough columns.
 
 Output row, one per index row of a shard: `id`, `row` (its row number in the index), `text`,
-`segments` (start, end, text), `duration_s`, `model`, `engine`, `error` (null when ok),
+`segments` (start, end, text; seconds in the recording), `duration_s`, `speech_s` (seconds of
+detected speech; 0 and an empty text when the recording has none), `model`, `engine`, `error` (null when ok),
 `decode_s`, `engine_s`, plus `path` and the passthrough columns (the audio bytes are not copied).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 INDEX_COLUMNS = ("id", "path", "audio", "duration_s", "sample_rate", "channels", "num_bytes",
                  "probe_error")
@@ -37,6 +38,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("text", pa.string()),
     ("segments", pa.list_(SEGMENT_TYPE)),
     ("duration_s", pa.float64()),
+    ("speech_s", pa.float64()),
     ("model", pa.string()),
     ("engine", pa.string()),
     ("error", pa.string()),

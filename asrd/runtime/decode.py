@@ -1,5 +1,5 @@
-"""The decode stage: CPU actors that read, decode, resample and segment audio (and, where the engine
-hands out an input preparer, turn each segment into the engine's input).
+"""The decode stage: CPU actors that read, decode, resample and segment audio by speech (and, where
+the engine hands out an input preparer, turn each segment into the engine's input).
 
 A decode call returns two objects: small `Decoded` records, which the driver reads, and the
 segment inputs, which stay in Ray's object store until an engine actor maps them (the driver
@@ -24,7 +24,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
 
-from asrd.audio import AudioError, decode, split_points
+from asrd.audio import AudioError, VadSettings, decode, segment
 from asrd.audio.cache import AudioCache
 from asrd.engines import InputPreparer
 from asrd.runtime.records import Decoded, SegmentRef, WorkItem
@@ -36,6 +36,9 @@ class DecodeWorker:
 
     def __init__(self, audio_cfg: dict, cache_cfg: dict, faults_cfg: dict, preload: list[str]):
         self.audio = audio_cfg
+        vad = dict(audio_cfg["vad"])
+        self.vad = VadSettings(**{k: v for k, v in vad.items() if k != "enabled"}) \
+            if vad.pop("enabled") else None
         self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
         self.faults = OmegaConf.create(faults_cfg)
         self.preparer: InputPreparer | None = None
@@ -66,9 +69,10 @@ class DecodeWorker:
         for attempt in range(self.audio["read_retries"] + 1):
             try:
                 x = decode(self._source(item), sr, self.audio["max_duration_s"])
-                spans = split_points(x, sr, self.audio["max_segment_s"])
-                segments = [x[a:b] for a, b in spans]
-                out.duration_s, out.spans = len(x) / sr, [(a / sr, b / sr) for a, b in spans]
+                cut = segment(x, sr, self.audio["max_segment_s"], self.vad)
+                segments = [x[a:b] for a, b in cut.spans]
+                out.duration_s, out.speech_s = len(x) / sr, cut.speech_s
+                out.spans = [(a / sr, b / sr) for a, b in cut.spans]
                 out.error = None
                 break
             except AudioError as e:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import ray
 from omegaconf import DictConfig, OmegaConf
 
+from asrd.audio.vad import check_available as check_vad
 from asrd.engines import preparer_modules
 from asrd.plan import ShardSpec
 from asrd.runtime.decode import DecodeStage, DecodeWorker, decode_actor_config
@@ -32,6 +33,8 @@ class Pipeline:
     def __init__(self, cfg: DictConfig, cpus: int, gpus: int):
         self.cfg = cfg
         e, p, j = cfg.engine, cfg.pipeline, cfg.judge
+        if cfg.audio.vad.enabled:
+            check_vad()  # here, once, rather than as an error on every row
         n_decode = decode_actor_count(cfg, cpus)
         decode_cpu = min(1.0, max(0.0, cpus - _engine_and_judge_cpus(cfg)) / n_decode)
         self.engines = [

@@ -47,6 +47,7 @@ class Decoded:
     error: str | None = None
     spans: list[tuple[float, float]] = field(default_factory=list)  # seconds in the recording
     duration_s: float | None = None
+    speech_s: float | None = None  # seconds of detected speech
     decode_s: float = 0.0
 
 
@@ -97,6 +98,7 @@ class RowResult:
     text: str | None = None
     segments: list[SegmentText] | None = None
     duration_s: float | None = None
+    speech_s: float | None = None
     decode_s: float | None = None
     engine_s: float | None = None
     score: float | None = None
@@ -113,7 +115,7 @@ class RowResult:
                    segments=None if self.segments is None else [
                        {"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
                    duration_s=self.duration_s or self.index_row.get("duration_s"),
-                   decode_s=self.decode_s, engine_s=self.engine_s)
+                   speech_s=self.speech_s, decode_s=self.decode_s, engine_s=self.engine_s)
         if judged:
             out.update(score=self.score, judge_error=self.judge_error)
         return out

@@ -31,7 +31,8 @@ class RowAssembly:
         return len(self.pending)
 
     def start(self, index_row: dict[str, Any], decoded: Decoded) -> RowResult | None:
-        """A decoded row: finished at once when it failed or has no segments, else pending."""
+        """A decoded row: finished at once when it failed or has no segments (no speech: an ok
+        row with empty text), else pending."""
         if decoded.error is not None:
             return self.failed(index_row, decoded.error, decoded)
         n = len(decoded.spans)
@@ -60,6 +61,7 @@ class RowAssembly:
                ) -> RowResult:
         return RowResult(index_row, error=error,
                          duration_s=decoded.duration_s if decoded else None,
+                         speech_s=decoded.speech_s if decoded else None,
                          decode_s=decoded.decode_s if decoded else None)
 
     @staticmethod
@@ -68,4 +70,5 @@ class RowAssembly:
         return RowResult(
             p.index_row, text=" ".join(t for t in texts if t),
             segments=[SegmentText(a, b, t) for (a, b), t in zip(p.decoded.spans, texts)],
-            duration_s=p.decoded.duration_s, decode_s=p.decoded.decode_s, engine_s=p.engine_s)
+            duration_s=p.decoded.duration_s, speech_s=p.decoded.speech_s,
+            decode_s=p.decoded.decode_s, engine_s=p.engine_s)

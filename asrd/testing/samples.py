@@ -8,6 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
     "speech recognition turns spoken words into written text",
@@ -47,9 +50,30 @@ def speak(text: str, out: Path, rate: int = 16000, channels: int = 1, speed: int
     return out
 
 
-def make_corpus(folder: Path, n: int = 8) -> Path:
+def non_speech(kind: str, seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Audio with no speech in it: `silence`, white `noise`, a 440 Hz `tone`, or a `sweep`
+    (100 Hz to 4 kHz, music-like), float32 mono."""
+    t = np.arange(int(seconds * rate)) / rate
+    if kind == "silence":
+        x = np.zeros_like(t)
+    elif kind == "noise":
+        x = 0.1 * np.random.default_rng(seed).standard_normal(len(t))
+    elif kind == "tone":
+        x = 0.3 * np.sin(2 * np.pi * 440 * t)
+    elif kind == "sweep":
+        x = 0.3 * np.sin(2 * np.pi * (100 * t + (4000 - 100) * t ** 2 / (2 * seconds)))
+    else:
+        raise ValueError(f"unknown non-speech kind {kind!r}")
+    return x.astype(np.float32)
+
+
+NON_SPEECH = ("silence", "noise", "tone", "sweep")
+
+
+def make_corpus(folder: Path, n: int = 8, with_non_speech: bool = False) -> Path:
     """`n` recordings in mixed formats under `folder`, plus `manifest.jsonl` with the reference
-    text (`reference`) of each. Returns the manifest path."""
+    text (`reference`) of each; with `with_non_speech`, also 20 s each of silence, noise, a tone
+    and a sweep (reference ""). Returns the manifest path."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
@@ -57,6 +81,9 @@ def make_corpus(folder: Path, n: int = 8) -> Path:
         ext, rate, ch = FORMATS[i % len(FORMATS)]
         path = speak(text, folder / f"utt{i:03d}.{ext}", rate, ch)
         rows.append({"path": path.name, "reference": text, "language": "en"})
+    for kind in NON_SPEECH if with_non_speech else ():
+        sf.write(folder / f"{kind}.flac", non_speech(kind, 20.0), 16000)
+        rows.append({"path": f"{kind}.flac", "reference": "", "language": "en"})
     manifest = folder / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest

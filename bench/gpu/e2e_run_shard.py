@@ -76,6 +76,7 @@ def main() -> None:
         f"engine.calls_in_flight={args.calls}", f"pipeline.part_rows={args.part_rows}",
         "pipeline.part_seconds=3600", "wandb.mode=disabled",
         f"engine.extra.render_in={args.render_in}",
+        "audio.vad.enabled=false",  # the synthetic clips are tones, not speech: VAD would drop them
         f"pipeline.decode_actors={args.decode_actors}"]
     subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
     parts = run_dir / "shards" / "shard-000000.parts"

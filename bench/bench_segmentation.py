@@ -1,0 +1,135 @@
+"""Segmentation by speech vs by samples, on CPU with the real Whisper-base (faster-whisper).
+
+Test set (made here, nothing downloaded): espeak-ng sentences with known text, in several voices
+and speeds.
+- non-speech: silence, white noise, a 440 Hz tone and a 100 Hz - 4 kHz sweep, 20 s and 60 s each:
+  words the model writes on them;
+- long recordings: `--long` recordings of `--sentences` different sentences each, 0.6-2.5 s pauses
+  between them: WER of the whole recording (segments joined) against the WER of the same
+  sentences transcribed one by one;
+- VAD speed: x real time on one core.
+Each recording goes through what a decode actor does (`asrd.audio.segment`) and the engine
+interface, with VAD (the default) and without (cut at the quietest frame before 30 s).
+
+    python bench/bench_segmentation.py --long 3 --sentences 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asrd import config as config_mod  # noqa: E402
+from asrd.audio import VadSettings, decode, segment  # noqa: E402
+from asrd.demo import word_error_rate  # noqa: E402
+from asrd.engines import Segment, build_engine  # noqa: E402
+from asrd.testing.samples import NON_SPEECH, non_speech, speak  # noqa: E402
+
+SR = 16000
+WORDS = ("river mountain quiet yellow window seven market garden engine silver morning "
+         "paper travel winter doctor orange summer table letter bridge forest music "
+         "island station number coffee village picture office animal").split()
+VOICES = ["en-us", "en", "en-gb-x-rp", "en-us+m3", "en+f2"]
+
+
+def sentences(n: int, rng: random.Random) -> list[str]:
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 12))) for _ in range(n)]
+
+
+def spoken(text: str, folder: Path, name: str, voice: str, speed: int) -> np.ndarray:
+    import subprocess
+
+    wav = folder / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text],
+                   check=True, capture_output=True)
+    x = decode(str(wav), SR)
+    loud = np.flatnonzero(np.abs(x) > 0.01)
+    return x[loud[0]:loud[-1] + 1]
+
+
+def transcribe(engine, audio: np.ndarray, vad: VadSettings | None) -> str:
+    cut = segment(audio, SR, 30.0, vad)
+    if not cut.spans:
+        return ""
+    texts = engine.transcribe([Segment(audio[a:b], "en") for a, b in cut.spans])
+    return " ".join(t.strip() for t in texts if t.strip())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--long", type=int, default=3, help="long recordings")
+    ap.add_argument("--sentences", type=int, default=24, help="sentences per long recording")
+    ap.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
+    args = ap.parse_args()
+    rng = random.Random(7)
+    engine = build_engine(config_mod.load(None, ["run.index=x"]).engine)
+    vad = VadSettings()
+    figures: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        # non-speech
+        for with_vad in (True, False):
+            words = 0
+            for kind in NON_SPEECH:
+                for seconds in (20.0, 60.0):
+                    text = transcribe(engine, non_speech(kind, seconds), vad if with_vad else None)
+                    words += len(text.split())
+            figures.append((f"words written on non-speech, VAD {'on' if with_vad else 'off'}",
+                            str(words), "silence, noise, tone, sweep x 20 s and 60 s (8 files)"))
+        # long recordings
+        refs, whole, joined = [], {True: [], False: []}, []
+        total_s = 0.0
+        for k in range(args.long):
+            texts = sentences(args.sentences, rng)
+            voice, speed = VOICES[k % len(VOICES)], 130 + 20 * (k % 3)
+            clips = [spoken(t, folder, f"l{k}-{i}", voice, speed) for i, t in enumerate(texts)]
+            parts = []
+            for c in clips:
+                parts += [c, np.zeros(int(rng.uniform(0.6, 2.5) * SR), np.float32)]
+            audio = np.concatenate(parts)
+            total_s += len(audio) / SR
+            refs.append(" ".join(texts))
+            joined.append(" ".join(engine.transcribe([Segment(c, "en") for c in clips])))
+            for with_vad in (True, False):
+                whole[with_vad].append(transcribe(engine, audio, vad if with_vad else None))
+        base = word_error_rate(refs, joined)
+        work = f"{args.long} recordings x {args.sentences} sentences ({total_s:.0f} s), pauses 0.6-2.5 s"
+        figures.append(("long-form WER, sentences transcribed one by one", f"{base:.1%}", work))
+        for with_vad in (True, False):
+            wer = word_error_rate(refs, whole[with_vad])
+            figures.append((f"long-form WER, whole recordings, VAD {'on' if with_vad else 'off'}",
+                            f"{wer:.1%} ({100 * (wer - base):+.1f} points)", work))
+        # VAD speed on one core
+        audio = np.concatenate([np.concatenate(parts)] * 3)
+        segment(audio[:SR * 5], SR, 30.0, vad)  # load the model
+        t0 = time.perf_counter()
+        segment(audio, SR, 30.0, vad)
+        figures.append(("VAD x real time, one core", f"{len(audio) / SR / (time.perf_counter() - t0):.0f}x",
+                        f"{len(audio) / SR:.0f} s of speech with pauses"))
+    engine.close()
+    machine = f"vm ({platform.machine()}, {os.cpu_count()} cores)"
+    day = dt.date.today().isoformat()
+    cmd = "python bench/bench_segmentation.py " + " ".join(a for a in sys.argv[1:] if a != "--record")
+    lines = [f"| segmentation | {f} | {v} | {w}; Whisper-base int8 (faster-whisper), CPU | "
+             f"{machine} | {day} | `{cmd.strip()}` |" for f, v, w in figures]
+    print("\n".join(lines))
+    if args.record:
+        with open(ROOT / "bench" / "RESULTS.md", "a") as out:
+            out.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
