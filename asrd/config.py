@@ -40,10 +40,21 @@ class VadCfg:
 
 
 @dataclass
+class PackCfg:
+    """Short clips packed into full windows, for engines that split text back by timestamps
+    (faster-whisper); other engines transcribe every clip alone."""
+
+    enabled: bool = True
+    max_clip_s: float = 15.0  # longer clips are transcribed alone
+    gap_s: float = 1.0  # silence between two clips of a window
+
+
+@dataclass
 class AudioCfg:
     sample_rate: int = 16000
     max_segment_s: float = 30.0  # Whisper and Qwen2-Audio accept at most 30 s per input
     vad: VadCfg = field(default_factory=VadCfg)
+    pack: PackCfg = field(default_factory=PackCfg)
     max_duration_s: float = 6 * 3600.0  # longer recordings become error rows ("too long")
     read_retries: int = 2  # re-reads of a path that failed with an I/O error
 
@@ -168,6 +179,7 @@ class FaultCfg:
     release_file: Optional[str] = None
     call_delay_s: float = 0.0  # every engine call takes at least this long
     decode_exit_ids: list[str] = field(default_factory=list)  # a decode actor exits on these rows
+    unplaceable_ids: list[str] = field(default_factory=list)  # packed: these rows' words unplaced
     state_dir: Optional[str] = None  # where the hooks log what they did (tests read it)
 
 

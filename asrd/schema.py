@@ -7,7 +7,8 @@ are kept so that they end as error rows, never silently dropped), plus passthrou
 Output row, one per index row of a shard: `id`, `row` (its row number in the index), `text`,
 `segments` (start, end, text; seconds in the recording), `duration_s`, `speech_s` (seconds of
 detected speech; 0 and an empty text when the recording has none), `model`, `engine`, `error` (null when ok),
-`decode_s`, `engine_s`, plus `path` and the passthrough columns (the audio bytes are not copied).
+`decode_s`, `engine_s`, `pack_window` and `pack_offset_s` (the id of the row whose window this
+short clip shared, and where it started in it; null when transcribed alone), plus `path` and the passthrough columns (the audio bytes are not copied).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ OUTPUT_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("decode_s", pa.float64()),
     ("engine_s", pa.float64()),
+    ("pack_window", pa.string()),
+    ("pack_offset_s", pa.float64()),
 ])
 
 # Optional judge columns (issue: LLM-judge stage); present only when the judge ran.

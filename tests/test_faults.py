@@ -33,7 +33,9 @@ NO_BLOCK = ["faults.block_after_calls=-1", *ONE_ROW_PER_CALL]
 
 
 def fault_args(state: Path, *extra: str) -> list[str]:
-    return ["engine.kind=fault", f"faults.state_dir={state}", "run.num_shards=1", *extra]
+    """The fault engine, one clip per input (packing has its own tests: tests/test_pack.py)."""
+    return ["engine.kind=fault", f"faults.state_dir={state}", "run.num_shards=1",
+            "audio.pack.enabled=false", *extra]
 
 
 def assert_each_row_once_with_its_own_text(run_dir: Path) -> list[dict]:

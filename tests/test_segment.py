@@ -84,5 +84,6 @@ def test_rows_without_speech_are_empty_ok_rows_with_no_engine_call(corpus, tmp_p
     speech = [r for i, r in out.items() if i not in NON_SPEECH]
     assert len(speech) == 8 and all(r["error"] is None and r["text"] for r in speech)
     assert all(0 < r["speech_s"] <= r["duration_s"] + 1e-6 for r in speech)
-    seen = {i for c in read_events(state, "engine-calls") for i in c["ids"]}
+    seen = {i for name in ("engine-calls", "engine-windows")  # alone, or packed
+            for c in read_events(state, name) for i in c["ids"]}
     assert seen and not seen & set(NON_SPEECH)

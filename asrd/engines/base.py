@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 from omegaconf import DictConfig
 
+from asrd.audio.pack import Member
+
 
 class EngineUnavailable(RuntimeError):
     """The engine cannot be built here (missing package or model); the message says how to fix it."""
@@ -60,6 +62,21 @@ class Engine(ABC):
     @abstractmethod
     def transcribe(self, segments: list[Segment]) -> list[str]:
         """Texts for `segments`, one each, in order."""
+
+    #: whether `transcribe_packed` is implemented (short clips then share windows)
+    supports_packing: bool = False
+
+    @classmethod
+    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+        """Whether an engine built from this config transcribes packed windows (asked before
+        it is built, so that the decode actors know whether to pack)."""
+        return cls.supports_packing
+
+    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
+        """Each member's text from one window holding several clips (asrd.audio.pack), split by
+        the model's timestamps; None for a member whose words cannot be placed with confidence
+        (the pipeline transcribes it again alone)."""
+        raise NotImplementedError(f"{type(self).__name__} does not transcribe packed windows")
 
     def input_preparer(self) -> InputPreparer | None:
         """What the decode actors should run to prepare this engine's inputs, or None (raw audio).

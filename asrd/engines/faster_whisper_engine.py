@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from asrd.audio.pack import Member, split_by_time
 from asrd.engines.base import Engine, EngineUnavailable, Segment
 from hpc.commit import atomic_path
 
@@ -75,6 +76,18 @@ class FasterWhisperEngine(Engine):
     @property
     def name(self) -> str:
         return self._name
+
+    supports_packing = True
+
+    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
+        """The window with word timestamps; each word goes to the clip its middle falls in."""
+        pieces, _ = self.model.transcribe(
+            window.audio, language=window.language or self.cfg.language, task=self.cfg.task,
+            beam_size=self.cfg.beam_size, temperature=self.cfg.temperature,
+            without_timestamps=False, word_timestamps=True, condition_on_previous_text=False,
+            vad_filter=False)
+        words = [(w.start, w.end, w.word) for p in pieces for w in (p.words or [])]
+        return split_by_time(words, members)
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
         texts = []

@@ -25,8 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
 
 from asrd.audio import AudioError, VadSettings, decode, segment
+from asrd.audio.pack import Member, PackSettings, build_window, plan_windows
 from asrd.audio.cache import AudioCache
 from asrd.engines import InputPreparer
+from asrd.runtime.health import ActorHealth
 from asrd.runtime.records import Decoded, SegmentRef, WorkItem
 from asrd.testing.faults import decode_fault
 
@@ -39,6 +41,10 @@ class DecodeWorker:
         vad = dict(audio_cfg["vad"])
         self.vad = VadSettings(**{k: v for k, v in vad.items() if k != "enabled"}) \
             if vad.pop("enabled") else None
+        pack = dict(audio_cfg["pack"])
+        self.pack = PackSettings(window_s=audio_cfg["max_segment_s"],
+                                 **{k: v for k, v in pack.items() if k != "enabled"}) \
+            if pack.pop("enabled") else None
         self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
         self.faults = OmegaConf.create(faults_cfg)
         self.preparer: InputPreparer | None = None
@@ -84,13 +90,39 @@ class DecodeWorker:
                 break
         if out.error:
             segments, out.spans = [], []
-        elif segments and self.preparer is not None:
-            try:
-                segments = [self.preparer.prepare(s, item.language) for s in segments]
-            except Exception as e:  # audio the model cannot take costs its row, not the shard
-                out.error, segments = f"engine input error: {type(e).__name__}: {e}", []
         out.decode_s = time.perf_counter() - t0
         return out, segments
+
+    def _prepare(self, item: WorkItem, out: Decoded, segments: list[Any]) -> list[Any]:
+        """The engine's inputs of an item's segments (where the engine hands out a preparer)."""
+        if not segments or self.preparer is None:
+            return segments
+        t0 = time.perf_counter()
+        try:
+            return [self.preparer.prepare(s, item.language) for s in segments]
+        except Exception as e:  # audio the model cannot take costs its row, not the shard
+            out.error = f"engine input error: {type(e).__name__}: {e}"
+            return []
+        finally:
+            out.decode_s += time.perf_counter() - t0
+
+    def _pack(self, items: list[WorkItem], decoded: list[tuple[Decoded, list[Any]]]) -> None:
+        """Short one-segment items of this chunk into shared windows: the first member carries
+        the window as its only segment, the others point at it."""
+        sr = self.audio["sample_rate"]
+        lengths = [len(segs[0]) / sr if it.pack and d.error is None and len(segs) == 1 else None
+                   for it, (d, segs) in zip(items, decoded)]
+        for group in plan_windows(lengths, self.pack):
+            window, offsets = build_window([decoded[i][1][0] for i in group], sr,
+                                           self.pack.gap_s)
+            members = [Member(items[i].row, items[i].id, off, lengths[i] or 0.0)
+                       for i, off in zip(group, offsets)]
+            lead = decoded[group[0]][0]
+            decoded[group[0]] = (lead, [window])
+            lead.window = members
+            for i in group[1:]:
+                decoded[i][0].packed_into = lead.row
+                decoded[i][1].clear()
 
     @ray.method(num_returns=2)
     def decode(self, items: list[WorkItem], preparer: list[ray.ObjectRef]
@@ -103,7 +135,12 @@ class DecodeWorker:
             error = f"engine input error: cannot load the engine's input preparer: {why}"
             return [Decoded(it.row, error) for it in items], [[] for _ in items]
         out = [self._decode_one(it) for it in items]
-        return [d for d, _ in out], [s for _, s in out]
+        if self.pack is not None:
+            self._pack(items, out)
+        return [d for d, _ in out], [self._prepare(it, d, s) for it, (d, s) in zip(items, out)]
+
+    def ping(self) -> bool:
+        return True
 
 
 @dataclass
@@ -140,45 +177,58 @@ class DecodeStage:
         self.calls: dict[ray.ObjectRef, DecodeCall] = {}
         self.per_actor = [0] * len(actors)
         self.suspects: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
+        self.health = ActorHealth(actors)
         self.isolating: int | None = None  # the actor kept free for the next suspect
         self.next_actor = 0
 
     def _regular_actors(self) -> list[int]:
-        return [k for k in range(len(self.actors)) if k != self.isolating]
+        return [k for k in range(len(self.actors)) if k != self.isolating and self.health.ok[k]]
 
     def has_room(self) -> bool:
         return len(self.calls) < self.max_in_flight and bool(self._regular_actors())
 
     def busy(self) -> bool:
-        return bool(self.calls or self.suspects)
+        return bool(self.calls or self.suspects or self.health.pings)
 
     def in_flight(self) -> list[ray.ObjectRef]:
-        return list(self.calls)
+        return list(self.calls) + list(self.health.pings)
 
-    def submit(self, rows: list[dict[str, Any]]) -> None:
-        actors = self._regular_actors()
-        self._call(actors[self.next_actor % len(actors)], rows, attempt=0, isolated=False)
+    def submit(self, rows: list[dict[str, Any]], pack: bool = True) -> None:
+        """`pack=False`: decode these rows to be transcribed alone (a row whose words could not
+        be placed in its packed window)."""
+        # While a suspect runs alone on the only actor, a row sent back to be transcribed alone
+        # still needs an actor: it shares that one (rare: a poison file and a packed row at once).
+        actors = (self._regular_actors()
+                  or [k for k in range(len(self.actors)) if self.health.ok[k]]
+                  or list(range(len(self.actors))))
+        self._call(actors[self.next_actor % len(actors)], rows, attempt=0, isolated=False,
+                   pack=pack)
         self.next_actor += 1
 
     def feed(self) -> None:
-        """Decode the next suspect, alone, once an actor has drained."""
+        """Decode the next suspect, alone, once an actor has drained and answers again."""
+        self.health.feed()
         if not self.suspects or any(c.isolated for c in self.calls.values()):
             return
         if self.isolating is None:
             self.isolating = min(range(len(self.actors)), key=lambda k: self.per_actor[k])
-        if self.per_actor[self.isolating] == 0:
+        if self.per_actor[self.isolating] == 0 and self.health.ok[self.isolating]:
             row, attempt = self.suspects.popleft()
             self._call(self.isolating, [row], attempt, isolated=True)
 
-    def _call(self, k: int, rows: list[dict[str, Any]], attempt: int, isolated: bool) -> None:
-        records, segments = self.actors[k].decode.remote([WorkItem.of(r) for r in rows],
-                                                         self.preparer_refs)
+    def _call(self, k: int, rows: list[dict[str, Any]], attempt: int, isolated: bool,
+              pack: bool = True) -> None:
+        records, segments = self.actors[k].decode.remote(
+            [WorkItem.of(r, pack=pack) for r in rows], self.preparer_refs)
         self.calls[records] = DecodeCall(k, segments, rows, attempt, isolated)
         self.per_actor[k] += 1
 
     def complete(self, ref: ray.ObjectRef) -> list[DecodedRow]:
         """The rows of a finished call; none when its actor died and they became suspects (a
         suspect that used up its tries comes back with the error `decode worker died`)."""
+        if ref in self.health.pings:
+            self.health.complete(ref)
+            return []
         call = self.calls.pop(ref)
         self.per_actor[call.actor] -= 1
         if call.isolated and not self.suspects:
@@ -186,6 +236,7 @@ class DecodeStage:
         try:
             records: list[Decoded] = ray.get(ref)
         except (RayActorError, RayTaskError) as e:
+            self.health.failed(call.actor)
             if not call.isolated:
                 self.suspects.extend((r, call.attempt) for r in call.rows)
                 return []
@@ -199,8 +250,10 @@ class DecodeStage:
         out = []
         for i, (row, rec) in enumerate(zip(call.rows, records)):
             lang = WorkItem.of(row).language
-            refs = [SegmentRef(call.segments, i, s, row["row"], str(row.get("id")), lang)
-                    for s in range(len(rec.spans))] if rec.error is None else []
+            n = 0 if rec.error is not None or rec.packed_into is not None else len(rec.spans)
+            members = tuple(rec.window) if rec.window else None
+            refs = [SegmentRef(call.segments, i, s, row["row"], str(row.get("id")), lang, members)
+                    for s in range(n)]
             out.append(DecodedRow(row, rec, refs))
         return out
 

@@ -94,9 +94,28 @@ class ShardDriver:
         out = self.engine.complete(ref)
         if isinstance(out, Transcribed):
             for s, text in zip(out.segments, out.texts):
-                self._finished(self.assembly.text(s.row, s.seg, text, out.engine_s))
+                if s.members is None:
+                    self._finished(self.assembly.text(s.row, s.seg, str(text), out.engine_s))
+                    continue
+                share = out.engine_s / len(s.members)
+                for m, t in zip(s.members, text):
+                    if t is None:
+                        self._alone(m.row)
+                    else:
+                        self._finished(self.assembly.text(m.row, 0, t, share,
+                                                          (s.id, m.offset_s)))
         elif isinstance(out, SegmentFailed):
-            self._finished(self.assembly.fail(out.segment.row, out.error))
+            if out.segment.members is None:
+                self._finished(self.assembly.fail(out.segment.row, out.error))
+            else:  # a window that failed: its rows go again, each alone
+                for m in out.segment.members:
+                    self._alone(m.row)
+
+    def _alone(self, row: int) -> None:
+        """Decode a packed row again, to be transcribed on its own."""
+        index_row = self.assembly.index_row(row)
+        if index_row is not None:
+            self.decode.submit([index_row], pack=False)
 
     def _on_judged(self, ref: ray.ObjectRef) -> None:
         for row in self.judge.complete(ref):

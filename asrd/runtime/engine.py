@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
 
 from asrd.engines import InputPreparer, Segment, build_engine
+from asrd.runtime.health import ActorHealth
 from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 
 
@@ -45,13 +46,25 @@ class EngineWorker:
             x = found[p.chunk][p.item][p.seg]
             segments.append(Segment(None, p.language, x, p.id) if prepared
                             else Segment(x, p.language, id=p.id))
+        plain = [k for k, p in enumerate(picks) if not p.members]
+        texts: list[str | list[str | None]] = [""] * len(picks)
         with self.gate:
             t0 = time.perf_counter()
-            texts = self.engine.transcribe(segments)
+            if plain:
+                got = self.engine.transcribe([segments[k] for k in plain])
+                if len(got) != len(plain):
+                    raise RuntimeError(f"engine returned {len(got)} texts for {len(plain)} "
+                                       "segments")
+                for k, text in zip(plain, got):
+                    texts[k] = text
+            for k, p in enumerate(picks):
+                if p.members:
+                    texts[k] = self.engine.transcribe_packed(segments[k], list(p.members))
             took = time.perf_counter() - t0
-        if len(texts) != len(segments):
-            raise RuntimeError(f"engine returned {len(texts)} texts for {len(segments)} segments")
         return Transcripts(texts, took)
+
+    def ping(self) -> bool:
+        return True
 
     def close(self) -> None:
         self.engine.close()
@@ -66,10 +79,11 @@ class EngineCall:
 
 @dataclass
 class Transcribed:
-    """A finished call's segments, with their texts and each one's share of the engine time."""
+    """A finished call's segments, with their texts (a list per packed window) and each one's
+    share of the engine time."""
 
     segments: list[SegmentRef]
-    texts: list[str]
+    texts: list[str | list[str | None]]
     engine_s: float
 
 
@@ -93,6 +107,7 @@ class EngineStage:
         self.calls: dict[ray.ObjectRef, EngineCall] = {}
         self.load = [0] * len(actors)
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=2048)
+        self.health = ActorHealth(actors)
 
     def add(self, segments: list[SegmentRef]) -> None:
         self.waiting.extend(segments)
@@ -102,10 +117,10 @@ class EngineStage:
         return len(self.waiting) + sum(len(s) for s, _ in self.retry)
 
     def busy(self) -> bool:
-        return bool(self.calls or self.waiting or self.retry)
+        return bool(self.calls or self.waiting or self.retry or self.health.pings)
 
     def in_flight(self) -> list[ray.ObjectRef]:
-        return list(self.calls)
+        return list(self.calls) + list(self.health.pings)
 
     def _take(self, force: bool) -> tuple[list[SegmentRef], int] | None:
         if self.retry:
@@ -117,27 +132,34 @@ class EngineStage:
     def feed(self, nothing_more_coming: bool) -> None:
         """Fill every engine up to its depth, least loaded first. A partial batch goes out when
         nothing more is coming, or when its engine would otherwise idle."""
+        self.health.feed()
         for k in sorted(range(len(self.actors)), key=lambda k: self.load[k]):
-            while self.load[k] < self.depth:
+            while self.load[k] < self.depth and self.health.ok[k]:
                 got = self._take(force=nothing_more_coming or self.load[k] == 0)
                 if got is None:
                     break
                 segments, attempt = got
                 chunks = list(dict.fromkeys(s.chunk for s in segments))
                 pos = {c: i for i, c in enumerate(chunks)}
-                picks = [SegmentPick(pos[s.chunk], s.item, s.seg, s.id, s.language)
+                picks = [SegmentPick(pos[s.chunk], s.item, s.seg, s.id, s.language, s.members)
                          for s in segments]
                 ref = self.actors[k].transcribe.remote(chunks, picks, self.prepared)
                 self.calls[ref] = EngineCall(k, segments, attempt)
                 self.load[k] += 1
 
     def complete(self, ref: ray.ObjectRef) -> Transcribed | SegmentFailed | None:
-        """A finished call's texts; a segment that failed for good; or None (split and queued)."""
+        """A finished call's texts; a segment that failed for good; or None (split and queued,
+        or a ping)."""
+        if ref in self.health.pings:
+            self.health.complete(ref)
+            return None
         call = self.calls.pop(ref)
         self.load[call.engine] -= 1
         try:
             result: Transcripts = ray.get(ref)
         except (RayActorError, RayTaskError) as e:
+            if isinstance(e, RayActorError):
+                self.health.failed(call.engine)
             return self._failed(call, e)
         self.latency_ms.append(result.took_s * 1000)
         return Transcribed(call.segments, result.texts, result.took_s / len(call.segments))

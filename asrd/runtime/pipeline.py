@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asrd.audio.vad import check_available as check_vad
 from asrd.engines import preparer_modules
+from asrd.engines.registry import engine_class
 from asrd.plan import ShardSpec
 from asrd.runtime.decode import DecodeStage, DecodeWorker, decode_actor_config
 from asrd.runtime.driver import ShardDriver, ShardStats
@@ -35,6 +36,11 @@ class Pipeline:
         e, p, j = cfg.engine, cfg.pipeline, cfg.judge
         if cfg.audio.vad.enabled:
             check_vad()  # here, once, rather than as an error on every row
+        if cfg.audio.pack.enabled and not engine_class(e.kind).packs(e, cfg.faults):
+            log.info("engine %s does not split packed windows by time: every clip is "
+                     "transcribed alone", e.kind)
+            cfg = OmegaConf.merge(cfg, {"audio": {"pack": {"enabled": False}}})
+            self.cfg = cfg
         n_decode = decode_actor_count(cfg, cpus)
         decode_cpu = min(1.0, max(0.0, cpus - _engine_and_judge_cpus(cfg)) / n_decode)
         self.engines = [

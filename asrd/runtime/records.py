@@ -15,6 +15,8 @@ from typing import Any
 
 import ray
 
+from asrd.audio.pack import Member
+
 
 def row_language(index_row: dict[str, Any]) -> str | None:
     """The row's language from the index (a missing value reads as NaN or None there)."""
@@ -32,10 +34,12 @@ class WorkItem:
     audio: bytes | None = None
     language: str | None = None
 
+    pack: bool = True  # may share a window with other short clips
+
     @classmethod
-    def of(cls, index_row: dict[str, Any]) -> WorkItem:
+    def of(cls, index_row: dict[str, Any], pack: bool = True) -> WorkItem:
         return cls(row=index_row["row"], id=str(index_row.get("id")), path=index_row.get("path"),
-                   audio=index_row.get("audio"), language=row_language(index_row))
+                   audio=index_row.get("audio"), language=row_language(index_row), pack=pack)
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Decoded:
     duration_s: float | None = None
     speech_s: float | None = None  # seconds of detected speech
     decode_s: float = 0.0
+    window: list[Member] | None = None  # a packed window's members, on its first member
+    packed_into: int | None = None  # the row whose segment holds this row's clip
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class SegmentRef:
     row: int
     id: str
     language: str | None
+    members: tuple[Member, ...] | None = None  # a packed window's clips (this row first)
 
 
 @dataclass(frozen=True)
@@ -72,13 +79,15 @@ class SegmentPick:
     seg: int
     id: str
     language: str | None
+    members: tuple[Member, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Transcripts:
-    """An engine call's answer: one text per picked segment, in order, and its engine time."""
+    """An engine call's answer: per picked segment, in order, its text (or, for a packed window,
+    each member's text, None where it could not be placed), and the call's engine time."""
 
-    texts: list[str]
+    texts: list[str | list[str | None]]
     took_s: float
 
 
@@ -101,6 +110,8 @@ class RowResult:
     speech_s: float | None = None
     decode_s: float | None = None
     engine_s: float | None = None
+    pack_window: str | None = None  # the id of the row whose window this row was packed into
+    pack_offset_s: float | None = None  # where its clip starts in that window
     score: float | None = None
     judge_error: str | None = None
 
@@ -115,7 +126,8 @@ class RowResult:
                    segments=None if self.segments is None else [
                        {"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
                    duration_s=self.duration_s or self.index_row.get("duration_s"),
-                   speech_s=self.speech_s, decode_s=self.decode_s, engine_s=self.engine_s)
+                   speech_s=self.speech_s, decode_s=self.decode_s, engine_s=self.engine_s,
+                   pack_window=self.pack_window, pack_offset_s=self.pack_offset_s)
         if judged:
             out.update(score=self.score, judge_error=self.judge_error)
         return out

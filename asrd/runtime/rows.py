@@ -19,6 +19,7 @@ class _Pending:
     texts: list[str | None]
     left: int
     engine_s: float = 0.0
+    window: tuple[str, float] | None = None
 
 
 @dataclass
@@ -41,15 +42,22 @@ class RowAssembly:
         self.pending[decoded.row] = _Pending(index_row, decoded, [None] * n, n)
         return None
 
-    def text(self, row: int, seg: int, text: str, engine_s: float) -> RowResult | None:
-        """One segment's text; the row's result when that was its last segment."""
+    def text(self, row: int, seg: int, text: str, engine_s: float,
+             window: tuple[str, float] | None = None) -> RowResult | None:
+        """One segment's text (`window`: the packed window's id and this clip's offset in it);
+        the row's result when that was its last segment."""
         p = self.pending.get(row)
         if p is None:  # the row already failed through another segment
             return None
+        p.window = window
         p.texts[seg] = text
         p.engine_s += engine_s
         p.left -= 1
         return self._ok(self.pending.pop(row)) if p.left == 0 else None
+
+    def index_row(self, row: int) -> dict[str, Any] | None:
+        p = self.pending.get(row)
+        return p.index_row if p else None
 
     def fail(self, row: int, error: str) -> RowResult | None:
         """A segment failed for good: its row is an error row (once)."""
@@ -71,4 +79,6 @@ class RowAssembly:
             p.index_row, text=" ".join(t for t in texts if t),
             segments=[SegmentText(a, b, t) for (a, b), t in zip(p.decoded.spans, texts)],
             duration_s=p.decoded.duration_s, speech_s=p.decoded.speech_s,
-            decode_s=p.decoded.decode_s, engine_s=p.engine_s)
+            decode_s=p.decoded.decode_s, engine_s=p.engine_s,
+            pack_window=p.window[0] if p.window else None,
+            pack_offset_s=p.window[1] if p.window else None)

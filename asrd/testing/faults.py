@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from asrd.audio.pack import Member
 from asrd.engines.base import Engine, InputPreparer, Segment
 
 SAMPLE_RATE = 16000
@@ -80,6 +81,25 @@ class FaultEngine(Engine):
     def name(self) -> str:
         return f"fault({self.inner.name})" if self.inner else "fault"
 
+    supports_packing = True
+
+    @classmethod
+    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+        from asrd.engines.registry import engine_class
+
+        inner = faults.inner if faults is not None else None
+        return engine_class(inner).packs(engine_cfg) if inner else True
+
+    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
+        """The inner engine's split, or each member's own description; None for the rows in
+        `unplaceable_ids` (their words "could not be placed")."""
+        self.transcribe([])  # counts as a call: the same hooks apply
+        record(self.faults, "engine-windows", ids=[m.id for m in members])
+        texts = (self.inner.transcribe_packed(window, members) if self.inner else
+                 [f"{m.id} {m.length_s:.2f} seconds" for m in members])
+        return [None if m.id in self.faults.unplaceable_ids else t
+                for m, t in zip(members, texts)]
+
     def input_preparer(self) -> InputPreparer | None:
         return self.inner.input_preparer() if self.inner else None
 
@@ -101,7 +121,8 @@ class FaultEngine(Engine):
             record(f, "engine-calls", call=call, ids=ids, outcome="raised")
             why = f"row {failing[0]}" if failing else f"call {call}"
             raise InjectedFault(f"injected engine failure on {why}")
-        texts = self.inner.transcribe(segments) if self.inner else [_describe(s) for s in segments]
+        texts = (self.inner.transcribe(segments) if self.inner and segments
+                 else [_describe(s) for s in segments])
         record(f, "engine-calls", call=call, ids=ids, outcome="ok")
         return texts
 

@@ -1,0 +1,91 @@
+"""Packing short clips into full windows: Whisper pads every input to 30 s, so a 5 s clip costs
+the encoder a whole window. Short single-segment recordings of one decode chunk go, in order, into
+one window with a gap of silence between them; the engine transcribes it with timestamps and the
+text is split back to its rows by time (asrd.engines: `Engine.transcribe_packed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    max_clip_s: float = 15.0  # longer clips are transcribed alone
+    gap_s: float = 1.0  # silence between two clips of a window
+    window_s: float = 30.0  # the model's window
+
+
+@dataclass(frozen=True)
+class Member:
+    """One clip of a packed window: its row, and where it lies in the window (seconds)."""
+
+    row: int
+    id: str
+    offset_s: float
+    length_s: float
+
+
+def plan_windows(lengths: list[float | None], settings: PackSettings) -> list[list[int]]:
+    """Groups of at least two positions whose clips fit one window with gaps, in order, greedy;
+    a length of None (or longer than `max_clip_s`) is not packed."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0.0
+    for i, n in enumerate(lengths):
+        if n is None or n > settings.max_clip_s:
+            continue
+        need = n if not current else used + settings.gap_s + n
+        if current and need > settings.window_s:
+            groups.append(current)
+            current, need = [], n
+        current.append(i)
+        used = need
+    groups.append(current)
+    return [g for g in groups if len(g) >= 2]
+
+
+def build_window(clips: list[np.ndarray], sr: int, gap_s: float) -> tuple[np.ndarray, list[float]]:
+    """The clips joined with `gap_s` of silence between them, and each clip's offset (s)."""
+    gap = np.zeros(int(gap_s * sr), dtype=np.float32)
+    parts, offsets, at = [], [], 0
+    for k, clip in enumerate(clips):
+        if k:
+            parts.append(gap)
+            at += len(gap)
+        offsets.append(at / sr)
+        parts.append(clip)
+        at += len(clip)
+    return np.concatenate(parts).astype(np.float32, copy=False), offsets
+
+
+def split_by_time(words: list[tuple[float, float, str]], members: list[Member]
+                  ) -> list[str | None]:
+    """Each member's text from timed words (start, end, text): a word belongs to the member its
+    middle falls in. A member is unplaceable (None) when a word reaches more than half a gap
+    outside it, a word falls in no member's reach, or it got no word at all (the model may have
+    merged it into a neighbour): such rows are transcribed again alone, never guessed."""
+    gaps = [b.offset_s - a.offset_s - a.length_s for a, b in zip(members, members[1:])]
+    reach = min(gaps, default=1.0) / 2
+    texts: list[list[str]] = [[] for _ in members]
+    bad: set[int] = set()
+    for start, end, text in words:
+        mid = (start + end) / 2
+        k = next((k for k, m in enumerate(members)
+                  if m.offset_s - reach <= mid <= m.offset_s + m.length_s + reach), None)
+        if k is None:
+            nearest = min(range(len(members)), key=lambda j: min(
+                abs(mid - members[j].offset_s), abs(mid - members[j].offset_s - members[j].length_s)))
+            bad.add(nearest)
+            continue
+        m = members[k]
+        if start < m.offset_s - reach or end > m.offset_s + m.length_s + reach:
+            bad.add(k)
+        texts[k].append(text)
+    out: list[str | None] = []
+    for k, parts in enumerate(texts):
+        text = "".join(parts).strip()
+        out.append(None if k in bad or not text else text)
+    return out

@@ -1,0 +1,97 @@
+"""Short clips packed into full windows: planning, splitting by time, and rows that keep their
+identity and order through the pipeline, a retranscription, and a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from asrd.audio.pack import Member, PackSettings, build_window, plan_windows, split_by_time
+from asrd.demo import word_error_rate
+from asrd.plan import make_plan
+from asrd.runtime.task import run_task
+from asrd.testing.faults import read_events
+from tests.conftest import make_cfg
+from tests.runs import assert_exactly_once, cli_args, marker, running, shard_rows, wait_until
+
+PACK = ["audio.pack.enabled=true", "pipeline.items_per_decode_task=4"]  # (on by default)
+
+
+def test_plan_windows_fills_windows_in_order():
+    s = PackSettings(max_clip_s=15.0, gap_s=1.0, window_s=30.0)
+    assert plan_windows([5, 5, 5, 5, 5, 5], s) == [[0, 1, 2, 3, 4]]  # 5x5 + 4 gaps = 29 s
+    # 20 s is too long to pack; 10 + 10 + 8 with 2 gaps fill 30 s; 9, left alone, is not packed
+    assert plan_windows([10, None, 10, 20, 8, 9], s) == [[0, 2, 4]]
+    assert plan_windows([10, 10, 10, 9, 9], s) == [[0, 1], [2, 3, 4]]
+    assert plan_windows([29, 2], s) == []  # no window holds two of them
+    window, offsets = build_window([np.ones(16000, np.float32)] * 3, 16000, 1.0)
+    assert len(window) == 5 * 16000 and offsets == [0.0, 2.0, 4.0]
+    assert window[16000:32000].max() == 0.0  # the gap is silence
+
+
+def test_split_by_time_places_words_or_gives_up():
+    members = [Member(0, "a", 0.0, 3.0), Member(1, "b", 4.0, 2.0), Member(2, "c", 7.0, 3.0)]
+    words = [(0.1, 0.5, " one"), (2.6, 3.2, " two"), (4.1, 4.6, " three"), (7.2, 7.9, " four")]
+    assert split_by_time(words, members) == ["one two", "three", "four"]
+    straddle = words[:2] + [(3.2, 4.8, " across")] + words[3:]  # reaches from a's gap into b
+    assert split_by_time(straddle, members)[1] is None
+    assert split_by_time(words[:2] + words[3:], members) == ["one two", None, "four"]  # b: no word
+
+
+def test_packed_rows_keep_identity_and_unplaceable_rows_go_alone(corpus_index, tmp_path):
+    state = tmp_path / "faults"
+    cfg = make_cfg(corpus_index, tmp_path / "run", "run.num_shards=1", "engine.kind=fault",
+                   f"faults.state_dir={state}", "faults.unplaceable_ids=[utt002.mp3]", *PACK)
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    rows = assert_exactly_once(rd.path, 8) and shard_rows(rd.path)
+    assert all(r["error"] is None and r["text"].startswith(f"{r['id']} ") for r in rows)
+    windows = read_events(state, "engine-windows")
+    assert windows and all(len(w["ids"]) >= 2 for w in windows)
+    packed = {i for w in windows for i in w["ids"]}
+    by_id = {r["id"]: r for r in rows}
+    for i in packed - {"utt002.mp3"}:
+        assert by_id[i]["pack_window"] is not None and by_id[i]["pack_offset_s"] is not None
+    assert "utt002.mp3" in packed  # it was packed, its words "could not be placed" ...
+    assert by_id["utt002.mp3"]["pack_window"] is None  # ... so it was transcribed alone
+    alone = [c for c in read_events(state, "engine-calls") if c["ids"] == ["utt002.mp3"]]
+    assert alone and alone[-1]["outcome"] == "ok"
+
+
+def test_packing_survives_a_kill_and_resumes_exactly_once(corpus_index, tmp_path):
+    run_dir, state = tmp_path / "run", tmp_path / "faults"
+    args = cli_args(corpus_index, run_dir, "engine.kind=fault", f"faults.state_dir={state}",
+                    "faults.block_after_calls=1", f"faults.release_file={state / 'never'}",
+                    "engine.calls_in_flight=1", "pipeline.part_rows=1", *PACK)
+    with running(args, tmp_path / "run.log") as proc:
+        wait_until(lambda: (state / "blocked").exists(), proc, "the engine blocked",
+                   tmp_path / "run.log")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    committed = len(list((run_dir / "shards").rglob("part-*.parquet")))
+    assert committed >= 2  # at least one window's rows, a part each
+    subprocess.run(cli_args(corpus_index, run_dir, "engine.kind=fault",
+                            f"faults.state_dir={tmp_path / 'f2'}", "faults.block_after_calls=-1",
+                            "engine.calls_in_flight=1", "pipeline.part_rows=1", *PACK),
+                   check=True, capture_output=True, timeout=600)
+    assert marker(run_dir)["resumed_rows"] == committed
+    rows = shard_rows(run_dir)
+    assert sorted(r["row"] for r in rows) == list(range(8))
+    assert all(r["text"].startswith(f"{r['id']} ") for r in rows)
+
+
+def test_real_whisper_on_packed_windows(corpus_index, tmp_path):
+    """Whisper-base on windows of the corpus's 2-5 s clips: every word lands in its own row."""
+    cfg = make_cfg(corpus_index, tmp_path / "run", "run.num_shards=1", *PACK)
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    rows = shard_rows(rd.path)
+    assert sum(r["pack_window"] is not None for r in rows) >= 2
+    wer = word_error_rate([r["reference"] for r in rows], [r["text"] for r in rows])
+    assert wer < 0.6, [(r["id"], r["text"]) for r in rows]
+    table = pq.read_table(rd.shard_file(0))
+    assert table.column("error").null_count == 8
