@@ -137,7 +137,12 @@ class DecodeWorker:
         out = [self._decode_one(it) for it in items]
         if self.pack is not None:
             self._pack(items, out)
-        return [d for d, _ in out], [self._prepare(it, d, s) for it, (d, s) in zip(items, out)]
+        inputs = [self._prepare(it, d, s) for it, (d, s) in zip(items, out)]
+        failed = {d.row: d.error for d, _ in out if d.window and d.error}
+        for d, _ in out:  # a window its engine cannot take fails all of its clips, not just one
+            if d.packed_into in failed:
+                d.error, d.packed_into, d.spans = failed[d.packed_into], None, []
+        return [d for d, _ in out], inputs
 
     def ping(self) -> bool:
         return True
