@@ -14,9 +14,6 @@ absent from the row's own reference), the share of rows sent back alone, and aud
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import random
 import re
 import subprocess
@@ -35,6 +32,7 @@ from asrd.audio import decode  # noqa: E402
 from asrd.audio.pack import Member, PackSettings, build_window, plan_windows  # noqa: E402
 from asrd.demo import word_error_rate  # noqa: E402
 from asrd.engines import Segment, build_engine  # noqa: E402
+from bench.results import report  # noqa: E402
 
 SR = 16000
 VOICES = ["en-us", "en", "en-gb-x-rp", "en-us+m3", "en+f2"]
@@ -105,14 +103,8 @@ def main() -> int:
         ("audio s per wall s, one per input / packed", f"{audio_s / alone_s:.1f} / "
          f"{audio_s / packed_s:.1f} ({alone_s / packed_s:.2f}x)"),
     ]
-    machine = f"vm ({platform.machine()}, {os.cpu_count()} cores)"
-    cmd = "python bench/bench_packing.py " + " ".join(a for a in sys.argv[1:] if a != "--record")
-    lines = [f"| packing | {f} | {v} | {work}; Whisper-base int8 (faster-whisper), CPU, one engine "
-             f"| {machine} | {dt.date.today().isoformat()} | `{cmd.strip()}` |" for f, v in figures]
-    print("\n".join(lines))
-    if args.record:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as out:
-            out.write("\n".join(lines) + "\n")
+    engine_note = "Whisper-base int8 (faster-whisper), CPU, one engine"
+    report("packing", [(f, v, f"{work}; {engine_note}") for f, v in figures], args.record)
     return 0
 
 

@@ -17,9 +17,6 @@ interface, with VAD (the default) and without (cut at the quietest frame before 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -36,6 +33,7 @@ from asrd.audio import VadSettings, decode, segment  # noqa: E402
 from asrd.demo import word_error_rate  # noqa: E402
 from asrd.engines import Segment, build_engine  # noqa: E402
 from asrd.testing.samples import NON_SPEECH, non_speech, speak  # noqa: E402
+from bench.results import report  # noqa: E402
 
 SR = 16000
 WORDS = ("river mountain quiet yellow window seven market garden engine silver morning "
@@ -119,15 +117,8 @@ def main() -> int:
         figures.append(("VAD x real time, one core", f"{len(audio) / SR / (time.perf_counter() - t0):.0f}x",
                         f"{len(audio) / SR:.0f} s of speech with pauses"))
     engine.close()
-    machine = f"vm ({platform.machine()}, {os.cpu_count()} cores)"
-    day = dt.date.today().isoformat()
-    cmd = "python bench/bench_segmentation.py " + " ".join(a for a in sys.argv[1:] if a != "--record")
-    lines = [f"| segmentation | {f} | {v} | {w}; Whisper-base int8 (faster-whisper), CPU | "
-             f"{machine} | {day} | `{cmd.strip()}` |" for f, v, w in figures]
-    print("\n".join(lines))
-    if args.record:
-        with open(ROOT / "bench" / "RESULTS.md", "a") as out:
-            out.write("\n".join(lines) + "\n")
+    engine_note = "Whisper-base int8 (faster-whisper), CPU"
+    report("segmentation", [(f, v, f"{w}; {engine_note}") for f, v, w in figures], args.record)
     return 0
 
 
