@@ -9,7 +9,9 @@ import pytest
 from asrd import config as config_mod
 from asrd.engines import EngineUnavailable, preparer_modules
 from asrd.engines.vllm_engine import VllmOptions
-from asrd.engines.vllm_inputs import PromptBuilder, PromptSpec, check_window
+from asrd.audio.pack import Member, split_by_time
+from asrd.engines.vllm_inputs import (TIME_STEP_S, PromptBuilder, PromptSpec, check_window,
+                                      timed_pieces)
 
 
 def test_options_split_ours_from_vllm_arguments_and_refuse_unknown_render_place():
@@ -48,3 +50,37 @@ def test_window_check_refuses_what_the_model_would_cut():
         check_window(np.zeros(30 * 16000 + 1, np.float32), 3)
     with pytest.raises(ValueError, match="mono"):
         check_window(np.zeros((2, 16000), np.float32))
+
+
+def test_packed_window_prompt_asks_for_timestamps():
+    prompts = PromptBuilder(PromptSpec("whisper", "transcribe", "", None, "en", "cpu"), None)
+    audio = np.zeros(16000, np.float32)
+    timed = prompts.prompt(audio, "en", "id-3", timestamps=True)["decoder_prompt"]
+    assert timed == "<|startoftranscript|><|en|><|transcribe|>"
+    assert prompts.prompt(audio, "en", "id-4")["decoder_prompt"].endswith("<|notimestamps|>")
+
+
+def test_whisper_output_with_timestamps_splits_back_to_its_clips():
+    """Token ids as Whisper writes them for a packed window (the real Whisper-base vocabulary):
+    <|t0|> text <|t1|><|t2|> text <|t3|> ... ; the last piece was cut off (no closing time)."""
+    transformers = pytest.importorskip("transformers")
+    from asrd.testing import tiny_models
+
+    tok = transformers.WhisperTokenizerFast(
+        tokenizer_file=str(tiny_models.whisper_tokenizer_file()))
+    begin = tok.convert_tokens_to_ids("<|notimestamps|>") + 1  # <|0.00|>
+
+    def at(seconds: float) -> int:
+        return begin + round(seconds / TIME_STEP_S)
+
+    def text(words: str) -> list[int]:
+        return tok.encode(words, add_special_tokens=False)
+
+    ids = ([at(0.0)] + text(" one two") + [at(2.2), at(3.4)] + text(" three four")
+           + [at(4.8), at(6.0)] + text(" five") + [tok.convert_tokens_to_ids("<|endoftext|>")])
+    decode = lambda t: tok.decode(t, skip_special_tokens=True)  # noqa: E731
+    pieces = timed_pieces(ids, begin, decode)
+    assert [(a, b, t.strip()) for a, b, t in pieces] == [
+        (0.0, 2.2, "one two"), (3.4, 4.8, "three four"), (6.0, float("inf"), "five")]
+    members = [Member(0, "a", 0.0, 2.3), Member(1, "b", 3.3, 1.6), Member(2, "c", 5.9, 2.0)]
+    assert split_by_time(pieces, members) == ["one two", "three four", None]

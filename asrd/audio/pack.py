@@ -6,6 +6,7 @@ text is split back to its rows by time (asrd.engines: `Engine.transcribe_packed`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +73,7 @@ def split_by_time(words: list[tuple[float, float, str]], members: list[Member]
     texts: list[list[str]] = [[] for _ in members]
     bad: set[int] = set()
     for start, end, text in words:
-        mid = (start + end) / 2
+        mid = (start + end) / 2 if math.isfinite(end) else start  # a cut-off piece: its start
         k = next((k for k, m in enumerate(members)
                   if m.offset_s - reach <= mid <= m.offset_s + m.length_s + reach), None)
         if k is None:

@@ -34,8 +34,9 @@ class Segment:
 class InputPreparer(Protocol):
     """Turns a segment's audio into the engine's input in a CPU decode actor (picklable)."""
 
-    def prepare(self, audio: np.ndarray, language: str | None) -> Any:
-        """The engine input; raises ValueError for audio the model cannot take."""
+    def prepare(self, audio: np.ndarray, language: str | None, timestamps: bool = False) -> Any:
+        """The engine input; raises ValueError for audio the model cannot take. `timestamps`:
+        the input of a packed window, whose text is split back by time."""
 
 
 class Engine(ABC):

@@ -54,13 +54,15 @@ def audio_chat_messages(instruction: str, language: str | None,
     return messages
 
 
-def whisper_decoder_prompt(language: str | None, task: str = "transcribe") -> str:
+def whisper_decoder_prompt(language: str | None, task: str = "transcribe",
+                           timestamps: bool = False) -> str:
     """Whisper's decoder prompt as text (for engines that take a text prompt, such as vLLM).
 
-    Without a language the language token is left out and the model detects the language.
+    Without a language the language token is left out and the model detects the language; with
+    `timestamps` the model writes a timestamp token at each end of every piece of text.
     """
     lang = f"<|{language.lower()}|>" if language else ""
-    return f"<|startoftranscript|>{lang}<|{task}|><|notimestamps|>"
+    return f"<|startoftranscript|>{lang}<|{task}|>" + ("" if timestamps else "<|notimestamps|>")
 
 
 def check_judge_template(user_template: str) -> None:

@@ -177,7 +177,8 @@ class WhisperFeatures:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["model_dir"])
 
-    def prepare(self, audio: np.ndarray, language: str | None) -> np.ndarray:
+    def prepare(self, audio: np.ndarray, language: str | None,
+                timestamps: bool = False) -> np.ndarray:
         """Features (n_mels, 3000), float32; the language is forced later, by the engine."""
         _check_audio(audio)
         if self._extractor is None:

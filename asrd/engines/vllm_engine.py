@@ -39,8 +39,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from asrd.audio.pack import Member, split_by_time
 from asrd.engines.base import Engine, EngineUnavailable, Segment
-from asrd.engines.vllm_inputs import InputRenderer, PromptBuilder, PromptSpec, check_window
+from asrd.engines.vllm_inputs import (InputRenderer, PromptBuilder, PromptSpec, check_window,
+                                      timed_pieces)
 
 log = logging.getLogger(__name__)
 
@@ -283,14 +285,31 @@ class VllmEngine(Engine):
         token_ids = self.generate_ids(segments)
         return [self._tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
 
-    def generate_ids(self, segments: list[Segment]) -> list[list[int]]:
+    @classmethod
+    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+        """Whisper writes timestamps to split a packed window by; Qwen2-Audio does not."""
+        return model_kind(engine_cfg.model) == "whisper"
+
+    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
+        """The window with Whisper's timestamps (its prompt without <|notimestamps|>; a window
+        prepared in a decode actor has it already), split back to its clips by time."""
+        if window.prepared is None:
+            check_window(window.audio)
+        (ids,) = self.generate_ids([window], timestamps=True)
+        # <|0.00|> follows <|notimestamps|> in every Whisper vocabulary (not every tokenizer
+        # file lists the timestamp tokens themselves)
+        begin = self._tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
+        decode = lambda t: self._tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
+        return split_by_time(timed_pieces(ids, begin, decode), members)
+
+    def generate_ids(self, segments: list[Segment], timestamps: bool = False) -> list[list[int]]:
         """Output token ids per segment; rebuilds a dead engine and retries (bounded)."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
         while True:
             generation = self._generation
             try:
-                return self.submit(self._batch(segments)).result()
+                return self.submit(self._batch(segments, timestamps)).result()
             except EngineDeadError:
                 self._restart(generation)
 
@@ -315,30 +334,31 @@ class VllmEngine(Engine):
             self._start()
             self._generation += 1
 
-    async def _batch(self, segments: list[Segment]) -> list[list[int]]:
-        results = await asyncio.gather(*(self._one(s) for s in segments), return_exceptions=True)
+    async def _batch(self, segments: list[Segment], timestamps: bool = False) -> list[list[int]]:
+        results = await asyncio.gather(*(self._one(s, timestamps) for s in segments),
+                                       return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
         return results  # type: ignore[return-value]
 
-    async def render(self, segment: Segment, request_id: str):
+    async def render(self, segment: Segment, request_id: str, timestamps: bool = False):
         """The engine input for one segment, prepared in the front end's thread pool."""
         from vllm.renderers.inputs.preprocess import parse_model_prompt
 
-        prompt = self.prompts.prompt(segment.audio, segment.language, request_id)
+        prompt = self.prompts.prompt(segment.audio, segment.language, request_id, timestamps)
         parsed = parse_model_prompt(self._llm.model_config, prompt)
         async with self._render_slots:
             (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])
         return engine_input
 
-    async def _one(self, segment: Segment) -> list[int]:
+    async def _one(self, segment: Segment, timestamps: bool = False) -> list[int]:
         request_id = f"asrd-{next(self._ids)}"
         if segment.prepared is not None:
             # rendered in a decode actor; it arrives now (the engine's order is arrival order)
             engine_input = {**segment.prepared, "arrival_time": time.time()}
         else:
-            engine_input = await self.render(segment, request_id)
+            engine_input = await self.render(segment, request_id, timestamps)
         return await self.generate_rendered(engine_input, request_id)
 
     async def generate_rendered(self, engine_input, request_id: str) -> list[int]:

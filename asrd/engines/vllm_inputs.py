@@ -45,16 +45,19 @@ class PromptBuilder:
 
     def __init__(self, spec: PromptSpec, tokenizer: Any):
         self.spec, self.tokenizer = spec, tokenizer
-        self._texts: dict[str | None, str] = {}
+        self._texts: dict[tuple[str | None, bool], str] = {}
 
-    def text(self, language: str | None) -> str:
-        """The text part of the prompt (the same for every clip of one language)."""
-        if language not in self._texts:
+    def text(self, language: str | None, timestamps: bool = False) -> str:
+        """The text part of the prompt (the same for every clip of one language); `timestamps`
+        (Whisper) for a packed window, whose text is split back to its clips by time."""
+        key = (language, timestamps)
+        if key not in self._texts:
             if self.spec.kind == "whisper":
-                self._texts[language] = prompts.whisper_decoder_prompt(language, self.spec.task)
+                self._texts[key] = prompts.whisper_decoder_prompt(language, self.spec.task,
+                                                                  timestamps)
             else:
-                self._texts[language] = self._qwen_chat(language)
-        return self._texts[language]
+                self._texts[key] = self._qwen_chat(language)
+        return self._texts[key]
 
     def _qwen_chat(self, language: str | None) -> str:
         messages = prompts.audio_chat_messages(self.spec.instruction, language,
@@ -66,7 +69,8 @@ class PromptBuilder:
                              f"{text!r}")
         return text
 
-    def prompt(self, audio: np.ndarray, language: str | None, audio_id: str) -> dict[str, Any]:
+    def prompt(self, audio: np.ndarray, language: str | None, audio_id: str,
+               timestamps: bool = False) -> dict[str, Any]:
         """vLLM's prompt dict; `audio_id` must be unique (it keys vLLM's encoder cache)."""
         mm: dict[str, Any] = {
             "multi_modal_data": {"audio": (np.ascontiguousarray(audio, dtype=np.float32),
@@ -75,7 +79,7 @@ class PromptBuilder:
             "multi_modal_uuids": {"audio": [audio_id]}}
         if self.spec.feature_device != "cpu":
             mm["mm_processor_kwargs"] = {"device": self.spec.feature_device}
-        text = self.text(language or self.spec.language)
+        text = self.text(language or self.spec.language, timestamps)
         if self.spec.kind == "whisper":
             return {"encoder_prompt": {"prompt": "", **mm}, "decoder_prompt": text}
         return {"prompt": text, **mm}
@@ -126,10 +130,36 @@ class InputRenderer:
         self._renderer = renderer_from_config(self.vllm_config)
         self._prompts = PromptBuilder(self.spec, self._renderer.get_tokenizer())
 
-    def prepare(self, audio: np.ndarray, language: str | None) -> Any:
+    def prepare(self, audio: np.ndarray, language: str | None, timestamps: bool = False) -> Any:
         """The engine input for one segment (refuses one longer than the model's window)."""
         check_window(audio)
         if self._renderer is None:
             self._setup()
-        prompt = self._prompts.prompt(audio, language, uuid.uuid4().hex)
+        prompt = self._prompts.prompt(audio, language, uuid.uuid4().hex, timestamps)
         return render(self._renderer, self.vllm_config.model_config, prompt)
+
+
+TIME_STEP_S = 0.02  # Whisper's timestamp tokens count in steps of 20 ms
+
+
+def timed_pieces(token_ids: list[int], timestamp_begin: int, decode: Any
+                 ) -> list[tuple[float, float, str]]:
+    """Whisper's output with timestamps as (start, end, text) pieces: each piece's text stands
+    between two timestamp tokens. Text after the last timestamp (the output was cut off) ends
+    at infinity, so that it cannot be placed with confidence."""
+    pieces: list[tuple[float, float, str]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in token_ids:
+        if token >= timestamp_begin:
+            t = (token - timestamp_begin) * TIME_STEP_S
+            closing = start is not None and bool(text)
+            if closing and decode(text).strip():
+                pieces.append((start, t, decode(text)))
+            start = None if closing else t
+            text = []
+        else:
+            text.append(token)
+    if text and decode(text).strip():
+        pieces.append((start if start is not None else 0.0, float("inf"), decode(text)))
+    return pieces

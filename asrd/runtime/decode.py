@@ -99,7 +99,8 @@ class DecodeWorker:
             return segments
         t0 = time.perf_counter()
         try:
-            return [self.preparer.prepare(s, item.language) for s in segments]
+            return [self.preparer.prepare(s, item.language, timestamps=out.window is not None)
+                    for s in segments]
         except Exception as e:  # audio the model cannot take costs its row, not the shard
             out.error = f"engine input error: {type(e).__name__}: {e}"
             return []
