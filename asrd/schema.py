@@ -49,7 +49,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("pack_offset_s", pa.float64()),
 ])
 
-# Optional judge columns (issue: LLM-judge stage); present only when the judge ran.
+# Optional judge columns; present only when the judge ran.
 JUDGE_FIELDS = [("score", pa.float64()), ("judge_error", pa.string())]
 
 

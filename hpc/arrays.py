@@ -2,7 +2,7 @@
 
 `--array` strings ("0-999%64", "1,3,5-9", "0-15:4") are parsed into sorted indices and formatted
 back compactly. MaxArraySize caps the largest index, not only the count (so `--array=1001-2000`
-fails on a default cluster: PITFALLS 1): work beyond it is split into several arrays, each with
+fails on a default cluster): work beyond it is split into several arrays, each with
 indices from 0 and an offset into the task list.
 """
 

@@ -1,4 +1,4 @@
-"""Every kind of bad or awkward input users have, built on this machine (issue 7's list)."""
+"""Every kind of bad or awkward input users have, built on this machine."""
 
 from __future__ import annotations
 

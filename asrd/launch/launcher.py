@@ -2,7 +2,7 @@
 
 `--array` takes SLURM's syntax and selects SHARDS (not array indices); the selected shards that
 have no marker are grouped `slurm.shards_per_task` to a task, and the tasks are submitted through
-submitit as one array, or as several when there are more than MaxArraySize (PITFALLS 1). Every
+submitit as one array, or as several when there are more than MaxArraySize. Every
 submission is recorded in RUN_DIR/submissions/ (which job, which task, which shards), which is
 how `asrd status` joins SLURM's view to the markers and `asrd resubmit` finds what is left.
 

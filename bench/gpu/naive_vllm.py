@@ -59,4 +59,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    os._exit(0)  # vLLM's atexit hooks can hang an offline script (PITFALLS.md 8)
+    os._exit(0)  # vLLM's atexit hooks can hang an offline script

@@ -1,5 +1,5 @@
 # Source on the lent GPU machine after scripts/device/setup.sh: the installed wheels and the
-# settings vLLM needs there (recipes/README.md, PITFALLS.md 8).
+# settings vLLM needs there (its FlashInfer sampler and forked workers fail there).
 export PYTHONPATH=/tmp/site:$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)${PYTHONPATH:+:$PYTHONPATH}
 export PATH=/tmp/site/bin:$PATH
 export PYTHONUNBUFFERED=1

@@ -30,7 +30,7 @@ get() {
     --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
     --platform any -d "$dl" "$@"
 }
-# vLLM and what its offline engine imports that the device image lacks (recipes/README.md).
+# vLLM and what its offline engine imports that the device image lacks.
 get "vllm==0.25.0" annotated_types "apache_tvm_ffi==0.1.11" astor blake3 cachetools cbor2 \
   "compressed_tensors==0.17.0" "depyf==0.20.0" dill "diskcache==5.6.3" "fastapi==0.136.3" \
   httpcore2 httpx2 ijson interegular jiter jsonschema jsonschema_specifications "lark==1.2.2" \
