@@ -81,8 +81,6 @@ class FaultEngine(Engine):
     def name(self) -> str:
         return f"fault({self.inner.name})" if self.inner else "fault"
 
-    supports_packing = True
-
     @classmethod
     def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
         from asrd.engines.registry import engine_class
@@ -90,27 +88,35 @@ class FaultEngine(Engine):
         inner = faults.inner if faults is not None else None
         return engine_class(inner).packs(engine_cfg) if inner else True
 
-    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
-        """The inner engine's split, or each member's own description; None for the rows in
-        `unplaceable_ids` (their words "could not be placed")."""
-        self.transcribe([])  # counts as a call: the same hooks apply
-        record(self.faults, "engine-windows", ids=[m.id for m in members])
-        texts = (self.inner.transcribe_packed(window, members) if self.inner else
-                 [f"{m.id} {m.length_s:.2f} seconds" for m in members])
-        return [None if m.id in self.faults.unplaceable_ids else t
-                for m, t in zip(members, texts)]
-
     def input_preparer(self) -> InputPreparer | None:
         return self.inner.input_preparer() if self.inner else None
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
+        ids = [s.id for s in segments]
+        call = self._hooks(ids, "engine-calls")
+        texts = self.inner.transcribe(segments) if self.inner else [_describe(s) for s in segments]
+        record(self.faults, "engine-calls", call=call, ids=ids, outcome="ok")
+        return texts
+
+    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
+        """The inner engine's split, or each member's own description; None for the rows in
+        `unplaceable_ids` (their words "could not be placed"). The same hooks apply."""
+        ids = [m.id for m in members]
+        call = self._hooks(ids, "engine-windows")
+        texts = (self.inner.transcribe_packed(window, members) if self.inner else
+                 [f"{m.id} {m.length_s:.2f} seconds" for m in members])
+        record(self.faults, "engine-windows", call=call, ids=ids, outcome="ok")
+        return [None if m.id in self.faults.unplaceable_ids else t
+                for m, t in zip(members, texts)]
+
+    def _hooks(self, ids: list[str | None], log: str) -> int:
+        """One engine call's faults, in order: exit, block, delay, raise. Returns its number."""
         with self.lock:
             self.calls += 1
             call = self.calls
         f = self.faults
-        ids = [s.id for s in segments]
         if f.exit_after_calls and call > f.exit_after_calls and self._first_exit():
-            record(f, "engine-calls", call=call, ids=ids, outcome="exit")
+            record(f, log, call=call, ids=ids, outcome="exit")
             os._exit(1)
         if f.block_after_calls >= 0 and call > f.block_after_calls:
             self._block(call)
@@ -118,13 +124,10 @@ class FaultEngine(Engine):
             time.sleep(f.call_delay_s)
         failing = [i for i in ids if i in f.fail_ids]
         if failing or call in f.raise_on_calls:
-            record(f, "engine-calls", call=call, ids=ids, outcome="raised")
+            record(f, log, call=call, ids=ids, outcome="raised")
             why = f"row {failing[0]}" if failing else f"call {call}"
             raise InjectedFault(f"injected engine failure on {why}")
-        texts = (self.inner.transcribe(segments) if self.inner and segments
-                 else [_describe(s) for s in segments])
-        record(f, "engine-calls", call=call, ids=ids, outcome="ok")
-        return texts
+        return call
 
     def _first_exit(self) -> bool:
         """True once per state_dir (every time without one): a restarted actor then carries on."""
