@@ -180,12 +180,15 @@ def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, ca
     run, release = tmp_path / "run", tmp_path / "release"
     cancel_after[1].append(run)
     # 3 + 3 + 2 rows; each task commits its first row, then its engine holds the next call
-    # until `release` exists, so shard 0 cannot finish before it is cancelled.
+    # until `release` exists, so shard 0 cannot finish before it has ended.
     plan(corpus_index, run, 3, *blocking_engine(run, release, 1), "pipeline.part_rows=1")
     asrd("submit", "--array", "0-2%2", f"run.dir={run}", *TASK)
     victim = first_task_keys(run)[0]  # shard 0
     wait_for(lambda: parts(run, 0) >= 1, 120, "shard 0 to commit a part", run)
     subprocess.run(["scancel", victim], check=True)
+    # scancel returns before the task gets its signal: release the engines only once shard 0
+    # has ended, or it could finish its held row first.
+    wait_for(lambda: srun_says(run, victim), 120, "shard 0's task to end", run)
     release.touch()
     wait_for(lambda: done(run) == {1, 2} and slurm_states(run).get(0) == "failed", 120,
              "shards 1, 2 done and shard 0 cancelled", run)
