@@ -197,9 +197,33 @@ class Config:
     faults: FaultCfg = field(default_factory=FaultCfg)
 
 
-# Sections whose change changes the output: the config hash covers these only, so that a
-# resubmission to another partition or with more memory is not refused as "config drift".
-HASHED_SECTIONS = ("run.index", "run.num_shards", "audio", "engine", "judge")
+# The hashed/run-only split. OUTPUT_KEYS change the rows a run writes (model, prompt, decoding,
+# audio and segmentation, judge): the config hash covers exactly these, and a resubmission or merge
+# with a different value is refused as config drift, naming the key. RUN_KEYS say where and how
+# the run executes (engines, GPUs, batching, pipeline sizing, SLURM, store, tracking, faults):
+# they may change between resubmits. An entry names a key or a whole section; every key of the
+# schema is under exactly one entry of the two (tests/test_config.py checks it), so a new key must
+# be classified here. A new output-relevant section (e.g. quality) is added to OUTPUT_KEYS whole.
+OUTPUT_KEYS = (
+    "run.index", "run.num_shards",
+    "audio.sample_rate", "audio.max_segment_s", "audio.vad", "audio.pack", "audio.max_duration_s",
+    "engine.kind", "engine.model", "engine.compute_type", "engine.language", "engine.task",
+    "engine.instruction", "engine.system_prompt", "engine.max_new_tokens", "engine.beam_size",
+    "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.extra",
+    "judge.enabled", "judge.kind", "judge.model", "judge.system_prompt", "judge.user_template",
+    "judge.choices", "judge.extra",
+)
+RUN_KEYS = (
+    "run.name", "run.dir",
+    "audio.read_retries",
+    "engine.device", "engine.batch_size", "engine.num_engines", "engine.gpus_per_engine",
+    "engine.cpus_per_engine", "engine.tensor_parallel_size", "engine.gpu_memory_utilization",
+    "engine.max_model_len", "engine.calls_in_flight",
+    "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
+    "judge.gpu_memory_utilization",
+    "pipeline", "slurm", "store", "wandb", "merge", "faults",
+)
+FREE_FORM_MAPS = ("engine.extra", "judge.extra", "slurm.env")  # keys chosen by the user: one value
 
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -258,10 +282,44 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
 
 
+def _covered(key: str, entries: tuple[str, ...]) -> bool:
+    return any(key == e or key.startswith(e + ".") for e in entries)
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every value of a plain config tree; free-form maps stay whole."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in FREE_FORM_MAPS:
+            out.update(_leaves(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def leaf_values(cfg: DictConfig) -> dict[str, Any]:
+    """Every key of `cfg` with its value, dotted ("???" where a required key is not set)."""
+    return _leaves(OmegaConf.to_container(cfg, resolve=True))
+
+
+def is_output_key(key: str) -> bool:
+    """Whether `key` (dotted) changes the output rows, i.e. is covered by the config hash."""
+    return _covered(key, OUTPUT_KEYS)
+
+
+def output_values(cfg: DictConfig) -> dict[str, Any]:
+    """The output-relevant keys and their values: what the config hash covers."""
+    return {k: v for k, v in leaf_values(cfg).items() if is_output_key(k)}
+
+
+def output_diff(old: DictConfig, new: DictConfig) -> list[str]:
+    """The output-relevant keys whose values differ between two configs, sorted."""
+    a, b = output_values(old), output_values(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """A short hash of the output-relevant sections (see HASHED_SECTIONS)."""
-    parts = {key: OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
-             if OmegaConf.is_config(OmegaConf.select(cfg, key)) else OmegaConf.select(cfg, key)
-             for key in HASHED_SECTIONS}
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    """A short hash of the output-relevant keys (OUTPUT_KEYS)."""
+    blob = json.dumps(output_values(cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asrd import config as config_mod
 from hpc.markers import Markers, shard_name
@@ -78,18 +78,9 @@ class RunDir:
         frozen = self.frozen_config()
         old, new = config_mod.config_hash(frozen), config_mod.config_hash(cfg)
         if old != new and not force:
-            diff = _diff(OmegaConf.to_container(frozen, resolve=True),
-                         OmegaConf.to_container(cfg, resolve=True))
+            diff = config_mod.output_diff(frozen, cfg)
             raise RunDirError(
                 f"config drift: {self.path} was planned with config {old}, this one is {new} "
-                f"(differs in: {', '.join(diff[:8]) or 'hashed sections'}). Use another run.dir "
-                "for a new run, or --force to run anyway.")
-
-
-def _diff(a: object, b: object, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
+                f"(output-relevant keys differ: {', '.join(diff[:8]) or 'none named'}). Keys "
+                "that only say where and how it runs may change; for another output use another "
+                "run.dir, or --force to run anyway.")

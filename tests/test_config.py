@@ -1,8 +1,11 @@
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
 from asrd import config as config_mod
 from asrd.config import ConfigError
+from asrd.rundir import RunDir, RunDirError
 
 
 def test_defaults_and_overrides():
@@ -44,6 +47,41 @@ def test_hash_covers_outputs_not_placement():
     other = config_mod.load(None, ["run.index=/x.parquet", "engine.model=/models/large"])
     assert config_mod.config_hash(base) == config_mod.config_hash(same)
     assert config_mod.config_hash(base) != config_mod.config_hash(other)
+
+
+def test_every_key_is_either_output_or_run():
+    keys = config_mod.leaf_values(config_mod.load(None, []))
+    both = [k for k in keys if config_mod._covered(k, config_mod.OUTPUT_KEYS)
+            and config_mod._covered(k, config_mod.RUN_KEYS)]
+    neither = [k for k in keys if not config_mod._covered(k, config_mod.OUTPUT_KEYS)
+               and not config_mod._covered(k, config_mod.RUN_KEYS)]
+    assert not both and not neither, f"classify in OUTPUT_KEYS or RUN_KEYS: {both + neither}"
+
+
+RUN_ONLY = ["engine.num_engines=4", "engine.calls_in_flight=7", "engine.gpu_memory_utilization=0.5",
+            "engine.batch_size=3", "engine.gpus_per_engine=0.5", "engine.device=cuda",
+            "judge.batch_size=2", "pipeline.decode_actors=9", "pipeline.part_rows=5",
+            "slurm.mem_gb=3", "slurm.partition=x", "store.cache_gb=1", "audio.read_retries=5"]
+
+
+@pytest.mark.parametrize("override", RUN_ONLY)
+def test_run_only_key_is_not_drift(tmp_path, override):
+    rd = RunDir(tmp_path)
+    base = ["run.index=/x.parquet"]
+    (tmp_path / "config.yaml").write_text(config_mod.to_yaml(config_mod.load(None, base)))
+    rd.check_config(config_mod.load(None, [*base, override]))  # accepted
+
+
+@pytest.mark.parametrize("override", ["engine.beam_size=5", "engine.model=/m", "audio.vad.threshold=0.3",
+                                      "audio.pack.max_clip_s=10", "judge.system_prompt=Rate it.",
+                                      "engine.instruction=hi"])
+def test_output_key_is_drift_naming_it(tmp_path, override):
+    rd = RunDir(tmp_path)
+    base = ["run.index=/x.parquet"]
+    (tmp_path / "config.yaml").write_text(config_mod.to_yaml(config_mod.load(None, base)))
+    key = override.split("=")[0]
+    with pytest.raises(RunDirError, match=rf"config drift.*differ: {re.escape(key)}\)"):
+        rd.check_config(config_mod.load(None, [*base, override]))
 
 
 def test_missing_index_is_clear():
