@@ -7,11 +7,13 @@ and speeds.
 - long recordings: `--long` recordings of `--sentences` different sentences each, 0.6-2.5 s pauses
   between them: WER of the whole recording (segments joined) against the WER of the same
   sentences transcribed one by one;
+- one sentence said `--repeat` times (pauses 0.3-1.0 s): how many of the repeats come out, and the
+  WER, with VAD and without (Whisper tends to write a repeated sentence once per window);
 - VAD speed: x real time on one core.
 Each recording goes through what a decode actor does (`asrd.audio.segment`) and the engine
 interface, with VAD (the default) and without (cut at the quietest frame before 30 s).
 
-    python bench/bench_segmentation.py --long 3 --sentences 24
+    python bench/bench_segmentation.py --long 3 --sentences 24 --repeat 40
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--long", type=int, default=3, help="long recordings")
     ap.add_argument("--sentences", type=int, default=24, help="sentences per long recording")
+    ap.add_argument("--repeat", type=int, default=40, help="repeats of one sentence")
     ap.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
     args = ap.parse_args()
     rng = random.Random(7)
@@ -109,6 +112,20 @@ def main() -> int:
             wer = word_error_rate(refs, whole[with_vad])
             figures.append((f"long-form WER, whole recordings, VAD {'on' if with_vad else 'off'}",
                             f"{wer:.1%} ({100 * (wer - base):+.1f} points)", work))
+        # one sentence, said again and again
+        said = "the quick brown fox jumps over the lazy dog"
+        clip = spoken(said, folder, "repeat", "en-us", 160)
+        parts_r = []
+        for _ in range(args.repeat):
+            parts_r += [clip, np.zeros(int(rng.uniform(0.3, 1.0) * SR), np.float32)]
+        looped = np.concatenate(parts_r)
+        work = f"one sentence said {args.repeat} times ({len(looped) / SR:.0f} s), pauses 0.3-1.0 s"
+        for with_vad in (True, False):
+            text = transcribe(engine, looped, vad if with_vad else None)
+            found = text.lower().count("lazy")
+            wer = word_error_rate([" ".join([said] * args.repeat)], [text])
+            figures.append((f"repeated sentence, repeats transcribed, VAD {'on' if with_vad else 'off'}",
+                            f"{found} of {args.repeat} (WER {wer:.1%})", work))
         # VAD speed on one core
         audio = np.concatenate([np.concatenate(parts)] * 3)
         segment(audio[:SR * 5], SR, 30.0, vad)  # load the model

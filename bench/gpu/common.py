@@ -34,6 +34,10 @@ MODELS = {
                                          attention_heads=20, ffn_dim=5120, num_mel_bins=128,
                                          vocab_size=51866, init_std=0.02), "float16"),
     "qwen2-audio-7b": ("qwen2_audio", None, "bfloat16"),
+    # The judge: a 7B text LLM of Qwen2-7B-Instruct's size (config.json of the checkpoint).
+    "qwen2-7b": ("text_lm", dict(hidden_size=3584, layers=28, heads=28, kv_heads=4,
+                                 intermediate_size=18944, vocab_size=152064, init_std=0.02),
+                 "bfloat16"),
 }
 
 
@@ -63,6 +67,8 @@ def build_model(name: str, out_root: str | Path, tokenizer_json: str | Path | No
     kind, size, _ = MODELS[name]
     if kind == "whisper":
         tiny_models.build_whisper(out, tiny_models.WhisperSize(**size), weights=False)
+    elif kind == "text_lm":
+        tiny_models.build_text_lm(out, tiny_models.TextLMSize(**size), weights=False)
     else:
         tiny_models.build_qwen2_audio(out, tiny_models.QWEN2_AUDIO_7B, weights=False)
     return out

@@ -37,6 +37,13 @@ def main() -> None:
     ap.add_argument("--limit-s", type=float, default=420)
     ap.add_argument("--render-in", default="decode", choices=["decode", "engine"])
     ap.add_argument("--decode-actors", type=int, default=0)
+    ap.add_argument("--judge", default=None, help="a judge model of MODELS (e.g. qwen2-7b): the "
+                    "vLLM judge beside the engines on the same GPU")
+    ap.add_argument("--gpu-share", type=float, default=0.85,
+                    help="gpu_memory_utilization of the engines (all of them together)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="more config overrides (repeatable)")
+    ap.add_argument("--tag", default="", help="appended to the figure's mode")
     args = ap.parse_args()
     import soundfile as sf
 
@@ -57,7 +64,7 @@ def main() -> None:
         (audio / "manifest.jsonl").write_text("".join(
             json.dumps({"path": f"utt{i:06d}.wav", "language": "en"}) + "\n"
             for i in range(args.files)))
-    run_dir = work / f"run-{args.model}-{args.engines}-{args.render_in}"
+    run_dir = work / f"run-{args.model}-{args.engines}-{args.render_in}{args.tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     index = work / "index.parquet"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
@@ -77,11 +84,21 @@ def main() -> None:
         "pipeline.part_seconds=3600", "wandb.mode=disabled",
         f"engine.extra.render_in={args.render_in}",
         "audio.vad.enabled=false",  # the synthetic clips are tones, not speech: VAD would drop them
-        f"pipeline.decode_actors={args.decode_actors}"]
+        f"pipeline.decode_actors={args.decode_actors}",
+        f"engine.gpu_memory_utilization={args.gpu_share / args.engines:.3f}", *args.set]
+    if args.judge:
+        judge_dir = build_model(args.judge, args.models_root, args.tokenizer_json)
+        # Engines and judge share the GPU: each takes half of it in Ray's accounting.
+        overrides = [o.replace(f"engine.gpus_per_engine={1.0 / args.engines}",
+                               f"engine.gpus_per_engine={0.5 / args.engines}") for o in overrides]
+        overrides += ["judge.enabled=true", "judge.kind=vllm", f"judge.model={judge_dir}",
+                      "judge.gpus_per_engine=0.5", "judge.gpu_memory_utilization=0.35",
+                      "judge.extra.load_format=dummy", f"judge.extra.dtype={dtype_of(args.judge)}",
+                      "judge.batch_size=256"]
     subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
     parts = run_dir / "shards" / "shard-000000.parts"
     final = run_dir / "shards" / "shard-000000.parquet"
-    log = open(out_dir() / f"e2e-{args.model}-{args.engines}-{args.render_in}.log", "w")
+    log = open(out_dir() / f"e2e-{args.model}-{args.engines}-{args.render_in}{args.tag}.log", "w")
     done, seen = [], 0
     with GpuSampler() as gpu:
         t0 = time.monotonic()
@@ -103,19 +120,22 @@ def main() -> None:
 
     table = pq.read_table(final)
     errors = sum(e is not None for e in table.column("error").to_pylist())
+    scored = sum(s is not None for s in table.column("score").to_pylist()) \
+        if "score" in table.column_names else None
     rest = args.files - seen * args.part_rows
     if rest > 0:
         done.append((t_end, rest))
     first = done[0][0] if done else t_end
-    fig = figure(args.model, f"b_asrd_run_shard_{args.engines}eng_{args.render_in}", done,
+    fig = figure(args.model, f"b_asrd_run_shard_{args.engines}eng_{args.render_in}{args.tag}", done,
                  first, args.clip_s,
                  args.tokens, gpu, total_wall_s=round(t_end - t0, 1), rows=table.num_rows,
                  error_rows=errors, engines=args.engines, batch=args.batch, calls=args.calls,
                  render_in=args.render_in, decode_actors=_decode_actors(log.name),
+                 judge=args.judge, overrides=args.set, scored_rows=scored,
                  note="rate from the first committed part (engine start-up excluded)")
     save([fig], out_dir() / "figures.jsonl", device=gpu.name)
     print(f"E2E {args.model} engines={args.engines} render_in={args.render_in}: "
-          f"{table.num_rows} rows, {errors} errors, "
+          f"{table.num_rows} rows, {errors} errors, {scored} scored, "
           f"{t_end - t0:.1f} s with start-up", flush=True)
 
 

