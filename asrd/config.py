@@ -180,6 +180,8 @@ class FaultCfg:
     call_delay_s: float = 0.0  # every engine call takes at least this long
     decode_exit_ids: list[str] = field(default_factory=list)  # a decode actor exits on these rows
     unplaceable_ids: list[str] = field(default_factory=list)  # packed: these rows' words unplaced
+    kill_at: Optional[str] = None  # the process SIGKILLs itself at this named point (faults.POINTS)
+    hold_at: Optional[str] = None  # ... or waits there until `release_file` exists
     state_dir: Optional[str] = None  # where the hooks log what they did (tests read it)
 
 

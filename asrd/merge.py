@@ -1,13 +1,21 @@
-"""`asrd merge`: validate every shard against the plan and the index, then stream them into the
-merged dataset (Parquet files of a target size) and a summary.
+"""`asrd merge`: verify every shard against its marker and the plan, then stream the shards into
+the merged dataset (Parquet files of a target size) and a summary.
 
-Memory stays flat: shards are read one record batch at a time, and exactly-once is checked per
-shard against that shard's slice of the index (its ids, by row number). The merged folder is built
-under a temporary name and swapped in by rename, so a reader never sees half a merge.
+Verification (asrd.verify, full depth) hashes every shard file against the sha256 its marker
+recorded before anything is written; a shard that fails is named, its marker is invalidated and
+`asrd resubmit` / `asrd run` redo exactly it. Memory stays flat: shards are read one record batch
+at a time, and exactly-once is checked per shard against that shard's slice of the index (its ids,
+by row number).
+
+The merged folder is built under a temporary name and swapped in by rename, so a reader never sees
+half a merge. One merge at a time holds the run's merge lock; the next one first repairs what a
+killed one left: a `merged.old/` without `merged/` is put back (it is the last whole merge), one
+beside `merged/` is removed, and so are `.merged.tmp-*` folders (no live merge owns them).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +30,26 @@ from asrd.filters import FilterCounts, parse_filter
 from asrd.plan import Plan, load_plan, read_rows
 from asrd.rundir import RunDir
 from asrd.schema import tally
+from asrd.testing.faults import at_point
+from asrd.verify import verify_shards
 from hpc.arrays import format_array
-from hpc.commit import tmp_name, write_json
+from hpc.commit import fsync_dir, tmp_name, write_json
+from hpc.markers import exclusive_or_wait
+
+log = logging.getLogger("asrd.merge")
 
 
 class MergeError(RuntimeError):
     """The run cannot be merged as asked; the message lists what is wrong."""
+
+
+class _ShardBroken(Exception):
+    """A shard whose file matches its marker but not the index (rows missing, repeated, or under
+    other ids): it is no longer done."""
+
+    def __init__(self, shard: int, why: str):
+        super().__init__(why)
+        self.shard, self.why = shard, why
 
 
 @dataclass
@@ -47,22 +69,6 @@ class MergeSummary:
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     per_shard: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _validate_shard(rd: RunDir, plan: Plan, shard: int, marker: dict[str, Any]) -> str | None:
-    """Why this shard cannot be merged, or None."""
-    spec = plan.shards[shard]
-    path = rd.shard_file(shard)
-    if marker.get("config_hash") != plan.config_hash:
-        return f"config hash {marker.get('config_hash')} differs from the run's {plan.config_hash}"
-    if not path.is_file():
-        return f"marker exists but {path.name} is missing"
-    if path.stat().st_size != marker.get("bytes"):
-        return f"{path.name} has {path.stat().st_size} bytes, its marker says {marker.get('bytes')}"
-    rows = pq.ParquetFile(path).metadata.num_rows
-    if not rows == marker.get("rows") == spec.rows:
-        return f"{path.name} has {rows} rows, marker {marker.get('rows')}, plan {spec.rows}"
-    return None
 
 
 def _index_ids(plan: Plan, shard: int) -> pa.Array:
@@ -108,22 +114,63 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None, row_filter: str
     expr = None
     if row_filter:
         expr = parse_filter(row_filter)
-    markers = rd.markers.read_all()
-    summary = MergeSummary(shards_planned=plan.num_shards, filter=row_filter)
-    summary.missing_shards = [s for s in range(plan.num_shards) if s not in markers]
-    for s, m in markers.items():
-        if s >= plan.num_shards:
-            summary.rejected_shards[s] = "not in the plan"
-        elif (why := _validate_shard(rd, plan, s, m)) is not None:
-            summary.rejected_shards[s] = why
-    if (summary.missing_shards or summary.rejected_shards) and not allow_incomplete:
-        raise MergeError(_incomplete_message(summary))
-    good = [s for s in sorted(markers) if s not in summary.rejected_shards]
-    if not good:
-        raise MergeError("no shard can be merged: " + _incomplete_message(summary))
+    with _merge_lock(rd):
+        _recover(rd)
+        verdicts = verify_shards(rd, plan, full=True)
+        summary = MergeSummary(shards_planned=plan.num_shards, filter=row_filter)
+        summary.rejected_shards = dict(sorted(verdicts.bad.items()))
+        summary.missing_shards = [s for s in range(plan.num_shards)
+                                  if s not in verdicts.good and s not in verdicts.bad]
+        if (summary.missing_shards or summary.rejected_shards) and not allow_incomplete:
+            raise MergeError(_incomplete_message(summary))
+        good = sorted(verdicts.good)
+        if not good:
+            raise MergeError("no shard can be merged: " + _incomplete_message(summary))
+        try:
+            _write_merged(cfg, rd, plan, good, verdicts.good, expr, summary)
+        except _ShardBroken as e:
+            with rd.markers.claim(e.shard) as mine:
+                if mine:
+                    rd.markers.invalidate(e.shard, e.why)
+            raise MergeError(f"shard {e.shard} rejected: {e.why}; it is no longer done (its marker "
+                             "moved to rejected/): run `asrd resubmit` (or `asrd run`) to redo it"
+                             ) from None
+    if track and cfg.wandb.mode != "disabled":
+        from asrd.tracking import log_merge
 
+        log_merge(cfg, rd.path, summary.__dict__, summary.per_shard, _samples(rd, cfg))
+    return summary
+
+
+def _merge_lock(rd: RunDir):
+    return exclusive_or_wait(rd.markers.claims_dir / "merge.lock", lambda: log.warning(
+        "another `asrd merge` is running on %s: waiting for it", rd.path))
+
+
+def _old_dir(rd: RunDir) -> Path:
+    return rd.merged_dir.with_name(rd.merged_dir.name + ".old")
+
+
+def _recover(rd: RunDir) -> None:
+    """Undo what a killed merge left (the caller holds the merge lock, so no merge is live)."""
+    old = _old_dir(rd)
+    if old.exists():
+        if rd.merged_dir.exists():  # killed after the swap: the new merge is whole
+            shutil.rmtree(old)
+        else:  # killed between the two renames: put the last whole merge back
+            old.rename(rd.merged_dir)
+            log.warning("restored %s, left by a merge that was killed", rd.merged_dir)
+    for leftover in rd.path.glob(f".{rd.merged_dir.name}.tmp-*"):
+        log.warning("removing %s, left by a merge that was killed", leftover)
+        shutil.rmtree(leftover)
+
+
+def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
+                  markers: dict[int, dict[str, Any]], expr, summary: MergeSummary) -> None:
+    """Stream the good shards into a new merged folder and swap it in."""
     out_tmp = tmp_name(rd.merged_dir)
     out_tmp.mkdir(parents=True)
+    at_point(cfg.faults, "merge.tmp_made")
     try:
         schema = pq.read_schema(rd.shard_file(good[0]))
         filter_counts = FilterCounts()
@@ -139,18 +186,18 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None, row_filter: str
         summary.files = writer.files
         summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
-        old = rd.merged_dir.with_name(rd.merged_dir.name + ".old")
+        fsync_dir(out_tmp)
+        at_point(cfg.faults, "merge.written")
+        old = _old_dir(rd)
         if rd.merged_dir.exists():
             rd.merged_dir.rename(old)
+            at_point(cfg.faults, "merge.old_moved")
         out_tmp.rename(rd.merged_dir)
+        fsync_dir(rd.path)
+        at_point(cfg.faults, "merge.new_moved")
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(out_tmp, ignore_errors=True)
-    if track and cfg.wandb.mode != "disabled":
-        from asrd.tracking import log_merge
-
-        log_merge(cfg, rd.path, summary.__dict__, summary.per_shard, _samples(rd, cfg))
-    return summary
 
 
 def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_counts,
@@ -161,16 +208,16 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_
     index_ids = _index_ids(plan, shard)
     seen = np.zeros(spec.rows, dtype=bool)
     audio_s = 0.0
-    for batch in pq.ParquetFile(rd.shard_file(shard)).iter_batches(batch_size=8192):
+    for batch in _batches(rd, shard):
         table = pa.Table.from_batches([batch]).cast(writer.schema)
         rel = table.column("row").to_numpy() - spec.start
         if rel.size and (rel.min() < 0 or rel.max() >= spec.rows):
-            raise MergeError(f"shard {shard}: holds rows outside its plan range")
+            raise _ShardBroken(shard, "it holds rows outside its plan range")
         if seen[rel].any() or len(np.unique(rel)) != len(rel):
-            raise MergeError(f"shard {shard}: some rows appear twice")
+            raise _ShardBroken(shard, "some rows appear twice")
         seen[rel] = True
         if not index_ids.take(pa.array(rel)).equals(table.column("id").combine_chunks()):
-            raise MergeError(f"shard {shard}: ids do not match the index rows they claim")
+            raise _ShardBroken(shard, "its ids do not match the index rows they claim")
         n_ok, n_failed, ok_audio = tally(table, summary.failures_by_reason)
         summary.rows += table.num_rows
         summary.ok += n_ok
@@ -182,13 +229,21 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_
         summary.kept += table.num_rows
         writer.write(table)
     if not seen.all():
-        raise MergeError(f"shard {shard}: {int((~seen).sum())} index rows are missing")
+        raise _ShardBroken(shard, f"{int((~seen).sum())} index rows are missing")
     summary.audio_hours += audio_s
     wall = marker.get("wall_s") or 0.0
     summary.per_shard.append({"shard": shard, "rows": marker["rows"], "failed": marker["failed"],
                               "audio_s": audio_s, "wall_s": wall, "host": marker.get("host"),
                               "rtf_x": audio_s / wall if wall else None})
     summary.shards_merged += 1
+
+
+def _batches(rd: RunDir, shard: int):
+    """The shard file's record batches; a file that does not read is a MergeError naming it."""
+    try:
+        yield from pq.ParquetFile(rd.shard_file(shard)).iter_batches(batch_size=8192)
+    except (pa.ArrowException, OSError) as e:
+        raise _ShardBroken(shard, f"{rd.shard_file(shard).name} does not read ({e})") from None
 
 
 def _samples(rd: RunDir, cfg: DictConfig) -> list[dict[str, Any]]:
@@ -210,7 +265,9 @@ def _incomplete_message(summary: MergeSummary) -> str:
                      f"marker: {format_array(summary.missing_shards)}")
     for s, why in sorted(summary.rejected_shards.items())[:20]:
         parts.append(f"shard {s} rejected: {why}")
-    parts.append("run `asrd resubmit` (or `asrd run`) to finish them, or merge what exists with "
-                 "--allow-incomplete")
+    if summary.rejected_shards:
+        parts.append("rejected shards are no longer done (their markers moved to rejected/)")
+    parts.append("run `asrd resubmit` (or `asrd run`) to redo exactly these shards, or merge "
+                 "what exists with --allow-incomplete")
     return "; ".join(parts)
 

@@ -6,11 +6,19 @@ targets balances shards to within one recording's duration (a 3-hour file in a 1
 seeks instead of scanning a multi-million-row index. Deterministic: the same index and N give the
 same plan. Duplicate ids are refused here, with the offending ids listed, because exactly-once
 cannot be checked against an index where one id names two rows.
+
+Planning is exclusive: it holds the run's plan lock (a `filelock` on the store, like a shard's
+claim) from its first look at the run directory until config.yaml and plan.json are both written,
+so two plans never interleave; a second one waits, then finds the run planned (and is refused if
+its config differs). A re-plan invalidates the done-markers it no longer matches (asrd.verify).
+A plan killed between its two files leaves them disagreeing (plan.json's config hash is not
+config.yaml's): `load_plan` refuses such a directory and the next `asrd plan` plans it again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +33,9 @@ from asrd import __version__
 from asrd import config as config_mod
 from asrd.rundir import RunDir, RunDirError
 from hpc.commit import read_json, write_bytes, write_json
+from hpc.markers import exclusive_or_wait
+
+log = logging.getLogger("asrd.plan")
 
 # Rows whose probe failed have no duration; they still cost a little work (an error row).
 UNPROBED_WEIGHT_S = 0.1
@@ -57,6 +68,14 @@ class Plan:
     @property
     def num_shards(self) -> int:
         return len(self.shards)
+
+    def shard_key(self, shard: int) -> str:
+        """What shard K means under this plan (the index, the config, its rows). Markers and
+        parts carry it, so that a re-plan that changes a shard voids what was made for the old
+        one, and keeps what still fits."""
+        spec = self.shards[shard]
+        blob = f"{self.index_fingerprint}:{self.config_hash}:{spec.start}:{spec.stop}"
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -112,34 +131,57 @@ def cut(durations: np.ndarray, num_shards: int) -> list[ShardSpec]:
 
 def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
     """Freeze `cfg` into its run directory and write the plan; re-planning the same config is a no-op."""
+    from asrd.testing.faults import at_point
+    from asrd.verify import verify_shards
+
     index = config_mod.require_index(cfg)
     if not Path(index).is_file():
         raise PlanError(f"index not found: {index} (make it with `asrd index`)")
     run_dir = RunDir(cfg.run.dir)
-    if run_dir.exists():
-        run_dir.check_config(cfg, force=force)
-        plan = load_plan(run_dir)
-        if plan.index_fingerprint != fingerprint(index) and not force:
-            raise RunDirError(f"the index {index} changed since {run_dir.path} was planned; "
-                              "plan into a new run.dir, or --force")
-        if not force:
-            return run_dir, plan
-    _check_unique_ids(index)
-    durations = _durations(index)
-    if len(durations) == 0:
-        raise PlanError(f"index {index} is empty")
-    plan = Plan(str(Path(index).resolve()), len(durations), fingerprint(index),
-                config_mod.config_hash(cfg), cut(durations, cfg.run.num_shards))
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    write_bytes(run_dir.config_path, config_mod.to_yaml(cfg).encode())
-    write_json(run_dir.plan_path, plan.to_json())
+    lock = run_dir.markers.claims_dir / "plan.lock"
+    with exclusive_or_wait(lock, lambda: log.warning(
+            "another `asrd plan` is planning %s: waiting for it", run_dir.path)):
+        at_point(cfg.faults, "plan.locked")
+        old = _whole_plan(run_dir)
+        if old is not None:
+            run_dir.check_config(cfg, force=force)
+            if old.index_fingerprint != fingerprint(index) and not force:
+                raise RunDirError(f"the index {index} changed since {run_dir.path} was planned; "
+                                  "plan into a new run.dir, or --force")
+            if not force:
+                return run_dir, old
+        _check_unique_ids(index)
+        durations = _durations(index)
+        if len(durations) == 0:
+            raise PlanError(f"index {index} is empty")
+        plan = Plan(str(Path(index).resolve()), len(durations), fingerprint(index),
+                    config_mod.config_hash(cfg), cut(durations, cfg.run.num_shards))
+        write_bytes(run_dir.config_path, config_mod.to_yaml(cfg).encode())
+        at_point(cfg.faults, "plan.config_frozen")
+        write_json(run_dir.plan_path, plan.to_json())
+        if run_dir.markers.done_shards():
+            verify_shards(run_dir, plan)  # void the markers the new plan does not match
     return run_dir, plan
+
+
+def _whole_plan(run_dir: RunDir) -> Plan | None:
+    """The run's plan, or None if it has none or its two files disagree (an interrupted plan)."""
+    if not run_dir.exists():
+        return None
+    plan = Plan.from_json(read_json(run_dir.plan_path))
+    frozen = config_mod.config_hash(run_dir.frozen_config())
+    return plan if plan.config_hash == frozen else None
 
 
 def load_plan(run_dir: RunDir) -> Plan:
     if not run_dir.plan_path.is_file():
         raise RunDirError(f"{run_dir.path} has no plan.json: run `asrd plan` first")
-    return Plan.from_json(read_json(run_dir.plan_path))
+    plan = _whole_plan(run_dir)
+    if plan is None:
+        raise RunDirError(f"{run_dir.path}: config.yaml and plan.json are from different plans "
+                          "(a plan was interrupted): run `asrd plan` again")
+    return plan
 
 
 def read_rows(index_path: str, start: int, stop: int, columns: list[str] | None = None,

@@ -1,5 +1,10 @@
 """`asrd status`: which shards are done, failed, running, pending or missing, from one scan of the
-markers (plus SLURM's view when the launcher recorded submissions)."""
+markers (plus SLURM's view when the launcher recorded submissions).
+
+A marker counts only if it still holds (asrd.verify, quick depth: one scan of the shard files'
+sizes and mtimes); one that does not is invalidated and listed with its reason. A shard that SLURM
+does not know of but whose claim a live process on this host holds (`asrd run` without SLURM) is
+"running", with that process's pid."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass, field
 
 from asrd.plan import load_plan
 from asrd.rundir import RunDir
+from asrd.verify import verify_shards
 
 
 @dataclass
@@ -19,6 +25,8 @@ class RunStatus:
     audio_hours_planned: float = 0.0
     wall_s: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    invalid: dict[int, str] = field(default_factory=dict)  # markers that failed verification
+    local: dict[int, int] = field(default_factory=dict)  # running here, outside SLURM: shard -> pid
 
     def count(self, state: str) -> int:
         return sum(1 for v in self.states.values() if v == state)
@@ -27,15 +35,19 @@ class RunStatus:
 def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     rd = RunDir(run_dir)
     plan = load_plan(rd)
-    markers = rd.markers.read_all()
+    verdicts = verify_shards(rd, plan)
     states = {s: "missing" for s in range(plan.num_shards)}
     if slurm:
         from asrd.launch.launcher import slurm_states
 
         states.update({s: v for s, v in slurm_states(rd).items() if s in states})
-    st = RunStatus(plan.num_shards, states,
+    st = RunStatus(plan.num_shards, states, invalid=verdicts.bad,
                    audio_hours_planned=sum(s.audio_s for s in plan.shards) / 3600)
-    for s, m in markers.items():
+    for s, holder in rd.markers.holders().items():
+        if states.get(s) == "missing" and s not in verdicts.good and holder.alive_here():
+            states[s] = "running"
+            st.local[s] = holder.pid
+    for s, m in verdicts.good.items():
         if s in states:
             states[s] = "done"
             st.rows_ok += m["ok"]
@@ -56,11 +68,19 @@ def format_status(st: RunStatus, per_shard: bool = False) -> str:
         lines.append(f"throughput: {st.audio_hours_done * 3600 / st.wall_s:.1f} audio s per task-s")
     if st.errors:
         lines.append("failures: " + ", ".join(f"{k}={v}" for k, v in sorted(st.errors.items())))
+    if st.invalid:
+        lines.append(f"{len(st.invalid)} markers failed verification; those shards are no longer "
+                     "done (`asrd resubmit` or `asrd run` redoes them):")
+        lines += [f"  shard {s}: {why}" for s, why in sorted(st.invalid.items())[:20]]
     if per_shard:
-        lines += [f"  shard {s:6d}  {v}" for s, v in sorted(st.states.items())]
+        lines += [f"  shard {s:6d}  {v}" + (f" (local pid {st.local[s]})" if s in st.local else "")
+                  for s, v in sorted(st.states.items())]
     else:
         for k in ("failed", "missing", "running"):
             shards = [s for s, v in st.states.items() if v == k]
             if shards and k != "done":
                 lines.append(f"{k}: " + ",".join(map(str, shards[:50])) + (" ..." if len(shards) > 50 else ""))
+        if st.local:
+            lines.append("running here (outside SLURM): " + ", ".join(
+                f"shard {s} (local pid {pid})" for s, pid in sorted(st.local.items())[:50]))
     return "\n".join(lines)

@@ -74,7 +74,7 @@ def main() -> None:
         schema = output_schema(pq.read_schema(plan.index))
         t = time.perf_counter()
         for spec in plan.shards:
-            w = ShardWriter(rd, spec, schema, part_rows=10_000)
+            w = ShardWriter(rd, spec, schema, part_rows=10_000, shard_key=plan.shard_key(spec.shard))
             for b in read_rows(plan.index, spec.start, spec.stop):
                 for r in b.to_pylist():
                     w.add({**r, "text": "copied text of a typical length for one utterance",

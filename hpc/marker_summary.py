@@ -16,12 +16,21 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hpc.commit import write_bytes
 
 SUMMARY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UnreadableMarker:
+    """A marker file that is not a JSON object (garbage, a half-copied file): it proves nothing,
+    so readers treat its shard as not done. Never cached: it is reread until it is replaced."""
+
+    reason: str
 
 
 class MarkerSummary:
@@ -34,19 +43,24 @@ class MarkerSummary:
         self.reads = 0  # marker files read by the last call (0 when the summary was current)
 
     def read_all(self) -> dict[str, Any]:
-        """File name -> parsed marker, for every marker in the folder now."""
+        """File name -> parsed marker (an UnreadableMarker where it does not parse), for every
+        marker in the folder now."""
         present = self._scan()
         known = self._load()
         fresh = {n: e["marker"] for n, e in known.items() if e.get("key") == present.get(n)}
         todo = [n for n in present if n not in fresh]
         self.reads = len(todo)
+        unreadable: dict[str, UnreadableMarker] = {}
         with ThreadPoolExecutor(max(1, min(self.threads, len(todo)))) as pool:
             for name, marker in zip(todo, pool.map(self._read, todo)):
-                if marker is not None:
+                if isinstance(marker, UnreadableMarker):
+                    unreadable[name] = marker
+                elif marker is not None:
                     fresh[name] = marker
-        if todo or len(fresh) != len(known):
+        if len(todo) > len(unreadable) or len(fresh) != len(known):
             self._save({n: {"key": present[n], "marker": m} for n, m in fresh.items()})
-        return {n: fresh[n] for n in sorted(fresh)}
+        out: dict[str, Any] = {**fresh, **unreadable}
+        return {n: out[n] for n in sorted(out)}
 
     def _scan(self) -> dict[str, list[int]]:
         if not self.folder.is_dir():
@@ -65,9 +79,14 @@ class MarkerSummary:
 
     def _read(self, name: str) -> Any:
         try:
-            return json.loads((self.folder / name).read_text())
+            marker = json.loads((self.folder / name).read_bytes())
         except FileNotFoundError:  # removed since the scan (a shard being redone)
             return None
+        except ValueError as e:  # not JSON, or not UTF-8
+            return UnreadableMarker(f"not valid JSON ({e})")
+        if not isinstance(marker, dict):
+            return UnreadableMarker(f"not a JSON object (a {type(marker).__name__})")
+        return marker
 
     def _load(self) -> dict[str, Any]:
         try:

@@ -68,3 +68,16 @@ def running(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def flip_bytes(path: Path, keep_mtime: bool = False) -> None:
+    """Invert a few bytes in the middle of a committed file, its size unchanged (what bit rot
+    or a stray write does); with `keep_mtime`, its mtime too (rot the file system never saw)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4] = bytes(b ^ 0xFF for b in data[mid:mid + 4])
+    path.write_bytes(bytes(data))
+    assert path.stat().st_size == st.st_size
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

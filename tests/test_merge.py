@@ -3,20 +3,24 @@ schema, so the exactly-once bookkeeping is tested on its own."""
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from asrd.cli import main as asrd_main
 from asrd.merge import MergeError, merge
-from asrd.plan import make_plan, read_rows
+from asrd.plan import load_plan, make_plan, read_rows
 from asrd.schema import output_schema
 from asrd.status import format_status, run_status
 from asrd.runtime.write import ShardIncomplete, ShardWriter
 from tests.conftest import make_cfg
+from tests.runs import flip_bytes
 
 
 def copy_worker(rd, plan, shard, skip=(), config_hash=None, dup=False):
     spec = plan.shards[shard]
-    w = ShardWriter(rd, spec, output_schema(pq.read_schema(plan.index)), part_rows=2)
+    w = ShardWriter(rd, spec, output_schema(pq.read_schema(plan.index)), part_rows=2,
+                    shard_key=plan.shard_key(shard))
     rows = [r for b in read_rows(plan.index, spec.start, spec.stop) for r in b.to_pylist()]
     for r in rows:
         if r["row"] in skip:
@@ -98,10 +102,11 @@ def test_merge_rejects_other_config_and_tampered_files(planned):
 def test_resume_from_committed_parts(planned):
     cfg, rd, plan = planned
     spec = plan.shards[0]
-    w = ShardWriter(rd, spec, output_schema(pq.read_schema(plan.index)), part_rows=1)
+    w = ShardWriter(rd, spec, output_schema(pq.read_schema(plan.index)), part_rows=1,
+                    shard_key=plan.shard_key(0))
     first = next(read_rows(plan.index, spec.start, spec.stop)).to_pylist()[0]
     w.add({**first, "text": "t", "error": None, "model": "m", "engine": "e"})
-    w2 = ShardWriter(rd, spec, w.schema, part_rows=1)  # a restarted task
+    w2 = ShardWriter(rd, spec, w.schema, part_rows=1, shard_key=plan.shard_key(0))  # restarted
     assert w2.done_rows().tolist() == [spec.start] and w2.next_part == 1
 
 
@@ -119,3 +124,92 @@ def test_merge_filter_keeps_matching_rows_and_counts_drops(planned):
 
     with pytest.raises(FilterError, match="nope"):
         merge(cfg, row_filter="nope >= 3")
+
+
+def test_flipped_bytes_are_named_by_merge_and_exactly_those_shards_redone(planned, capsys):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    merge(cfg)
+    clean = pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
+    flip_bytes(rd.shard_file(0), keep_mtime=True)  # only a full hash can see this one
+    flip_bytes(rd.shard_file(2))
+    with pytest.raises(MergeError) as e:
+        merge(cfg)
+    for s in (0, 2):
+        assert f"shard {s} rejected: shard-00000{s}.parquet does not match its marker's sha256" \
+            in str(e.value)
+    assert "shard 1 rejected" not in str(e.value) and "asrd resubmit" in str(e.value)
+    # The bad shards are no longer done anywhere: status, resubmit, a task.
+    assert rd.markers.done_shards() == {1}
+    assert run_status(str(rd.path), slurm=False).states == {0: "missing", 1: "done", 2: "missing"}
+    assert json.loads((rd.path / "rejected" / "shard-000000.json").read_text())["reason"] \
+        .endswith("(changed or corrupted since it was committed)")
+    assert asrd_main(["resubmit", "--dry-run", f"run.dir={rd.path}"]) == 0
+    assert "shards without a marker: --array=0,2" in capsys.readouterr().out
+    for s in sorted(set(range(plan.num_shards)) - rd.markers.done_shards()):
+        copy_worker(rd, plan, s)
+    merge(cfg)
+    assert pq.ParquetDataset(rd.merged_files()).read().sort_by("row").equals(clean)
+
+
+def test_status_sees_a_changed_truncated_or_deleted_shard_file(planned):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    flip_bytes(rd.shard_file(0))  # same size, new mtime: status hashes it
+    data = rd.shard_file(1).read_bytes()
+    rd.shard_file(1).write_bytes(data[: len(data) // 2])
+    rd.shard_file(2).unlink()
+    st = run_status(str(rd.path), slurm=False)
+    assert st.count("done") == 0 and st.count("missing") == 3
+    assert "sha256" in st.invalid[0] and "bytes" in st.invalid[1]
+    assert st.invalid[2] == "shard-000002.parquet is missing"
+    assert "3 markers failed verification" in format_status(st)
+    assert rd.markers.done_shards() == set()
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    assert merge(cfg).rows == 8
+
+
+def test_garbage_marker_is_not_done_and_is_redone(planned):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    rd.markers.path(1).write_bytes(b"{\xff garbage")
+    rd.markers.path(2).write_text("[1, 2]")
+    st = run_status(str(rd.path), slurm=False)
+    assert st.states == {0: "done", 1: "missing", 2: "missing"}
+    assert st.invalid[1].startswith("its marker is unreadable: not valid JSON")
+    assert st.invalid[2] == "its marker is unreadable: not a JSON object (a list)"
+    with pytest.raises(MergeError, match="1 of 3 shards have no marker: 1-2|2 of 3"):
+        merge(cfg)
+    copy_worker(rd, plan, 1)
+    copy_worker(rd, plan, 2)
+    assert merge(cfg).rows == 8
+
+
+def test_replan_after_the_index_changed_voids_the_old_markers_and_parts(planned, tmp_path):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    spec = plan.shards[1]
+    stale = ShardWriter(rd, spec, output_schema(pq.read_schema(plan.index)), part_rows=1,
+                        shard_key=plan.shard_key(1))
+    row = next(read_rows(plan.index, spec.start, spec.stop)).to_pylist()[0]
+    rd.markers.invalidate(1, "to leave a part of the old plan behind")
+    stale.add({**row, "text": "old", "error": None, "model": "m", "engine": "e"})
+    # The index changes in place (one more recording); the run is re-planned with --force.
+    table = pq.read_table(plan.index)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1).set_column(
+        0, "id", pa.array(["extra"]))]), plan.index)
+    assert asrd_main(["plan", "--force", f"run.dir={rd.path}", f"run.index={plan.index}",
+                      "run.num_shards=3"]) == 0
+    assert rd.markers.done_shards() == set()  # none of them describes the new index
+    new = load_plan(rd)
+    assert new.index_rows == 9
+    w = ShardWriter(rd, new.shards[1], stale.schema, part_rows=1, shard_key=new.shard_key(1))
+    assert w.done_rows().size == 0 and not list(rd.parts_dir(1).glob("part-*"))  # discarded
+    for s in range(new.num_shards):
+        copy_worker(rd, new, s)
+    assert merge(cfg).rows == 9

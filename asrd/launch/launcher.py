@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from asrd import config as config_mod
 from asrd.plan import load_plan
 from asrd.rundir import RunDir
+from asrd.verify import verify_shards
 from hpc import slurm_ctl
 from hpc.arrays import ArrayChunk, ArraySpecError, format_array, group, parse_array, task_items
 from hpc.commit import read_json, write_json
@@ -188,7 +189,7 @@ def prepare(config: str | None, overrides: list[str], array: str | None = None,
     if outside:
         raise LaunchError(f"shards {format_array(outside)} are not in the plan "
                           f"(it has shards 0-{planned - 1})")
-    done = rd.markers.done_shards()
+    done = verify_shards(rd, load_plan(rd)).done  # a marker that no longer holds is not done
     skipped = {"done": sorted(set(shards) & done)}
     todo = [s for s in shards if s not in done]
     for why, excluded in (exclude or {}).items():
@@ -434,8 +435,8 @@ def active_shards(rd: RunDir) -> set[int]:
 @_errors_to_exit
 def cmd_resubmit(args: argparse.Namespace) -> int:
     rd, _ = load_run_config(args.config, args.overrides)
-    planned = load_plan(rd).num_shards
-    missing = sorted(set(range(planned)) - rd.markers.done_shards())
+    plan = load_plan(rd)
+    missing = sorted(set(range(plan.num_shards)) - verify_shards(rd, plan).done)
     exclude = {} if args.include_active else {"running or pending in SLURM": active_shards(rd)}
     sub = prepare(args.config, args.overrides, shards=missing, parallelism=args.parallelism,
                   force=args.force, exclude=exclude, dry_run=args.dry_run)

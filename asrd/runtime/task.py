@@ -1,6 +1,7 @@
 """What one task runs: its shards, through one on-node Ray cluster and one set of actors.
 
-For each shard: skip it if its marker exists; claim it (a second process holding the claim means a
+For each shard: skip it if its marker exists and still holds (asrd.verify: a marker whose file
+changed, or that belongs to another plan, is invalidated here and the shard redone); claim it (a second process holding the claim means a
 duplicate submission or a requeue racing the original: skip); resume from its committed parts;
 run the pipeline over the remaining rows; finalize (shard file, then marker).
 
@@ -20,12 +21,13 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
-from asrd.plan import PlanError, ShardSpec, load_plan, read_rows
+from asrd.plan import Plan, PlanError, load_plan, read_rows
 from asrd.rundir import RunDir
 from asrd.runtime.pipeline import Pipeline
 from asrd.runtime.write import ShardWriter
 from asrd.schema import output_schema
 from asrd.tracking import TaskTracker
+from asrd.verify import verify_shards
 from hpc.ray_node import local_ray
 from hpc.stop import GracefulStop, graceful_stop
 from hpc.store import check_root
@@ -64,7 +66,8 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
     bad = [s for s in wanted if not 0 <= s < plan.num_shards]
     if bad:
         raise PlanError(f"shards {bad} are not in the plan (0..{plan.num_shards - 1})")
-    todo = [s for s in wanted if not rd.markers.is_done(s)]
+    done = verify_shards(rd, plan, full=True, shards=wanted).done
+    todo = [s for s in wanted if s not in done]
     if not todo:
         log.info("all %d shards already done", len(wanted))
         return []
@@ -77,8 +80,7 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
         try:
             pipe = Pipeline(cfg, res["cpus"], res["gpus"])
             for s in todo:
-                if _run_shard(cfg, rd, plan.shards[s], plan.index, plan.config_hash, schema,
-                              pipe, tracker):
+                if _run_shard(cfg, rd, plan, s, schema, pipe, tracker):
                     finished.append(s)
         finally:
             if pipe is not None:
@@ -88,8 +90,9 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
     return finished
 
 
-def _run_shard(cfg: DictConfig, rd: RunDir, spec: ShardSpec, index: str, config_hash: str,
-               schema, pipe: Pipeline, tracker: TaskTracker) -> bool:
+def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe: Pipeline,
+               tracker: TaskTracker) -> bool:
+    spec = plan.shards[shard]
     with rd.markers.claim(spec.shard) as mine:
         if not mine:
             log.warning("shard %d is claimed by another process: skipping", spec.shard)
@@ -97,14 +100,15 @@ def _run_shard(cfg: DictConfig, rd: RunDir, spec: ShardSpec, index: str, config_
         if rd.markers.is_done(spec.shard):  # finished by another task while we waited
             return False
         t0 = time.monotonic()
-        writer = ShardWriter(rd, spec, schema, cfg.pipeline.part_rows, cfg.pipeline.part_seconds)
+        writer = ShardWriter(rd, spec, schema, cfg.pipeline.part_rows, cfg.pipeline.part_seconds,
+                             shard_key=plan.shard_key(shard))
         done = set(writer.done_rows().tolist())
         todo = spec.rows - len(done)
         log.info("shard %d: %d rows, %d already committed", spec.shard, spec.rows, len(done))
-        rows = (row for batch in read_rows(index, spec.start, spec.stop)
+        rows = (row for batch in read_rows(plan.index, spec.start, spec.stop)
                 for row in batch.to_pylist() if row["row"] not in done)
         pipe.run(spec, rows, writer, todo, on_metrics=tracker.update)
-        marker = writer.finalize(time.monotonic() - t0, config_hash, pipe.model_name,
+        marker = writer.finalize(time.monotonic() - t0, plan.config_hash, pipe.model_name,
                                  extra={"resumed_rows": len(done)})
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,
                  marker["ok"], marker["failed"], marker["audio_s"], marker["wall_s"])

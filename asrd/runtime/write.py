@@ -3,14 +3,16 @@
 Parts are the in-shard checkpoint: every `part_rows` rows (or `part_seconds`) the buffered rows are
 committed atomically as `shard-K.parts/part-NNNNN.parquet`. A task killed mid-shard loses at most
 the uncommitted buffer; on restart `done_rows()` says which index rows are already in parts and the
-pipeline skips them. `finalize` streams the parts into the shard file (memory flat in shard size),
+pipeline skips them. Each part carries the shard's key under the plan (`Plan.shard_key`) in its
+Parquet metadata; a part that does not read (truncated, corrupt) or was made for another plan is
+discarded there, with a log line, and its rows are done again. `finalize` streams the parts into the shard file (memory flat in shard size),
 checks that every row of the shard is there exactly once, commits it, writes the marker last and
 only then removes the parts.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import shutil
 import socket
 import time
@@ -25,26 +27,23 @@ from asrd import __version__
 from asrd.plan import ShardSpec
 from asrd.rundir import RunDir
 from asrd.schema import tally
+from asrd.verify import sha256_file
 from hpc.commit import atomic_path
 from hpc.slurm_env import SlurmEnv
+
+log = logging.getLogger("asrd.write")
+
+SHARD_KEY = b"asrd.shard_key"  # the Parquet metadata key of a part's shard key
 
 
 class ShardIncomplete(RuntimeError):
     """The parts do not hold every row of the shard exactly once; nothing was committed."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class ShardWriter:
     def __init__(self, run_dir: RunDir, spec: ShardSpec, schema: pa.Schema, part_rows: int = 256,
-                 part_seconds: float = 120.0):
-        self.run_dir, self.spec, self.schema = run_dir, spec, schema
+                 part_seconds: float = 120.0, *, shard_key: str):
+        self.run_dir, self.spec, self.schema, self.shard_key = run_dir, spec, schema, shard_key
         self.part_rows, self.part_seconds = part_rows, part_seconds
         self.parts_dir = run_dir.parts_dir(spec.shard)
         self.buffer: list[dict[str, Any]] = []
@@ -56,8 +55,22 @@ class ShardWriter:
         return sorted(self.parts_dir.glob("part-*.parquet")) if self.parts_dir.is_dir() else []
 
     def done_rows(self) -> np.ndarray:
-        """Index rows already committed in parts (the resume point)."""
-        rows = [pq.read_table(p, columns=["row"]).column(0).to_numpy() for p in self._part_files()]
+        """Index rows already committed in parts (the resume point); discards the parts that
+        cannot be used, so that their rows are done again."""
+        rows = []
+        for part in self._part_files():
+            try:
+                table = pq.read_table(part, columns=["row"])
+                why = None if (table.schema.metadata or {}).get(SHARD_KEY) == self.shard_key.encode() \
+                    else "it was made for another plan of this shard"
+            except (pa.ArrowException, OSError) as e:
+                why = f"it does not read ({e})"
+            if why is None:
+                rows.append(table.column(0).to_numpy())
+            else:
+                log.warning("shard %d: discarding %s, its rows will be done again: %s",
+                            self.spec.shard, part, why)
+                part.unlink(missing_ok=True)
         return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
     def add(self, row: dict[str, Any]) -> None:
@@ -72,7 +85,8 @@ class ShardWriter:
     def commit_part(self) -> None:
         """Make the buffered rows durable (also called on SIGTERM/requeue before exiting)."""
         if self.buffer:
-            table = pa.Table.from_pylist(self.buffer, schema=self.schema)
+            table = pa.Table.from_pylist(self.buffer, schema=self.schema.with_metadata(
+                {**(self.schema.metadata or {}), SHARD_KEY: self.shard_key.encode()}))
             with atomic_path(self.parts_dir / f"part-{self.next_part:05d}.parquet") as tmp:
                 pq.write_table(table, tmp, compression="zstd")
             self.next_part += 1
@@ -106,12 +120,14 @@ class ShardWriter:
                 raise ShardIncomplete(f"shard {self.spec.shard}: {int((~seen).sum())} rows missing "
                                       f"(first index rows {missing})")
         slurm = SlurmEnv.from_environ()
+        st = final.stat()
         marker = {
             "shard": self.spec.shard, "rows": self.spec.rows, "ok": ok, "failed": failed,
             "errors": errors, "audio_s": audio_s, "wall_s": wall_s, "config_hash": config_hash,
             "asrd_version": __version__, "model": model, "host": socket.gethostname(),
             "slurm_job_id": slurm.job_id, "slurm_array": slurm.task_key if slurm.in_slurm else None,
-            "file": final.name, "bytes": final.stat().st_size, "sha256": _sha256(final),
+            "shard_key": self.shard_key, "file": final.name, "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(final),
             "finished_at": time.time(), **(extra or {}),
         }
         self.run_dir.markers.write(self.spec.shard, marker)

@@ -6,6 +6,8 @@ sleeping and sending signals, so that they hold on a machine of any speed:
   with a text made from its audio. It raises on chosen rows or calls, exits its actor's process
   after N calls, blocks until a file appears, or is slow per call.
 - `decode_fault` makes a decode actor's process exit when it reaches a chosen row.
+- `at_point` makes a command (plan, merge) SIGKILL itself, or wait for a file, at a named point
+  of its work (`faults.kill_at`, `faults.hold_at`; the points are listed in POINTS).
 Each hook appends what it did to `faults.state_dir` (JSON lines), which tests read back; a
 blocked engine also writes `blocked` there, so a test can wait for that state.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -47,6 +50,33 @@ def record(faults: DictConfig | None, name: str, **event: Any) -> None:
 def read_events(state_dir: str | Path, name: str) -> list[dict[str, Any]]:
     path = Path(state_dir) / f"{name}.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+# The named points of `at_point`, in the order each command reaches them.
+POINTS = (
+    "plan.locked",  # `asrd plan` holds the run's plan lock, nothing written yet
+    "plan.config_frozen",  # config.yaml written, plan.json not yet
+    "merge.tmp_made",  # the new merged folder exists under its temporary name, empty
+    "merge.written",  # ... and holds every file and summary.json
+    "merge.old_moved",  # the previous merged/ is now merged.old/
+    "merge.new_moved",  # the new folder is merged/; merged.old/ not yet removed
+)
+
+
+def at_point(faults: DictConfig | None, name: str) -> None:
+    """At a named point of a command: SIGKILL this process if `faults.kill_at` names it (nothing
+    after it runs, as with kill -9), or, if `faults.hold_at` names it, write `held-<name>` into
+    `state_dir` and wait until `release_file` exists."""
+    if faults is None:
+        return
+    if faults.kill_at == name:
+        record(faults, "points", point=name, outcome="kill")
+        os.kill(os.getpid(), signal.SIGKILL)
+    if faults.hold_at == name:
+        record(faults, "points", point=name, outcome="hold")
+        (Path(faults.state_dir) / f"held-{name}").touch()
+        while not Path(faults.release_file).exists():
+            time.sleep(POLL_S)
 
 
 def decode_fault(faults: DictConfig | None, row_id: str) -> None:

@@ -1,0 +1,163 @@
+"""Is a done-marker still true? Every reader of markers (status, merge, run, resubmit, re-plan)
+asks here, so that a shard whose file was changed, truncated or deleted, or whose marker belongs to
+another plan or does not parse, stops being "done" everywhere at once, and the commands that redo
+shards without a marker (`asrd resubmit`, `asrd run`) redo exactly it.
+
+A marker records its shard file's size, mtime and sha256, the run's config hash and the shard's
+key under the plan (`Plan.shard_key`: index, config, rows). Two depths of check:
+- quick (status, resubmit, submit, re-plan): one directory scan of `shards/` gives every file's
+  size and mtime; a file whose size differs, or that is gone, fails; one whose mtime changed but
+  whose size did not is hashed (a copy that lost mtimes is not thrown away for that alone).
+- full (merge; a task before it skips a shard as done): sha256 of every file against its marker,
+  in threads (hashing releases the GIL; on a shared store the reads overlap).
+
+A marker that fails is invalidated (`Markers.invalidate`: moved to `rejected/` with the reason),
+under the shard's claim, after checking it again: a task that is redoing the shard at that moment
+holds the claim, and its new marker is never the one removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from asrd.plan import Plan
+from asrd.rundir import RunDir
+from hpc.markers import UnreadableMarker
+
+log = logging.getLogger("asrd.verify")
+
+HASH_THREADS = 8
+
+
+@dataclass
+class ShardVerdicts:
+    good: dict[int, dict[str, Any]] = field(default_factory=dict)  # shard -> its verified marker
+    bad: dict[int, str] = field(default_factory=dict)  # shard -> why its marker is not believed
+    held: set[int] = field(default_factory=set)  # bad, but its claim is held: being redone now
+
+    @property
+    def done(self) -> set[int]:
+        return set(self.good)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stats(rd: RunDir) -> dict[str, os.stat_result]:
+    """Size and mtime of every shard file, from one directory scan."""
+    if not rd.shards_dir.is_dir():
+        return {}
+    out = {}
+    with os.scandir(rd.shards_dir) as it:
+        for e in it:
+            if e.name.endswith(".parquet") and not e.name.startswith("."):
+                try:
+                    out[e.name] = e.stat()
+                except FileNotFoundError:
+                    continue
+    return out
+
+
+def _marker_problem(plan: Plan, shard: int, marker: dict[str, Any] | UnreadableMarker
+                    ) -> str | None:
+    """Why the marker cannot stand for this plan's shard, judged from the marker alone."""
+    if isinstance(marker, UnreadableMarker):
+        return f"its marker is unreadable: {marker.reason}"
+    if not 0 <= shard < plan.num_shards:
+        return f"not in the plan (it has shards 0-{plan.num_shards - 1})"
+    if marker.get("config_hash") != plan.config_hash:
+        return f"config hash {marker.get('config_hash')} differs from the run's {plan.config_hash}"
+    if marker.get("shard_key") != plan.shard_key(shard):
+        return "its marker was made for another plan (the index or the shards changed since)"
+    return None
+
+
+def _file_problem(path: Path, marker: dict[str, Any], st: os.stat_result | None,
+                  full: bool) -> str | None:
+    """Why the shard file is not the one its marker describes."""
+    if st is None:
+        return f"{path.name} is missing"
+    if st.st_size != marker.get("bytes"):
+        return f"{path.name} has {st.st_size} bytes, its marker says {marker.get('bytes')}"
+    if full or st.st_mtime_ns != marker.get("mtime_ns"):
+        try:
+            digest = sha256_file(path)
+        except FileNotFoundError:
+            return f"{path.name} is missing"
+        if digest != marker.get("sha256"):
+            return (f"{path.name} does not match its marker's sha256 (changed or corrupted "
+                    "since it was committed)")
+    return None
+
+
+def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
+                  shards: Iterable[int] | None = None, invalidate: bool = True) -> ShardVerdicts:
+    """Check the markers of `shards` (default: every marker) against the plan and their files;
+    invalidate those that fail (unless `invalidate` is False, or the store is read-only)."""
+    markers = rd.markers.read_all()
+    if shards is not None:
+        wanted = set(shards)
+        markers = {s: m for s, m in markers.items() if s in wanted}
+    stats = _stats(rd)
+    verdicts = ShardVerdicts()
+    to_check: dict[int, dict[str, Any]] = {}
+    for s, m in markers.items():
+        why = _marker_problem(plan, s, m)
+        if why is None:
+            to_check[s] = m  # type: ignore[assignment]
+        else:
+            verdicts.bad[s] = why
+
+    def check(s: int) -> str | None:
+        path = rd.shard_file(s)
+        return _file_problem(path, to_check[s], stats.get(path.name), full)
+
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        for s, why in zip(to_check, pool.map(check, to_check)):
+            if why is None:
+                verdicts.good[s] = to_check[s]
+            else:
+                verdicts.bad[s] = why
+    if invalidate:
+        for s in sorted(verdicts.bad):
+            if not _invalidate(rd, plan, s, full):
+                verdicts.held.add(s)
+    return verdicts
+
+
+def _invalidate(rd: RunDir, plan: Plan, shard: int, full: bool) -> bool:
+    """Under the shard's claim, check its marker again and move it away if it still fails.
+    False when another process holds the claim (it is redoing the shard)."""
+    try:
+        with rd.markers.claim(shard) as mine:
+            if not mine:
+                return False
+            if not rd.markers.is_done(shard):
+                return True
+            marker = rd.markers.read(shard)
+            why = _marker_problem(plan, shard, marker)
+            if why is None:
+                path = rd.shard_file(shard)
+                try:
+                    st: os.stat_result | None = path.stat()
+                except FileNotFoundError:
+                    st = None
+                why = _file_problem(path, marker, st, full)  # type: ignore[arg-type]
+            if why is not None:
+                rd.markers.invalidate(shard, why)
+                log.warning("shard %d is no longer done: %s (marker moved to %s)", shard, why,
+                            rd.markers.rejected_dir)
+            return True
+    except OSError:  # a read-only view of another user's run: report, change nothing
+        return True
