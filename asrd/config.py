@@ -22,17 +22,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunCfg:
-    name: str = "asrd"
+    """What is transcribed, and where the run directory is."""
+
+    name: str = "asrd"  # the run's name (W&B run names, job names)
     dir: str = "runs/asrd"  # the run directory, on the shared store in production
     index: str = MISSING  # the Parquet index made by `asrd index`
-    num_shards: int = 1
+    num_shards: int = 1  # shards the index is cut into, balanced by audio seconds
 
 
 @dataclass
 class VadCfg:
     """Voice activity detection (Silero): only speech reaches the model."""
 
-    enabled: bool = True
+    enabled: bool = True  # off: whole recordings are cut into max_segment_s pieces instead
     threshold: float = 0.5  # speech probability above which a frame is speech
     min_speech_ms: int = 250  # shorter speech is dropped (clicks, coughs)
     min_silence_ms: int = 500  # a pause at least this long ends a speech region
@@ -44,15 +46,17 @@ class PackCfg:
     """Short clips packed into full windows, for engines that split text back by timestamps
     (faster-whisper); other engines transcribe every clip alone."""
 
-    enabled: bool = True
+    enabled: bool = True  # pack short clips into windows of audio.max_segment_s
     max_clip_s: float = 15.0  # longer clips are transcribed alone
     gap_s: float = 1.0  # silence between two clips of a window
 
 
 @dataclass
 class AudioCfg:
-    sample_rate: int = 16000
-    max_segment_s: float = 30.0  # Whisper and Qwen2-Audio accept at most 30 s per input
+    """Decoding and segmentation: what audio the model sees."""
+
+    sample_rate: int = 16000  # every recording is resampled to this rate
+    max_segment_s: float = 30.0  # the longest segment (and packing window) sent to the model
     vad: VadCfg = field(default_factory=VadCfg)
     pack: PackCfg = field(default_factory=PackCfg)
     max_duration_s: float = 6 * 3600.0  # longer recordings become error rows ("too long")
@@ -60,108 +64,154 @@ class AudioCfg:
 
 
 @dataclass
+class VllmEngineCfg:
+    """vLLM's own knobs (engine.kind=vllm); defaults measured on an H100 (bench/RESULTS.md)."""
+
+    render_in: str = "decode"  # where engine inputs are made: decode (CPU decode actors) | engine
+    render_threads: int = 8  # input-rendering threads in the engine process (GIL-bound past ~8)
+    feature_device: str = "cuda"  # where the engine process computes log-mel: cuda | cpu
+    max_concurrency: int = 64  # concurrent `transcribe` calls one engine actor may make
+    max_num_seqs: Optional[int] = None  # running-batch cap; None: 512 (Whisper), 256 (others)
+    max_num_batched_tokens: Optional[int] = None  # tokens per step; None: 96000 Whisper, 32768 others
+    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
+    max_restarts: int = 2  # rebuilds of a dead engine before its calls fail
+    seed: int = 0  # sampling seed (used when engine.temperature > 0)
+
+
+@dataclass
+class TransformersEngineCfg:
+    """Hugging Face transformers' own knobs (engine.kind=transformers)."""
+
+    attn_implementation: Optional[str] = None  # sdpa | eager | flash_attention_2; None: its default
+
+
+@dataclass
 class EngineCfg:
+    """The ASR model and how it decodes (output), and how many engines run where (run)."""
+
     kind: str = "faster_whisper"  # faster_whisper | transformers | vllm (| fault: tests)
     model: str = "whisper-base"  # a local model directory, or "whisper-base" (the PyPI package)
     device: str = "cpu"  # cpu | cuda
-    compute_type: str = "int8"  # faster-whisper: int8 | float16 | float32; transformers: dtype
+    compute_type: str = "int8"  # faster-whisper: int8 | float16 | float32; others: the dtype
     batch_size: int = 8  # segments per engine call
-    language: Optional[str] = "en"  # None lets the model detect it
-    task: str = "transcribe"
-    instruction: str = "Transcribe the speech verbatim. Output only the transcript."
-    system_prompt: Optional[str] = None
-    max_new_tokens: int = 128
-    beam_size: int = 1
-    temperature: float = 0.0
+    language: Optional[str] = "en"  # null lets the model detect it
+    task: str = "transcribe"  # transcribe | translate (Whisper)
+    instruction: str = "Transcribe the speech verbatim. Output only the transcript."  # audio-LLM prompt
+    system_prompt: Optional[str] = None  # audio-LLM system prompt; null: none
+    max_new_tokens: int = 128  # longest transcript per segment, in tokens
+    beam_size: int = 1  # 1: greedy (vllm decodes greedily or by sampling only)
+    temperature: float = 0.0  # 0: deterministic
     num_engines: int = 1  # engine actors per node (several per GPU when gpus_per_engine < 1)
-    gpus_per_engine: float = 0.0
-    cpus_per_engine: float = 1.0
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.85
-    max_model_len: Optional[int] = None
-    load_format: str = "auto"  # "dummy" builds random weights from config.json (benchmarks)
-    ignore_eos: bool = False  # benchmarks: fixed output length
+    gpus_per_engine: float = 0.0  # GPUs each engine actor holds; 0: a CPU engine
+    cpus_per_engine: float = 1.0  # CPU cores each engine actor holds (its threads)
+    tensor_parallel_size: int = 1  # vllm: GPUs one model is split over
+    gpu_memory_utilization: float = 0.85  # vllm: share of a GPU's memory (split among its engines)
+    max_model_len: Optional[int] = None  # vllm: context length; null: 448 for Whisper, the model's
+    load_format: str = "auto"  # vllm: "dummy" builds random weights from config.json (benchmarks)
+    ignore_eos: bool = False  # vllm: always write max_new_tokens (benchmarks: fixed output length)
     calls_in_flight: int = 2  # engine calls queued per engine actor, so it never runs dry
-    extra: dict[str, Any] = field(default_factory=dict)  # engine-specific keyword arguments
+    vllm: VllmEngineCfg = field(default_factory=VllmEngineCfg)
+    transformers: TransformersEngineCfg = field(default_factory=TransformersEngineCfg)
 
 
 @dataclass
 class PipelineCfg:
+    """How one task's actors are sized (Ray, on one node)."""
+
     decode_actors: int = 0  # 0: one per CPU left after the engines
-    items_per_decode_task: int = 8
-    decode_in_flight: int = 0  # 0: 2 x decode_actors
+    items_per_decode_task: int = 8  # recordings per decode call
+    decode_in_flight: int = 0  # decode calls queued; 0: 2 x decode_actors
     part_rows: int = 256  # rows per committed part (the in-shard checkpoint)
     part_seconds: float = 120.0  # also commit a part at least this often
     engine_retries: int = 2  # retries of a failed engine call (split in halves) before error rows
     decode_retries: int = 2  # retries of items whose decode actor died
     ray_object_store_mb: int = 0  # 0: Ray's default
     ray_tmp: str = ""  # "": node-local temp dir from SLURM_TMPDIR/TMPDIR, else /tmp
-    log_every_s: float = 30.0
+    log_every_s: float = 30.0  # progress log line interval
 
 
 @dataclass
 class SlurmCfg:
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    time_min: int = 240
-    nodes: int = 1
-    gpus_per_node: int = 0
-    cpus_per_task: int = 2
-    mem_gb: float = 4.0
-    constraint: Optional[str] = None
-    exclusive: bool = False
-    shards_per_task: int = 1
-    array_parallelism: int = 256
+    """One array task's SLURM resources and environment."""
+
+    partition: Optional[str] = None  # --partition; null: the cluster's default
+    account: Optional[str] = None  # --account
+    qos: Optional[str] = None  # --qos
+    time_min: int = 240  # --time, minutes
+    nodes: int = 1  # nodes per task
+    gpus_per_node: int = 0  # --gpus-per-node
+    cpus_per_task: int = 2  # --cpus-per-task
+    mem_gb: float = 4.0  # --mem, GB
+    constraint: Optional[str] = None  # --constraint
+    exclusive: bool = False  # --exclusive
+    shards_per_task: int = 1  # shards one array task runs, one after another
+    array_parallelism: int = 256  # array tasks running at once (%N)
     signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: checkpoint and requeue
-    max_requeues: int = 3
+    max_requeues: int = 3  # requeues of a task stopped by its time limit or preemption
     extra_sbatch: list[str] = field(default_factory=list)  # extra "#SBATCH" lines
-    setup: list[str] = field(default_factory=list)  # shell lines run before the task
-    env: dict[str, str] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)  # shell lines run before the task (e.g. a mount)
+    env: dict[str, str] = field(default_factory=dict)  # environment variables of the task
     executor: str = "slurm"  # slurm | local (submitit's local executor, for trying it out)
 
 
 @dataclass
 class StoreCfg:
+    """The shared store the run directory and audio live on."""
+
     require_mount: Optional[str] = None  # a mount point that must be mounted before a task writes
-    cache_dir: Optional[str] = None  # node-local audio cache; None: off
-    cache_gb: float = 50.0
+    cache_dir: Optional[str] = None  # node-local audio cache; null: off
+    cache_gb: float = 50.0  # the cache's size limit
 
 
 @dataclass
 class WandbCfg:
+    """Weights & Biases tracking."""
+
     mode: str = "disabled"  # online | offline | disabled
-    project: str = "asrd"
-    entity: Optional[str] = None
-    dir: Optional[str] = None  # default: RUN_DIR/wandb
-    log_every_s: float = 10.0
+    project: str = "asrd"  # W&B project
+    entity: Optional[str] = None  # W&B entity (team); null: the default
+    dir: Optional[str] = None  # null: RUN_DIR/wandb
+    log_every_s: float = 10.0  # metrics interval of a task's run
     sample_rows: int = 16  # transcripts (with audio) shown in the merge run
 
 
 @dataclass
 class MergeCfg:
-    target_file_mb: float = 256.0
-    filter: Optional[str] = None  # e.g. "score >= 3"
-    allow_incomplete: bool = False
+    """`asrd merge`: the merged dataset."""
+
+    target_file_mb: float = 256.0  # size of each merged Parquet file
+    filter: Optional[str] = None  # keep only rows matching, e.g. "score >= 3"
+    allow_incomplete: bool = False  # merge even with shards missing or rejected
+
+
+@dataclass
+class VllmJudgeCfg:
+    """vLLM's own knobs for the judge (judge.kind=vllm)."""
+
+    max_model_len: Optional[int] = None  # context length; null: the model's
+    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
 
 
 @dataclass
 class JudgeCfg:
-    enabled: bool = False
+    """An LLM that rates each transcript with one of `choices` (the `score` column)."""
+
+    enabled: bool = False  # off: no score column
     kind: str = "transformers"  # transformers | vllm
-    model: str = ""
-    device: str = "cpu"
-    system_prompt: str = "You rate transcripts of speech."
-    user_template: str = (
+    model: str = ""  # a local text LLM directory
+    device: str = "cpu"  # transformers: cpu | cuda
+    system_prompt: str = "You rate transcripts of speech."  # the judge's system prompt
+    user_template: str = (  # the judge's prompt; {text} marks the transcript
         "Rate how plausible this transcript of real speech is, from 1 (garbage) to 5 "
         "(fluent, natural). Answer with one digit.\nTranscript: {text}"
     )
-    choices: list[str] = field(default_factory=lambda: ["1", "2", "3", "4", "5"])
-    batch_size: int = 16
-    num_engines: int = 1
-    gpus_per_engine: float = 0.0
-    gpu_memory_utilization: float = 0.3
-    extra: dict[str, Any] = field(default_factory=dict)
+    choices: list[str] = field(default_factory=lambda: ["1", "2", "3", "4", "5"])  # the allowed answers (numbers)
+    max_text_chars: int = 4000  # a longer transcript is judged on its first characters
+    batch_size: int = 16  # transcripts per judge call
+    num_engines: int = 1  # judge actors per node
+    gpus_per_engine: float = 0.0  # GPUs each judge actor holds
+    gpu_memory_utilization: float = 0.3  # vllm: share of a GPU's memory
+    vllm: VllmJudgeCfg = field(default_factory=VllmJudgeCfg)
 
 
 @dataclass
@@ -171,12 +221,12 @@ class FaultCfg:
     The engine hooks act when `engine.kind=fault` (which wraps `inner`); the decode hook acts with
     any engine. All are off by default."""
 
-    inner: Optional[str] = None  # the engine kind the fault engine wraps; None: text made from the audio
+    inner: Optional[str] = None  # the engine kind the fault engine wraps; null: text made from the audio
     fail_ids: list[str] = field(default_factory=list)  # engine calls holding these rows raise
     raise_on_calls: list[int] = field(default_factory=list)  # these calls (1-based, per actor) raise
     exit_after_calls: int = 0  # the engine actor exits on the call after this many (once per state_dir)
     block_after_calls: int = -1  # later calls wait until `release_file` exists; -1: never block
-    release_file: Optional[str] = None
+    release_file: Optional[str] = None  # see block_after_calls
     call_delay_s: float = 0.0  # every engine call takes at least this long
     decode_exit_ids: list[str] = field(default_factory=list)  # a decode actor exits on these rows
     unplaceable_ids: list[str] = field(default_factory=list)  # packed: these rows' words unplaced
@@ -211,24 +261,24 @@ OUTPUT_KEYS = (
     "audio.sample_rate", "audio.max_segment_s", "audio.vad", "audio.pack", "audio.max_duration_s",
     "engine.kind", "engine.model", "engine.compute_type", "engine.language", "engine.task",
     "engine.instruction", "engine.system_prompt", "engine.max_new_tokens", "engine.beam_size",
-    "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.extra",
+    "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.vllm.seed",
     "judge.enabled", "judge.kind", "judge.model", "judge.system_prompt", "judge.user_template",
-    "judge.choices", "judge.extra",
+    "judge.choices", "judge.max_text_chars",
 )
 RUN_KEYS = (
     "run.name", "run.dir",
     "audio.read_retries",
     "engine.device", "engine.batch_size", "engine.num_engines", "engine.gpus_per_engine",
     "engine.cpus_per_engine", "engine.tensor_parallel_size", "engine.gpu_memory_utilization",
-    "engine.max_model_len", "engine.calls_in_flight",
+    "engine.max_model_len", "engine.calls_in_flight", "engine.vllm.render_in",
+    "engine.vllm.render_threads", "engine.vllm.feature_device", "engine.vllm.max_concurrency",
+    "engine.vllm.max_num_seqs", "engine.vllm.max_num_batched_tokens", "engine.vllm.enforce_eager",
+    "engine.vllm.max_restarts", "engine.transformers",
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
-    "judge.gpu_memory_utilization",
+    "judge.gpu_memory_utilization", "judge.vllm",
     "pipeline", "slurm", "store", "wandb", "merge", "faults",
 )
-FREE_FORM_MAPS = ("engine.extra", "judge.extra", "slurm.env")  # keys chosen by the user: one value
-
-WANDB_MODES = ("online", "offline", "disabled")
-
+FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
     """Schema defaults <- YAML file <- `key=value` overrides, validated."""
@@ -238,39 +288,49 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"config file not found: {p}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(p))
+            cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.load(p)))
         if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.from_dotlist(list(overrides))))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
-        raise ConfigError(f"invalid config key {key!r}: {e.msg if hasattr(e, 'msg') else e}") from e
+        why = str(getattr(e, "msg", e)).strip().splitlines()[0]  # one line; the rest repeats the key
+        raise ConfigError(f"invalid config key {key!r}: {why}") from e
     validate(cfg)
     return cfg
 
 
-def validate(cfg: DictConfig) -> None:
-    """Checks the schema's types cannot express."""
-    from asrd.engines.registry import engine_kinds  # imports no engine
+# Configs written before the typed engine sections kept engine options in free-form `extra` maps
+# (a run directory's frozen config.yaml has them): each known key moves to the section that holds
+# it now; any other is refused like an unknown key.
+_EXTRA_MOVES = {
+    "engine": {**{k: f"vllm.{k}" for k in VllmEngineCfg.__dataclass_fields__},
+               **{k: f"transformers.{k}" for k in TransformersEngineCfg.__dataclass_fields__}},
+    "judge": {"max_text_chars": "max_text_chars",
+              **{k: f"vllm.{k}" for k in VllmJudgeCfg.__dataclass_fields__}},
+}
 
-    checks = [
-        (cfg.run.num_shards >= 1, "run.num_shards", "must be >= 1"),
-        (cfg.engine.kind in engine_kinds(), "engine.kind", f"must be one of {engine_kinds()}"),
-        (cfg.wandb.mode in WANDB_MODES, "wandb.mode", f"must be one of {WANDB_MODES}"),
-        (0 < cfg.audio.max_segment_s <= 3600, "audio.max_segment_s", "must be in (0, 3600]"),
-        (cfg.audio.sample_rate > 0, "audio.sample_rate", "must be > 0"),
-        (not cfg.audio.vad.enabled or cfg.audio.sample_rate == 16000, "audio.sample_rate",
-         "must be 16000 with audio.vad.enabled (the VAD model's rate)"),
-        (0 < cfg.audio.vad.threshold < 1, "audio.vad.threshold", "must be in (0, 1)"),
-        (cfg.engine.batch_size >= 1, "engine.batch_size", "must be >= 1"),
-        (cfg.engine.num_engines >= 1, "engine.num_engines", "must be >= 1"),
-        (cfg.engine.calls_in_flight >= 1, "engine.calls_in_flight", "must be >= 1"),
-        (cfg.pipeline.part_rows >= 1, "pipeline.part_rows", "must be >= 1"),
-        (cfg.slurm.shards_per_task >= 1, "slurm.shards_per_task", "must be >= 1"),
-        (cfg.merge.target_file_mb > 0, "merge.target_file_mb", "must be > 0"),
-    ]
-    for ok, key, why in checks:
-        if not ok:
-            raise ConfigError(f"invalid config value {key}={OmegaConf.select(cfg, key)!r}: {why}")
+
+def _upgrade(raw: DictConfig) -> DictConfig:
+    for section, moves in _EXTRA_MOVES.items():
+        node = raw.get(section) if isinstance(raw, DictConfig) else None
+        if not isinstance(node, DictConfig) or "extra" not in node:
+            continue
+        extra = node.pop("extra") or {}
+        for key, value in dict(extra).items():
+            if key not in moves:
+                raise ConfigError(
+                    f"invalid config key '{section}.extra.{key}': {section}.extra was replaced "
+                    f"by typed sections; the keys they take are listed by `asrd config`")
+            OmegaConf.update(node, moves[key], value, force_add=True)
+    return raw
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse the first value out of its range or inconsistent with another key."""
+    from asrd.config_checks import problems
+
+    for key, why in problems(cfg):
+        raise ConfigError(f"invalid config value {key}={OmegaConf.select(cfg, key)!r}: {why}")
 
 
 def require_index(cfg: DictConfig) -> str:

@@ -98,3 +98,54 @@ def test_cli_config_write_roundtrip(tmp_path):
     assert main(["config", "--write", str(out), "run.name=x"]) == 0
     assert config_mod.load(out, ["run.index=/i.parquet"]).run.name == "x"
     assert main(["config", "engine.nope=1"]) == 2
+
+
+def test_engine_sections_are_typed_and_checked_at_load(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("engine:\n  kind: vllm\n  vllm:\n    render_threads: 4\n    nope: 1\n")
+    with pytest.raises(ConfigError, match=r"^invalid config key 'engine.vllm.nope': [^\n]*$"):
+        config_mod.load(f)
+    with pytest.raises(ConfigError, match="engine.transformers.dtype"):
+        config_mod.load(None, ["engine.transformers.dtype=float16"])
+    with pytest.raises(ConfigError, match="judge.vllm.max_model_len=0"):
+        config_mod.load(None, ["judge.vllm.max_model_len=0"])
+
+
+def test_old_extra_maps_move_to_the_typed_sections(tmp_path):
+    f = tmp_path / "config.yaml"  # a run directory frozen before the typed sections
+    f.write_text("engine:\n  extra:\n    render_in: engine\n    attn_implementation: sdpa\n"
+                 "judge:\n  extra:\n    max_text_chars: 50\n    enforce_eager: true\n")
+    cfg = config_mod.load(f)
+    assert cfg.engine.vllm.render_in == "engine"
+    assert cfg.engine.transformers.attn_implementation == "sdpa"
+    assert cfg.judge.max_text_chars == 50 and cfg.judge.vllm.enforce_eager is True
+    assert config_mod.load(None, ["engine.extra={}"]).engine.vllm.render_in == "decode"
+    with pytest.raises(ConfigError, match="'engine.extra.block_size'"):
+        config_mod.load(None, ["engine.extra.block_size=32"])
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["engine.kind=vllm", "audio.max_segment_s=45"], "audio.max_segment_s"),
+    (["engine.kind=transformers", "audio.max_segment_s=31"], "audio.max_segment_s"),
+    (["engine.kind=fault", "faults.inner=vllm", "audio.max_segment_s=40"], "audio.max_segment_s"),
+    (["audio.max_segment_s=10", "audio.pack.max_clip_s=12"], "audio.pack.max_clip_s"),
+    (["audio.pack.gap_s=-1"], "audio.pack.gap_s"),
+    (["audio.vad.min_silence_ms=-5"], "audio.vad.min_silence_ms"),
+    (["engine.kind=vllm", "engine.beam_size=4"], "engine.beam_size"),
+    (["engine.gpu_memory_utilization=1.5"], "engine.gpu_memory_utilization"),
+    (["engine.temperature=-0.1"], "engine.temperature"),
+    (["engine.gpus_per_engine=0.5", "engine.tensor_parallel_size=2"], "engine.tensor_parallel_size"),
+    (["slurm.mem_gb=0"], "slurm.mem_gb"),
+    (["slurm.executor=pbs"], "slurm.executor"),
+    (["judge.enabled=true"], "judge.model"),
+    (["pipeline.part_seconds=0"], "pipeline.part_seconds"),
+])
+def test_limits_between_keys_are_checked_at_load(overrides, key):
+    with pytest.raises(ConfigError, match=rf"^invalid config value {re.escape(key)}="):
+        config_mod.load(None, overrides)
+
+
+def test_a_long_segment_is_fine_for_faster_whisper():
+    cfg = config_mod.load(None, ["engine.kind=faster_whisper", "audio.max_segment_s=60",
+                                 "audio.pack.max_clip_s=50"])
+    assert cfg.audio.max_segment_s == 60

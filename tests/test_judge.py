@@ -84,7 +84,7 @@ def test_score_is_the_models_best_choice(judge, lm_dir):
 
 
 def test_long_transcripts_are_cut_not_failed(lm_dir):
-    j = build_judge(judge_cfg(lm_dir, **{"extra.max_text_chars": 50}))
+    j = build_judge(judge_cfg(lm_dir, max_text_chars=50))
     long_text = "word " * 2000
     assert j.score([long_text]) == j.score([long_text[:50]])
 
@@ -110,8 +110,8 @@ def test_vllm_judge_answers_with_a_choice(tmp_path):
     # head_dim 64: a size every vLLM attention backend takes.
     lm = build_text_lm(tmp_path / "lm", TextLMSize(hidden_size=128, heads=2, kv_heads=2,
                                                    intermediate_size=256))
-    cfg = judge_cfg(lm, kind="vllm", **{"extra.max_model_len": 512, "extra.enforce_eager": "true",
-                                        "extra.max_text_chars": 100000})
+    cfg = judge_cfg(lm, kind="vllm", **{"vllm.max_model_len": 512, "vllm.enforce_eager": "true",
+                                        "max_text_chars": 100000})
     j = build_judge(cfg)
     try:
         too_long = "word " * 2000  # longer than max_model_len: fails alone, with its reason

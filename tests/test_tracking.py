@@ -190,10 +190,10 @@ def test_progress_bar_on_a_terminal_lines_in_a_log(tmp_path, wb_env):
 
 def test_secrets_are_redacted_from_the_run_config(tmp_path, wb_env):
     cfg = _cfg(tmp_path, f"slurm.env.WANDB_API_KEY={FAKE_KEY}", "slurm.env.HF_HOME=/models",
-               f"engine.extra.note=key is {FAKE_KEY}")
+               f"engine.instruction=key is {FAKE_KEY}")
     conf = tracking.run_config(cfg, {})
     assert conf["asrd"]["slurm"]["env"] == {"WANDB_API_KEY": "<redacted>", "HF_HOME": "/models"}
-    assert conf["asrd"]["engine"]["extra"]["note"] == "<redacted>"
+    assert conf["asrd"]["engine"]["instruction"] == "<redacted>"
     assert FAKE_KEY not in json.dumps(conf)
 
 

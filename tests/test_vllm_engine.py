@@ -44,7 +44,7 @@ def _engine_cfg(model_dir, *extra: str):
     return config_mod.load(None, [
         "engine.kind=vllm", f"engine.model={model_dir}", "engine.compute_type=float16",
         "engine.gpus_per_engine=1", "engine.gpu_memory_utilization=0.3",
-        "engine.max_new_tokens=12", "engine.language=en", "engine.extra.enforce_eager=true",
+        "engine.max_new_tokens=12", "engine.language=en", "engine.vllm.enforce_eager=true",
         *extra]).engine
 
 
@@ -126,7 +126,7 @@ def test_pipeline_completes_a_shard_with_vllm(tmp_path):
         f"run.index={index}", f"run.dir={tmp_path / 'run'}", "run.num_shards=1",
         "engine.kind=vllm", f"engine.model={model}", "engine.compute_type=float16",
         "engine.gpus_per_engine=1", "engine.gpu_memory_utilization=0.3", "engine.max_new_tokens=12",
-        "engine.extra.enforce_eager=true", "engine.batch_size=4", "engine.calls_in_flight=4",
+        "engine.vllm.enforce_eager=true", "engine.batch_size=4", "engine.calls_in_flight=4",
         "pipeline.part_rows=2", "audio.vad.enabled=false"])  # tones are no speech: keep them all
     rd, _ = make_plan(cfg)
     assert run_task(rd.path) == [0]

@@ -8,25 +8,26 @@ import pytest
 
 from asrd import config as config_mod
 from asrd.engines import EngineUnavailable, preparer_modules
-from asrd.engines.vllm_engine import VllmOptions
 from asrd.audio.pack import Member, split_by_time
 from asrd.engines.vllm_inputs import (TIME_STEP_S, PromptBuilder, PromptSpec, check_window,
                                       timed_pieces)
 
 
-def test_options_split_ours_from_vllm_arguments_and_refuse_unknown_render_place():
-    options, rest = VllmOptions.from_extra({"render_in": "engine", "render_threads": 4,
-                                            "max_num_seqs": 64, "block_size": 32})
-    assert (options.render_in, options.render_threads, options.max_num_seqs) == ("engine", 4, 64)
-    assert rest == {"block_size": 32}  # passed on to vLLM's engine arguments
-    assert VllmOptions.from_extra({})[0].render_in == "decode"
-    with pytest.raises(EngineUnavailable, match="render_in='gpu'"):
-        VllmOptions.from_extra({"render_in": "gpu"})
+def test_vllm_options_are_checked_when_the_config_loads():
+    engine = config_mod.load(None, ["engine.kind=vllm", "engine.vllm.render_in=engine",
+                                    "engine.vllm.render_threads=4", "engine.vllm.max_num_seqs=64"]).engine
+    assert (engine.vllm.render_in, engine.vllm.render_threads, engine.vllm.max_num_seqs) == (
+        "engine", 4, 64)
+    assert config_mod.load(None, []).engine.vllm.render_in == "decode"
+    with pytest.raises(config_mod.ConfigError, match="engine.vllm.render_in='gpu'"):
+        config_mod.load(None, ["engine.vllm.render_in=gpu"])
+    with pytest.raises(config_mod.ConfigError, match="engine.vllm.block_size"):
+        config_mod.load(None, ["engine.vllm.block_size=32"])
 
 
 @pytest.mark.parametrize("overrides, expected", [
     (["engine.kind=vllm"], ["asrd.engines.vllm_inputs", "vllm.renderers"]),
-    (["engine.kind=vllm", "engine.extra.render_in=engine"], []),
+    (["engine.kind=vllm", "engine.vllm.render_in=engine"], []),
     (["engine.kind=faster_whisper"], []),
 ])
 def test_decode_actors_preload_vllm_only_when_they_render(overrides, expected):

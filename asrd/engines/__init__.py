@@ -15,9 +15,6 @@ __all__ = ["Engine", "EngineUnavailable", "InputPreparer", "Segment", "build_eng
 def preparer_modules(engine_cfg: DictConfig) -> list[str]:
     """Modules a decode actor imports while the engines start, when it will prepare their inputs
     (vLLM's import takes seconds; done at once, it overlaps the engines' start-up)."""
-    if engine_cfg.kind != "vllm":
+    if engine_cfg.kind != "vllm" or engine_cfg.vllm.render_in != "decode":
         return []
-    from asrd.engines.vllm_engine import VllmOptions  # imports no vLLM
-
-    options, _ = VllmOptions.from_extra(dict(engine_cfg.get("extra") or {}))
-    return ["asrd.engines.vllm_inputs", "vllm.renderers"] if options.render_in == "decode" else []
+    return ["asrd.engines.vllm_inputs", "vllm.renderers"]

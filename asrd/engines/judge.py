@@ -17,17 +17,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asrd.config import ConfigError
 from asrd.engines.base import EngineUnavailable
 from asrd.engines.prompts import Message, check_judge_template, judge_messages
 
 NO_TRANSCRIPT = "no transcript"
-# Longer transcripts (a long recording is one row) are judged on their first characters, so that
-# one row cannot exceed the judge's context; set judge.extra.max_text_chars to change it.
-DEFAULT_MAX_TEXT_CHARS = 4000
-OWN_EXTRA_KEYS = ("max_text_chars",)
 
 ScoreResult = tuple[float | None, str | None]  # (score, judge_error): exactly one is None
 
@@ -40,11 +36,9 @@ class Judge(ABC):
         check_judge_template(cfg.user_template)
         self.choices = [str(c) for c in cfg.choices]
         self.values = _choice_values(self.choices)
-        extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.extra else {}
-        self._max_chars = int(extra.get("max_text_chars", DEFAULT_MAX_TEXT_CHARS))
-        # What the backend takes as keyword arguments (from_pretrained, or vLLM's LLM).
-        self._backend_kwargs: dict[str, Any] = {k: v for k, v in extra.items()
-                                                if k not in OWN_EXTRA_KEYS}
+        # Longer transcripts (a long recording is one row) are judged on their first
+        # characters, so that one row cannot exceed the judge's context.
+        self._max_chars = int(cfg.max_text_chars)
 
     @property
     def name(self) -> str:
@@ -100,8 +94,7 @@ class TransformersJudge(Judge):
         self._device = torch.device(str(cfg.device))
         try:
             tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
-                                                         **self._backend_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
         except (OSError, ValueError) as e:
             raise EngineUnavailable(f"cannot load the judge model from {model_dir}: {e}") from e
         tok.padding_side = "left"  # the last position of every row is its prompt's end
@@ -129,9 +122,8 @@ class TransformersJudge(Judge):
 
 class VllmJudge(Judge):
     """A text LLM through vLLM on GPU, decoding under a structured-output choice constraint
-    (`StructuredOutputsParams(choice=...)`, greedy). judge.extra goes to `vllm.LLM`
-    (max_model_len, enforce_eager, dtype, ...). `vllm.LLM` is not thread-safe: one call at a
-    time per judge."""
+    (`StructuredOutputsParams(choice=...)`, greedy), sized by judge.vllm.*. `vllm.LLM` is not
+    thread-safe: one call at a time per judge."""
 
     def __init__(self, cfg: DictConfig):
         super().__init__(cfg)
@@ -142,8 +134,11 @@ class VllmJudge(Judge):
         except ImportError as e:
             raise EngineUnavailable(f"the vLLM judge needs vllm on a GPU node ({e}): "
                                     f"pip install 'asrd[gpu]'") from e
+        options: dict[str, Any] = {"enforce_eager": bool(cfg.vllm.enforce_eager)}
+        if cfg.vllm.max_model_len:
+            options["max_model_len"] = int(cfg.vllm.max_model_len)
         self._llm = LLM(model=str(model_dir), gpu_memory_utilization=cfg.gpu_memory_utilization,
-                        **self._backend_kwargs)
+                        **options)
         self._tok = self._llm.get_tokenizer()
         longest = max(len(self._tok.encode(c, add_special_tokens=False)) for c in self.choices)
         self._params = SamplingParams(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asrd.config import ConfigError
 from asrd.engines.base import Engine, EngineUnavailable, InputPreparer, Segment
@@ -62,10 +62,12 @@ class TransformersEngine(Engine):
         model_cls = (transformers.WhisperForConditionalGeneration
                      if config.model_type == "whisper"
                      else transformers.Qwen2AudioForConditionalGeneration)
-        extra = OmegaConf.to_container(cfg.extra, resolve=True) if cfg.extra else {}
+        options: dict[str, Any] = {}
+        if cfg.transformers.attn_implementation:
+            options["attn_implementation"] = str(cfg.transformers.attn_implementation)
         try:
             model = model_cls.from_pretrained(model_dir, dtype=dtype, local_files_only=True,
-                                              **extra)
+                                              **options)
         except OSError as e:
             raise EngineUnavailable(f"cannot load the model weights from {model_dir}: {e}") from e
         self._model = model.to(self._device).eval()

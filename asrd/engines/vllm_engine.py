@@ -6,11 +6,11 @@ model's Hugging Face processor), and a plain `LLM.generate` does that on one cor
 another (37 clips/s for Whisper), while the GPU idles. So:
 
 - one in-process `AsyncLLM` (no HTTP server) runs on an event loop in a background thread, and
-  `transcribe` may be called from many threads at once (`max_concurrency`): every segment of every
+  `transcribe` may be called from many threads at once (`engine.vllm.max_concurrency`): every segment of every
   call becomes its own request, so the engine's queue stays full as long as callers have audio;
 - engine inputs are rendered where there are CPUs to spare: by default in the CPU decode actors
   (`input_preparer()`, vllm_inputs.py), so the engine's process only submits ready inputs;
-  with `render_in: engine` in a pool of `render_threads` threads of this process (vLLM's renderer
+  with `engine.vllm.render_in: engine` in a pool of `render_threads` threads of this process (vLLM's renderer
   pool; the processor cache is off, which that pool requires), log-mel on `feature_device`;
 - the scheduler's token budget is raised so that many 1500-token Whisper encoder inputs run per
   step (AsyncLLM's default of 2048 admits one and left the GPU 91% idle);
@@ -33,11 +33,10 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from asrd.audio.pack import Member, split_by_time
 from asrd.engines.base import Engine, EngineUnavailable, Segment
@@ -50,38 +49,6 @@ ARCHITECTURES = {"WhisperForConditionalGeneration": "whisper",
                  "Qwen2AudioForConditionalGeneration": "qwen2_audio"}
 DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "auto": "auto",
           "int8": "auto"}  # int8 is faster-whisper's default; vLLM then takes the model's dtype
-
-
-@dataclass(frozen=True)
-class VllmOptions:
-    """The engine-specific knobs, read from `engine.extra` (defaults measured on an H100)."""
-
-    # Where engine inputs are rendered: "decode" (in every CPU decode actor: scales with them)
-    # or "engine" (in the engine actor's own process, in `render_threads` threads).
-    render_in: str = "decode"
-    render_threads: int = 8  # front-end worker threads preparing inputs (GIL-bound past ~8)
-    feature_device: str = "cuda"  # where the engine process computes log-mel: cuda | cpu
-    max_concurrency: int = 64  # concurrent `transcribe` calls the actor may make
-    max_num_seqs: int | None = None  # running-batch cap; None: 512 (Whisper), 256 (others)
-    # Tokens scheduled per engine step, audio encoder inputs included. vLLM's AsyncLLM default
-    # (2048) lets one 1500-token Whisper encoder input through per step and leaves the H100
-    # ~90% idle; None: 64 Whisper windows (96000), 32768 for Qwen2-Audio (measured).
-    max_num_batched_tokens: int | None = None
-    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
-    max_restarts: int = 2  # rebuilds of a dead engine before giving up
-    seed: int = 0
-
-    @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> tuple["VllmOptions", dict[str, Any]]:
-        """Our options, and the rest of `extra` as vLLM engine arguments."""
-        names = set(cls.__dataclass_fields__)
-        ours = {k: v for k, v in extra.items() if k in names}
-        rest = {k: v for k, v in extra.items() if k not in names}
-        options = cls(**ours)
-        if options.render_in not in ("decode", "engine"):
-            raise EngineUnavailable(f"engine.extra.render_in={options.render_in!r}: use decode "
-                                    "or engine")
-        return options, rest
 
 
 def model_kind(model_dir: str | Path) -> str:
@@ -163,13 +130,8 @@ class VllmEngine(Engine):
                 "engine.kind=vllm needs vLLM on a GPU node: pip install 'asrd[gpu]' "
                 f"(or scripts/device/setup.sh on the lent GPU machine): {e}") from e
         self._cfg = engine_cfg
-        extra = OmegaConf.to_container(engine_cfg.extra, resolve=True) if isinstance(
-            engine_cfg.extra, DictConfig) else dict(engine_cfg.extra or {})
-        self.options, self._engine_kwargs = VllmOptions.from_extra(extra)
-        self.max_concurrency = self.options.max_concurrency
-        if engine_cfg.beam_size != 1:
-            raise EngineUnavailable("engine.kind=vllm decodes greedily or by sampling: set "
-                                    "engine.beam_size=1")
+        self.options = engine_cfg.vllm  # engine.vllm.*, checked when the config loaded
+        self.max_concurrency = int(self.options.max_concurrency)
         self._model_dir = str(engine_cfg.model)
         self.kind = model_kind(self._model_dir)
         self._ids = itertools.count()
@@ -206,7 +168,7 @@ class VllmEngine(Engine):
             limit_mm_per_prompt={"audio": 1},
             # The renderer pool needs the processor cache off; unique audio never hits it anyway.
             mm_processor_cache_gb=0, renderer_num_workers=max(1, opt.render_threads),
-            enforce_eager=opt.enforce_eager, seed=opt.seed,
+            enforce_eager=bool(opt.enforce_eager), seed=int(opt.seed),
         )
         if cfg.max_model_len:
             kwargs["max_model_len"] = int(cfg.max_model_len)
@@ -219,7 +181,6 @@ class VllmEngine(Engine):
         if int(cfg.tensor_parallel_size) > 1:
             # Inside a Ray actor vLLM would otherwise try to place its workers through Ray.
             kwargs["distributed_executor_backend"] = "mp"
-        kwargs.update(self._engine_kwargs)
         return AsyncEngineArgs(**kwargs)
 
     def _start(self) -> None:

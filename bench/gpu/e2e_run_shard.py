@@ -82,7 +82,7 @@ def main() -> None:
         "engine.cpus_per_engine=2", f"engine.batch_size={args.batch}",
         f"engine.calls_in_flight={args.calls}", f"pipeline.part_rows={args.part_rows}",
         "pipeline.part_seconds=3600", "wandb.mode=disabled",
-        f"engine.extra.render_in={args.render_in}",
+        f"engine.vllm.render_in={args.render_in}",
         "audio.vad.enabled=false",  # the synthetic clips are tones, not speech: VAD would drop them
         f"pipeline.decode_actors={args.decode_actors}",
         f"engine.gpu_memory_utilization={args.gpu_share / args.engines:.3f}", *args.set]

@@ -24,17 +24,16 @@ from common import (GpuSampler, build_model, clips, dtype_of, figure, kind_of, o
 
 
 def engine_config(model_dir, dtype: str, tokens: int, gpu_mem: float, gpus_per_engine: float,
-                  extra: dict):
-    from omegaconf import OmegaConf
-
+                  vllm_options: dict):
+    """The engine section; `vllm_options` are engine.vllm.* keys."""
     from asrd import config as config_mod
 
     cfg = config_mod.load(None, [
         "engine.kind=vllm", f"engine.model={model_dir}", "engine.load_format=dummy",
         f"engine.compute_type={dtype}", "engine.ignore_eos=true", f"engine.max_new_tokens={tokens}",
         "engine.temperature=0.0", f"engine.gpu_memory_utilization={gpu_mem}",
-        f"engine.gpus_per_engine={gpus_per_engine}", "engine.language=en"])
-    cfg.engine.extra = OmegaConf.create(extra)
+        f"engine.gpus_per_engine={gpus_per_engine}", "engine.language=en",
+        *(f"engine.vllm.{k}={v}" for k, v in vllm_options.items())])
     return cfg.engine
 
 
