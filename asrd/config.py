@@ -190,6 +190,8 @@ class VllmJudgeCfg:
 
     max_model_len: Optional[int] = None  # context length; null: the model's
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
+    dtype: str = "auto"  # float16 | bfloat16 | float32 | auto (the model's)
+    load_format: str = "auto"  # "dummy" builds random weights from config.json (benchmarks)
 
 
 @dataclass
@@ -263,7 +265,7 @@ OUTPUT_KEYS = (
     "engine.instruction", "engine.system_prompt", "engine.max_new_tokens", "engine.beam_size",
     "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.vllm.seed",
     "judge.enabled", "judge.kind", "judge.model", "judge.system_prompt", "judge.user_template",
-    "judge.choices", "judge.max_text_chars",
+    "judge.choices", "judge.max_text_chars", "judge.vllm.dtype", "judge.vllm.load_format",
 )
 RUN_KEYS = (
     "run.name", "run.dir",
@@ -275,7 +277,7 @@ RUN_KEYS = (
     "engine.vllm.max_num_seqs", "engine.vllm.max_num_batched_tokens", "engine.vllm.enforce_eager",
     "engine.vllm.max_restarts", "engine.transformers",
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
-    "judge.gpu_memory_utilization", "judge.vllm",
+    "judge.gpu_memory_utilization", "judge.vllm.max_model_len", "judge.vllm.enforce_eager",
     "pipeline", "slurm", "store", "wandb", "merge", "faults",
 )
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value

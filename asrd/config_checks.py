@@ -20,6 +20,7 @@ EXECUTORS = ("slurm", "local")
 JUDGE_KINDS = ("transformers", "vllm")
 RENDER_PLACES = ("decode", "engine")
 FEATURE_DEVICES = ("cuda", "cpu")
+VLLM_DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 Problem = tuple[str, str]  # (dotted key, why its value is refused)
 
@@ -35,6 +36,7 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     yield from _one_of(cfg, "judge.kind", JUDGE_KINDS)
     yield from _one_of(cfg, "engine.vllm.render_in", RENDER_PLACES)
     yield from _one_of(cfg, "engine.vllm.feature_device", FEATURE_DEVICES)
+    yield from _one_of(cfg, "judge.vllm.dtype", VLLM_DTYPES)
     yield from _cross(cfg)
 
 

@@ -134,7 +134,9 @@ class VllmJudge(Judge):
         except ImportError as e:
             raise EngineUnavailable(f"the vLLM judge needs vllm on a GPU node ({e}): "
                                     f"pip install 'asrd[gpu]'") from e
-        options: dict[str, Any] = {"enforce_eager": bool(cfg.vllm.enforce_eager)}
+        options: dict[str, Any] = {"enforce_eager": bool(cfg.vllm.enforce_eager),
+                                   "dtype": str(cfg.vllm.dtype),
+                                   "load_format": str(cfg.vllm.load_format)}
         if cfg.vllm.max_model_len:
             options["max_model_len"] = int(cfg.vllm.max_model_len)
         self._llm = LLM(model=str(model_dir), gpu_memory_utilization=cfg.gpu_memory_utilization,

@@ -93,7 +93,7 @@ def main() -> None:
                                f"engine.gpus_per_engine={0.5 / args.engines}") for o in overrides]
         overrides += ["judge.enabled=true", "judge.kind=vllm", f"judge.model={judge_dir}",
                       "judge.gpus_per_engine=0.5", "judge.gpu_memory_utilization=0.35",
-                      "judge.extra.load_format=dummy", f"judge.extra.dtype={dtype_of(args.judge)}",
+                      "judge.vllm.load_format=dummy", f"judge.vllm.dtype={dtype_of(args.judge)}",
                       "judge.batch_size=256"]
     subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
     parts = run_dir / "shards" / "shard-000000.parts"

@@ -31,7 +31,7 @@ def main() -> None:
     cfg = OmegaConf.structured(JudgeCfg)
     cfg.merge_with({"enabled": True, "kind": "vllm", "model": str(model_dir),
                     "batch_size": args.batch, "gpu_memory_utilization": args.gpu_share,
-                    "extra": {"load_format": "dummy", "dtype": dtype_of(args.model)}})
+                    "vllm": {"load_format": "dummy", "dtype": dtype_of(args.model)}})
     rng = random.Random(0)
     vocab = ("the of and to in is was for on that with as by at from this be are have it "
              "weather station river music morning garden people office history").split()
