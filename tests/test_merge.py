@@ -2,6 +2,9 @@
 schema, so the exactly-once bookkeeping is tested on its own."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,6 +15,7 @@ from asrd.merge import MergeError, merge
 from asrd.plan import load_plan, make_plan, read_rows
 from asrd.schema import output_schema
 from asrd.status import format_status, run_status
+from asrd.testing.faults import POINTS
 from asrd.runtime.write import ShardIncomplete, ShardWriter
 from tests.conftest import make_cfg
 from tests.runs import flip_bytes
@@ -213,3 +217,45 @@ def test_replan_after_the_index_changed_voids_the_old_markers_and_parts(planned,
     for s in range(new.num_shards):
         copy_worker(rd, new, s)
     assert merge(cfg).rows == 9
+
+
+def test_a_part_that_does_not_read_is_discarded_and_its_rows_redone(planned, caplog):
+    cfg, rd, plan = planned
+    spec = plan.shards[0]
+    schema = output_schema(pq.read_schema(plan.index))
+    rows = [r for b in read_rows(plan.index, spec.start, spec.stop) for r in b.to_pylist()]
+    assert len(rows) >= 2
+    w = ShardWriter(rd, spec, schema, part_rows=1, shard_key=plan.shard_key(0))
+    for r in rows[:2]:
+        w.add({**r, "text": "first try", "error": None, "model": "m", "engine": "e"})
+    first, second = sorted(rd.parts_dir(0).glob("part-*.parquet"))
+    first.write_bytes(first.read_bytes()[:-9])  # truncated: its footer is gone
+    w2 = ShardWriter(rd, spec, schema, part_rows=1, shard_key=plan.shard_key(0))  # the resume
+    assert w2.done_rows().tolist() == [rows[1]["row"]]
+    assert not first.exists() and "discarding" in caplog.text and first.name in caplog.text
+    for r in rows:
+        if r["row"] != rows[1]["row"]:
+            w2.add({**r, "text": "redone", "error": None, "model": "m", "engine": "e"})
+    w2.finalize(1.0, plan.config_hash, "m")
+    got = {r["row"]: r["text"] for r in pq.read_table(rd.shard_file(0)).to_pylist()}
+    assert sorted(got) == [r["row"] for r in rows] and got[rows[1]["row"]] == "first try"
+
+
+@pytest.mark.parametrize("point", [p for p in POINTS if p.startswith("merge.")])
+def test_a_merge_killed_at_any_point_is_repaired_by_the_next(planned, point):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    merge(cfg)
+    clean = pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
+    killed = subprocess.run([sys.executable, "-m", "asrd.cli", "merge", f"run.dir={rd.path}",
+                             f"faults.kill_at={point}"], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = sorted(p.name for p in rd.path.iterdir() if p.name.startswith((".merged", "merged")))
+    assert left != ["merged"]  # the kill left something to repair
+    summary = merge(cfg)
+    assert sorted(p.name for p in rd.path.iterdir()
+                  if p.name.startswith((".merged", "merged"))) == ["merged"]
+    assert pq.ParquetDataset(rd.merged_files()).read().sort_by("row").equals(clean)
+    assert json.loads((rd.merged_dir / "summary.json").read_text())["files"] == summary.files

@@ -1,11 +1,17 @@
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asrd.plan import PlanError, cut, make_plan, read_rows
-from asrd.rundir import RunDirError
+from asrd.config import config_hash
+from asrd.plan import PlanError, cut, load_plan, make_plan, read_rows
+from asrd.rundir import RunDir, RunDirError
 from tests.conftest import make_cfg
+from tests.runs import running, wait_until
 
 
 def test_cut_balances_audio_seconds_not_counts():
@@ -55,3 +61,45 @@ def test_read_rows_spans_row_groups(tmp_path):
     got = pa.Table.from_batches(list(read_rows(str(idx), 5, 23, batch_rows=4)))
     assert got.column("row").to_pylist() == list(range(5, 23))
     assert got.column("id").to_pylist() == [f"x{i}" for i in range(5, 23)]
+
+
+def _plan_args(idx, run_dir, *extra, force=False):
+    return [sys.executable, "-m", "asrd.cli", "plan", *(["--force"] if force else []),
+            f"run.index={idx}", f"run.dir={run_dir}", "run.num_shards=2", *extra]
+
+
+def test_two_concurrent_plans_one_wins_and_its_files_agree(tmp_path):
+    """Plan A holds the plan lock between writing config.yaml and plan.json (a hook); plan B,
+    with another config, starts then and must wait for A, then be refused."""
+    idx = _index(tmp_path / "i.parquet", [f"x{i}" for i in range(20)], [1.0] * 20)
+    run_dir, state = tmp_path / "run", tmp_path / "state"
+    hold = ["faults.hold_at=plan.config_frozen", f"faults.state_dir={state}",
+            f"faults.release_file={state / 'go'}"]
+    with running(_plan_args(idx, run_dir, *hold), tmp_path / "a.log") as a:
+        wait_until(lambda: (state / "held-plan.config_frozen").exists(), a, "plan A held",
+                   tmp_path / "a.log")
+        with running(_plan_args(idx, run_dir, "engine.beam_size=5"), tmp_path / "b.log") as b:
+            wait_until(lambda: "another `asrd plan` is planning" in
+                       (tmp_path / "b.log").read_text(), b, "plan B waited for A",
+                       tmp_path / "b.log")
+            (state / "go").touch()
+            assert a.wait(timeout=120) == 0
+            assert b.wait(timeout=120) == 2
+    assert "asrd: error: config drift" in (tmp_path / "b.log").read_text()
+    rd = RunDir(run_dir)
+    assert rd.frozen_config().engine.beam_size != 5
+    assert load_plan(rd).config_hash == config_hash(rd.frozen_config())
+
+
+def test_a_plan_killed_between_its_files_is_refused_then_planned_again(tmp_path):
+    idx = _index(tmp_path / "i.parquet", [f"x{i}" for i in range(20)], [1.0] * 20)
+    run_dir = tmp_path / "run"
+    make_plan(make_cfg(idx, run_dir))
+    killed = subprocess.run(_plan_args(idx, run_dir, "engine.beam_size=5",
+                                       "faults.kill_at=plan.config_frozen", force=True),
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    with pytest.raises(RunDirError, match="from different plans"):
+        load_plan(RunDir(run_dir))
+    rd, plan = make_plan(make_cfg(idx, run_dir, "engine.beam_size=5"))
+    assert load_plan(rd) == plan and rd.frozen_config().engine.beam_size == 5
