@@ -42,12 +42,14 @@ def run_config(args: argparse.Namespace) -> DictConfig:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    text = config_mod.to_yaml(load_config(args))
+    cfg = load_config(args)
     if args.write:
-        Path(args.write).write_text(text)
-        print(f"wrote {args.write}")
+        from asrd.config_doc import starter_yaml
+
+        Path(args.write).write_text(starter_yaml(cfg))
+        print(f"wrote {args.write} (every key, with a line on what it does)")
     else:
-        print(text, end="")
+        print(config_mod.to_yaml(cfg), end="")
     return 0
 
 
@@ -139,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("config", cmd_config, "print the resolved config, or write a starter file")
-    p.add_argument("--write", metavar="FILE")
+    p.add_argument("--write", metavar="FILE",
+                   help="write a starter file: every key, with a comment line on what it does")
     p = add("index", cmd_index, "build a Parquet audio index from a folder, manifest or Parquet")
     p.add_argument("source")
     p.add_argument("-o", "--output", required=True)

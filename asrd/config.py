@@ -71,8 +71,8 @@ class VllmEngineCfg:
     render_threads: int = 8  # input-rendering threads in the engine process (GIL-bound past ~8)
     feature_device: str = "cuda"  # where the engine process computes log-mel: cuda | cpu
     max_concurrency: int = 64  # concurrent `transcribe` calls one engine actor may make
-    max_num_seqs: Optional[int] = None  # running-batch cap; None: 512 (Whisper), 256 (others)
-    max_num_batched_tokens: Optional[int] = None  # tokens per step; None: 96000 Whisper, 32768 others
+    max_num_seqs: Optional[int] = None  # running-batch cap; null: 512 (Whisper), 256 (others)
+    max_num_batched_tokens: Optional[int] = None  # tokens per step; null: 96000 Whisper, else 32768
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
     max_restarts: int = 2  # rebuilds of a dead engine before its calls fail
     seed: int = 0  # sampling seed (used when engine.temperature > 0)
@@ -82,7 +82,7 @@ class VllmEngineCfg:
 class TransformersEngineCfg:
     """Hugging Face transformers' own knobs (engine.kind=transformers)."""
 
-    attn_implementation: Optional[str] = None  # sdpa | eager | flash_attention_2; None: its default
+    attn_implementation: Optional[str] = None  # sdpa | eager | flash_attention_2; null: its default
 
 
 @dataclass
@@ -96,7 +96,8 @@ class EngineCfg:
     batch_size: int = 8  # segments per engine call
     language: Optional[str] = "en"  # null lets the model detect it
     task: str = "transcribe"  # transcribe | translate (Whisper)
-    instruction: str = "Transcribe the speech verbatim. Output only the transcript."  # audio-LLM prompt
+    instruction: str = (  # the audio LLM's prompt (Qwen2-Audio)
+        "Transcribe the speech verbatim. Output only the transcript.")
     system_prompt: Optional[str] = None  # audio-LLM system prompt; null: none
     max_new_tokens: int = 128  # longest transcript per segment, in tokens
     beam_size: int = 1  # 1: greedy (vllm decodes greedily or by sampling only)
@@ -207,7 +208,8 @@ class JudgeCfg:
         "Rate how plausible this transcript of real speech is, from 1 (garbage) to 5 "
         "(fluent, natural). Answer with one digit.\nTranscript: {text}"
     )
-    choices: list[str] = field(default_factory=lambda: ["1", "2", "3", "4", "5"])  # the allowed answers (numbers)
+    choices: list[str] = field(  # the allowed answers, numbers (the score)
+        default_factory=lambda: ["1", "2", "3", "4", "5"])
     max_text_chars: int = 4000  # a longer transcript is judged on its first characters
     batch_size: int = 16  # transcripts per judge call
     num_engines: int = 1  # judge actors per node
@@ -295,7 +297,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.from_dotlist(list(overrides))))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
-        why = str(getattr(e, "msg", e)).strip().splitlines()[0]  # one line; the rest repeats the key
+        why = str(getattr(e, "msg", e)).strip().splitlines()[0]  # the rest repeats the key
         raise ConfigError(f"invalid config key {key!r}: {why}") from e
     validate(cfg)
     return cfg

@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -91,13 +92,33 @@ def test_missing_index_is_clear():
         config_mod.require_index(cfg)
 
 
-def test_cli_config_write_roundtrip(tmp_path):
+CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("source", [None, *CONFIGS], ids=lambda p: p.name if p else "defaults")
+def test_cli_config_write_loads_back_to_the_same_config(tmp_path, source):
     from asrd.cli import main
 
     out = tmp_path / "starter.yaml"
-    assert main(["config", "--write", str(out), "run.name=x"]) == 0
-    assert config_mod.load(out, ["run.index=/i.parquet"]).run.name == "x"
+    overrides = ["run.name=x", "slurm.env.A=b c", "judge.user_template='Say: {text}'"]
+    assert main(["config", "--write", str(out), *(["-c", str(source)] if source else []),
+                 *overrides]) == 0
+    assert (OmegaConf.to_container(config_mod.load(out))
+            == OmegaConf.to_container(config_mod.load(source, overrides)))
     assert main(["config", "engine.nope=1"]) == 2
+
+
+def test_config_write_says_what_every_key_does(tmp_path):
+    from asrd.config_doc import field_help, starter_yaml
+
+    cfg = config_mod.load(None, [])
+    undocumented = [k for k in config_mod.leaf_values(cfg) if not field_help().get(k)]
+    assert not undocumented, f"add a trailing comment in asrd/config.py to: {undocumented}"
+    lines = starter_yaml(cfg).splitlines()
+    i = lines.index("  max_segment_s: 30.0")
+    assert lines[i - 1].startswith("  # [output] ")  # in the hash, and said so
+    i = lines.index("  num_engines: 1")
+    assert lines[i - 1] == "  # engine actors per node (several per GPU when gpus_per_engine < 1)"
 
 
 def test_engine_sections_are_typed_and_checked_at_load(tmp_path):
