@@ -107,7 +107,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     print(f"merged {s.shards_merged}/{s.shards_planned} shards: {s.rows} rows ({s.ok} ok, "
           f"{s.failed} failed), {s.audio_hours:.2f} h -> {RunDir(cfg.run.dir).merged_dir}")
     if s.filter:
-        print(f"filter {s.filter!r}: kept {s.kept}, dropped {s.dropped_by_filter}")
+        print(f"filter kept {s.kept} of {s.rows} rows, dropped {s.dropped_by_filter}")
+        for clause, n in s.filter_counts["dropped_by_clause"].items():
+            print(f"  {clause}: failed {n['false']}, unknown (null) {n['null']}")
     if s.failures_by_reason:
         print("failures: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures_by_reason.items())))
     if s.missing_shards or s.rejected_shards:
@@ -157,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p = add("merge", cmd_merge, "validate and merge the shard files")
     p.add_argument("--allow-incomplete", action="store_true")
-    p.add_argument("--filter", help='keep rows matching, e.g. "score >= 3"')
+    p.add_argument("--filter", action="append", metavar="SQL",
+                   help='keep only rows matching this SQL WHERE clause, e.g. "score >= 3"; '
+                        'repeat for several (each one\'s drops are counted)')
     p = add("status", cmd_status, "shards done / running / failed / missing")
     p.add_argument("--per-shard", action="store_true")
     p = add("demo", cmd_demo, "sample speech -> index -> run -> merge -> word error rate")

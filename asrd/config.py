@@ -181,7 +181,7 @@ class MergeCfg:
     """`asrd merge`: the merged dataset."""
 
     target_file_mb: float = 256.0  # size of each merged Parquet file
-    filter: Optional[str] = None  # keep only rows matching, e.g. "score >= 3"
+    filter: list[str] = field(default_factory=list)  # SQL WHERE clauses every kept row matches
     allow_incomplete: bool = False  # merge even with shards missing or rejected
 
 

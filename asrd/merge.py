@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
-from asrd.filters import FilterCounts, parse_filter
+from asrd.filters import FilterCounts, RowFilter
 from asrd.plan import Plan, load_plan, read_rows
 from asrd.rundir import RunDir
 from asrd.schema import tally
@@ -63,7 +63,7 @@ class MergeSummary:
     failed: int = 0
     kept: int = 0
     dropped_by_filter: int = 0
-    filter: str | None = None
+    filter: list[str] = field(default_factory=list)  # the WHERE clauses every kept row matches
     filter_counts: dict[str, Any] = field(default_factory=dict)  # rows dropped, by clause
     audio_hours: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
@@ -105,27 +105,28 @@ class _RollingWriter:
             self.writer = None
 
 
-def merge(cfg: DictConfig, allow_incomplete: bool | None = None, row_filter: str | None = None,
-          track: bool = True) -> MergeSummary:
+def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
+          row_filter: list[str] | None = None, track: bool = True) -> MergeSummary:
+    """`row_filter`: SQL WHERE clauses a kept row matches (None: merge.filter)."""
     rd = RunDir(cfg.run.dir)
     plan = load_plan(rd)
     allow_incomplete = cfg.merge.allow_incomplete if allow_incomplete is None else allow_incomplete
-    row_filter = row_filter if row_filter is not None else cfg.merge.filter
-    expr = None
-    if row_filter:
-        expr = parse_filter(row_filter)
+    row_filter = list(row_filter if row_filter is not None else cfg.merge.filter)
+    expr = RowFilter(row_filter) if row_filter else None  # a bad clause fails before any work
     with _merge_lock(rd):
         _recover(rd)
         verdicts = verify_shards(rd, plan, full=True)
         summary = MergeSummary(shards_planned=plan.num_shards, filter=row_filter)
+        good = sorted(verdicts.good)
         summary.rejected_shards = dict(sorted(verdicts.bad.items()))
         summary.missing_shards = [s for s in range(plan.num_shards)
                                   if s not in verdicts.good and s not in verdicts.bad]
         if (summary.missing_shards or summary.rejected_shards) and not allow_incomplete:
             raise MergeError(_incomplete_message(summary))
-        good = sorted(verdicts.good)
         if not good:
             raise MergeError("no shard can be merged: " + _incomplete_message(summary))
+        if expr is not None:  # unknown columns are refused before a folder is made
+            expr.check(pq.read_schema(rd.shard_file(good[0])))
         try:
             _write_merged(cfg, rd, plan, good, verdicts.good, expr, summary)
         except _ShardBroken as e:
@@ -174,8 +175,6 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
     try:
         schema = pq.read_schema(rd.shard_file(good[0]))
         filter_counts = FilterCounts()
-        if expr is not None:
-            expr.check(schema)  # an unknown column fails before anything is written
         writer = _RollingWriter(out_tmp, schema, int(cfg.merge.target_file_mb * 2**20))
         for s in good:
             _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary)

@@ -19,7 +19,7 @@ def test_judge_scores_every_row_and_merge_filters(corpus_index, tmp_path):
     scores = shard.column("score").to_pylist()
     assert len(scores) == 8 and all(s in (1.0, 2.0, 3.0, 4.0, 5.0) for s in scores)
     assert shard.column("judge_error").null_count == 8
-    summary = merge(cfg, row_filter="score >= 3")
+    summary = merge(cfg, row_filter=["score >= 3"])
     kept = pq.ParquetDataset(rd.merged_files()).read()
     assert kept.num_rows == summary.kept == sum(s >= 3 for s in scores)
     assert summary.dropped_by_filter == 8 - kept.num_rows

@@ -114,20 +114,46 @@ def test_resume_from_committed_parts(planned):
     assert w2.done_rows().tolist() == [spec.start] and w2.next_part == 1
 
 
-def test_merge_filter_keeps_matching_rows_and_counts_drops(planned):
+def test_merge_filter_keeps_matching_rows_and_counts_drops_per_clause(planned, capsys):
     cfg, rd, plan = planned
     for s in range(plan.num_shards):
         copy_worker(rd, plan, s)
     durations = pq.read_table(plan.index, columns=["duration_s"]).column(0).to_pylist()
     cut = sorted(durations)[4]
-    summary = merge(cfg, row_filter=f"duration_s < {cut} and error is null")
+    args = ["merge", f"run.dir={rd.path}", "--filter", f"duration_s < {cut}",
+            "--filter", "error IS NULL"]
+    assert asrd_main(args) == 0
+    summary = json.loads((rd.merged_dir / "summary.json").read_text())
     kept = pq.ParquetDataset(rd.merged_files()).read()
-    assert kept.num_rows == summary.kept == sum(d < cut for d in durations) == 4
-    assert summary.dropped_by_filter == 4 and summary.rows == 8
-    from asrd.filters import FilterError
+    assert kept.num_rows == summary["kept"] == sum(d < cut for d in durations) == 4
+    assert summary["dropped_by_filter"] == 4 and summary["rows"] == 8
+    assert summary["filter"] == [f"duration_s < {cut}", "error IS NULL"]
+    assert summary["filter_counts"]["dropped_by_clause"] == {
+        f"duration_s < {cut}": {"false": 4, "null": 0}, "error IS NULL": {"false": 0, "null": 0}}
+    assert f"duration_s < {cut}: failed 4" in capsys.readouterr().out
 
-    with pytest.raises(FilterError, match="nope"):
-        merge(cfg, row_filter="nope >= 3")
+
+@pytest.mark.parametrize("clause, message", [
+    ("nope >= 3", "no column nope; the columns are"),
+    ("(" * 80 + "true" + ")" * 80, "nested more than"),
+    ("duration_s > 1e999", "does not fit"),
+    ("duration_s > 1" + " AND duration_s > 1" * 200, "characters, more than"),
+    ("(SELECT count(*) FROM read_csv('/etc/passwd')) > 0", "subqueries are not allowed"),
+    ("reference::INTEGER > 3", "reference"),  # fails only on the data, mid-merge
+])
+def test_a_bad_filter_is_one_line_and_leaves_the_last_merge_whole(planned, capsys, clause,
+                                                                   message):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    merge(cfg)
+    before = sorted(p.name for p in rd.merged_dir.iterdir())
+    assert asrd_main(["merge", f"run.dir={rd.path}", "--filter", "error IS NULL",
+                      "--filter", clause]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asrd: error: bad filter") and message in err and "\n" not in err
+    assert sorted(p.name for p in rd.merged_dir.iterdir()) == before  # the last merge stands
+    assert [p.name for p in rd.path.iterdir() if "tmp" in p.name] == []  # nothing half-written
 
 
 def test_flipped_bytes_are_named_by_merge_and_exactly_those_shards_redone(planned, capsys):

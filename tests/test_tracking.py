@@ -398,7 +398,11 @@ def test_merge_run_logs_totals_tables_and_audio(tmp_path, wb_env):
                   "wall_s": 10.0, "rtf_x": 360.0},
                  {"shard": 1, "host": "n2", "rows": 100, "failed": 0, "audio_s": 3600.0,
                   "wall_s": 40.0, "rtf_x": 90.0}]
-    summary = {"rows": 200, "ok": 199, "failed": 1, "audio_hours": 2.0, "filter": None,
+    by_clause = {"score >= 3": {"false": 5, "null": 2}, "duration_s < 30": {"false": 1, "null": 0}}
+    summary = {"rows": 200, "ok": 199, "failed": 1, "audio_hours": 2.0,
+               "filter": list(by_clause), "dropped_by_filter": 7,
+               "filter_counts": {"rows": 200, "kept": 193, "dropped": 7,
+                                 "dropped_by_clause": by_clause},
                "files": ["part-0.parquet", "part-1.parquet"], "rejected_shards": {},
                "failures_by_reason": {"decode": 1}, "per_shard": per_shard}  # MergeSummary
     tracking.log_merge(cfg, run_dir, summary, per_shard, samples)
@@ -414,9 +418,12 @@ def test_merge_run_logs_totals_tables_and_audio(tmp_path, wb_env):
     # audio cells, which the preview writes as "Audio"
     logged = {name: json.loads(p.read_text()) for p in frag.parent.glob("files/media/table/*.json")
               for name in ("failures_by_reason", "throughput_per_shard", "throughput_per_host",
-                           "samples") if p.name.startswith(name + "_")}
-    assert len(logged) == 4
+                           "samples", "dropped_by_filter_clause") if p.name.startswith(name + "_")}
+    assert len(logged) == 5
     assert logged["failures_by_reason"]["data"] == [["decode", 1, 0.005]]
+    assert logged["dropped_by_filter_clause"]["data"] == [["score >= 3", 5, 2],
+                                                          ["duration_s < 30", 1, 0]]
+    assert s["dropped_by_filter"] == 7 and s["filter"] == 2
     shard = logged["throughput_per_shard"]
     col = shard["columns"].index("audio_s_per_s")
     assert [r[col] for r in shard["data"]] == [360.0, 90.0]  # the slow node stands out

@@ -28,7 +28,7 @@ def merge_totals(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The merge summary as W&B summary values: scalars kept, other lists and dicts counted."""
     out: dict[str, Any] = {}
     for k, v in summary.items():
-        if k in ("failures_by_reason", "per_shard"):
+        if k in ("failures_by_reason", "per_shard", "filter_counts"):
             continue
         out[k] = len(v) if isinstance(v, (list, tuple, dict)) else v
     if "audio_hours" not in out and "audio_s" in out:
@@ -40,8 +40,9 @@ def log_merge(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any],
               per_shard: list[Mapping[str, Any]], samples: list[Mapping[str, Any]]) -> None:
     """One job_type=merge run: the summary's scalars (a list or dict other than the failures
     becomes its length), `audio_hours`, `failures/<reason>`, and tables `failures_by_reason`,
-    `throughput_per_shard` (+ bar chart `audio_s_per_s_by_shard`), `throughput_per_host` and
-    `samples` (transcripts with their audio).
+    `throughput_per_shard` (+ bar chart `audio_s_per_s_by_shard`), `throughput_per_host`,
+    `samples` (transcripts with their audio) and, after `--filter`, `dropped_by_filter_clause`
+    (rows each clause failed, as false and as null).
 
     summary: merge totals (e.g. rows, ok, failed, audio_hours or audio_s) and
     `failures_by_reason` (reason -> count). per_shard: one dict per merged shard (shard, host,
@@ -75,10 +76,16 @@ def log_merge(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any],
         sample_table = wandb.Table(columns=["id", "duration_s", "text", "audio"], data=[
             [str(s.get("id")), s.get("duration_s"), s.get("text"), _sample_audio(s)]
             for s in samples[: cfg.wandb.sample_rows]])
-        run.log({"failures_by_reason": failure_table, "throughput_per_shard": shard_table,
-                 "throughput_per_host": host_table, "samples": sample_table,
-                 "audio_s_per_s_by_shard": wandb.plot.bar(
-                     shard_table, "shard", "audio_s_per_s", title="audio s per s, by shard")})
+        tables = {"failures_by_reason": failure_table, "throughput_per_shard": shard_table,
+                  "throughput_per_host": host_table, "samples": sample_table,
+                  "audio_s_per_s_by_shard": wandb.plot.bar(
+                      shard_table, "shard", "audio_s_per_s", title="audio s per s, by shard")}
+        by_clause = (summary.get("filter_counts") or {}).get("dropped_by_clause") or {}
+        if by_clause:
+            tables["dropped_by_filter_clause"] = wandb.Table(
+                columns=["clause", "false", "null"],
+                data=[[c, n["false"], n["null"]] for c, n in by_clause.items()])
+        run.log(tables)
         run.summary.update({**totals, **{f"failures/{r}": c for r, c in failures.items()}})
         finish(run)
 
