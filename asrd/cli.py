@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from asrd import config as config_mod
 from asrd.launch import launcher
 from asrd.audio import AudioError, VadUnavailable
+from asrd.demo import DemoUnavailable
 from asrd.engines import EngineUnavailable
 from asrd.filters import FilterError
 from asrd.index import IndexError_
@@ -25,7 +26,7 @@ from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
-               FileNotFoundError)
+               DemoUnavailable, FileNotFoundError)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:

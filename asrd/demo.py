@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,8 +12,22 @@ from asrd import config as config_mod
 from asrd.index import build_index
 from asrd.merge import merge
 from asrd.plan import make_plan
-from asrd.testing.samples import make_corpus
-from asrd.runtime.task import run_task
+
+INSTALL_HINT = "pip install 'asrd[demo]' (or: bash scripts/bootstrap.sh demo)"
+
+
+class DemoUnavailable(RuntimeError):
+    """A package the demo needs is not installed."""
+
+
+def require_demo_extra() -> None:
+    """The word error rate needs jiwer (the `demo` extra): fail before the pipeline starts,
+    not after it ran."""
+    try:
+        importlib.import_module("jiwer")
+    except ImportError as e:
+        raise DemoUnavailable(f"asrd demo needs the `demo` extra (jiwer, for the word error "
+                              f"rate), which is not installed ({e}): {INSTALL_HINT}") from None
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> float:
@@ -24,6 +39,10 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
 
 
 def run_demo(workdir: Path, overrides: list[str] | None = None) -> int:
+    require_demo_extra()
+    from asrd.runtime.task import run_task  # Ray and the engines: only once the demo can finish
+    from asrd.testing.samples import make_corpus
+
     workdir = workdir.resolve()
     manifest = workdir / "audio" / "manifest.jsonl"
     if not manifest.is_file():
