@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
-from asrd.launch import launcher
+from asrd.launch import commands as launch_commands
 from asrd.audio import AudioError, VadUnavailable
 from asrd.demo import DemoUnavailable
 from asrd.engines import EngineUnavailable
@@ -22,6 +22,7 @@ from asrd.index import IndexError_
 from asrd.merge import MergeError
 from asrd.plan import PlanError
 from asrd.rundir import RunDir, RunDirError
+from asrd.run_config import open_run
 from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
@@ -33,13 +34,9 @@ def load_config(args: argparse.Namespace) -> DictConfig:
     return config_mod.load(args.config, args.overrides)
 
 
-def run_config(args: argparse.Namespace) -> DictConfig:
-    """For commands on an existing run: the run's frozen config, plus this command's overrides."""
-    cfg = load_config(args)
-    rd = RunDir(cfg.run.dir)
-    if rd.config_path.is_file():
-        return config_mod.load(rd.config_path, args.overrides)
-    return cfg
+def run_config(args: argparse.Namespace, check_drift: bool = True) -> DictConfig:
+    """For commands on a planned run: its frozen config <- the -c file <- the overrides."""
+    return open_run(args.config, args.overrides, check_drift=check_drift).cfg
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -83,7 +80,7 @@ def cmd_run_shard(args: argparse.Namespace) -> int:
     from asrd.runtime.task import run_task
 
     cfg = load_config(args)
-    done = run_task(cfg.run.dir, args.shard, args.overrides, force=args.force)
+    done = run_task(cfg.run.dir, args.shard, args.overrides, force=args.force, config=args.config)
     print(f"finished shards: {done}")
     return 0
 
@@ -95,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     check_root(cfg.run.dir, cfg.store.require_mount, must_exist=False)
     rd, plan = make_plan(cfg, force=args.force)
-    done = run_task(rd.path, None, args.overrides, force=args.force)
+    done = run_task(rd.path, None, args.overrides, force=args.force, config=args.config)
     print(f"finished {len(done)} shards; {len(rd.markers.done_shards())} of {plan.num_shards} done")
     return 0
 
@@ -121,7 +118,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from asrd.status import format_status, run_status
 
-    cfg = run_config(args)
+    cfg = run_config(args, check_drift=False)  # reading the state is never refused
     print(format_status(run_status(cfg.run.dir), per_shard=args.per_shard))
     return 0
 
@@ -167,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-shard", action="store_true")
     p = add("demo", cmd_demo, "sample speech -> index -> run -> merge -> word error rate")
     p.add_argument("--workdir", default="demo")
-    launcher.register(sub)  # submit, resubmit, sbatch, run-task
+    launch_commands.register(sub)  # submit, resubmit, sbatch, run-task
     return parser
 
 

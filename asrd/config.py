@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -284,15 +284,17 @@ RUN_KEYS = (
 )
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Schema defaults <- YAML file <- `key=value` overrides, validated."""
+
+def load(path: str | Path | dict | Sequence[str | Path | dict] | None = None,
+         overrides: list[str] | None = None) -> DictConfig:
+    """Schema defaults <- YAML file(s) or mappings, in order <- `key=value` overrides, validated.
+
+    Several layers serve commands on a planned run: its frozen config, then the `-c` file."""
+    layers = [path] if isinstance(path, (str, Path, dict)) else list(path or [])
     try:
         cfg = OmegaConf.structured(Config)
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"config file not found: {p}")
-            cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.load(p)))
+        for layer in layers:
+            cfg = OmegaConf.merge(cfg, _upgrade(_read_layer(layer)))
         if overrides:
             cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.from_dotlist(list(overrides))))
     except OmegaConfBaseException as e:
@@ -312,6 +314,15 @@ _EXTRA_MOVES = {
     "judge": {"max_text_chars": "max_text_chars",
               **{k: f"vllm.{k}" for k in VllmJudgeCfg.__dataclass_fields__}},
 }
+
+
+def _read_layer(layer: str | Path | dict) -> DictConfig:
+    if isinstance(layer, dict):
+        return OmegaConf.create(layer)
+    p = Path(layer)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    return OmegaConf.load(p)
 
 
 def _upgrade(raw: DictConfig) -> DictConfig:

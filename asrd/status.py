@@ -1,5 +1,7 @@
-"""`asrd status`: which shards are done, failed, running, pending or missing, from one scan of the
-markers (plus SLURM's view when the launcher recorded submissions).
+"""`asrd status`: which shards are done, running, pending, failed, cancelled, never started or
+missing, from one scan of the markers plus SLURM's view of the recorded submissions
+(asrd.launch.slurm_view says what each SLURM label means; "missing": no marker and no task SLURM
+knows of).
 
 A marker counts only if it still holds (asrd.verify, quick depth: one scan of the shard files'
 sizes and mtimes); one that does not is invalidated and listed with its reason. A shard that SLURM
@@ -10,15 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from asrd.launch.slurm_view import ShardJob, slurm_states
 from asrd.plan import load_plan
 from asrd.rundir import RunDir
 from asrd.verify import verify_shards
+from hpc.arrays import format_array
 
 
 @dataclass
 class RunStatus:
     planned: int
-    states: dict[int, str]  # shard -> done | running | pending | failed | missing
+    states: dict[int, str]  # shard -> done | running | pending | failed | cancelled |
+    #                         never started | missing
+    jobs: dict[int, ShardJob] = field(default_factory=dict)  # shard -> its SLURM task, if any
     rows_ok: int = 0
     rows_failed: int = 0
     audio_hours_done: float = 0.0
@@ -37,11 +43,9 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     plan = load_plan(rd)
     verdicts = verify_shards(rd, plan)
     states = {s: "missing" for s in range(plan.num_shards)}
-    if slurm:
-        from asrd.launch.launcher import slurm_states
-
-        states.update({s: v for s, v in slurm_states(rd).items() if s in states})
-    st = RunStatus(plan.num_shards, states, invalid=verdicts.bad,
+    jobs = {s: j for s, j in slurm_states(rd).items() if s in states} if slurm else {}
+    states.update({s: j.label for s, j in jobs.items()})
+    st = RunStatus(plan.num_shards, states, jobs=jobs, invalid=verdicts.bad,
                    audio_hours_planned=sum(s.audio_s for s in plan.shards) / 3600)
     for s, holder in rd.markers.holders().items():
         if states.get(s) == "missing" and s not in verdicts.good and holder.alive_here():
@@ -60,7 +64,7 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
 
 
 def format_status(st: RunStatus, per_shard: bool = False) -> str:
-    order = ("done", "running", "pending", "failed", "missing")
+    order = ("done", "running", "pending", "failed", "cancelled", "never started", "missing")
     lines = [f"shards: {st.planned} planned, " + ", ".join(f"{st.count(k)} {k}" for k in order),
              f"rows: {st.rows_ok} ok, {st.rows_failed} failed",
              f"audio: {st.audio_hours_done:.2f} of {st.audio_hours_planned:.2f} h done"]
@@ -76,11 +80,15 @@ def format_status(st: RunStatus, per_shard: bool = False) -> str:
         lines += [f"  shard {s:6d}  {v}" + (f" (local pid {st.local[s]})" if s in st.local else "")
                   for s, v in sorted(st.states.items())]
     else:
-        for k in ("failed", "missing", "running"):
-            shards = [s for s, v in st.states.items() if v == k]
-            if shards and k != "done":
-                lines.append(f"{k}: " + ",".join(map(str, shards[:50])) + (" ..." if len(shards) > 50 else ""))
+        for k in ("running", "pending", "cancelled", "never started", "missing"):
+            shards = sorted(s for s, v in st.states.items() if v == k)
+            if shards:
+                lines.append(f"{k}: {format_array(shards)}")
         if st.local:
             lines.append("running here (outside SLURM): " + ", ".join(
                 f"shard {s} (local pid {pid})" for s, pid in sorted(st.local.items())[:50]))
+    for s in sorted(s for s, v in st.states.items() if v == "failed"):
+        j = st.jobs[s]
+        task = f", task {j.task_id}" if j.task_id is not None else ""
+        lines.append(f"failed: shard {s}: job {j.job_id}{task} ended {j.state}; log {j.log}")
     return "\n".join(lines)

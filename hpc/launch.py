@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import submitit
+from submitit.core.utils import FailedJobError
 from submitit.helpers import Checkpointable
 
 from hpc.arrays import ArrayChunk, split
@@ -92,16 +93,34 @@ def plan_arrays(n_tasks: int, max_array_size: int | None,
     return split(n_tasks, max_array_size or max(n_tasks, 1), parallelism)
 
 
+class ArraySubmitError(RuntimeError):
+    """SLURM refused an array after `queued` ones were accepted (they stay queued)."""
+
+    def __init__(self, queued: list[dict[str, Any]], refused: list[ArrayChunk], reason: str):
+        self.queued, self.refused, self.reason = queued, refused, reason
+        super().__init__(f"array {len(queued) + 1} of {len(queued) + len(refused)} was refused: "
+                         f"{reason}")
+
+
 def submit_arrays(executor: submitit.AutoExecutor, fn: Callable[[Any], Any], tasks: Sequence[Any],
-                  chunks: Sequence[ArrayChunk]) -> tuple[list[dict[str, Any]], list[submitit.Job]]:
+                  chunks: Sequence[ArrayChunk],
+                  on_queued: Callable[[dict[str, Any]], None] | None = None,
+                  ) -> tuple[list[dict[str, Any]], list[submitit.Job]]:
     """One `map_array` per chunk; returns, per array, its job id and one SLURM key per task,
-    and the submitit jobs (a local executor's jobs end with them: wait on them)."""
+    and the submitit jobs (a local executor's jobs end with them: wait on them).
+
+    `on_queued` gets each array as soon as SLURM accepted it, so that a later refusal (a job
+    limit, a controller restart) cannot lose track of it; a refusal raises ArraySubmitError."""
     arrays, all_jobs = [], []
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
         items = list(tasks[chunk.offset:chunk.offset + chunk.count])
         if chunk.parallelism and executor.cluster == "slurm":
             executor.update_parameters(slurm_array_parallelism=chunk.parallelism)
-        jobs = executor.map_array(fn, items)
+        try:
+            jobs = executor.map_array(fn, items)
+        except FailedJobError as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise ArraySubmitError(arrays, list(chunks[i:]), reason) from e
         all_jobs += jobs
         arrays.append({
             "job_id": jobs[0].job_id.split("_")[0],
@@ -112,6 +131,8 @@ def submit_arrays(executor: submitit.AutoExecutor, fn: Callable[[Any], Any], tas
         })
         log.info("submitted array %s: %d tasks (%%%s)", arrays[-1]["job_id"], chunk.count,
                  chunk.parallelism)
+        if on_queued is not None:
+            on_queued(arrays[-1])
     return arrays, all_jobs
 
 
@@ -130,13 +151,16 @@ def new_record(kind: str, tasks: Sequence[Any], arrays: list[dict[str, Any]],
     }
 
 
-def write_record(directory: str | Path, record: dict[str, Any], name: str | None = None) -> Path:
-    """Commit a record atomically as DIR/<UTC time>-<first job id or name>.json."""
+def record_path(directory: str | Path, name: str) -> Path:
+    """Where a new record goes: DIR/<UTC time>-<name>.json (names sort oldest first)."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    tag = name or (record["arrays"][0]["job_id"] if record.get("arrays") else "pending")
-    path = Path(directory) / f"{stamp}-{tag}.json"
+    return Path(directory) / f"{stamp}-{name}.json"
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> Path:
+    """Commit a record atomically (again, as it grows: readers see the old or the new one)."""
     write_json(path, record)
-    return path
+    return Path(path)
 
 
 def read_records(directory: str | Path) -> list[dict[str, Any]]:

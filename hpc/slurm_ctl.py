@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass
 from typing import Iterable
 
 from hpc.arrays import ArraySpecError, parse_array
@@ -58,58 +59,76 @@ def _job_arg(job_ids: Iterable[str]) -> str:
     return ",".join(sorted({str(j) for j in job_ids}))
 
 
-def queue_states(job_ids: Iterable[str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class TaskState:
+    """One task's state as SLURM reports it."""
+
+    state: str  # SLURM's job state: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ...
+    started: bool  # it was given a node (False: it ended, e.g. was cancelled, while pending)
+
+
+def _started(nodes: str, restarts: int = 0) -> bool:
+    return restarts > 0 or nodes.strip() not in ("", "(null)", "None assigned")
+
+
+def queue_states(job_ids: Iterable[str]) -> dict[str, TaskState]:
     """Pending and running tasks of these jobs, one key per array task (`squeue -r`)."""
     ids = _job_arg(job_ids)
     if not ids:
         return {}
-    proc = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ids])
+    proc = _run(["squeue", "-h", "-r", "-o", "%i|%T|%N", "-j", ids])
     if proc.returncode != 0 and "Invalid job id" in proc.stderr:
         return {}  # none of them is known any more
     states = {}
     for line in _check(proc).splitlines():
-        key, _, state = line.partition("|")
+        key, state, nodes = (line.split("|") + ["", ""])[:3]
         if key:
-            states[key.strip()] = state.strip()
+            states[key.strip()] = TaskState(state.strip(), _started(nodes))
     return states
 
 
-def accounting_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+def accounting_states(job_ids: Iterable[str]) -> dict[str, TaskState] | None:
     """States from sacct, or None where accounting is disabled (no slurmdbd)."""
     ids = _job_arg(job_ids)
     if not ids:
         return {}
-    proc = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ids])
+    proc = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,NodeList", "-j", ids])
     if proc.returncode != 0:
         return None
-    states: dict[str, str] = {}
+    states: dict[str, TaskState] = {}
     for line in proc.stdout.splitlines():
-        key, _, state = line.partition("|")
-        state = state.split(" ")[0]  # "CANCELLED by 0"
-        states.update({k: state for k in _expand_key(key.strip())})
+        key, state, nodes = (line.split("|") + ["", ""])[:3]
+        task = TaskState(state.split(" ")[0], _started(nodes))  # "CANCELLED by 0"
+        states.update({k: task for k in _expand_key(key.strip())})
     return states
 
 
-def controller_states(job_ids: Iterable[str]) -> dict[str, str]:
+def _show_job_lines(args: list[str]) -> list[dict[str, str]]:
+    proc = _run(["scontrol", "show", "job", "-o", *args])
+    if proc.returncode != 0 and "Invalid job id" in proc.stderr:
+        return []  # purged after MinJobAge, or never existed
+    _check(proc)  # e.g. the controller is down: say so once, not once per job
+    return [dict(f.split("=", 1) for f in line.split() if "=" in f)
+            for line in proc.stdout.splitlines() if line.strip()]
+
+
+def controller_states(job_ids: Iterable[str]) -> dict[str, TaskState]:
     """States from `scontrol show job` (what slurmctld still holds in memory)."""
-    states: dict[str, str] = {}
+    states: dict[str, TaskState] = {}
     for job_id in sorted({str(j).split("_")[0] for j in job_ids}):
-        proc = _run(["scontrol", "show", "job", "-o", job_id])
-        if proc.returncode != 0 and "Invalid job id" in proc.stderr:
-            continue  # purged after MinJobAge, or never existed
-        _check(proc)  # e.g. the controller is down: say so once, not once per job
-        for line in proc.stdout.splitlines():
-            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-            state = fields.get("JobState", "UNKNOWN")
-            array_id, task = fields.get("ArrayJobId"), fields.get("ArrayTaskId")
-            if array_id and task:
-                states.update({k: state for k in _expand_key(f"{array_id}_[{task}]")})
+        for fields in _show_job_lines([job_id]):
+            task = TaskState(fields.get("JobState", "UNKNOWN"),
+                             _started(fields.get("NodeList", ""),
+                                      int(fields.get("Restarts", "0") or 0)))
+            array_id, index = fields.get("ArrayJobId"), fields.get("ArrayTaskId")
+            if array_id and index:
+                states.update({k: task for k in _expand_key(f"{array_id}_[{index}]")})
             elif "JobId" in fields:
-                states[fields["JobId"]] = state
+                states[fields["JobId"]] = task
     return states
 
 
-def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+def job_states(job_ids: Iterable[str]) -> dict[str, TaskState]:
     """The best known state of every task of these jobs: accounting, else the controller."""
     ids = list(job_ids)
     live = queue_states(ids)  # first: it fails fast when the controller is unreachable
@@ -118,6 +137,18 @@ def job_states(job_ids: Iterable[str]) -> dict[str, str]:
         states = controller_states(ids)
     states.update(live)  # live state wins (a requeued task is PENDING again)
     return states
+
+
+def jobs_named(name: str) -> dict[str, str]:
+    """Array (or plain) job id -> comment of the jobs called `name` that SLURM still lists,
+    finished ones included while the controller keeps them (`squeue --states=all`)."""
+    proc = _run(["squeue", "-h", "--states=all", "--name", name, "-o", "%F|%k"])
+    jobs: dict[str, str] = {}
+    for line in _check(proc).splitlines():
+        job_id, _, comment = line.partition("|")
+        if job_id.strip():
+            jobs[job_id.strip()] = comment.strip()
+    return jobs
 
 
 def _expand_key(key: str) -> list[str]:

@@ -24,8 +24,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from asrd import config as config_mod
-from asrd.launch.launcher import (LaunchError, parse_extra_sbatch, sbatch_options, sbatch_quote,
-                           slurm_states)
+from asrd.launch.errors import LaunchError
+from asrd.launch.slurm_params import parse_extra_sbatch, sbatch_options, sbatch_quote
+from asrd.launch.slurm_view import slurm_states
 from asrd.rundir import RunDir
 from asrd.testing.samples import speak
 from hpc import slurm_ctl
@@ -190,11 +191,11 @@ def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, ca
     # has ended, or it could finish its held row first.
     wait_for(lambda: srun_says(run, victim), 120, "shard 0's task to end", run)
     release.touch()
-    wait_for(lambda: done(run) == {1, 2} and slurm_states(run).get(0) == "failed", 120,
+    wait_for(lambda: done(run) == {1, 2} and label(run, 0) == "cancelled", 120,
              "shards 1, 2 done and shard 0 cancelled", run)
     assert not RunDir(run).markers.is_done(0)
     status = asrd("status", f"run.dir={run}").stdout
-    assert "1 failed" in status, status
+    assert "1 cancelled" in status and "0 failed" in status, status
 
     out = asrd("resubmit", f"run.dir={run}", *TASK).stdout
     assert "--array=0" in out, out
@@ -206,6 +207,11 @@ def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, ca
     assert sorted(merged_ids(run)) == sorted(index_ids(corpus_index))
     nothing = asrd("resubmit", f"run.dir={run}", *TASK).stdout
     assert "nothing to submit" in nothing
+
+
+def label(run: Path, shard: int) -> str | None:
+    job = slurm_states(run).get(shard)
+    return job.label if job else None
 
 
 def blocking_engine(run: Path, release: Path, calls: int) -> list[str]:
@@ -313,7 +319,8 @@ def test_more_tasks_than_max_array_size_are_split(slurm_cluster, tmp_path, cance
     half = (n + 1) // 2
     script = asrd("sbatch", "--array", f"0-{n - 1}%2", f"run.dir={run}", *TASK).stdout
     assert f"#SBATCH --array=0-{half - 1}%1\n" in script  # plain sbatch gets the same split
-    assert f"#   ASRD_TASK_OFFSET={half} sbatch --array=0-{n - half - 1}%1 THIS_SCRIPT" in script
+    assert re.search(rf"^#   ASRD_TASK_OFFSET={half} sbatch --array=0-{n - half - 1}%1 "
+                     rf"--comment=asrd:\S+-sbatch.json:{half} THIS_SCRIPT$", script, re.M), script
 
     asrd("submit", "--array", f"0-{n - 1}%2", f"run.dir={run}", *TASK)
     (record,) = [r for r in read_records(RunDir(run).submissions_dir) if r["kind"] == "slurm"]
@@ -331,7 +338,7 @@ def test_more_tasks_than_max_array_size_are_split(slurm_cluster, tmp_path, cance
     wait_for(lambda: done(run) == wanted, 150, f"markers of shards {sorted(wanted)}", run)
     jobs = [first["job_id"], second["job_id"]]
     wait_for(lambda: not slurm_ctl.queue_states(jobs), 60, "the kept tasks to end", run)
-    assert not {"running", "pending"} & set(slurm_states(run).values())
+    assert not {"running", "pending"} & {j.label for j in slurm_states(run).values()}
     out = asrd("resubmit", "--dry-run", f"run.dir={run}", *TASK).stdout
     cancelled = format_array(sorted(set(range(n)) - wanted))  # "1-500,503-1001"
     assert f"--array={cancelled}" in out, out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Union
 
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
@@ -38,19 +39,28 @@ FINISH_S = 60.0  # W&B's finish (uploads, or writing the offline files) gets thi
 STOP_FINISH_S = 3.0  # ... and this long when stopping on a signal (SLURM's KillWait is short)
 
 
-def task_config(run_dir: RunDir, overrides: list[str] | None, force: bool) -> DictConfig:
-    """The frozen config plus this task's overrides; drift in output-relevant keys is refused."""
-    cfg = config_mod.load(run_dir.config_path, overrides)
+ConfigLayer = Union[str, Path, dict]
+
+
+def task_config(run_dir: RunDir, overrides: list[str] | None, force: bool,
+                config: ConfigLayer | None = None) -> DictConfig:
+    """The frozen config <- `config` <- overrides; drift in output-relevant keys is refused."""
+    layers = [run_dir.config_path] + ([config] if config is not None else [])
+    cfg = config_mod.load(layers, overrides)
     run_dir.check_config(cfg, force=force)
     return cfg
 
 
 def run_task(run_dir: str | Path, shards: list[int] | None = None,
-             overrides: list[str] | None = None, force: bool = False) -> list[int]:
-    """Run `shards` (all planned shards if None); returns those this call finished."""
+             overrides: list[str] | None = None, force: bool = False,
+             config: ConfigLayer | None = None) -> list[int]:
+    """Run `shards` (all planned shards if None); returns those this call finished.
+
+    `config` is a layer over the frozen config: a `-c` file, or a submission's resolved config
+    (so that resources edited after `plan` reach the task)."""
     with graceful_stop() as stop:
         try:
-            return _run_task(RunDir(run_dir), shards, overrides, force, stop)
+            return _run_task(RunDir(run_dir), shards, overrides, force, config, stop)
         except SystemExit:
             if stop.stopping:
                 log.warning("stopped by signal %d; finished rows are committed", stop.signum)
@@ -58,8 +68,8 @@ def run_task(run_dir: str | Path, shards: list[int] | None = None,
 
 
 def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None, force: bool,
-              stop: GracefulStop) -> list[int]:
-    cfg = task_config(rd, overrides, force)
+              config: ConfigLayer | None, stop: GracefulStop) -> list[int]:
+    cfg = task_config(rd, overrides, force, config)
     check_root(rd.path, cfg.store.require_mount)  # a missing mount is an error, not a new dir
     plan = load_plan(rd)
     wanted = range(plan.num_shards) if shards is None else shards

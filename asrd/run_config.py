@@ -1,0 +1,47 @@
+"""The config a command on a planned run uses: the run's frozen config <- the `-c` file <- the
+`key=value` overrides.
+
+The file and the overrides are one layer of edits: keys that only say where and how the run
+executes (SLURM resources, engines per node, batching, store) take effect; a key that changes the
+output and differs from the frozen run is refused as config drift, naming it (unless forced).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from asrd import config as config_mod
+from asrd.rundir import RunDir, RunDirError
+from hpc.store import check_root
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    run_dir: RunDir
+    cfg: DictConfig  # frozen <- file <- overrides
+
+
+def config_layers(run_dir: RunDir, config_file: str | Path | None) -> list[str | Path]:
+    """The files a planned run's config is read from, in order."""
+    return [run_dir.config_path] + ([config_file] if config_file is not None else [])
+
+
+def open_run(config_file: str | Path | None, overrides: list[str], check_drift: bool = True,
+             force: bool = False) -> OpenRun:
+    """The planned run named by the file and overrides (`run.dir`), with the config to use.
+
+    The mount is checked first (from the file and overrides: the frozen config lies behind it),
+    so that an unmounted store says so instead of "not planned"."""
+    user = config_mod.load(config_file, overrides)
+    if user.store.require_mount is not None:
+        check_root(user.run.dir, user.store.require_mount, must_exist=False)
+    rd = RunDir(Path(user.run.dir).resolve())
+    if not rd.exists():
+        raise RunDirError(f"{rd.path} is not a planned run directory: run `asrd plan` first")
+    cfg = config_mod.load(config_layers(rd, config_file), overrides)
+    if check_drift:
+        rd.check_config(cfg, force=force)
+    return OpenRun(rd, cfg)
