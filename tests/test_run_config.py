@@ -43,7 +43,7 @@ def edit(path: Path, section: str, key: str, value) -> None:
 def test_resource_edits_in_the_file_reach_the_submission(planned, capsys):
     cfg_file, run = planned
     edit(cfg_file, "slurm", "mem_gb", 3)
-    edit(cfg_file, "pipeline", "part_rows", 3)
+    edit(cfg_file, "engine", "num_engines", 3)
     assert asrd_main(["submit", "-c", str(cfg_file), "--dry-run"]) == 0
     assert "--mem=3072M" in capsys.readouterr().out
     assert asrd_main(["sbatch", "-c", str(cfg_file)]) == 0
@@ -53,7 +53,7 @@ def test_resource_edits_in_the_file_reach_the_submission(planned, capsys):
     record = read_json(record_file)
     # what its tasks run: the frozen config with the file's edits
     cfg = task_config(RunDir(run), None, record["force"], config=record["config"])
-    assert cfg.pipeline.part_rows == 3 and cfg.slurm.mem_gb == 3
+    assert cfg.engine.num_engines == 3 and cfg.slurm.mem_gb == 3
 
 
 @pytest.mark.parametrize("command", [["submit", "--dry-run"], ["sbatch"], ["merge"],
