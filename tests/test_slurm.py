@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -396,3 +397,111 @@ def test_config_overrides_reach_sbatch_options():
     assert opts == {"account": "proj", "qos": "high", "time": 90, "nodes": 1, "cpus-per-task": 2,
                     "mem": "512M", "constraint": "h200", "gpus-per-node": 8}
     assert OmegaConf.select(cfg, "slurm.partition") is None
+
+
+# --- submissions SLURM refuses, and what status calls each shard (no task starts Ray) ---------
+
+def tiny_index(path: Path, rows: int) -> Path:
+    """An index whose rows no task here reads (these tasks never get to the pipeline)."""
+    pq.write_table(pa.table({"id": [f"u{i:05d}" for i in range(rows)],
+                             "path": [f"/nowhere/{i}.wav" for i in range(rows)],
+                             "duration_s": [1.0] * rows}), path)
+    return path
+
+
+def refusing_sbatch(folder: Path, refuse_from: int) -> dict[str, str]:
+    """An environment whose `sbatch` is the real one, given a partition SLURM does not have from
+    its `refuse_from`-th call on: the controller itself refuses those submissions."""
+    folder.mkdir()
+    real = shutil.which("sbatch")
+    shim = folder / "sbatch"
+    shim.write_text(f"""#!/bin/bash
+n=$(( $(cat {folder}/calls 2>/dev/null || echo 0) + 1 )); echo $n > {folder}/calls
+if [ "$n" -ge {refuse_from} ]; then exec {real} --partition=asrd-no-such-partition "$@"; fi
+exec {real} "$@"
+""")
+    shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def status_of(run: Path) -> str:
+    return asrd("status", f"run.dir={run}").stdout
+
+
+@pytest.mark.slurm
+def test_refused_array_leaves_the_queued_ones_on_record(slurm_cluster, tmp_path, cancel_after):
+    """The 2nd of 2 arrays is refused by the controller: the 1st stays on record and pending, the
+    error says which shards are queued, and resubmit plans only the others."""
+    n = slurm_ctl.max_array_size() + 1
+    run = tmp_path / "run"
+    cancel_after[1].append(run)
+    asrd("plan", f"run.index={tiny_index(tmp_path / 'index.parquet', n)}", f"run.dir={run}",
+         f"run.num_shards={n}")
+    held = ["slurm.extra_sbatch=[--hold]", *TASK]  # queued, never run
+    proc = subprocess.run([sys.executable, "-m", "asrd.cli", "submit", f"run.dir={run}", *held],
+                          capture_output=True, text=True, timeout=300,
+                          env=refusing_sbatch(tmp_path / "shim", refuse_from=2))
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("asrd: error:")]
+    assert len(errors) == 1 and "refused array 2 of 2" in errors[0], proc.stderr
+    assert "Invalid partition" in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+    (record,) = read_records(RunDir(run).submissions_dir)
+    (array,) = record["arrays"]
+    queued = format_array(range(array["count"]))
+    assert f"queued: job {array['job_id']}, shards {queued}" in proc.stderr, proc.stderr
+    assert f"not queued: shards {array['count']}-{n - 1}" in proc.stderr, proc.stderr
+
+    status = status_of(run)
+    assert f"{array['count']} pending" in status and f"{n - array['count']} missing" in status
+    plan_again = asrd("resubmit", "--dry-run", f"run.dir={run}", *TASK).stdout
+    assert f"--array={array['count']}-{n - 1}\n" in plan_again, plan_again  # never the queued
+    assert f"left out (running or pending in SLURM): {queued}" in plan_again, plan_again
+
+    slurm_ctl.cancel([array["job_id"]])  # pending: its tasks never start
+    wait_for(lambda: f"{array['count']} never started" in status_of(run), 60,
+             "the cancelled array's tasks as never started", run)
+    assert f"--array=0-{n - 1}\n" in asrd("resubmit", "--dry-run", f"run.dir={run}").stdout
+
+
+@pytest.mark.slurm
+def test_status_names_failed_cancelled_never_started_and_sbatch_pending(slurm_cluster, tmp_path,
+                                                                        cancel_after):
+    run, release = tmp_path / "run", tmp_path / "release"
+    cancel_after[1].append(run)
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(yaml.safe_dump({"run": {"dir": str(run), "num_shards": 5,
+                                                "index": str(tiny_index(tmp_path / "i.parquet", 5))},
+                                        "slurm": {"setup": ["exit 3"]}}))
+    asrd("plan", "-c", str(cfg_file))
+    # shards 0, 1: tasks that fail at once (their setup exits 3)
+    asrd("submit", "-c", str(cfg_file), "--array", "0-1", *TASK)
+    job = read_records(RunDir(run).submissions_dir)[0]["arrays"][0]["job_id"]
+    wait_for(lambda: label(run, 0) == label(run, 1) == "failed", 60, "2 failed tasks", run)
+    for shard in (0, 1):
+        log = run / "logs" / "submitit" / f"{job}_{shard}" / f"{job}_{shard}_0_log.err"
+        assert log.is_file()
+        assert f"failed: shard {shard}: job {job}, task {shard} ended FAILED; log {log}" \
+            in status_of(run)
+    # shard 2: a task that runs until `release` exists, cancelled while running
+    cfg_file.write_text(cfg_file.read_text().replace(
+        "exit 3", f"while [ ! -e {release} ]; do sleep 0.1; done; exit 3"))
+    asrd("submit", "-c", str(cfg_file), "--array", "2", *TASK)
+    wait_for(lambda: label(run, 2) == "running", 60, "shard 2 running", run)
+    (key,) = read_records(RunDir(run).submissions_dir)[1]["arrays"][0]["task_keys"]
+    subprocess.run(["scancel", key], check=True)
+    wait_for(lambda: label(run, 2) == "cancelled", 60, "shard 2 cancelled", run)
+    # shards 3, 4: a plain sbatch array, pending (held), then cancelled before it ran
+    script = asrd("sbatch", "-c", str(cfg_file), "--array", "3-4", *TASK).stdout
+    (tmp_path / "job.sbatch").write_text(script)
+    sbatch_job = subprocess.run(["sbatch", "--parsable", "--hold", str(tmp_path / "job.sbatch")],
+                                check=True, capture_output=True, text=True).stdout.strip()
+    cancel_after[0].append(sbatch_job)
+    assert label(run, 3) == label(run, 4) == "pending"
+    status = status_of(run)
+    assert "2 pending" in status and "pending: 3-4" in status, status
+    subprocess.run(["scancel", sbatch_job], check=True)
+    wait_for(lambda: label(run, 3) == label(run, 4) == "never started", 60,
+             "shards 3, 4 never started", run)
+    status = status_of(run)
+    assert ("5 planned, 0 done, 0 running, 0 pending, 2 failed, 1 cancelled, 2 never started, "
+            "0 missing") in status, status
