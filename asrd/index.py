@@ -2,13 +2,19 @@
 
 Sources:
 - a directory tree of audio files (ids are the paths relative to the root: stable across machines);
-- a JSONL or CSV manifest with a `path` (or `audio_filepath`) column, relative paths resolved against
-  the manifest's folder; other columns pass through (reference text, language, speaker);
+- a JSONL or CSV manifest with a `path` (or `audio_filepath`) column; other columns pass through
+  (reference text, language, speaker);
 - a Parquet file whose rows carry the audio bytes (`audio` as binary, or the Hugging Face
-  `{bytes, path}` struct of the Common Voice layout).
+  `{bytes, path}` struct of the Common Voice layout), or a path column.
+Every `path` in the index is absolute: a relative path in a manifest or Parquet source is resolved
+against that file's folder here, at index time, so the index means the same files from any
+working directory. An `id` is kept exactly as the source gives it (`0` stays "0"); a source
+without ids gets the path as written there (a folder: relative to its root).
+The columns of a manifest are those of all its rows (one scan before probing), so an optional
+column that only later rows have is kept, with nulls where a row lacks it.
 Headers are probed in parallel threads (on a network store the probe waits on I/O). An entry that
 cannot be probed stays in the index with its `probe_error`, so it ends as an error row instead of
-vanishing.
+vanishing; so does a file whose name is not valid UTF-8 (a Parquet string cannot hold it).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +40,14 @@ PATH_COLUMNS = ("path", "audio_filepath", "file", "filename")
 BATCH_ROWS = 4096
 ROW_GROUP_ROWS = 16384
 
+# The columns `asrd index` writes itself; a source's columns of these names are replaced.
+OWN_FIELDS = [pa.field("id", pa.string()), pa.field("path", pa.string()),
+              pa.field("duration_s", pa.float64()), pa.field("sample_rate", pa.int32()),
+              pa.field("channels", pa.int32()), pa.field("num_bytes", pa.int64()),
+              pa.field("probe_error", pa.string())]
+AUDIO_FIELD = pa.field("audio", pa.binary())
+OWN_NAMES = {f.name for f in OWN_FIELDS} | {AUDIO_FIELD.name}
+
 
 class IndexError_(ValueError):
     """The source cannot be indexed at all (not a per-entry problem)."""
@@ -47,29 +61,39 @@ class IndexReport:
     examples: list[str] = field(default_factory=list)  # a few failed entries, for the message
 
 
-def build_index(source: str | Path, out: str | Path, workers: int = 16) -> IndexReport:
+@dataclass
+class Source:
+    """A source's entries (a fresh iterator per call) and the columns they carry besides ours."""
+
+    entries: Callable[[], Iterator[dict[str, Any]]]
+    columns: list[pa.Field]
+    embedded: bool = False  # entries carry the audio bytes
+
+    def schema(self) -> pa.Schema:
+        return pa.schema(OWN_FIELDS + ([AUDIO_FIELD] if self.embedded else []) + self.columns)
+
+
+def build_index(source: str | Path, out: str | Path, workers: int = 16,
+                batch_rows: int = BATCH_ROWS) -> IndexReport:
     """Write `out` (atomically) from `source`; returns counts, failures reported not fatal."""
     source = Path(source)
-    entries = _entries(source)
+    src = open_source(source, batch_rows)
+    schema = src.schema()
     report = IndexReport()
-    writer = None
     seen: set[str] = set()
     with atomic_path(out) as tmp, ThreadPoolExecutor(max(1, workers)) as pool:
-        for batch in _batched(entries, BATCH_ROWS):
-            rows = list(pool.map(_probe_entry, batch))
-            for r in rows:
-                if r["id"] in seen:
-                    raise IndexError_(f"duplicate id {r['id']!r} in {source}")
-                seen.add(r["id"])
-                _account(report, r)
-            table = pa.Table.from_pylist(rows)
-            if writer is None:
-                schema = _unify(table.schema)
-                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-            writer.write_table(table.cast(writer.schema), row_group_size=ROW_GROUP_ROWS)
-        if writer is None:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for batch in _batched(src.entries(), batch_rows):
+                rows = list(pool.map(_probe_entry, batch))
+                for r in rows:
+                    if r["id"] in seen:
+                        raise IndexError_(f"duplicate id {r['id']!r} in {source}")
+                    seen.add(r["id"])
+                    _account(report, r)
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema),
+                                   row_group_size=ROW_GROUP_ROWS)
+        if not report.rows:
             raise IndexError_(f"no audio entries found in {source}")
-        writer.close()
     return report
 
 
@@ -82,15 +106,6 @@ def _account(report: IndexReport, row: dict[str, Any]) -> None:
             report.examples.append(f"{row['id']}: {row['probe_error']}")
     else:
         report.audio_s += row["duration_s"]
-
-
-def _unify(schema: pa.Schema) -> pa.Schema:
-    """Fix the types of the standard columns (a first batch of all-null values infers `null`)."""
-    fixed = {"id": pa.string(), "path": pa.string(), "audio": pa.binary(), "duration_s": pa.float64(),
-             "sample_rate": pa.int32(), "channels": pa.int32(), "num_bytes": pa.int64(),
-             "probe_error": pa.string()}
-    return pa.schema([pa.field(f.name, fixed.get(f.name, pa.string() if pa.types.is_null(f.type)
-                                                  else f.type)) for f in schema])
 
 
 def _batched(it: Iterable[dict], n: int) -> Iterator[list[dict]]:
@@ -111,6 +126,8 @@ def _probe_entry(entry: dict[str, Any]) -> dict[str, Any]:
     if "audio" in entry:
         row["audio"] = entry["audio"]
     try:
+        if entry.get("name_error"):
+            raise AudioError("invalid file name", entry["name_error"])
         if src is None:
             raise AudioError("missing file", "the entry names no audio")
         info = probe(src)
@@ -127,19 +144,41 @@ def _probe_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 # --- sources ---------------------------------------------------------------------------------------
 
-def _entries(source: Path) -> Iterator[dict[str, Any]]:
+def open_source(source: Path, batch_rows: int = BATCH_ROWS) -> Source:
     if source.is_dir():
-        return _dir_entries(source)
+        return Source(lambda: _dir_entries(source), [])
     if not source.exists():
         raise IndexError_(f"index source not found: {source}")
     suffix = source.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _manifest_entries(source, _jsonl_rows(source))
+        return _manifest_source(source, lambda: _jsonl_rows(source), batch_rows)
     if suffix == ".csv":
-        return _manifest_entries(source, _csv_rows(source))
+        return _manifest_source(source, lambda: _csv_rows(source), batch_rows)
     if suffix == ".parquet":
-        return _parquet_entries(source)
+        return _parquet_source(source)
     raise IndexError_(f"cannot index {source}: expected a directory, .jsonl, .csv or .parquet")
+
+
+def _raw(text: str) -> bytes:
+    """The bytes of a name the OS (or a JSON escape) gave as surrogates."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="surrogatepass")
+
+
+def _utf8_problem(text: str) -> str | None:
+    """Why `text` (a file name from the OS, surrogate-escaped) cannot be stored, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"not valid UTF-8, rename the file: {_raw(text)!r}"
+    return None
+
+
+def _printable(text: str) -> str:
+    """`text` with undecodable bytes shown as \\xNN (a valid string for the index)."""
+    return _raw(text).decode("utf-8", errors="backslashreplace")
 
 
 def _dir_entries(root: Path) -> Iterator[dict[str, Any]]:
@@ -149,42 +188,119 @@ def _dir_entries(root: Path) -> Iterator[dict[str, Any]]:
         for name in sorted(filenames):
             if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
                 path = Path(dirpath) / name
-                yield {"id": path.relative_to(root).as_posix(), "path": str(path.resolve())}
+                entry = {"id": path.relative_to(root).as_posix(), "path": str(path.resolve())}
+                problem = _utf8_problem(entry["path"])
+                if problem:
+                    entry = {"id": _printable(entry["id"]), "path": _printable(entry["path"]),
+                             "name_error": problem}
+                yield entry
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise IndexError_(f"{path}:{lineno}: not JSON ({e.msg})") from None
+    with open(path, encoding="utf-8") as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise IndexError_(f"{path}:{lineno}: not JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise IndexError_(f"{path}:{lineno}: not a JSON object")
+                    yield row
+        except UnicodeDecodeError as e:
+            raise IndexError_(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
 
 
 def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, newline="") as f:
-        yield from csv.DictReader(f)
+    with open(path, newline="", encoding="utf-8") as f:
+        try:
+            for n, row in enumerate(csv.DictReader(f)):
+                if None in row:
+                    raise IndexError_(f"{path}: row {n} has more fields than the header")
+                yield row
+        except UnicodeDecodeError as e:
+            raise IndexError_(f"{path}: not UTF-8 text ({e.reason})") from None
+        except csv.Error as e:
+            raise IndexError_(f"{path}: not CSV ({e})") from None
+
+
+def _given_id(value: Any, fallback: str, where: str) -> str:
+    """The source's id, kept as given (`0` is "0"); the fallback only when it has none."""
+    if value is None:
+        return _printable(fallback)
+    ident = str(value)
+    if not ident:
+        raise IndexError_(f"{where}: empty id; give every row an id, or drop the id column to "
+                          "use the paths")
+    return _printable(ident)
+
+
+def _resolve(raw: str, base: Path) -> str:
+    """An absolute path: a relative one is taken relative to `base` (the source's folder)."""
+    return os.path.abspath(os.path.join(base, raw))
+
+
+def _manifest_source(manifest: Path, rows: Callable[[], Iterator[dict[str, Any]]],
+                     batch_rows: int) -> Source:
+    def entries() -> Iterator[dict[str, Any]]:
+        return _manifest_entries(manifest, rows())
+
+    return Source(entries, _scan_columns(manifest, entries(), batch_rows))
+
+
+def _scan_columns(source: Path, entries: Iterator[dict[str, Any]], batch_rows: int
+                  ) -> list[pa.Field]:
+    """The passthrough columns of every entry, types unified over all of them (a column that
+    the first rows lack is still found; an int column with a float later becomes float)."""
+    schema = pa.schema([])
+    for batch in _batched(entries, batch_rows):
+        names = dict.fromkeys(k for e in batch for k in e if k not in OWN_NAMES | {"name_error"})
+        for name in names:
+            try:
+                arr = pa.array([e.get(name) for e in batch])
+                schema = pa.unify_schemas([schema, pa.schema([(name, arr.type)])],
+                                          promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError) as e:
+                raise IndexError_(f"{source}: column {name!r} cannot be stored: its values mix "
+                                  f"types or hold invalid text ({e})") from None
+    return [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema]
 
 
 def _manifest_entries(manifest: Path, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    base = manifest.parent
+    base = Path(os.path.abspath(manifest)).parent
     for n, row in enumerate(rows):
         key = next((k for k in PATH_COLUMNS if row.get(k)), None)
         if key is None:
             raise IndexError_(f"{manifest}: row {n} has none of the path columns {PATH_COLUMNS}")
         raw = str(row.pop(key))
-        path = Path(raw) if Path(raw).is_absolute() else base / raw
-        entry = {"id": str(row.pop("id", None) or raw), "path": str(path)}
-        entry.update({k: v for k, v in row.items() if k not in entry})
+        entry = {"id": _given_id(row.pop("id", None), raw, f"{manifest}: row {n}"),
+                 "path": _resolve(raw, base)}
+        problem = _utf8_problem(entry["path"])
+        if problem:
+            entry.update(path=_printable(entry["path"]), name_error=problem)
+        entry.update({k: v for k, v in row.items() if k not in OWN_NAMES})
         yield entry
 
 
-def _parquet_entries(path: Path) -> Iterator[dict[str, Any]]:
-    pf = pq.ParquetFile(path)
+def _parquet_source(path: Path) -> Source:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise IndexError_(f"{path}: not a readable Parquet file ({e})") from None
     names = pf.schema_arrow.names
-    if "audio" not in names and not any(c in names for c in PATH_COLUMNS):
+    path_key = next((c for c in PATH_COLUMNS if c in names), None)
+    if "audio" not in names and path_key is None:
         raise IndexError_(f"{path}: no `audio` bytes column and no path column")
+    columns = [f for f in pf.schema_arrow if f.name not in OWN_NAMES and f.name != path_key]
+    return Source(lambda: _parquet_entries(path, pf, path_key), columns,
+                  embedded="audio" in names)
+
+
+def _parquet_entries(path: Path, pf: pq.ParquetFile, path_key: str | None
+                     ) -> Iterator[dict[str, Any]]:
+    base = Path(os.path.abspath(path)).parent
     n = 0
     for batch in pf.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
@@ -192,10 +308,37 @@ def _parquet_entries(path: Path) -> Iterator[dict[str, Any]]:
             src_name = None
             if isinstance(audio, dict):  # Hugging Face / Common Voice: {"bytes": ..., "path": ...}
                 src_name, audio = audio.get("path"), audio.get("bytes")
-            given_path = next((row.pop(k) for k in PATH_COLUMNS if row.get(k)), None)
-            ident = row.pop("id", None) or given_path or src_name or f"{path.stem}:{n}"
-            entry: dict[str, Any] = {"id": str(ident), "audio": audio}
-            entry["path"] = given_path if audio is None else None
-            entry.update(row)
+            given_path = row.pop(path_key, None) if path_key else None
+            fallback = given_path or src_name or f"{path.stem}:{n}"
+            entry: dict[str, Any] = {"id": _given_id(row.pop("id", None), fallback,
+                                                     f"{path}: row {n}"), "audio": audio}
+            entry["path"] = _resolve(given_path, base) if audio is None and given_path else None
+            entry.update({k: v for k, v in row.items() if k not in OWN_NAMES})
             n += 1
             yield entry
+
+
+# --- reading an index --------------------------------------------------------------------------------
+
+def check_index(path: str | Path) -> pa.Schema:
+    """The schema of the index at `path`, after the checks every later stage relies on (a
+    Parquet file; a text `id`; a numeric `duration_s`; a `path` or `audio` column), so that an
+    index made by hand fails at plan time with what to fix."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise IndexError_(f"index {path} is not a readable Parquet file ({e}); make it with "
+                          "`asrd index`") from None
+    hint = "; make the index with `asrd index`"
+    missing = [c for c in ("id", "duration_s") if c not in schema.names]
+    if missing:
+        raise IndexError_(f"index {path} has no {' and no '.join(map(repr, missing))} column{hint}")
+    if "path" not in schema.names and "audio" not in schema.names:
+        raise IndexError_(f"index {path} has neither a 'path' nor an 'audio' column{hint}")
+    types = {"id": (pa.types.is_string, pa.types.is_large_string, "text"),
+             "duration_s": (pa.types.is_floating, pa.types.is_integer, "numbers (seconds)")}
+    for name, (test, other, what) in types.items():
+        kind = schema.field(name).type
+        if not (test(kind) or other(kind) or pa.types.is_null(kind)):
+            raise IndexError_(f"index {path}: column {name!r} must hold {what}, not {kind}{hint}")
+    return schema

@@ -1,11 +1,15 @@
 import json
+import os
 import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from asrd.index import IndexError_, build_index
+
+HANG_GUARD_S = 300  # only a guard against a hang; the work takes a second
 
 
 def test_directory_index_probes_every_format(corpus, tmp_path):
@@ -69,6 +73,90 @@ def test_duplicate_ids_in_source_and_empty_source(tmp_path):
 
 
 def test_cli_index(corpus, tmp_path):
-    out = subprocess.run([".venv/bin/asrd", "index", str(corpus), "-o", str(tmp_path / "i.parquet")],
+    out = subprocess.run([sys.executable, "-m", "asrd.cli", "index", str(corpus), "-o", str(tmp_path / "i.parquet")],
                          capture_output=True, text=True, check=True)
     assert "indexed 8 entries" in out.stdout
+
+
+def _index(tmp_path, lines: list[dict], **kw) -> list[dict]:
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    build_index(m, tmp_path / "i.parquet", **kw)
+    return pq.read_table(tmp_path / "i.parquet").to_pylist()
+
+
+def test_columns_that_appear_only_in_a_later_batch_are_kept(corpus, tmp_path):
+    wav = str(corpus / "utt000.wav")
+    lines = [{"path": wav, "id": f"r{i}", "n": i} for i in range(5)]
+    lines[3]["speaker"] = "bob"  # only in the second batch of 2
+    lines[4].update(language="de", n=2.5)  # only in the third batch; n becomes a float column
+    rows = _index(tmp_path, lines, batch_rows=2)
+    assert [r["speaker"] for r in rows] == [None, None, None, "bob", None]
+    assert [r["language"] for r in rows] == [None] * 4 + ["de"]
+    assert [r["n"] for r in rows] == [0.0, 1.0, 2.0, 3.0, 2.5]
+    assert all(r["probe_error"] is None for r in rows)
+
+
+def test_a_column_of_mixed_types_is_refused_by_name(corpus, tmp_path):
+    wav = str(corpus / "utt000.wav")
+    with pytest.raises(IndexError_, match="column 'speaker'"):
+        _index(tmp_path, [{"path": wav, "id": "a", "speaker": 7},
+                          {"path": wav, "id": "b", "speaker": "bob"}], batch_rows=1)
+    assert not (tmp_path / "i.parquet").exists()
+
+
+def test_ids_are_kept_as_given(corpus, tmp_path):
+    wav = str(corpus / "utt000.wav")
+    rows = _index(tmp_path, [{"path": wav, "id": 0}, {"path": wav, "id": "00"}, {"path": wav}])
+    assert [r["id"] for r in rows] == ["0", "00", wav]
+    csv_m = tmp_path / "m.csv"
+    csv_m.write_text(f"id,path\n0,{wav}\n")
+    build_index(csv_m, tmp_path / "c.parquet")
+    assert pq.read_table(tmp_path / "c.parquet").column("id").to_pylist() == ["0"]
+    pq.write_table(pa.table({"id": [0, 1], "path": [wav, wav]}), tmp_path / "src.parquet")
+    build_index(tmp_path / "src.parquet", tmp_path / "p.parquet")
+    assert pq.read_table(tmp_path / "p.parquet").column("id").to_pylist() == ["0", "1"]
+    with pytest.raises(IndexError_, match="row 1: empty id"):
+        _index(tmp_path, [{"path": wav, "id": "a"}, {"path": wav, "id": ""}])
+
+
+def test_relative_paths_resolve_against_the_manifest_folder(corpus, tmp_path, monkeypatch):
+    """The manifest named by a relative path from another folder: every path is absolute and
+    names the file beside the manifest, whatever folder the run later starts in."""
+    data = tmp_path / "data"
+    (data / "audio").mkdir(parents=True)
+    (data / "audio" / "a.wav").write_bytes((corpus / "utt000.wav").read_bytes())
+    (data / "m.jsonl").write_text(json.dumps({"path": "audio/a.wav"}) + "\n"
+                                  + json.dumps({"path": "./audio/../audio/a.wav", "id": "b"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    build_index("data/m.jsonl", "i.parquet")
+    rows = pq.read_table(tmp_path / "i.parquet").to_pylist()
+    assert [r["path"] for r in rows] == [str(data / "audio" / "a.wav")] * 2
+    assert [r["id"] for r in rows] == ["audio/a.wav", "b"]  # no id: the path as written
+    assert all(r["probe_error"] is None for r in rows)
+
+
+def test_a_file_name_that_is_not_utf8_is_an_error_row(corpus, tmp_path):
+    (tmp_path / "a.wav").write_bytes((corpus / "utt000.wav").read_bytes())
+    (tmp_path / os.fsdecode(b"caf\xe9.wav")).write_bytes((corpus / "utt000.wav").read_bytes())
+    report = build_index(tmp_path, tmp_path / "i.parquet")
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "i.parquet").to_pylist()}
+    assert report.rows == 2 and report.failed == {"invalid file name": 1}
+    assert rows["a.wav"]["probe_error"] is None
+    assert rows["caf\\xe9.wav"]["probe_error"].startswith("invalid file name: not valid UTF-8")
+
+
+def test_fifo_and_folder_named_wav_are_error_rows_not_a_hang(corpus, tmp_path):
+    """Opening a FIFO blocks until a writer comes: the probe must look at the file type first
+    (run as a process, so that a hang fails the test instead of stalling the suite)."""
+    os.mkfifo(tmp_path / "fifo.wav")
+    (tmp_path / "folder.wav").mkdir()
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps({"path": p}) + "\n" for p in
+                         (str(corpus / "utt000.wav"), "fifo.wav", "folder.wav")))
+    subprocess.run([sys.executable, "-m", "asrd.cli", "index", str(m), "-o",
+                    str(tmp_path / "i.parquet")], check=True, timeout=HANG_GUARD_S)
+    errors = {r["id"]: r["probe_error"] for r in pq.read_table(tmp_path / "i.parquet").to_pylist()}
+    assert errors["fifo.wav"].startswith("unreadable:") and "(a FIFO)" in errors["fifo.wav"]
+    assert errors["folder.wav"].startswith("unreadable:") and "(a directory)" in errors["folder.wav"]
+    assert errors[str(corpus / "utt000.wav")] is None

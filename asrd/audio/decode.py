@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,15 +49,16 @@ def _check_readable(src: Source) -> int:
             raise AudioError("empty file", "0 bytes of embedded audio")
         return len(src)
     try:
-        size = os.stat(src).st_size
+        st = os.stat(src)
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO or a device could block forever
+            raise AudioError("unreadable", f"{src} is not a regular file ({_file_kind(st)})")
+        size = st.st_size
         if not os.access(src, os.R_OK):
             raise PermissionError(src)
         with open(src, "rb"):
             pass
     except FileNotFoundError:
         raise AudioError("missing file", str(src)) from None
-    except IsADirectoryError:
-        raise AudioError("unreadable", f"{src} is a directory") from None
     except PermissionError:
         raise AudioError("unreadable", f"permission denied: {src}") from None
     except OSError as e:
@@ -64,6 +66,12 @@ def _check_readable(src: Source) -> int:
     if size == 0:
         raise AudioError("empty file", f"0 bytes: {src}")
     return size
+
+
+def _file_kind(st: os.stat_result) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+    return next((name for test, name in kinds if test(st.st_mode)), "not a plain file")
 
 
 def _open(src: Source):
