@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,8 +22,9 @@ from filelock import FileLock, Timeout
 
 from hpc.commit import read_json, write_json
 from hpc.marker_summary import MarkerSummary, UnreadableMarker
+from hpc.process_ref import ProcessRef
 
-__all__ = ["ClaimHolder", "Markers", "UnreadableMarker", "exclusive", "exclusive_or_wait",
+__all__ = ["Markers", "UnreadableMarker", "exclusive", "exclusive_or_wait",
            "shard_name"]
 
 
@@ -38,26 +37,6 @@ def _shard_of(name: str, suffix: str) -> int | None:
         with contextlib.suppress(ValueError):
             return int(name[6:-len(suffix)])
     return None
-
-
-@dataclass(frozen=True)
-class ClaimHolder:
-    """Who took a shard's claim: written by the holder after it got the lock."""
-
-    host: str
-    pid: int
-    started: float  # the holder process's start time (psutil's create_time), against pid reuse
-
-    def alive_here(self) -> bool:
-        """The holder runs on this host and is still the process that took the claim."""
-        import psutil
-
-        if self.host != socket.gethostname():
-            return False
-        try:
-            return abs(psutil.Process(self.pid).create_time() - self.started) < 1.0
-        except psutil.Error:
-            return False
 
 
 @contextlib.contextmanager
@@ -162,20 +141,17 @@ class Markers:
             if not mine:
                 yield False
                 return
-            import psutil
-
             holder = self._holder_path(shard)
-            write_json(holder, {"host": socket.gethostname(), "pid": os.getpid(),
-                                "started": psutil.Process().create_time()})
+            write_json(holder, ProcessRef.me().to_json())
             try:
                 yield True
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     holder.unlink()
 
-    def holders(self) -> dict[int, ClaimHolder]:
+    def holders(self) -> dict[int, ProcessRef]:
         """The holder records in `claims/` (one scan): current ones, and those a killed holder
-        left (`ClaimHolder.alive_here` tells them apart on this host)."""
+        left (`ProcessRef.alive_here` tells them apart on this host)."""
         if not self.claims_dir.is_dir():
             return {}
         out = {}
@@ -184,6 +160,5 @@ class Markers:
                 if (s := _shard_of(e.name, ".holder.json")) is None:
                     continue
                 with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-                    d = read_json(e.path)
-                    out[s] = ClaimHolder(str(d["host"]), int(d["pid"]), float(d["started"]))
+                    out[s] = ProcessRef.from_json(read_json(e.path))
         return out

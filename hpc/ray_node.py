@@ -9,7 +9,9 @@ Stopping: Ray's processes start with the stop signals blocked (hpc.stop.shielded
 SLURM's signal to the whole job step does not take them down under the task while it commits;
 on the way out they are killed at once (they hold nothing to keep, and Ray's graceful stop would
 wait out a grace period per process that SLURM's KillWait does not leave), and the session
-folder is removed.
+folder is removed. A task that dies without a way out (kill -9, the OOM killer) still takes its
+Ray processes and folder along: its reaper (hpc.ray_reaper) wakes when it dies; and a task starting
+on a node first sweeps the Ray folders of tasks there that died with their reaper.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from typing import Any, Iterator
 
 import psutil
 
+from hpc.ray_reaper import claim_folder, start_reaper, sweep
 from hpc.slurm_env import SlurmEnv
 from hpc.stop import shielded_children
 
@@ -41,7 +45,10 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
     # Short path: Ray's socket names must fit in 107 bytes.
     root = tmp_root or env.tmpdir
     os.makedirs(root, exist_ok=True)
+    sweep(root)
     tmp = tempfile.mkdtemp(prefix="ray-", dir=root)
+    claim_folder(tmp)
+    reaper = start_reaper(tmp)
     os.environ.pop("RAY_ADDRESS", None)
     kwargs = {}
     if object_store_mb:
@@ -58,15 +65,18 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         yield {"cpus": cpus, "gpus": gpus, "temp_dir": tmp}
     finally:
-        _shutdown_now(ray)
+        _shutdown_now(ray, spare=reaper.pid)
         shutil.rmtree(tmp, ignore_errors=True)
+        reaper.stdin.close()  # the reaper finds nothing left, and exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            reaper.wait(timeout=10)
 
 
-def _shutdown_now(ray: Any) -> None:
+def _shutdown_now(ray: Any, spare: int) -> None:
     """`ray.shutdown()` that SIGKILLs Ray's processes instead of sending SIGTERM and waiting (they
     have it blocked), then kills whatever this process started that outlived them (Ray's agents,
-    a W&B service that did not finish in time)."""
-    children = psutil.Process().children(recursive=True)
+    a W&B service that did not finish in time), but the reaper `spare`."""
+    children = [c for c in psutil.Process().children(recursive=True) if c.pid != spare]
     node = getattr(ray._private.worker, "_global_node", None)
     if node is not None:
         kill_all = node.kill_all_processes

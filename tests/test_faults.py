@@ -9,10 +9,14 @@ got another row's text shows.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +24,10 @@ import pytest
 
 from asrd.plan import make_plan
 from asrd.runtime.task import run_task
+from asrd.status import format_status, run_status
 from asrd.testing.faults import read_events
+from hpc.process_ref import ProcessRef
+from hpc.ray_reaper import holders, reap, sweep
 from tests.conftest import make_cfg
 from tests.runs import (assert_exactly_once, cli_args, marker, part_rows, running, shard_rows,
                         wait_until)
@@ -165,3 +172,52 @@ def test_other_hooks_keep_every_row(corpus_index, tmp_path, hook):
     rd, _ = make_plan(cfg)
     assert run_task(rd.path) == [0]
     assert all(r["error"] is None for r in assert_each_row_once_with_its_own_text(rd.path))
+
+
+def test_a_task_killed_alone_takes_its_ray_processes_and_folder_along(corpus_index, tmp_path):
+    """kill -9 of the task process only (not its group): while it ran, `asrd status` showed its
+    shard running here with its pid; after, its reaper kills the Ray processes it left (Ray's
+    agents outlive their raylet otherwise) and removes its Ray folder, and status says missing."""
+    run_dir, state = tmp_path / "run", tmp_path / "faults"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="asrd-rt-"))  # short: Ray's socket paths must fit
+    with blocked_run(corpus_index, run_dir, state, 1, f"pipeline.ray_tmp={ray_tmp}") as proc:
+        (folder,) = ray_tmp.glob("ray-*")
+        assert holders(folder)  # Ray's processes keep their logs open there
+        st = run_status(str(run_dir))
+        assert st.states == {0: "running"} and st.local == {0: proc.pid}
+        assert f"shard 0 (local pid {proc.pid})" in format_status(st)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        try:
+            for _ in range(1200):  # a bound for a broken reaper, not a clock the test relies on
+                if not folder.exists() and not holders(folder):
+                    break
+                time.sleep(0.05)
+            assert not holders(folder) and not folder.exists()
+        finally:
+            reap(folder)  # whatever a failing run left
+    assert run_status(str(run_dir)).states == {0: "missing"}
+    ray_tmp.rmdir()
+
+
+def test_the_next_task_sweeps_ray_folders_whose_owner_died_with_its_reaper(tmp_path):
+    """A whole job step killed (task and reaper alike) leaves its Ray folder: a later sweep on the
+    node kills what still holds files there and removes it; a live owner's folder stays."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone, live = tmp_path / "ray-gone", tmp_path / "ray-live"
+    for folder, ref in ((gone, ProcessRef(socket.gethostname(), dead.pid, 0.0)),
+                        (live, ProcessRef.me())):
+        folder.mkdir()
+        (folder / "owner.json").write_text(json.dumps(ref.to_json()))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; f = open(sys.argv[1], 'w'); "
+                               "print('open', flush=True); sys.stdin.read()", str(gone / "log")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"
+        assert sweep(tmp_path) == [gone]
+        holder.wait(timeout=60)  # it ended with its stdin still open: killed (the sweep reaped it)
+        assert not gone.exists() and live.exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
