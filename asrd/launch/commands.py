@@ -108,10 +108,11 @@ def cmd_run_task(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add submit, resubmit, sbatch and run-task to the `asrd` command line."""
 
-    def add(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Callable, help: str, config: bool = True) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help)
-        p.add_argument("--config", "-c", help="YAML config file (see `asrd config`)")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+        if config:
+            p.add_argument("--config", "-c", help="YAML config file (see `asrd config`)")
+            p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
         p.set_defaults(func=func)
         return p
 
@@ -129,7 +130,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("sbatch", cmd_sbatch, "print an sbatch array script for plain `sbatch`")
     p.add_argument("--array", help=array_help)
     p.add_argument("--force", action="store_true")
-    p = add("run-task", cmd_run_task, "run one array task of an `asrd sbatch` record")
+    p = add("run-task", cmd_run_task, "run one array task of an `asrd sbatch` record (with the "
+            "config the record holds)", config=False)
     p.add_argument("--submission", required=True, help="the record the sbatch script names")
     p.add_argument("--task", type=int, help="array index (default: $SLURM_ARRAY_TASK_ID)")
     p.add_argument("--offset", type=int, default=0, help="added to the array index")
