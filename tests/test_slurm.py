@@ -458,7 +458,7 @@ def test_refused_array_leaves_the_queued_ones_on_record(slurm_cluster, tmp_path,
     assert f"left out (running or pending in SLURM): {queued}" in plan_again, plan_again
 
     slurm_ctl.cancel([array["job_id"]])  # pending: its tasks never start
-    wait_for(lambda: f"{array['count']} never started" in status_of(run), 60,
+    wait_for(lambda: f"{array['count']} never started" in status_of(run), 300,
              "the cancelled array's tasks as never started", run)
     assert f"--array=0-{n - 1}\n" in asrd("resubmit", "--dry-run", f"run.dir={run}").stdout
 
@@ -476,7 +476,7 @@ def test_status_names_failed_cancelled_never_started_and_sbatch_pending(slurm_cl
     # shards 0, 1: tasks that fail at once (their setup exits 3)
     asrd("submit", "-c", str(cfg_file), "--array", "0-1", *TASK)
     job = read_records(RunDir(run).submissions_dir)[0]["arrays"][0]["job_id"]
-    wait_for(lambda: label(run, 0) == label(run, 1) == "failed", 60, "2 failed tasks", run)
+    wait_for(lambda: label(run, 0) == label(run, 1) == "failed", 300, "2 failed tasks", run)
     for shard in (0, 1):
         log = run / "logs" / "submitit" / f"{job}_{shard}" / f"{job}_{shard}_0_log.err"
         assert log.is_file()
@@ -486,10 +486,10 @@ def test_status_names_failed_cancelled_never_started_and_sbatch_pending(slurm_cl
     cfg_file.write_text(cfg_file.read_text().replace(
         "exit 3", f"while [ ! -e {release} ]; do sleep 0.1; done; exit 3"))
     asrd("submit", "-c", str(cfg_file), "--array", "2", *TASK)
-    wait_for(lambda: label(run, 2) == "running", 60, "shard 2 running", run)
+    wait_for(lambda: label(run, 2) == "running", 300, "shard 2 running", run)
     (key,) = read_records(RunDir(run).submissions_dir)[1]["arrays"][0]["task_keys"]
     subprocess.run(["scancel", key], check=True)
-    wait_for(lambda: label(run, 2) == "cancelled", 60, "shard 2 cancelled", run)
+    wait_for(lambda: label(run, 2) == "cancelled", 300, "shard 2 cancelled", run)
     # shards 3, 4: a plain sbatch array, pending (held), then cancelled before it ran
     script = asrd("sbatch", "-c", str(cfg_file), "--array", "3-4", *TASK).stdout
     (tmp_path / "job.sbatch").write_text(script)
@@ -500,7 +500,7 @@ def test_status_names_failed_cancelled_never_started_and_sbatch_pending(slurm_cl
     status = status_of(run)
     assert "2 pending" in status and "pending: 3-4" in status, status
     subprocess.run(["scancel", sbatch_job], check=True)
-    wait_for(lambda: label(run, 3) == label(run, 4) == "never started", 60,
+    wait_for(lambda: label(run, 3) == label(run, 4) == "never started", 300,
              "shards 3, 4 never started", run)
     status = status_of(run)
     assert ("5 planned, 0 done, 0 running, 0 pending, 2 failed, 1 cancelled, 2 never started, "
