@@ -57,6 +57,9 @@ class AudioCfg:
 
     sample_rate: int = 16000  # every recording is resampled to this rate
     max_segment_s: float = 30.0  # the longest segment (and packing window) sent to the model
+    # A longer segment whose text looks failed (nothing, or a loop) is cut to at most this and
+    # transcribed again, once; 0: never
+    retry_segment_s: float = 10.0
     vad: VadCfg = field(default_factory=VadCfg)
     pack: PackCfg = field(default_factory=PackCfg)
     max_duration_s: float = 6 * 3600.0  # longer recordings become error rows ("too long")
@@ -234,6 +237,8 @@ class FaultCfg:
     call_delay_s: float = 0.0  # every engine call takes at least this long
     decode_exit_ids: list[str] = field(default_factory=list)  # a decode actor exits on these rows
     unplaceable_ids: list[str] = field(default_factory=list)  # packed: these rows' words unplaced
+    blank_ids: list[str] = field(default_factory=list)  # these rows' long segments come back empty
+    blank_over_s: float = 0.0  # ... those longer than this (a model giving up on a long window)
     kill_at: Optional[str] = None  # the process SIGKILLs itself at this named point (faults.POINTS)
     hold_at: Optional[str] = None  # ... or waits there until `release_file` exists
     state_dir: Optional[str] = None  # where the hooks log what they did (tests read it)
@@ -262,7 +267,8 @@ class Config:
 # be classified here. A new output-relevant section (e.g. quality) is added to OUTPUT_KEYS whole.
 OUTPUT_KEYS = (
     "run.index", "run.num_shards",
-    "audio.sample_rate", "audio.max_segment_s", "audio.vad", "audio.pack", "audio.max_duration_s",
+    "audio.sample_rate", "audio.max_segment_s", "audio.retry_segment_s", "audio.vad", "audio.pack",
+    "audio.max_duration_s",
     "engine.kind", "engine.model", "engine.compute_type", "engine.language", "engine.task",
     "engine.instruction", "engine.system_prompt", "engine.max_new_tokens", "engine.beam_size",
     "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.vllm.seed",

@@ -45,6 +45,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "run.num_shards": (1, None, True),
     "audio.sample_rate": (0, None, False),
     "audio.max_segment_s": (0, 3600, False),
+    "audio.retry_segment_s": (0, None, True),
     "audio.max_duration_s": (0, None, False),
     "audio.read_retries": (0, None, True),
     "audio.vad.threshold": (0, 1, False),
@@ -135,6 +136,9 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
     if window is not None and audio.max_segment_s > window:
         yield ("audio.max_segment_s", f"longer than the {window:.0f} s window the model of "
                f"engine.kind={engine.kind} takes in one call")
+    if audio.retry_segment_s >= audio.max_segment_s:
+        yield ("audio.retry_segment_s", f"must be shorter than audio.max_segment_s="
+               f"{audio.max_segment_s} (it is the second try's shorter segment; 0: none)")
     if audio.pack.enabled and audio.pack.max_clip_s > audio.max_segment_s:
         yield ("audio.pack.max_clip_s", f"longer than the packing window, audio.max_segment_s="
                f"{audio.max_segment_s} (a clip longer than that cannot be packed)")

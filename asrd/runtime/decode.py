@@ -75,7 +75,7 @@ class DecodeWorker:
         for attempt in range(self.audio["read_retries"] + 1):
             try:
                 x = decode(self._source(item), sr, self.audio["max_duration_s"])
-                cut = segment(x, sr, self.audio["max_segment_s"], self.vad)
+                cut = segment(x, sr, item.max_segment_s or self.audio["max_segment_s"], self.vad)
                 segments = [x[a:b] for a, b in cut.spans]
                 out.duration_s, out.speech_s = len(x) / sr, cut.speech_s
                 out.spans = [(a / sr, b / sr) for a, b in cut.spans]
@@ -186,6 +186,10 @@ class DecodeStage:
         self.health = ActorHealth(actors)
         self.isolating: int | None = None  # the actor kept free for the next suspect
         self.next_actor = 0
+        # Rows sent back for a second decode, remembered so that a retry after an actor's
+        # death decodes them the same way: unpacked, or cut shorter.
+        self.unpacked: set[int] = set()
+        self.shorter: dict[int, float] = {}
 
     def _regular_actors(self) -> list[int]:
         return [k for k in range(len(self.actors)) if k != self.isolating and self.health.ok[k]]
@@ -199,16 +203,21 @@ class DecodeStage:
     def in_flight(self) -> list[ray.ObjectRef]:
         return list(self.calls) + list(self.health.pings)
 
-    def submit(self, rows: list[dict[str, Any]], pack: bool = True) -> None:
+    def submit(self, rows: list[dict[str, Any]], pack: bool = True,
+               max_segment_s: float | None = None) -> None:
         """`pack=False`: decode these rows to be transcribed alone (a row whose words could not
-        be placed in its packed window)."""
+        be placed in its packed window); `max_segment_s`: cut them shorter (a second try)."""
+        for r in rows:
+            if not pack:
+                self.unpacked.add(r["row"])
+            if max_segment_s:
+                self.shorter[r["row"]] = max_segment_s
         # While a suspect runs alone on the only actor, a row sent back to be transcribed alone
         # still needs an actor: it shares that one (rare: a poison file and a packed row at once).
         actors = (self._regular_actors()
                   or [k for k in range(len(self.actors)) if self.health.ok[k]]
                   or list(range(len(self.actors))))
-        self._call(actors[self.next_actor % len(actors)], rows, attempt=0, isolated=False,
-                   pack=pack)
+        self._call(actors[self.next_actor % len(actors)], rows, attempt=0, isolated=False)
         self.next_actor += 1
 
     def feed(self) -> None:
@@ -222,10 +231,10 @@ class DecodeStage:
             row, attempt = self.suspects.popleft()
             self._call(self.isolating, [row], attempt, isolated=True)
 
-    def _call(self, k: int, rows: list[dict[str, Any]], attempt: int, isolated: bool,
-              pack: bool = True) -> None:
-        records, segments = self.actors[k].decode.remote(
-            [WorkItem.of(r, pack=pack) for r in rows], self.preparer_refs)
+    def _call(self, k: int, rows: list[dict[str, Any]], attempt: int, isolated: bool) -> None:
+        items = [WorkItem.of(r, pack=r["row"] not in self.unpacked,
+                             max_segment_s=self.shorter.get(r["row"])) for r in rows]
+        records, segments = self.actors[k].decode.remote(items, self.preparer_refs)
         self.calls[records] = DecodeCall(k, segments, rows, attempt, isolated)
         self.per_actor[k] += 1
 

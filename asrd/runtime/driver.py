@@ -25,6 +25,7 @@ from asrd.runtime.decode import DecodeStage
 from asrd.runtime.engine import EngineStage, SegmentFailed, Transcribed
 from asrd.runtime.judge import JudgeStage
 from asrd.runtime.records import RowResult
+from asrd.runtime.resegment import needs_retry
 from asrd.runtime.rows import RowAssembly
 from asrd.runtime.write import ShardWriter
 from asrd.schema import error_reason
@@ -44,6 +45,7 @@ class ShardStats:
     errors: dict[str, int] = field(default_factory=dict)
     decode_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2048))
     engine_starved_s: float = 0.0
+    cut_again: int = 0  # rows transcribed a second time, in shorter segments
 
 
 def _pct(values: collections.deque, q: float) -> float:
@@ -54,11 +56,14 @@ class ShardDriver:
     def __init__(self, spec: ShardSpec, rows: Iterator[dict[str, Any]], todo: int,
                  decode: DecodeStage, engine: EngineStage, judge: JudgeStage,
                  writer: ShardWriter, output: Callable[[RowResult], dict[str, Any]],
-                 rows_per_decode: int, on_metrics: Callable[[dict], None] | None = None):
+                 rows_per_decode: int, on_metrics: Callable[[dict], None] | None = None,
+                 retry_segment_s: float = 0.0):
         self.spec, self.rows, self.rows_left, self.todo = spec, rows, True, todo
         self.decode, self.engine, self.judge, self.writer = decode, engine, judge, writer
         self.output, self.rows_per_decode, self.on_metrics = output, rows_per_decode, on_metrics
         self.assembly = RowAssembly()
+        self.retry_segment_s = retry_segment_s
+        self.cut_again: set[int] = set()  # rows decoded a second time, shorter
         self.stats = ShardStats()
         self.high_water = 2 * engine.batch * len(engine.actors) * engine.depth
         self.t0 = time.monotonic()
@@ -95,7 +100,7 @@ class ShardDriver:
         if isinstance(out, Transcribed):
             for s, text in zip(out.segments, out.texts):
                 if s.members is None:
-                    self._finished(self.assembly.text(s.row, s.seg, str(text), out.engine_s))
+                    self._transcribed(self.assembly.text(s.row, s.seg, str(text), out.engine_s))
                     continue
                 share = out.engine_s / len(s.members)
                 for m, t in zip(s.members, text):
@@ -110,6 +115,18 @@ class ShardDriver:
             else:  # a window that failed: its rows go again, each alone
                 for m in out.segment.members:
                     self._alone(m.row)
+
+    def _transcribed(self, row: RowResult | None) -> None:
+        """A row whose segments all have texts: finished, unless one of its long segments reads
+        like a failed transcription (asrd.runtime.resegment) and it has not been cut again yet:
+        then it goes back to decode, cut shorter, and its texts so far are dropped."""
+        if row is not None and row.index_row["row"] not in self.cut_again \
+                and needs_retry(row, self.retry_segment_s):
+            self.cut_again.add(row.index_row["row"])
+            self.stats.cut_again += 1
+            self.decode.submit([row.index_row], pack=False, max_segment_s=self.retry_segment_s)
+            return
+        self._finished(row)
 
     def _alone(self, row: int) -> None:
         """Decode a packed row again, to be transcribed on its own."""
@@ -198,6 +215,6 @@ class ShardDriver:
             "queue/decode": len(self.decode.calls), "queue/engine": self.engine.queued(),
             "queue/judge": len(self.judge.waiting),
             "engine/calls_in_flight": len(self.engine.calls),
-            "engine/starved_s": s.engine_starved_s}
+            "engine/starved_s": s.engine_starved_s, "progress/items_cut_again": s.cut_again}
         m.update({f"failures/{k}": v for k, v in s.errors.items()})
         return m

@@ -85,7 +85,8 @@ class Pipeline:
                              c.pipeline.engine_retries, prepared=bool(self.preparer_refs))
         judge = JudgeStage(self.judges, c.judge.batch_size)
         return ShardDriver(spec, rows, todo, decode, engine, judge, writer, self.output,
-                           c.pipeline.items_per_decode_task, on_metrics).run()
+                           c.pipeline.items_per_decode_task, on_metrics,
+                           retry_segment_s=c.audio.retry_segment_s).run()
 
 
 def decode_actor_count(cfg: DictConfig, cpus: int) -> int:

@@ -35,11 +35,14 @@ class WorkItem:
     language: str | None = None
 
     pack: bool = True  # may share a window with other short clips
+    max_segment_s: float | None = None  # None: audio.max_segment_s (shorter on a second try)
 
     @classmethod
-    def of(cls, index_row: dict[str, Any], pack: bool = True) -> WorkItem:
+    def of(cls, index_row: dict[str, Any], pack: bool = True,
+           max_segment_s: float | None = None) -> WorkItem:
         return cls(row=index_row["row"], id=str(index_row.get("id")), path=index_row.get("path"),
-                   audio=index_row.get("audio"), language=row_language(index_row), pack=pack)
+                   audio=index_row.get("audio"), language=row_language(index_row), pack=pack,
+                   max_segment_s=max_segment_s)
 
 
 @dataclass

@@ -4,7 +4,8 @@ Tests of the fault paths drive them through these hooks (`faults.*` in the confi
 sleeping and sending signals, so that they hold on a machine of any speed:
 - `engine.kind=fault` wraps another engine (`faults.inner`) or, without one, answers each segment
   with a text made from its audio. It raises on chosen rows or calls, exits its actor's process
-  after N calls, blocks until a file appears, or is slow per call.
+  after N calls, blocks until a file appears, is slow per call, or answers nothing for the long
+  segments of chosen rows (as a model giving up on a long window).
 - `decode_fault` makes a decode actor's process exit when it reaches a chosen row.
 - `at_point` makes a command (plan, merge) SIGKILL itself, or wait for a file, at a named point
   of its work (`faults.kill_at`, `faults.hold_at`; the points are listed in POINTS).
@@ -125,8 +126,10 @@ class FaultEngine(Engine):
         ids = [s.id for s in segments]
         call = self._hooks(ids, "engine-calls")
         texts = self.inner.transcribe(segments) if self.inner else [_describe(s) for s in segments]
-        record(self.faults, "engine-calls", call=call, ids=ids, outcome="ok")
-        return texts
+        record(self.faults, "engine-calls", call=call, ids=ids, outcome="ok",
+               seconds=[round(_seconds(s), 2) for s in segments])
+        return ["" if s.id in self.faults.blank_ids and _seconds(s) > self.faults.blank_over_s
+                else t for s, t in zip(segments, texts)]
 
     def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
         """The inner engine's split, or each member's own description; None for the rows in
@@ -185,7 +188,10 @@ class FaultEngine(Engine):
             self.inner.close()
 
 
+def _seconds(segment: Segment) -> float:
+    return len(segment.audio) / SAMPLE_RATE if segment.audio is not None else 0.0
+
+
 def _describe(segment: Segment) -> str:
     """A text that depends on the segment (its row and length), so that mix-ups show."""
-    n = len(segment.audio) if segment.audio is not None else 0
-    return f"{segment.id} {n / SAMPLE_RATE:.2f} seconds"
+    return f"{segment.id} {_seconds(segment):.2f} seconds"

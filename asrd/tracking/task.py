@@ -9,9 +9,10 @@ Metrics. `TaskTracker.update` takes the pipeline's metrics of the shard it is on
 their logged names (all optional):
 
   progress/shard                          the shard being worked on; tells shards apart
-  progress/items_done, progress/items_total, progress/items_failed
+  progress/items_done, progress/items_total, progress/items_failed, progress/items_cut_again
                                           per shard, restarting at each one; logged as sums
-                                          over the task's shards
+                                          over the task's shards (cut again: rows transcribed
+                                          a second time in shorter segments)
   progress/audio_s_done                   audio seconds done, summed likewise
   failures/<reason>                       failed items by reason, summed likewise
   progress/shard_elapsed_s                the pipeline's shard clock
@@ -59,7 +60,8 @@ from hpc.slurm_env import SlurmEnv
 SHARD = "progress/shard"
 ITEMS_DONE, ITEMS_TOTAL = "progress/items_done", "progress/items_total"
 AUDIO_S_DONE = "progress/audio_s_done"
-SUMMED = (ITEMS_DONE, ITEMS_TOTAL, "progress/items_failed", AUDIO_S_DONE)
+SUMMED = (ITEMS_DONE, ITEMS_TOTAL, "progress/items_failed", "progress/items_cut_again",
+          AUDIO_S_DONE)
 SUMMED_PREFIX = "failures/"
 
 Metrics = dict[str, float | int]
