@@ -57,9 +57,7 @@ class AudioCfg:
 
     sample_rate: int = 16000  # every recording is resampled to this rate
     max_segment_s: float = 30.0  # the longest segment (and packing window) sent to the model
-    # A longer segment whose text looks failed (nothing, or a loop) is cut to at most this and
-    # transcribed again, once; 0: never
-    retry_segment_s: float = 10.0
+    retry_segment_s: float = 10.0  # a failed long segment's row is redone cut to this; 0: never
     vad: VadCfg = field(default_factory=VadCfg)
     pack: PackCfg = field(default_factory=PackCfg)
     max_duration_s: float = 6 * 3600.0  # longer recordings become error rows ("too long")

@@ -136,12 +136,12 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
     if window is not None and audio.max_segment_s > window:
         yield ("audio.max_segment_s", f"longer than the {window:.0f} s window the model of "
                f"engine.kind={engine.kind} takes in one call")
-    if audio.retry_segment_s >= audio.max_segment_s:
-        yield ("audio.retry_segment_s", f"must be shorter than audio.max_segment_s="
-               f"{audio.max_segment_s} (it is the second try's shorter segment; 0: none)")
     if audio.pack.enabled and audio.pack.max_clip_s > audio.max_segment_s:
         yield ("audio.pack.max_clip_s", f"longer than the packing window, audio.max_segment_s="
                f"{audio.max_segment_s} (a clip longer than that cannot be packed)")
+    if audio.retry_segment_s >= audio.max_segment_s:
+        yield ("audio.retry_segment_s", f"must be shorter than audio.max_segment_s="
+               f"{audio.max_segment_s} (it is the second try's shorter segment; 0: none)")
     if audio.vad.enabled and audio.sample_rate != 16000:
         yield "audio.sample_rate", "must be 16000 with audio.vad.enabled (the VAD model's rate)"
     uses_vllm = engine.kind == "vllm" or (engine.kind == "fault" and cfg.faults.inner == "vllm")
