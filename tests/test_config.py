@@ -159,7 +159,8 @@ def test_old_extra_maps_move_to_the_typed_sections(tmp_path):
     (["slurm.mem_gb=0"], "slurm.mem_gb"),
     (["slurm.executor=pbs"], "slurm.executor"),
     (["judge.enabled=true"], "judge.model"),
-    (["pipeline.part_seconds=0"], "pipeline.part_seconds"),
+    (["pipeline.part_seconds=-1"], "pipeline.part_seconds"),
+    (["wandb.log_every_s=-0.5"], "wandb.log_every_s"),
 ])
 def test_limits_between_keys_are_checked_at_load(overrides, key):
     with pytest.raises(ConfigError, match=rf"^invalid config value {re.escape(key)}="):
