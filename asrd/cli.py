@@ -6,6 +6,7 @@ index -> plan -> run / run-shard (or submit, for SLURM) -> merge; status at any 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from asrd.launch import commands as launch_commands
 from asrd.audio import AudioError, VadUnavailable
 from asrd.demo import DemoUnavailable
 from asrd.engines import EngineUnavailable
+from asrd.engines.registry import engine_class
 from asrd.filters import FilterError
 from asrd.index import IndexError_
 from asrd.merge import MergeError
@@ -37,6 +39,11 @@ def load_config(args: argparse.Namespace) -> DictConfig:
 def run_config(args: argparse.Namespace, check_drift: bool = True) -> DictConfig:
     """For commands on a planned run: its frozen config <- the -c file <- the overrides."""
     return open_run(args.config, args.overrides, check_drift=check_drift).cfg
+
+
+def check_engine(cfg: DictConfig, packages: bool) -> None:
+    """Refuse a config whose engine cannot load (no model, no package) before it is frozen."""
+    engine_class(cfg.engine.kind).check(cfg.engine, cfg.faults, packages=packages)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -69,6 +76,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     check_root(cfg.run.dir, cfg.store.require_mount, must_exist=False)
+    check_engine(cfg, packages=False)  # the tasks may run where other packages are installed
     rd, plan = make_plan(cfg, force=args.force)
     secs = [s.audio_s for s in plan.shards]
     print(f"planned {plan.num_shards} shards of {plan.index_rows} rows in {rd.path} "
@@ -91,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     check_root(cfg.run.dir, cfg.store.require_mount, must_exist=False)
+    check_engine(cfg, packages=True)
     rd, plan = make_plan(cfg, force=args.force)
     done = run_task(rd.path, None, args.overrides, force=args.force, config=args.config)
     print(f"finished {len(done)} shards; {len(rd.markers.done_shards())} of {plan.num_shards} done")
@@ -175,8 +184,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except USER_ERRORS as e:
-        print(f"asrd: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except OSError as e:  # the machine refused (disk full, read-only, no permission): say so
+        return _fail(_os_error(e))
+
+
+def _fail(message: str) -> int:
+    """One line on stderr, exit status 2: what every refused command ends with."""
+    print("asrd: error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
+def _os_error(e: OSError) -> str:
+    hints = {errno.ENOSPC: "free space there and run the command again (committed work is kept)",
+             errno.EDQUOT: "free space there and run the command again (committed work is kept)",
+             errno.EROFS: "the file system is read-only: point run.dir at a writable store"}
+    what = e.strerror or str(e)
+    where = f": {e.filename}" if e.filename else ""
+    return f"{what}{where}" + (f"; {hints[e.errno]}" if e.errno in hints else "")
 
 
 if __name__ == "__main__":

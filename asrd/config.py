@@ -7,13 +7,15 @@ into a SLURM array.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import yaml
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -301,12 +303,41 @@ def load(path: str | Path | dict | Sequence[str | Path | dict] | None = None,
             cfg = OmegaConf.merge(cfg, _upgrade(_read_layer(layer)))
         if overrides:
             cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.from_dotlist(list(overrides))))
+        OmegaConf.to_container(cfg, resolve=True)  # an unresolvable ${...} fails here, named
+    except InterpolationResolutionError as e:
+        why = str(e.msg).splitlines()[0].split("while resolving interpolation: ")[-1]
+        raise ConfigError(f"cannot resolve config key {e.full_key!r}: {why}") from e
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         why = str(getattr(e, "msg", e)).strip().splitlines()[0]  # the rest repeats the key
         raise ConfigError(f"invalid config key {key!r}: {why}") from e
     validate(cfg)
     return cfg
+
+
+def read_file(path: Path) -> DictConfig:
+    """A YAML config file as a mapping; anything else is a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror}") from None
+    try:
+        loaded = OmegaConf.load(io.StringIO(text))
+    except OSError:  # OmegaConf's word for a file holding a single value (a number, a string)
+        loaded = None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {why}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file {path} must be a mapping of sections (run:, engine:, ...), "
+                          f"not {'a list' if isinstance(loaded, ListConfig) else 'a single value'}")
+    return loaded
 
 
 # Configs written before the typed engine sections kept engine options in free-form `extra` maps
@@ -323,10 +354,7 @@ _EXTRA_MOVES = {
 def _read_layer(layer: str | Path | dict) -> DictConfig:
     if isinstance(layer, dict):
         return OmegaConf.create(layer)
-    p = Path(layer)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    return OmegaConf.load(p)
+    return read_file(Path(layer))
 
 
 def _upgrade(raw: DictConfig) -> DictConfig:

@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 from asrd import __version__
 from asrd import config as config_mod
+from asrd.index import check_index
 from asrd.rundir import RunDir, RunDirError
 from hpc.commit import read_json, write_bytes, write_json
 from hpc.markers import exclusive_or_wait
@@ -137,6 +138,7 @@ def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
     index = config_mod.require_index(cfg)
     if not Path(index).is_file():
         raise PlanError(f"index not found: {index} (make it with `asrd index`)")
+    check_index(index)
     run_dir = RunDir(cfg.run.dir)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     lock = run_dir.markers.claims_dir / "plan.lock"

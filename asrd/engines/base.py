@@ -55,6 +55,13 @@ class Engine(ABC):
         """Build from the `engine` section (`faults` is for the fault-injecting test engine)."""
         return cls(engine_cfg)  # type: ignore[call-arg]
 
+    @classmethod
+    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+              packages: bool = True) -> None:
+        """Cheap checks, before a run directory is frozen, that the engine can be built: its
+        model is there and (with `packages`: it runs on this machine) its packages import.
+        Raises EngineUnavailable with the fix; loads nothing."""
+
     @property
     @abstractmethod
     def name(self) -> str:

@@ -49,13 +49,20 @@ def bundled_model_dir(name: str, cache_root: str | None = None) -> Path:
 def resolve_model(model: str) -> Path:
     if model in BUNDLED:
         return bundled_model_dir(model)
-    path = Path(model)
-    if not (path / "model.bin").is_file():
+    check_model(model)
+    return Path(model)
+
+
+def check_model(model: str) -> None:
+    """The model is a bundled one or a CTranslate2 directory (checked without loading it)."""
+    if model in BUNDLED:
+        for package in BUNDLED[model]:
+            _package_data(package)
+    elif not (Path(model) / "model.bin").is_file():
         raise EngineUnavailable(
             f"engine.model={model!r} is not a CTranslate2 model directory (no model.bin) and not "
             f"one of the bundled models {sorted(BUNDLED)}; nothing is downloaded at run time: "
             "convert a model with ct2-transformers-converter and point engine.model at it")
-    return path
 
 
 class FasterWhisperEngine(Engine):
@@ -72,6 +79,14 @@ class FasterWhisperEngine(Engine):
                                   compute_type=compute_type,
                                   cpu_threads=max(1, int(cfg.cpus_per_engine)),
                                   local_files_only=True)
+
+    @classmethod
+    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+              packages: bool = True) -> None:
+        if packages and importlib.util.find_spec("faster_whisper") is None:
+            raise EngineUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}")
+        if packages or str(engine_cfg.model) not in BUNDLED:  # bundled: the packages are it
+            check_model(str(engine_cfg.model))
 
     @property
     def name(self) -> str:

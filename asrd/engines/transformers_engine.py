@@ -17,6 +17,7 @@ still computes the features of segments given as raw audio (direct calls, mixed 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ class TransformersEngine(Engine):
     """One model in this process; `transcribe` decodes greedily (or as the config says)."""
 
     max_concurrency = 1
+
+    @classmethod
+    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+              packages: bool = True) -> None:
+        _model_dir(str(engine_cfg.model))
+        missing = [p for p in ("torch", "transformers") if importlib.util.find_spec(p) is None]
+        if packages and missing:
+            raise EngineUnavailable(f"the transformers engine needs {' and '.join(missing)}: "
+                                    "pip install 'asrd[transformers]'")
 
     def __init__(self, cfg: DictConfig):
         self._cfg = cfg

@@ -26,6 +26,7 @@ of times.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import json
 import logging
@@ -148,6 +149,14 @@ class VllmEngine(Engine):
         self.startup_s = time.monotonic() - t0
         log.info("vllm engine %s (%s) ready in %.1f s", self._model_dir, self.kind,
                  self.startup_s)
+
+    @classmethod
+    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+              packages: bool = True) -> None:
+        model_kind(str(engine_cfg.model))
+        if packages and importlib.util.find_spec("vllm") is None:
+            raise EngineUnavailable("engine.kind=vllm needs vLLM on a GPU node: pip install "
+                                    "'asrd[gpu]'")
 
     @property
     def name(self) -> str:

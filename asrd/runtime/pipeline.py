@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any, Callable, Iterator
 
 import ray
 from omegaconf import DictConfig, OmegaConf
+from ray.exceptions import RayActorError
 
 from asrd.audio.vad import check_available as check_vad
-from asrd.engines import preparer_modules
+from asrd.engines import EngineUnavailable, preparer_modules
 from asrd.engines.registry import engine_class
 from asrd.plan import ShardSpec
 from asrd.runtime.decode import DecodeStage, DecodeWorker, decode_actor_config
@@ -58,7 +60,7 @@ class Pipeline:
             for _ in range(j.num_engines if j.enabled else 0)]
         # Wait for every engine (and judge): a shard started on the first engine alone never
         # reaches the steady state of several engines per GPU.
-        self.model_name = ray.get([en.name.remote() for en in self.engines])[0]
+        self.model_name = _started([en.name.remote() for en in self.engines], e.kind)[0]
         preparer = ray.get(self.engines[0].input_preparer.remote())
         # by reference (a list, so that Ray passes it on unresolved): decode actors fetch it once
         self.preparer_refs = [ray.put(preparer)] if preparer is not None else []
@@ -87,6 +89,30 @@ class Pipeline:
         return ShardDriver(spec, rows, todo, decode, engine, judge, writer, self.output,
                            c.pipeline.items_per_decode_task, on_metrics,
                            retry_segment_s=c.audio.retry_segment_s).run()
+
+
+def _started(refs: list[ray.ObjectRef], what: str) -> list[Any]:
+    """Wait for actors' first answers; an actor whose constructor raised becomes one clear
+    EngineUnavailable carrying that error's own message, not Ray's wrapped traceback."""
+    try:
+        return ray.get(refs)
+    except RayActorError as err:
+        if not err.actor_init_failed:
+            raise
+        raise EngineUnavailable(f"the {what} engine could not start: "
+                                f"{_last_error_line(err.error_msg)}") from None
+
+
+def _last_error_line(traceback_text: str) -> str:
+    """`Type: message` of the exception that ends a traceback, without its module path."""
+    lines = [x.strip() for x in traceback_text.strip().splitlines() if x.strip()]
+    start = next((k for k in range(len(lines) - 1, -1, -1)
+                  if re.match(r"[A-Za-z_][\w.]*: ", lines[k])), None)
+    if start is None:
+        return lines[-1] if lines else traceback_text
+    head, _, message = " ".join(lines[start:]).partition(": ")
+    kind = head.rsplit(".", 1)[-1]  # "asrd.engines.base.EngineUnavailable" -> its class name
+    return message if kind == EngineUnavailable.__name__ else f"{kind}: {message}"
 
 
 def decode_actor_count(cfg: DictConfig, cpus: int) -> int:

@@ -108,6 +108,14 @@ class FaultEngine(Engine):
 
         return cls(engine_cfg, faults if faults is not None else OmegaConf.structured(FaultCfg))
 
+    @classmethod
+    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+              packages: bool = True) -> None:
+        from asrd.engines.registry import engine_class
+
+        if faults is not None and faults.inner:
+            engine_class(faults.inner).check(engine_cfg, None, packages)
+
     @property
     def name(self) -> str:
         return f"fault({self.inner.name})" if self.inner else "fault"
