@@ -1,0 +1,183 @@
+"""Bad input and a hostile machine end in one line, `asrd: error: ...`, exit status 2, and nothing
+half-written: every case runs the real command line as a process and reads its stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.runs import assert_exactly_once, cli_args
+
+
+def asrd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asrd.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *expected: str) -> str:
+    """Exit 2; the driver's stderr ends with its only `asrd: error:` line, and holds no
+    traceback (lines that Ray relays from an actor's own log carry the actor's prefix)."""
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    own = [x for x in lines if not x.lstrip("\x1b[0-9;m").startswith("(")]
+    errors = [x for x in lines if x.startswith("asrd: error:")]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-3000:]
+    assert not any("Traceback" in x for x in own), proc.stderr[-3000:]
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+def _leftovers(folder: Path) -> list[Path]:
+    """Temporary files of an interrupted commit (hpc.commit names them `.NAME.tmp-*`)."""
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+# --- config files ------------------------------------------------------------------------------
+
+CONFIG_FILES = {
+    "a list": (b"- run\n- engine\n", "must be a mapping of sections"),
+    "a single value": (b"42\n", "must be a mapping of sections"),
+    "a YAML syntax error": (b"run: {name: [\n", "is not valid YAML at line 2"),
+    "not UTF-8": (b"run:\n  name: caf\xe9\n", "is not UTF-8 text"),
+    "an unresolvable variable": (b"run:\n  name: ${oc.env:ASRD_TEST_NEVER_SET}\n",
+                                 "cannot resolve config key 'run.name'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_FILES))
+def test_bad_config_file(case, tmp_path):
+    content, expected = CONFIG_FILES[case]
+    f = tmp_path / "bad.yaml"
+    f.write_bytes(content)
+    run_dir = tmp_path / "run"
+    assert_one_error_line(asrd("plan", "-c", str(f), f"run.dir={run_dir}", "run.index=/x.parquet"),
+                          expected)
+    assert not run_dir.exists()
+
+
+# --- indexes made by hand -----------------------------------------------------------------------
+
+def _bad_index(kind: str, good: Path, out: Path) -> Path:
+    t = pq.read_table(good)
+    if kind == "not Parquet":
+        out.write_text("id,path\na,a.wav\n")
+    elif kind == "no id":
+        pq.write_table(t.drop(["id"]), out)
+    elif kind == "no duration_s":
+        pq.write_table(t.drop(["duration_s"]), out)
+    elif kind == "text durations":
+        k = t.schema.get_field_index("duration_s")
+        pq.write_table(t.set_column(k, "duration_s", t.column(k).cast(pa.string())), out)
+    return out
+
+
+BAD_INDEXES = {"not Parquet": "is not a readable Parquet file", "no id": "has no 'id' column",
+               "no duration_s": "has no 'duration_s' column",
+               "text durations": "'duration_s' must hold numbers"}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INDEXES))
+def test_bad_index_is_refused_at_plan(kind, corpus_index, tmp_path):
+    index = _bad_index(kind, corpus_index, tmp_path / "index.parquet")
+    run_dir = tmp_path / "run"
+    assert_one_error_line(asrd("plan", f"run.index={index}", f"run.dir={run_dir}"),
+                          str(index), BAD_INDEXES[kind])
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "plan.json").exists()
+
+
+# --- engines that cannot load -------------------------------------------------------------------
+
+def test_missing_model_is_refused_before_the_config_is_frozen(corpus_index, tmp_path):
+    run_dir = tmp_path / "run"
+    for command in ("plan", "run"):
+        assert_one_error_line(asrd(command, f"run.index={corpus_index}", f"run.dir={run_dir}",
+                                   f"engine.model={tmp_path / 'no-model'}"),
+                              "not a CTranslate2 model directory")
+        assert not (run_dir / "config.yaml").exists()
+
+
+def test_engine_that_dies_at_start_reports_its_own_error(corpus_index, tmp_path):
+    """A model directory that passes the cheap check but does not load: the engine actor's
+    constructor raises, and the user reads that error, not Ray's ActorDiedError."""
+    model = tmp_path / "broken-model"
+    model.mkdir()
+    (model / "model.bin").write_bytes(b"not a CTranslate2 model")
+    (model / "config.json").write_text("{}")
+    proc = asrd("run", f"run.index={corpus_index}", f"run.dir={tmp_path / 'run'}",
+                "run.num_shards=1", f"engine.model={model}")
+    line = assert_one_error_line(proc, "the faster_whisper engine could not start: RuntimeError:")
+    assert "ActorDiedError" not in line
+    assert not (tmp_path / "run" / "done").exists() or not any((tmp_path / "run" / "done").iterdir())
+
+
+# --- a full or read-only store ------------------------------------------------------------------
+
+@contextlib.contextmanager
+def small_tmpfs(point: Path, size: str = "512k") -> Iterator[Path]:
+    """A real file system of `size` bytes (mounting needs root: skipped elsewhere)."""
+    point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write zeros until the file system says ENOSPC; returns the filler (delete it to free)."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_and_read_only_store_during_run_and_merge(corpus_index, tmp_path):
+    rows = pq.read_metadata(corpus_index).num_rows
+    with small_tmpfs(tmp_path / "store") as store:
+        run_dir = store / "run"
+        args = cli_args(corpus_index, run_dir, "engine.kind=fault")
+        assert subprocess.run([*args[:3], "plan", *args[4:]], capture_output=True).returncode == 0
+        filler = fill(store)
+        assert_one_error_line(subprocess.run(args, capture_output=True, text=True),
+                              "No space left on device", "free space there")
+        assert not (run_dir / "done" / "shard-000000.json").exists() and not _leftovers(run_dir)
+        filler.unlink()
+        assert subprocess.run(args, capture_output=True).returncode == 0  # nothing was lost
+        assert_exactly_once(run_dir, rows)
+
+        merge = [f"run.dir={run_dir}"]
+        assert asrd("merge", *merge).returncode == 0
+        before = {p.name: p.read_bytes() for p in (run_dir / "merged").iterdir()}
+        filler = fill(store)
+        assert_one_error_line(asrd("merge", *merge), "No space left on device")
+        assert {p.name: p.read_bytes() for p in (run_dir / "merged").iterdir()} == before
+        assert not _leftovers(run_dir)
+        filler.unlink()
+
+        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
+        assert_one_error_line(asrd("merge", *merge), "Read-only file system")
+        assert_one_error_line(subprocess.run([*args, "--force"], capture_output=True, text=True),
+                              "not writable")
+        assert json.loads((run_dir / "merged" / "summary.json").read_text())["rows"] == rows
