@@ -160,3 +160,28 @@ def test_fifo_and_folder_named_wav_are_error_rows_not_a_hang(corpus, tmp_path):
     assert errors["fifo.wav"].startswith("unreadable:") and "(a FIFO)" in errors["fifo.wav"]
     assert errors["folder.wav"].startswith("unreadable:") and "(a directory)" in errors["folder.wav"]
     assert errors[str(corpus / "utt000.wav")] is None
+
+
+def test_index_in_one_folder_run_from_another(corpus, tmp_path):
+    """`asrd index` started beside the manifest, `asrd run` from elsewhere: every row ok; the
+    FIFO named `.wav` (made after indexing, so only decode meets it) is an unreadable row."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    (data / "audio").mkdir(parents=True)
+    elsewhere.mkdir()
+    names = ["utt000.wav", "utt001.flac", "utt002.mp3"]
+    for name in names:
+        (data / "audio" / name).write_bytes((corpus / name).read_bytes())
+    (data / "m.jsonl").write_text("".join(json.dumps({"path": f"audio/{n}", "id": i}) + "\n"
+                                          for i, n in enumerate(names + ["late.wav"])))
+    cli = [sys.executable, "-m", "asrd.cli"]
+    subprocess.run([*cli, "index", "m.jsonl", "-o", "index.parquet"], cwd=data, check=True,
+                   timeout=HANG_GUARD_S)
+    os.mkfifo(data / "audio" / "late.wav")
+    subprocess.run([*cli, "run", f"run.index={data / 'index.parquet'}", "run.dir=run",
+                    "run.num_shards=1", "engine.kind=fault"], cwd=elsewhere, check=True,
+                   timeout=HANG_GUARD_S, capture_output=True)
+    rows = {r["id"]: r for r in pq.read_table(
+        elsewhere / "run" / "shards" / "shard-000000.parquet").to_pylist()}
+    assert sorted(rows) == ["0", "1", "2", "3"]
+    assert [rows[k]["error"] for k in ("0", "1", "2")] == [None] * 3
+    assert rows["3"]["error"].startswith("unreadable:") and "(a FIFO)" in rows["3"]["error"]
