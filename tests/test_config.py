@@ -73,9 +73,9 @@ def test_run_only_key_is_not_drift(tmp_path, override):
     rd.check_config(config_mod.load(None, [*base, override]))  # accepted
 
 
-@pytest.mark.parametrize("override", ["engine.beam_size=5", "engine.model=/m", "audio.vad.threshold=0.3",
-                                      "audio.pack.max_clip_s=10", "judge.system_prompt=Rate it.",
-                                      "engine.instruction=hi"])
+@pytest.mark.parametrize("override", [
+    "engine.beam_size=5", "engine.model=/m", "audio.vad.threshold=0.3", "audio.pack.max_clip_s=10",
+    "judge.system_prompt=Rate it.", "engine.instruction=hi"])
 def test_output_key_is_drift_naming_it(tmp_path, override):
     rd = RunDir(tmp_path)
     base = ["run.index=/x.parquet"]
