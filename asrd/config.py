@@ -342,7 +342,7 @@ def read_file(path: Path) -> DictConfig:
 
 # Configs written before the typed engine sections kept engine options in free-form `extra` maps
 # (a run directory's frozen config.yaml has them): each known key moves to the section that holds
-# it now; any other is refused like an unknown key.
+# it now; any other is refused like an unknown key. Their merge.filter was one clause or null.
 _EXTRA_MOVES = {
     "engine": {**{k: f"vllm.{k}" for k in VllmEngineCfg.__dataclass_fields__},
                **{k: f"transformers.{k}" for k in TransformersEngineCfg.__dataclass_fields__}},
@@ -358,6 +358,13 @@ def _read_layer(layer: str | Path | dict) -> DictConfig:
 
 
 def _upgrade(raw: DictConfig) -> DictConfig:
+    merge_cfg = raw.get("merge") if isinstance(raw, DictConfig) else None
+    if isinstance(merge_cfg, DictConfig) and "filter" in merge_cfg:
+        old = merge_cfg.get("filter")
+        if old is None:
+            merge_cfg.pop("filter")
+        elif isinstance(old, str):
+            merge_cfg["filter"] = [old]
     for section, moves in _EXTRA_MOVES.items():
         node = raw.get(section) if isinstance(raw, DictConfig) else None
         if not isinstance(node, DictConfig) or "extra" not in node:

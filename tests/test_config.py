@@ -135,11 +135,14 @@ def test_engine_sections_are_typed_and_checked_at_load(tmp_path):
 def test_old_extra_maps_move_to_the_typed_sections(tmp_path):
     f = tmp_path / "config.yaml"  # a run directory frozen before the typed sections
     f.write_text("engine:\n  extra:\n    render_in: engine\n    attn_implementation: sdpa\n"
-                 "judge:\n  extra:\n    max_text_chars: 50\n    enforce_eager: true\n")
+                 "judge:\n  extra:\n    max_text_chars: 50\n    enforce_eager: true\n"
+                 "merge:\n  filter: null\n")
     cfg = config_mod.load(f)
     assert cfg.engine.vllm.render_in == "engine"
     assert cfg.engine.transformers.attn_implementation == "sdpa"
     assert cfg.judge.max_text_chars == 50 and cfg.judge.vllm.enforce_eager is True
+    assert list(cfg.merge.filter) == []
+    assert list(config_mod.load(None, ["merge.filter=score >= 3"]).merge.filter) == ["score >= 3"]
     assert config_mod.load(None, ["engine.extra={}"]).engine.vllm.render_in == "decode"
     with pytest.raises(ConfigError, match="'engine.extra.block_size'"):
         config_mod.load(None, ["engine.extra.block_size=32"])
