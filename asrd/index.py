@@ -77,6 +77,8 @@ def build_index(source: str | Path, out: str | Path, workers: int = 16,
                 batch_rows: int = BATCH_ROWS) -> IndexReport:
     """Write `out` (atomically) from `source`; returns counts, failures reported not fatal."""
     source = Path(source)
+    if Path(out).is_dir():
+        raise IndexError_(f"the output {out} is a folder: name the index file to write")
     src = open_source(source, batch_rows)
     schema = src.schema()
     report = IndexReport()
@@ -216,7 +218,7 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
 def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, newline="", encoding="utf-8") as f:
         try:
-            for n, row in enumerate(csv.DictReader(f)):
+            for n, row in enumerate(csv.DictReader(f, strict=True)):
                 if None in row:
                     raise IndexError_(f"{path}: row {n} has more fields than the header")
                 yield row
@@ -341,4 +343,16 @@ def check_index(path: str | Path) -> pa.Schema:
         kind = schema.field(name).type
         if not (test(kind) or other(kind) or pa.types.is_null(kind)):
             raise IndexError_(f"index {path}: column {name!r} must hold {what}, not {kind}{hint}")
+    if (missing_ids := _null_count(path, "id")):
+        raise IndexError_(f"index {path}: {missing_ids} rows have no id (null){hint}")
     return schema
+
+
+def _null_count(path: str | Path, column: str) -> int:
+    """Nulls in a column, from the row groups' statistics where the writer kept them."""
+    pf = pq.ParquetFile(path)
+    k = pf.schema_arrow.get_field_index(column)
+    groups = [pf.metadata.row_group(g).column(k).statistics for g in range(pf.num_row_groups)]
+    if all(s is not None and s.has_null_count for s in groups):
+        return sum(s.null_count for s in groups)
+    return pf.read(columns=[column]).column(0).null_count

@@ -76,6 +76,10 @@ def _bad_index(kind: str, good: Path, out: Path) -> Path:
         pq.write_table(t.drop(["id"]), out)
     elif kind == "no duration_s":
         pq.write_table(t.drop(["duration_s"]), out)
+    elif kind == "null ids":
+        ids = [None] + t.column("id").to_pylist()[1:]
+        pq.write_table(t.set_column(0, "id", pa.array(ids, pa.string())), out,
+                       write_statistics=False)  # counted from the data, not the footer
     elif kind == "text durations":
         k = t.schema.get_field_index("duration_s")
         pq.write_table(t.set_column(k, "duration_s", t.column(k).cast(pa.string())), out)
@@ -83,7 +87,7 @@ def _bad_index(kind: str, good: Path, out: Path) -> Path:
 
 
 BAD_INDEXES = {"not Parquet": "is not a readable Parquet file", "no id": "has no 'id' column",
-               "no duration_s": "has no 'duration_s' column",
+               "no duration_s": "has no 'duration_s' column", "null ids": "1 rows have no id",
                "text durations": "'duration_s' must hold numbers"}
 
 
@@ -94,6 +98,25 @@ def test_bad_index_is_refused_at_plan(kind, corpus_index, tmp_path):
     assert_one_error_line(asrd("plan", f"run.index={index}", f"run.dir={run_dir}"),
                           str(index), BAD_INDEXES[kind])
     assert not (run_dir / "config.yaml").exists() and not (run_dir / "plan.json").exists()
+
+
+MANIFESTS = {"an unclosed quote": ("m.csv", b'path,reference\n"a.wav,x\n', "not CSV"),
+             "not UTF-8": ("m.jsonl", b'{"path": "caf\xe9.wav"}\n', "not UTF-8 text"),
+             "a JSON list": ("m.jsonl", b'["a.wav"]\n', "not a JSON object"),
+             "an empty id": ("m.jsonl", b'{"path": "a.wav", "id": ""}\n', "empty id")}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFESTS))
+def test_bad_manifest_is_refused_at_index(case, tmp_path):
+    name, content, expected = MANIFESTS[case]
+    (tmp_path / name).write_bytes(content)
+    assert_one_error_line(asrd("index", str(tmp_path / name), "-o", str(tmp_path / "i.parquet")),
+                          expected)
+    assert not (tmp_path / "i.parquet").exists() and not _leftovers(tmp_path)
+
+
+def test_index_output_that_is_a_folder(corpus, tmp_path):
+    assert_one_error_line(asrd("index", str(corpus), "-o", str(tmp_path)), "is a folder")
 
 
 # --- engines that cannot load -------------------------------------------------------------------
