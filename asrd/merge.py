@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd.filters import FilterCounts, RowFilter
-from asrd.plan import Plan, load_plan, read_rows
+from asrd.plan import Plan, check_index_unchanged, load_plan, read_rows
 from asrd.rundir import RunDir
 from asrd.schema import tally
 from asrd.testing.faults import at_point
@@ -110,6 +110,7 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
     """`row_filter`: SQL WHERE clauses a kept row matches (None: merge.filter)."""
     rd = RunDir(cfg.run.dir)
     plan = load_plan(rd)
+    check_index_unchanged(plan)
     allow_incomplete = cfg.merge.allow_incomplete if allow_incomplete is None else allow_incomplete
     row_filter = list(row_filter if row_filter is not None else cfg.merge.filter)
     expr = RowFilter(row_filter) if row_filter else None  # a bad clause fails before any work

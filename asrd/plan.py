@@ -186,6 +186,17 @@ def load_plan(run_dir: RunDir) -> Plan:
     return plan
 
 
+def check_index_unchanged(plan: Plan) -> None:
+    """Refuse to run or merge against an index that is gone or changed since the plan was cut:
+    the shards' row ranges no longer say which recordings they hold."""
+    if not Path(plan.index).is_file():
+        raise RunDirError(f"the index {plan.index} of this run is gone: put it back, or re-plan "
+                          "onto another with `asrd plan --force run.index=...`")
+    if fingerprint(plan.index) != plan.index_fingerprint:
+        raise RunDirError(f"the index {plan.index} changed since this run was planned: "
+                          "`asrd plan --force` re-plans the run (its shards are then redone)")
+
+
 def read_rows(index_path: str, start: int, stop: int, columns: list[str] | None = None,
               batch_rows: int = 512) -> Iterator[pa.RecordBatch]:
     """Index rows [start, stop) as record batches, reading only the row groups that hold them."""

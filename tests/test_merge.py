@@ -13,6 +13,7 @@ import pytest
 from asrd.cli import main as asrd_main
 from asrd.merge import MergeError, merge
 from asrd.plan import load_plan, make_plan, read_rows
+from asrd.rundir import RunDirError
 from asrd.schema import output_schema
 from asrd.status import format_status, run_status
 from asrd.testing.faults import POINTS
@@ -233,6 +234,8 @@ def test_replan_after_the_index_changed_voids_the_old_markers_and_parts(planned,
     table = pq.read_table(plan.index)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1).set_column(
         0, "id", pa.array(["extra"]))]), plan.index)
+    with pytest.raises(RunDirError, match="changed since this run was planned: `asrd plan --force`"):
+        merge(cfg)
     assert asrd_main(["plan", "--force", f"run.dir={rd.path}", f"run.index={plan.index}",
                       "run.num_shards=3"]) == 0
     assert rd.markers.done_shards() == set()  # none of them describes the new index

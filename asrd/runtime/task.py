@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
-from asrd.plan import Plan, PlanError, load_plan, read_rows
+from asrd.plan import Plan, PlanError, check_index_unchanged, load_plan, read_rows
 from asrd.rundir import RunDir
 from asrd.runtime.pipeline import Pipeline
 from asrd.runtime.write import ShardWriter
@@ -72,6 +72,7 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
     cfg = task_config(rd, overrides, force, config)
     check_root(rd.path, cfg.store.require_mount)  # a missing mount is an error, not a new dir
     plan = load_plan(rd)
+    check_index_unchanged(plan)
     wanted = range(plan.num_shards) if shards is None else shards
     bad = [s for s in wanted if not 0 <= s < plan.num_shards]
     if bad:
