@@ -246,19 +246,20 @@ def _resolve(raw: str, base: Path) -> str:
 
 def _manifest_source(manifest: Path, rows: Callable[[], Iterator[dict[str, Any]]],
                      batch_rows: int) -> Source:
-    def entries() -> Iterator[dict[str, Any]]:
-        return _manifest_entries(manifest, rows())
+    # The scan checks every row (a path column, no empty id) before any file is probed, but
+    # leaves the paths alone: it is the cheaper half of reading the manifest twice.
+    passthrough = (_split_row(manifest, n, row)[2] for n, row in enumerate(rows()))
+    return Source(lambda: _manifest_entries(manifest, rows()),
+                  _scan_columns(manifest, passthrough, batch_rows))
 
-    return Source(entries, _scan_columns(manifest, entries(), batch_rows))
 
-
-def _scan_columns(source: Path, entries: Iterator[dict[str, Any]], batch_rows: int
+def _scan_columns(source: Path, rows: Iterator[dict[str, Any]], batch_rows: int
                   ) -> list[pa.Field]:
-    """The passthrough columns of every entry, types unified over all of them (a column that
-    the first rows lack is still found; an int column with a float later becomes float)."""
+    """The columns of all `rows`, types unified over all of them (a column that the first rows
+    lack is still found; an int column with a float later becomes float)."""
     schema = pa.schema([])
-    for batch in _batched(entries, batch_rows):
-        names = dict.fromkeys(k for e in batch for k in e if k not in OWN_NAMES | {"name_error"})
+    for batch in _batched(rows, batch_rows):
+        names = dict.fromkeys(k for e in batch for k in e)
         for name in names:
             try:
                 arr = pa.array([e.get(name) for e in batch])
@@ -270,19 +271,27 @@ def _scan_columns(source: Path, entries: Iterator[dict[str, Any]], batch_rows: i
     return [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema]
 
 
+def _split_row(manifest: Path, n: int, row: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """A manifest row's path as written, its id as given (None: none), and its other columns."""
+    key = next((k for k in PATH_COLUMNS if row.get(k)), None)
+    if key is None:
+        raise IndexError_(f"{manifest}: row {n} has none of the path columns {PATH_COLUMNS}")
+    raw, ident = str(row.pop(key)), row.pop("id", None)
+    if ident is not None and str(ident) == "":
+        raise IndexError_(f"{manifest}: row {n}: empty id; give every row an id, or drop the id "
+                          "column to use the paths")
+    return raw, ident, {k: v for k, v in row.items() if k not in OWN_NAMES}
+
+
 def _manifest_entries(manifest: Path, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     base = Path(os.path.abspath(manifest)).parent
     for n, row in enumerate(rows):
-        key = next((k for k in PATH_COLUMNS if row.get(k)), None)
-        if key is None:
-            raise IndexError_(f"{manifest}: row {n} has none of the path columns {PATH_COLUMNS}")
-        raw = str(row.pop(key))
-        entry = {"id": _given_id(row.pop("id", None), raw, f"{manifest}: row {n}"),
-                 "path": _resolve(raw, base)}
+        raw, ident, rest = _split_row(manifest, n, row)
+        entry = {"id": _given_id(ident, raw, f"{manifest}: row {n}"), "path": _resolve(raw, base)}
         problem = _utf8_problem(entry["path"])
         if problem:
             entry.update(path=_printable(entry["path"]), name_error=problem)
-        entry.update({k: v for k, v in row.items() if k not in OWN_NAMES})
+        entry.update(rest)
         yield entry
 
 
