@@ -5,7 +5,9 @@ RUN_DIR/
   plan.json          shards as contiguous index row ranges, balanced by audio seconds; config hash
   shards/            shard-000007.parquet (committed), shard-000007.parts/ (in-shard checkpoint)
   done/              shard-000007.json, the done-marker, written last
-  claims/            lock files: who is working on a shard now
+  rejected/          shard-000007.json, a marker that failed verification, with the reason
+  claims/            lock files: who works on a shard now (and its host and pid), the plan and
+                     merge locks
   logs/ submissions/ merged/ wandb/
 Final names appear only by atomic rename (hpc.commit).
 """

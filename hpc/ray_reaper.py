@@ -34,13 +34,13 @@ log = logging.getLogger("hpc.ray_reaper")
 OWNER_FILE = "owner.json"
 
 
-def holders(folder: str | Path) -> list[psutil.Process]:
-    """This user's processes (but this one) with a file open under `folder`."""
+def holders(folder: str | Path, spare: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """This user's processes (but this one and `spare`) with a file open under `folder`."""
     prefix = os.path.realpath(folder).rstrip("/") + "/"
-    me, uid = os.getpid(), os.getuid()
+    skip, uid = spare | {os.getpid()}, os.getuid()
     found = []
     for p in psutil.process_iter(["uids"]):
-        if p.pid == me or p.info["uids"] is None or p.info["uids"].real != uid:
+        if p.pid in skip or p.info["uids"] is None or p.info["uids"].real != uid:
             continue
         with contextlib.suppress(psutil.Error):
             if any(f.path.startswith(prefix) for f in p.open_files()):
@@ -48,9 +48,10 @@ def holders(folder: str | Path) -> list[psutil.Process]:
     return found
 
 
-def reap(folder: str | Path) -> int:
-    """SIGKILL the processes holding files in `folder`, then remove it. Returns how many."""
-    procs = holders(folder)
+def reap(folder: str | Path, spare: frozenset[int] = frozenset()) -> int:
+    """SIGKILL the processes (but `spare`) holding files in `folder`, then remove it. Returns
+    how many."""
+    procs = holders(folder, spare)
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.kill()
@@ -87,8 +88,10 @@ def start_reaper(folder: str | Path) -> subprocess.Popen:
 
 
 def main() -> None:
+    task = os.getppid()
     sys.stdin.buffer.read()  # returns at EOF: the task closed the pipe, or died
-    reap(sys.argv[1])
+    # A task that closed the pipe itself is alive and has shut Ray down: never kill it.
+    reap(sys.argv[1], spare=frozenset({task}))
 
 
 if __name__ == "__main__":
