@@ -39,7 +39,6 @@ HASH_THREADS = 8
 class ShardVerdicts:
     good: dict[int, dict[str, Any]] = field(default_factory=dict)  # shard -> its verified marker
     bad: dict[int, str] = field(default_factory=dict)  # shard -> why its marker is not believed
-    held: set[int] = field(default_factory=set)  # bad, but its claim is held: being redone now
 
     @property
     def done(self) -> set[int]:
@@ -102,9 +101,9 @@ def _file_problem(path: Path, marker: dict[str, Any], st: os.stat_result | None,
 
 
 def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
-                  shards: Iterable[int] | None = None, invalidate: bool = True) -> ShardVerdicts:
+                  shards: Iterable[int] | None = None) -> ShardVerdicts:
     """Check the markers of `shards` (default: every marker) against the plan and their files;
-    invalidate those that fail (unless `invalidate` is False, or the store is read-only)."""
+    invalidate those that fail (where the store lets this process write)."""
     markers = rd.markers.read_all()
     if shards is not None:
         wanted = set(shards)
@@ -114,10 +113,10 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
     to_check: dict[int, dict[str, Any]] = {}
     for s, m in markers.items():
         why = _marker_problem(plan, s, m)
-        if why is None:
-            to_check[s] = m  # type: ignore[assignment]
+        if why is None and isinstance(m, dict):
+            to_check[s] = m
         else:
-            verdicts.bad[s] = why
+            verdicts.bad[s] = why or "its marker is unreadable"
 
     def check(s: int) -> str | None:
         path = rd.shard_file(s)
@@ -129,35 +128,30 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
                 verdicts.good[s] = to_check[s]
             else:
                 verdicts.bad[s] = why
-    if invalidate:
-        for s in sorted(verdicts.bad):
-            if not _invalidate(rd, plan, s, full):
-                verdicts.held.add(s)
+    for s in sorted(verdicts.bad):
+        _invalidate(rd, plan, s, full)
     return verdicts
 
 
-def _invalidate(rd: RunDir, plan: Plan, shard: int, full: bool) -> bool:
-    """Under the shard's claim, check its marker again and move it away if it still fails.
-    False when another process holds the claim (it is redoing the shard)."""
+def _invalidate(rd: RunDir, plan: Plan, shard: int, full: bool) -> None:
+    """Under the shard's claim, check its marker again and move it away if it still fails. A
+    claim held by another process means the shard is being redone: its marker is left to it."""
     try:
         with rd.markers.claim(shard) as mine:
-            if not mine:
-                return False
-            if not rd.markers.is_done(shard):
-                return True
+            if not mine or not rd.markers.is_done(shard):
+                return
             marker = rd.markers.read(shard)
             why = _marker_problem(plan, shard, marker)
-            if why is None:
+            if why is None and isinstance(marker, dict):
                 path = rd.shard_file(shard)
                 try:
                     st: os.stat_result | None = path.stat()
                 except FileNotFoundError:
                     st = None
-                why = _file_problem(path, marker, st, full)  # type: ignore[arg-type]
+                why = _file_problem(path, marker, st, full)
             if why is not None:
                 rd.markers.invalidate(shard, why)
                 log.warning("shard %d is no longer done: %s (marker moved to %s)", shard, why,
                             rd.markers.rejected_dir)
-            return True
     except OSError:  # a read-only view of another user's run: report, change nothing
-        return True
+        pass
