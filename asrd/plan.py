@@ -11,8 +11,9 @@ Planning is exclusive: it holds the run's plan lock (a `filelock` on the store, 
 claim) from its first look at the run directory until config.yaml and plan.json are both written,
 so two plans never interleave; a second one waits, then finds the run planned (and is refused if
 its config differs). A re-plan invalidates the done-markers it no longer matches (asrd.verify).
-A plan killed between its two files leaves them disagreeing (plan.json's config hash is not
-config.yaml's): `load_plan` refuses such a directory and the next `asrd plan` plans it again.
+A plan killed between its two files leaves them disagreeing (plan.json records the sha256 of the
+config.yaml written with it): `load_plan` refuses such a directory and the next `asrd plan` plans
+it again.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Plan:
     index_fingerprint: str
     config_hash: str
     shards: list[ShardSpec]
+    config_file_sha256: str = ""  # of the config.yaml frozen with this plan ("": planned before)
 
     @property
     def num_shards(self) -> int:
@@ -86,7 +88,7 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Plan":
         return cls(d["index"], d["index_rows"], d["index_fingerprint"], d["config_hash"],
-                   [ShardSpec(**s) for s in d["shards"]])
+                   [ShardSpec(**s) for s in d["shards"]], d.get("config_file_sha256", ""))
 
 
 def fingerprint(index_path: str | Path) -> str:
@@ -157,9 +159,11 @@ def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
         durations = _durations(index)
         if len(durations) == 0:
             raise PlanError(f"index {index} is empty")
+        frozen = config_mod.to_yaml(cfg).encode()
         plan = Plan(str(Path(index).resolve()), len(durations), fingerprint(index),
-                    config_mod.config_hash(cfg), cut(durations, cfg.run.num_shards))
-        write_bytes(run_dir.config_path, config_mod.to_yaml(cfg).encode())
+                    config_mod.config_hash(cfg), cut(durations, cfg.run.num_shards),
+                    hashlib.sha256(frozen).hexdigest())
+        write_bytes(run_dir.config_path, frozen)
         at_point(cfg.faults, "plan.config_frozen")
         write_json(run_dir.plan_path, plan.to_json())
         if run_dir.markers.done_shards():
@@ -172,8 +176,10 @@ def _whole_plan(run_dir: RunDir) -> Plan | None:
     if not run_dir.exists():
         return None
     plan = Plan.from_json(read_json(run_dir.plan_path))
-    frozen = config_mod.config_hash(run_dir.frozen_config())
-    return plan if plan.config_hash == frozen else None
+    if not plan.config_file_sha256:
+        return plan
+    frozen = hashlib.sha256(run_dir.config_path.read_bytes()).hexdigest()
+    return plan if plan.config_file_sha256 == frozen else None
 
 
 def load_plan(run_dir: RunDir) -> Plan:
@@ -182,7 +188,8 @@ def load_plan(run_dir: RunDir) -> Plan:
     plan = _whole_plan(run_dir)
     if plan is None:
         raise RunDirError(f"{run_dir.path}: config.yaml and plan.json are from different plans "
-                          "(a plan was interrupted): run `asrd plan` again")
+                          "(a plan was interrupted, or config.yaml was edited): run `asrd plan` "
+                          "again")
     return plan
 
 
