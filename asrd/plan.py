@@ -172,10 +172,14 @@ def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
 
 
 def _whole_plan(run_dir: RunDir) -> Plan | None:
-    """The run's plan, or None if it has none or its two files disagree (an interrupted plan)."""
+    """The run's plan, or None if it has none, or plan.json does not parse, or its two files
+    disagree (an interrupted plan): then planning again is the repair."""
     if not run_dir.exists():
         return None
-    plan = Plan.from_json(read_json(run_dir.plan_path))
+    try:
+        plan = Plan.from_json(read_json(run_dir.plan_path))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
     if not plan.config_file_sha256:
         return plan
     frozen = hashlib.sha256(run_dir.config_path.read_bytes()).hexdigest()
@@ -187,9 +191,9 @@ def load_plan(run_dir: RunDir) -> Plan:
         raise RunDirError(f"{run_dir.path} has no plan.json: run `asrd plan` first")
     plan = _whole_plan(run_dir)
     if plan is None:
-        raise RunDirError(f"{run_dir.path}: config.yaml and plan.json are from different plans "
-                          "(a plan was interrupted, or config.yaml was edited): run `asrd plan` "
-                          "again")
+        raise RunDirError(f"{run_dir.path}: plan.json does not parse, or it and config.yaml are "
+                          "from different plans (a plan was interrupted, or a file was edited): "
+                          "run `asrd plan` again")
     return plan
 
 

@@ -103,3 +103,7 @@ def test_a_plan_killed_between_its_files_is_refused_then_planned_again(tmp_path)
         load_plan(RunDir(run_dir))
     rd, plan = make_plan(make_cfg(idx, run_dir, "engine.beam_size=5"))
     assert load_plan(rd) == plan and rd.frozen_config().engine.beam_size == 5
+    rd.plan_path.write_bytes(b'{"index": \xff')  # a plan.json that does not parse
+    with pytest.raises(RunDirError, match="plan.json does not parse.*run `asrd plan` again"):
+        load_plan(rd)
+    assert make_plan(make_cfg(idx, run_dir, "engine.beam_size=5"))[1] == plan
