@@ -143,6 +143,8 @@ def test_sbatch_values_are_quoted_and_newlines_refused():
         sbatch_options(cfg)
     with pytest.raises(LaunchError, match="long option"):
         parse_extra_sbatch(["-p debug"])
+    with pytest.raises(LaunchError, match="asrd sets --comment itself"):
+        parse_extra_sbatch(["#SBATCH --comment=mine"])  # status finds pending arrays by it
 
 
 # --- on the cluster -------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ SUBMITIT_NAMED = {"time": "timeout_min", "nodes": "nodes", "cpus-per-task": "cpu
                   "gpus-per-node": "gpus_per_node"}
 
 
+# Options asrd sets itself: the task logs' place, the array, the requeue signal, and the comment
+# by which `asrd status` finds pending sbatch arrays. slurm.extra_sbatch may not change them.
+OWN_OPTIONS = ("job-name", "array", "output", "error", "open-mode", "requeue", "signal", "comment")
+
+
 def no_newline(key: str, value: Any) -> None:
     """A newline in a value would end an #SBATCH line and start a shell line in the script."""
     if isinstance(value, str) and any(c in value for c in "\n\r\0"):
@@ -33,6 +38,9 @@ def parse_extra_sbatch(lines: list[str]) -> dict[str, Any]:
         if not m:
             raise LaunchError(f"slurm.extra_sbatch line {line!r}: expected one long option, "
                               "like '--mail-type=END' or '#SBATCH --gres=gpu:1'")
+        if m.group(1) in OWN_OPTIONS:
+            raise LaunchError(f"slurm.extra_sbatch line {line!r}: asrd sets --{m.group(1)} itself "
+                              f"(it owns {', '.join('--' + o for o in OWN_OPTIONS)})")
         value = m.group(2)
         options[m.group(1)] = True if value is None or value == "" else value.strip()
     return options
