@@ -20,6 +20,7 @@ from asrd.demo import DemoUnavailable
 from asrd.engines import EngineUnavailable
 from asrd.engines.registry import engine_class
 from asrd.filters import FilterError
+from asrd.forecast import ForecastError
 from asrd.index import IndexError_
 from asrd.merge import MergeError
 from asrd.plan import PlanError
@@ -29,7 +30,7 @@ from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
-               DemoUnavailable, FileNotFoundError)
+               DemoUnavailable, ForecastError, FileNotFoundError)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:
@@ -81,6 +82,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
     secs = [s.audio_s for s in plan.shards]
     print(f"planned {plan.num_shards} shards of {plan.index_rows} rows in {rd.path} "
           f"(config {plan.config_hash}); audio per shard {min(secs):.0f}-{max(secs):.0f} s")
+    print_forecast(rd, cfg, args)
+    return 0
+
+
+def print_forecast(rd: RunDir, cfg: DictConfig, args: argparse.Namespace) -> None:
+    from asrd.forecast import format_forecast, forecast_path, forecast_run
+
+    if args.calibrate:
+        from asrd.calibrate import calibrate
+
+        calibrate(cfg, args.calibrate_audio_s)
+    fc = forecast_run(rd, cfg, args.rates_from or ())
+    if fc is None:
+        print("forecast: no measured rate for these engine settings; run `asrd calibrate` (or "
+              "`asrd plan --calibrate`), or name earlier runs with --rates-from RUN_DIR")
+        return
+    print(format_forecast(fc))
+    print(f"wrote {forecast_path(rd)}")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from asrd.calibrate import calibrate
+    from asrd.forecast import calibration_path
+
+    cfg = load_config(args)
+    cal = calibrate(cfg, args.audio_s)
+    print(f"calibrated on {cal.sample_rows} rows ({cal.sample_audio_s:.0f} audio s): "
+          f"{cal.rate.audio_s_per_s:.1f} audio s/s, start-up {cal.rate.startup_s:.0f} s "
+          f"-> {calibration_path(RunDir(cfg.run.dir))}")
     return 0
 
 
@@ -129,7 +159,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     cfg = run_config(args, check_drift=False)  # reading the state is never refused
     print(format_status(run_status(cfg.run.dir), per_shard=args.per_shard))
+    print(eta_line(RunDir(cfg.run.dir)))
     return 0
+
+
+def eta_line(rd: RunDir) -> str:
+    from asrd.forecast import eta, format_eta
+    from asrd.plan import load_plan
+
+    return format_eta(eta(rd, load_plan(rd), rd.markers.read_all()))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -158,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=16, help="parallel header probes")
     p = add("plan", cmd_plan, "freeze the config and cut the index into shards")
     p.add_argument("--force", action="store_true", help="re-plan over an existing run directory")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure the rate on this node first (see `asrd calibrate`)")
+    p.add_argument("--calibrate-audio-s", type=float, default=300.0, metavar="S")
+    p.add_argument("--rates-from", action="append", metavar="RUN_DIR",
+                   help="forecast from the done-markers of this earlier run (repeatable)")
+    p = add("calibrate", cmd_calibrate,
+            "run a sample of the index through one task's pipeline here; the forecast's rate")
+    p.add_argument("--audio-s", type=float, default=300.0,
+                   help="audio seconds in the sample (rows across the duration range)")
     p = add("run-shard", cmd_run_shard, "run some shards in this process (what a task runs)")
     p.add_argument("--shard", type=int, action="append", required=True,
                    help="a shard to run; repeat for several")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Union
 
+import psutil
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
@@ -90,9 +91,11 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
         pipe: Pipeline | None = None
         try:
             pipe = Pipeline(cfg, res["cpus"], res["gpus"])
+            startup_s: float | None = time.time() - psutil.Process().create_time()
             for s in todo:
-                if _run_shard(cfg, rd, plan, s, schema, pipe, tracker):
+                if _run_shard(cfg, rd, plan, s, schema, pipe, tracker, startup_s):
                     finished.append(s)
+                    startup_s = None  # paid once per task: recorded with its first shard
         finally:
             if pipe is not None:
                 pipe.close(wait=not stop.stopping)
@@ -102,7 +105,7 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
 
 
 def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe: Pipeline,
-               tracker: TaskTracker) -> bool:
+               tracker: TaskTracker, startup_s: float | None) -> bool:
     spec = plan.shards[shard]
     with rd.markers.claim(spec.shard) as mine:
         if not mine:
@@ -119,8 +122,11 @@ def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe
         rows = (row for batch in read_rows(plan.index, spec.start, spec.stop)
                 for row in batch.to_pylist() if row["row"] not in done)
         pipe.run(spec, rows, writer, todo, on_metrics=tracker.update)
+        extra = {"resumed_rows": len(done)}
+        if startup_s is not None:  # process start to pipeline ready: the forecast's start-up
+            extra["task_startup_s"] = startup_s
         marker = writer.finalize(time.monotonic() - t0, plan.config_hash, pipe.model_name,
-                                 extra={"resumed_rows": len(done)})
+                                 extra=extra)
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,
                  marker["ok"], marker["failed"], marker["audio_s"], marker["wall_s"])
         return True
