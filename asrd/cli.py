@@ -14,12 +14,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
+from asrd.config_checks import EXPORT_AUDIO, EXPORT_FORMATS
 from asrd.launch import commands as launch_commands
 from asrd.audio import AudioError, VadUnavailable
 from asrd.demo import DemoUnavailable
 from asrd.engines import EngineUnavailable
 from asrd.engines.registry import engine_class
 from asrd.filters import FilterError
+from asrd.export.writer import ExportError
 from asrd.forecast import ForecastError
 from asrd.index import IndexError_
 from asrd.merge import MergeError
@@ -30,7 +32,7 @@ from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
-               DemoUnavailable, ForecastError, FileNotFoundError)
+               DemoUnavailable, ForecastError, ExportError, FileNotFoundError)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:
@@ -154,6 +156,21 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from asrd.export import export
+
+    args.overrides += [f"export.{k}={v}" for k, v in (("format", args.format),
+                       ("audio", args.audio), ("windows", args.windows or None)) if v is not None]
+    cfg = run_config(args)
+    s = export(cfg, args.output, force=args.force)
+    resumed = f" (resumed at merged row {s.resumed_from_row})" if s.resumed_from_row else ""
+    print(f"exported {s.items} {'windows' if cfg.export.windows else 'rows'} of {s.rows} merged "
+          f"rows in {s.shards} {cfg.export.format} shards -> {s.folder}{resumed}")
+    if s.skipped:
+        print("not exported: " + ", ".join(f"{k}={v}" for k, v in sorted(s.skipped.items())))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from asrd.status import format_status, run_status
 
@@ -218,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
                         'repeat for several (each one\'s drops are counted)')
     p = add("status", cmd_status, "shards done / running / failed / missing")
     p.add_argument("--per-shard", action="store_true")
+    p = add("export", cmd_export, "the merged rows with their audio, in a training format")
+    p.add_argument("--format", choices=EXPORT_FORMATS, help="export.format")
+    p.add_argument("-o", "--output", required=True, help="the export folder")
+    p.add_argument("--audio", choices=EXPORT_AUDIO, help="export.audio")
+    p.add_argument("--windows", action="store_true", help="export.windows: <= 30 s windows")
+    p.add_argument("--force", action="store_true", help="start again over an earlier export")
     p = add("demo", cmd_demo, "sample speech -> index -> run -> merge -> word error rate")
     p.add_argument("--workdir", default="demo")
     launch_commands.register(sub)  # submit, resubmit, sbatch, run-task

@@ -199,6 +199,19 @@ class VllmJudgeCfg:
 
 
 @dataclass
+class ExportCfg:
+    """`asrd export`: the merged rows with their audio, in a trainer's format."""
+
+    format: str = "hf"  # hf | webdataset | lhotse
+    audio: str = "flac16k"  # flac16k (16 kHz mono FLAC) | original (the source file's bytes)
+    shard_mb: float = 500.0  # a shard ends at the first row past this size
+    windows: bool = False  # training windows: a recording's consecutive segments in <= window_s
+    window_s: float = 30.0
+    workers: int = 4  # threads reading and encoding audio
+    batch_rows: int = 64  # merged rows read at a time
+
+
+@dataclass
 class JudgeCfg:
     """An LLM that rates each transcript with one of `choices` (the `score` column)."""
 
@@ -241,6 +254,7 @@ class FaultCfg:
     blank_over_s: float = 0.0  # ... those longer than this (a model giving up on a long window)
     kill_at: Optional[str] = None  # the process SIGKILLs itself at this named point (faults.POINTS)
     hold_at: Optional[str] = None  # ... or waits there until `release_file` exists
+    export_exit_after_items: int = 0  # `asrd export` exits after writing this many items
     state_dir: Optional[str] = None  # where the hooks log what they did (tests read it)
 
 
@@ -254,6 +268,7 @@ class Config:
     store: StoreCfg = field(default_factory=StoreCfg)
     wandb: WandbCfg = field(default_factory=WandbCfg)
     merge: MergeCfg = field(default_factory=MergeCfg)
+    export: ExportCfg = field(default_factory=ExportCfg)
     judge: JudgeCfg = field(default_factory=JudgeCfg)
     faults: FaultCfg = field(default_factory=FaultCfg)
 
@@ -286,7 +301,7 @@ RUN_KEYS = (
     "engine.vllm.max_restarts", "engine.transformers",
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
     "judge.gpu_memory_utilization", "judge.vllm.max_model_len", "judge.vllm.enforce_eager",
-    "pipeline", "slurm", "store", "wandb", "merge", "faults",
+    "pipeline", "slurm", "store", "wandb", "merge", "export", "faults",
 )
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 

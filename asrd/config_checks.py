@@ -21,6 +21,8 @@ JUDGE_KINDS = ("transformers", "vllm")
 RENDER_PLACES = ("decode", "engine")
 FEATURE_DEVICES = ("cuda", "cpu")
 VLLM_DTYPES = ("auto", "float16", "bfloat16", "float32")
+EXPORT_FORMATS = ("hf", "webdataset", "lhotse")
+EXPORT_AUDIO = ("flac16k", "original")
 
 Problem = tuple[str, str]  # (dotted key, why its value is refused)
 
@@ -37,6 +39,8 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     yield from _one_of(cfg, "engine.vllm.render_in", RENDER_PLACES)
     yield from _one_of(cfg, "engine.vllm.feature_device", FEATURE_DEVICES)
     yield from _one_of(cfg, "judge.vllm.dtype", VLLM_DTYPES)
+    yield from _one_of(cfg, "export.format", EXPORT_FORMATS)
+    yield from _one_of(cfg, "export.audio", EXPORT_AUDIO)
     yield from _cross(cfg)
 
 
@@ -92,6 +96,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "wandb.log_every_s": (0, None, True),
     "wandb.sample_rows": (0, None, True),
     "merge.target_file_mb": (0, None, False),
+    "export.shard_mb": (0, None, False),
+    "export.window_s": (0, 30, False),
+    "export.workers": (1, None, True),
+    "export.batch_rows": (1, None, True),
     "judge.max_text_chars": (1, None, True),
     "judge.batch_size": (1, None, True),
     "judge.num_engines": (1, None, True),
@@ -150,5 +158,7 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
     if 0 < engine.gpus_per_engine < 1 and engine.tensor_parallel_size > 1:
         yield ("engine.tensor_parallel_size", "must be 1 when engines share a GPU "
                "(engine.gpus_per_engine < 1)")
+    if cfg.export.windows and cfg.export.audio != "flac16k":
+        yield "export.audio", "must be flac16k with export.windows (windows are cut from decoded audio)"
     if cfg.judge.enabled and not cfg.judge.model:
         yield "judge.model", "must be set when judge.enabled (a local text LLM directory)"
