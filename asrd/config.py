@@ -206,7 +206,7 @@ class ExportCfg:
     audio: str = "flac16k"  # flac16k (16 kHz mono FLAC) | original (the source file's bytes)
     shard_mb: float = 500.0  # a shard ends at the first row past this size
     windows: bool = False  # training windows: a recording's consecutive segments in <= window_s
-    window_s: float = 30.0
+    window_s: float = 30.0  # the longest training window, seconds (Whisper takes 30)
     workers: int = 4  # threads reading and encoding audio
     batch_rows: int = 64  # merged rows read at a time
 

@@ -214,7 +214,8 @@ def rate_from_markers(run_dirs: Sequence[str | Path], cfg: DictConfig) -> Rate |
             continue
         n = 0
         for s, m in rd.markers.read_all().items():
-            if s >= plan.num_shards or m.get("resumed_rows") or not m.get("wall_s"):
+            if (not isinstance(m, dict) or s >= plan.num_shards or m.get("resumed_rows")
+                    or not m.get("wall_s")):
                 continue
             audio += plan.shards[s].audio_s
             wall += m["wall_s"]
@@ -275,7 +276,7 @@ def eta(rd: RunDir, plan: Plan, markers: dict[int, dict[str, Any]], now: float |
     """Time left at the run's throughput so far: planned audio of the done shards over the time
     since the earliest of their tasks started (so the array's parallelism is in the rate)."""
     now = time.time() if now is None else now
-    done = {s: m for s, m in markers.items() if s < plan.num_shards}
+    done = {s: m for s, m in markers.items() if s < plan.num_shards and isinstance(m, dict)}
     audio_done = sum(plan.shards[s].audio_s for s in done)
     audio_left = sum(s.audio_s for s in plan.shards) - audio_done
     starts = [m["finished_at"] - m.get("wall_s", 0.0) - (m.get("task_startup_s") or 0.0)

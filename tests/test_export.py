@@ -57,7 +57,7 @@ def merged(corpus, tmp_path_factory):
     rd, plan = make_plan(cfg)
     schema = output_schema(pq.read_schema(plan.index))
     for spec in plan.shards:
-        w = ShardWriter(rd, spec, schema, part_rows=2)
+        w = ShardWriter(rd, spec, schema, part_rows=2, shard_key=plan.shard_key(spec.shard))
         for r in (r for b in read_rows(plan.index, spec.start, spec.stop) for r in b.to_pylist()):
             err = r["probe_error"]
             w.add({**r, "text": None if err else r["reference"], "error": err, "model": "copy",
@@ -88,7 +88,8 @@ def test_hf_parquet_loads_with_an_audio_column(merged, tmp_path):
     progress = export(run, tmp_path / "hf", "--format", "hf", "export.shard_mb=0.05")
     _check_progress(progress, len(ok))
     assert len(progress["shards"]) > 1  # the target size cut the rows into several shards
-    ds = datasets.load_dataset(str(tmp_path / "hf"), split="train")
+    ds = datasets.load_dataset(str(tmp_path / "hf"), split="train",
+                                cache_dir=str(tmp_path / "cache"))
     assert isinstance(ds.features["audio"], datasets.Audio)
     assert ds.features["audio"].sampling_rate == 16000
     assert sorted(ds["id"]) == sorted(ok)  # every row once, in whatever shard
@@ -104,7 +105,8 @@ def test_hf_parquet_loads_with_an_audio_column(merged, tmp_path):
 def test_hf_original_bytes(merged, tmp_path):
     run, ok = merged
     export(run, tmp_path / "hf", "--format", "hf", "--audio", "original")
-    raw = datasets.load_dataset(str(tmp_path / "hf"), split="train").cast_column(
+    raw = datasets.load_dataset(str(tmp_path / "hf"), split="train",
+                                cache_dir=str(tmp_path / "cache")).cast_column(
         "audio", datasets.Audio(decode=False))
     for r in raw:
         assert r["audio"]["bytes"] == Path(ok[r["id"]]["path"]).read_bytes()
@@ -162,7 +164,8 @@ def test_training_windows_with_timestamps(merged, tmp_path):
     window = round(longest * 0.6, 2)
     progress = export(run, tmp_path / "w", "--format", "hf", "--windows",
                       f"export.window_s={window}")
-    ds = datasets.load_dataset(str(tmp_path / "w"), split="train").cast_column(
+    ds = datasets.load_dataset(str(tmp_path / "w"), split="train",
+                                cache_dir=str(tmp_path / "cache")).cast_column(
         "audio", datasets.Audio(decode=False))
     by_source: dict[str, list[dict]] = {}
     for r in ds:
