@@ -122,6 +122,8 @@ def test_plan_prints_and_writes_the_forecast_from_earlier_markers(tmp_path, caps
     assert "10.0 audio s/s per task, start-up 5 s" in out
     fc = read_json(new / "forecast.json")
     assert fc["task_wall_s"] == pytest.approx([5 + 150 / 10.0] * 2)
+    assert cli.main(["status", f"run.dir={new}"]) == 0
+    assert "eta: none yet (no shard done); forecast 20 s in all" in capsys.readouterr().out
     assert cli.main(["plan", f"run.dir={tmp_path / 'x'}", f"run.index={tmp_path / 'a.parquet'}"]) == 0
     assert "no measured rate" in capsys.readouterr().out
 
