@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -53,7 +54,16 @@ def merged(corpus, tmp_path_factory):
     (tmp / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     index = tmp / "index.parquet"
     build_index(tmp / "manifest.jsonl", index)
-    cfg = make_cfg(index, tmp / "run", "merge.target_file_mb=0.0001")
+    rd = merged_run(index, tmp / "run")
+    (tmp / "gone.wav").unlink()
+    ok = {r["id"]: r for r in pq.ParquetDataset(rd.merged_files()).read().to_pylist()
+          if r["error"] is None and not r["path"].endswith("gone.wav")}
+    return rd.path, ok
+
+
+def merged_run(index: Path, run: Path):
+    """Rows copied from the index, with the reference as text, two segments each; merged."""
+    cfg = make_cfg(index, run, "merge.target_file_mb=0.0001")
     rd, plan = make_plan(cfg)
     schema = output_schema(pq.read_schema(plan.index))
     for spec in plan.shards:
@@ -65,10 +75,7 @@ def merged(corpus, tmp_path_factory):
                                                                            r["reference"])})
         w.finalize(1.0, plan.config_hash, "copy")
     merge(cfg, track=False)
-    (tmp / "gone.wav").unlink()
-    ok = {r["id"]: r for r in pq.ParquetDataset(rd.merged_files()).read().to_pylist()
-          if r["error"] is None and not r["path"].endswith("gone.wav")}
-    return rd.path, ok
+    return rd
 
 
 def export(run: Path, out: Path, *args: str) -> dict:
@@ -110,6 +117,24 @@ def test_hf_original_bytes(merged, tmp_path):
         "audio", datasets.Audio(decode=False))
     for r in raw:
         assert r["audio"]["bytes"] == Path(ok[r["id"]]["path"]).read_bytes()
+
+
+def test_audio_embedded_in_the_index(corpus, tmp_path):
+    """An index built from Parquet with audio bytes: the merged rows have no path; the export
+    takes the bytes from the index, by row."""
+    files = sorted(p for p in corpus.iterdir() if p.suffix != ".jsonl")[:4]
+    pq.write_table(pa.table({"id": [p.name for p in files],
+                             "audio": [p.read_bytes() for p in files],
+                             "reference": ["one two three four"] * len(files)}),
+                   tmp_path / "bytes.parquet")
+    build_index(tmp_path / "bytes.parquet", tmp_path / "index.parquet")
+    rd = merged_run(tmp_path / "index.parquet", tmp_path / "run")
+    export(rd.path, tmp_path / "hf", "--format", "hf", "--audio", "original")
+    raw = datasets.load_dataset(str(tmp_path / "hf"), split="train",
+                                cache_dir=str(tmp_path / "cache")).cast_column(
+        "audio", datasets.Audio(decode=False))
+    got = {r["id"]: r["audio"]["bytes"] for r in raw}
+    assert got == {p.name: p.read_bytes() for p in files}
 
 
 def test_webdataset_tars_load_with_webdataset(merged, tmp_path):

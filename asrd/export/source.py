@@ -76,6 +76,7 @@ class MergedSource:
     workers: int = 4
     batch_rows: int = 64
     samples_only: bool = False  # decoded samples instead of a clip (the windows cut them)
+    _has_audio: bool | None = None  # whether the index embeds audio bytes (read once)
 
     def schema(self) -> pa.Schema:
         return pq.read_schema(self.files[0])
@@ -111,7 +112,7 @@ class MergedSource:
         """The index's audio bytes for rows without a path (an index built from Parquet bytes)."""
         paths = batch.column("path").to_pylist() if "path" in batch.schema.names else [None] * batch.num_rows
         need = [r for r, p in zip(batch.column("row").to_pylist(), paths) if not p]
-        if not need or self.index is None or "audio" not in pq.read_schema(self.index).names:
+        if not need or not self._index_has_audio():
             return [None] * batch.num_rows
         found: dict[int, bytes] = {}
         for b in read_rows(self.index, min(need), max(need) + 1, columns=["audio"]):
@@ -120,6 +121,11 @@ class MergedSource:
                 if r in wanted:
                     found[r] = a.get("bytes") if isinstance(a, dict) else a
         return [found.get(r) for r in batch.column("row").to_pylist()]
+
+    def _index_has_audio(self) -> bool:
+        if self._has_audio is None:
+            self._has_audio = self.index is not None and "audio" in pq.read_schema(self.index).names
+        return self._has_audio
 
     def _load(self, columns: dict[str, Any], embedded: bytes | None) -> SourceRow:
         path = columns.get("path")
