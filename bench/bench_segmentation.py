@@ -60,10 +60,11 @@ def spoken(text: str, folder: Path, name: str, voice: str, speed: int) -> np.nda
     return x[loud[0]:loud[-1] + 1]
 
 
-def transcribe(engine, audio: np.ndarray, vad: VadSettings | None, retry_s: float = 0.0) -> str:
+def transcribe(engine, audio: np.ndarray, vad: VadSettings | None, retry_s: float = 0.0,
+               max_s: float = 30.0) -> str:
     """As the pipeline does: cut, transcribe; with `retry_s`, a recording with a long segment
     whose text looks failed (asrd.runtime.resegment) is cut again, shorter, and redone once."""
-    cut = segment(audio, SR, 30.0, vad)
+    cut = segment(audio, SR, max_s, vad)
     if not cut.spans:
         return ""
     texts = engine.transcribe([Segment(audio[a:b], "en") for a, b in cut.spans])
@@ -78,6 +79,8 @@ def main() -> int:
     ap.add_argument("--long", type=int, default=3, help="long recordings")
     ap.add_argument("--sentences", type=int, default=24, help="sentences per long recording")
     ap.add_argument("--repeat", type=int, default=40, help="repeats of one sentence")
+    ap.add_argument("--shorter", default="", help="also long-form WER with VAD segments of at "
+                    "most these lengths (comma-separated seconds; no second tries)")
     ap.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
     args = ap.parse_args()
     rng = random.Random(7)
@@ -97,6 +100,8 @@ def main() -> int:
                             str(words), "silence, noise, tone, sweep x 20 s and 60 s (8 files)"))
         # long recordings
         refs, whole, joined = [], {True: [], False: []}, []
+        lengths = [float(x) for x in args.shorter.split(",") if x]
+        shorter: dict[float, list[str]] = {m: [] for m in lengths}
         total_s = 0.0
         for k in range(args.long):
             texts = sentences(args.sentences, rng)
@@ -112,12 +117,18 @@ def main() -> int:
             for with_vad in (True, False):
                 whole[with_vad].append(transcribe(engine, audio, vad if with_vad else None,
                                                   10.0 if with_vad else 0.0))
+            for m in lengths:
+                shorter[m].append(transcribe(engine, audio, vad, 0.0, m))
         base = word_error_rate(refs, joined)
         work = f"{args.long} recordings x {args.sentences} sentences ({total_s:.0f} s), pauses 0.6-2.5 s"
         figures.append(("long-form WER, sentences transcribed one by one", f"{base:.1%}", work))
         for with_vad in (True, False):
             wer = word_error_rate(refs, whole[with_vad])
             figures.append((f"long-form WER, whole recordings, VAD {'on' if with_vad else 'off'}",
+                            f"{wer:.1%} ({100 * (wer - base):+.1f} points)", work))
+        for m in lengths:
+            wer = word_error_rate(refs, shorter[m])
+            figures.append((f"long-form WER, whole recordings, VAD segments of at most {m:.0f} s",
                             f"{wer:.1%} ({100 * (wer - base):+.1f} points)", work))
         # one sentence, said again and again
         said = "the quick brown fox jumps over the lazy dog"
