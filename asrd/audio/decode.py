@@ -4,8 +4,8 @@ libsndfile (through soundfile) decodes WAV, FLAC, OGG/Opus and MP3 fast; anythin
 AAC, WebM) goes through FFmpeg's libraries via PyAV. Resampling is soxr's HQ filter. We chose these
 over torchaudio: its `load` moved to TorchCodec in 2.9 and torchaudio is in maintenance, and
 soundfile + soxr decode 300-3000x real time per core (bench/RESULTS.md).
-Long recordings are read in blocks and resampled as a stream, so a 3-hour 48 kHz stereo file never
-sits in memory at its source rate.
+Recordings are read in blocks and resampled as a stream (`decode_blocks`), so a 3-hour 48 kHz
+stereo file never sits in memory at its source rate, and a long one need not sit in memory at all.
 
 Every failure is an `AudioError` whose `reason` is a short stable category (the part before the
 colon in the output row's `error`), so failures can be counted by reason.
@@ -17,12 +17,13 @@ import io
 import os
 import stat
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-BLOCK_S = 60.0  # seconds of source audio read per block when decoding
+BLOCK_S = 10.0  # seconds of source audio per block (the resampled output does not depend on it)
 
 
 class AudioError(Exception):
@@ -118,18 +119,28 @@ def _probe_av(src: Source, size: int) -> AudioInfo:
 
 def decode(src: Source, target_sr: int = 16000, max_duration_s: float | None = None) -> np.ndarray:
     """The whole recording as float32 mono at `target_sr`."""
+    blocks = list(decode_blocks(src, target_sr, max_duration_s))
+    return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
+
+
+def decode_blocks(src: Source, target_sr: int = 16000, max_duration_s: float | None = None
+                  ) -> Iterator[np.ndarray]:
+    """The recording as consecutive float32 mono blocks at `target_sr`, decoded and resampled
+    as they are read (about `BLOCK_S` each), so that a long recording never sits in memory."""
     _check_readable(src)
     try:
         f = sf.SoundFile(_open(src))
     except sf.LibsndfileError:
-        audio = _decode_av(src, target_sr, max_duration_s)
+        blocks = _decode_av(src, target_sr, max_duration_s)
     else:
-        with f:
-            _check_length(f.frames / f.samplerate if f.frames > 0 else 0.0, max_duration_s)
-            audio = _decode_sf(f, target_sr)
-    if audio.size == 0:
+        blocks = _decode_sf(f, target_sr, max_duration_s)
+    n = 0
+    for block in blocks:
+        if len(block):
+            n += len(block)
+            yield block
+    if n == 0:
         raise AudioError("no audio samples", "the file holds 0 samples")
-    return audio
 
 
 def _check_length(duration_s: float, max_duration_s: float | None) -> None:
@@ -137,45 +148,53 @@ def _check_length(duration_s: float, max_duration_s: float | None) -> None:
         raise AudioError("too long", f"{duration_s:.0f} s > audio.max_duration_s={max_duration_s:.0f}")
 
 
-def _decode_sf(f: sf.SoundFile, target_sr: int) -> np.ndarray:
-    resampler = None if f.samplerate == target_sr else soxr.ResampleStream(
-        f.samplerate, target_sr, 1, dtype="float32", quality="HQ")
-    out = []
-    block = max(1, int(BLOCK_S * f.samplerate))
-    try:
+def _decode_sf(f: sf.SoundFile, target_sr: int, max_duration_s: float | None
+               ) -> Iterator[np.ndarray]:
+    with f:
+        _check_length(f.frames / f.samplerate if f.frames > 0 else 0.0, max_duration_s)
+        resampler = None if f.samplerate == target_sr else soxr.ResampleStream(
+            f.samplerate, target_sr, 1, dtype="float32", quality="HQ")
+        block = max(1, int(BLOCK_S * f.samplerate))
+        n = 0
         while True:
-            x = f.read(block, dtype="float32", always_2d=True)
+            try:
+                x = f.read(block, dtype="float32", always_2d=True)
+            except sf.LibsndfileError as e:
+                raise AudioError("corrupt audio", f"decode failed after {n} samples: {e}") from None
             last = len(x) < block
             mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
-            out.append(resampler.resample_chunk(mono, last=last) if resampler else mono)
+            out = resampler.resample_chunk(mono, last=last) if resampler else mono
+            n += len(out)
+            yield np.ascontiguousarray(out, dtype=np.float32)
             if last:
-                break
-    except sf.LibsndfileError as e:
-        raise AudioError("corrupt audio", f"decode failed after {sum(map(len, out))} samples: {e}") from None
-    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+                return
 
 
-def _decode_av(src: Source, target_sr: int, max_duration_s: float | None) -> np.ndarray:
+def _decode_av(src: Source, target_sr: int, max_duration_s: float | None
+               ) -> Iterator[np.ndarray]:
     import av
 
-    out = []
     try:
         with av.open(_open(src)) as container:
             if not container.streams.audio:
                 raise AudioError("corrupt audio", "no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=target_sr)
-            n = 0
+            out: list[np.ndarray] = []
+            n = have = 0
             for frame in container.decode(container.streams.audio[0]):
                 for rf in resampler.resample(frame):
                     out.append(rf.to_ndarray().reshape(-1))
                     n += rf.samples
+                    have += rf.samples
                 _check_length(n / target_sr, max_duration_s)
+                if have >= BLOCK_S * target_sr:
+                    yield np.concatenate(out)
+                    out, have = [], 0
             for rf in resampler.resample(None):
                 out.append(rf.to_ndarray().reshape(-1))
+            if out:
+                yield np.concatenate(out)
     except AudioError:
         raise
     except Exception as e:
         raise AudioError("corrupt audio", f"cannot decode ({type(e).__name__}: {e})") from None
-    if not out:
-        return np.zeros(0, dtype=np.float32)
-    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
