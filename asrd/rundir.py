@@ -3,7 +3,8 @@
 RUN_DIR/
   config.yaml        the frozen config (written once by `asrd plan`)
   plan.json          shards as contiguous index row ranges, balanced by audio seconds; config hash
-  shards/            shard-000007.parquet (committed), shard-000007.parts/ (in-shard checkpoint)
+  shards/            shard-000007.parquet (committed), shard-000007.parts/ (in-shard checkpoint),
+                     shard-000007.partial/ (segments of long recordings not finished yet)
   done/              shard-000007.json, the done-marker, written last
   rejected/          shard-000007.json, a marker that failed verification, with the reason
   claims/            lock files: who works on a shard now (and its host and pid), the plan and
@@ -64,6 +65,9 @@ class RunDir:
 
     def parts_dir(self, shard: int) -> Path:
         return self.shards_dir / f"{shard_name(shard)}.parts"
+
+    def partial_dir(self, shard: int) -> Path:
+        return self.shards_dir / f"{shard_name(shard)}.partial"
 
     # --- frozen config --------------------------------------------------------------------------
     def exists(self) -> bool:

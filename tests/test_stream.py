@@ -3,9 +3,15 @@ the same segments as the whole-array path, and memory that does not grow with th
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import soxr
@@ -14,7 +20,10 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 from asrd.audio import VadSettings, decode, segment
 from asrd.audio.segment import SegmentStream
 from asrd.audio.vad import SpeechRegions, check_available
+from asrd.index import build_index
+from asrd.testing.faults import read_events
 from asrd.testing.samples import SENTENCES, non_speech, speak
+from tests.runs import assert_exactly_once, cli_args, part_rows, running, shard_rows, wait_until
 
 SR = 16000
 
@@ -84,3 +93,69 @@ def test_segment_stream_memory_does_not_grow_with_the_recording(talk, tmp_path):
         tracemalloc.stop()
     assert n >= 20
     assert peak < 16e6, f"peak {peak / 1e6:.1f} MB"
+
+
+# --- a long recording in the runtime: streamed, committed by segment, resumed after kill -9 -------
+
+MAX_SEGMENT_S = 5.0  # short windows, so that a minute of sentences is a dozen segments
+
+
+@pytest.fixture(scope="module")
+def long_index(talk, tmp_path_factory) -> tuple[Path, Path]:
+    """An index of the long recording (48 kHz stereo FLAC) and one short utterance after it."""
+    folder = tmp_path_factory.mktemp("long-index")
+    left = soxr.resample(talk, SR, 48000)
+    sf.write(folder / "talk.flac", np.stack([left, 0.5 * left], axis=1), 48000)
+    speak(SENTENCES[0], folder / "short.wav")
+    (folder / "manifest.jsonl").write_text(
+        "".join(json.dumps({"path": p, "id": p}) + "\n" for p in ("talk.flac", "short.wav")))
+    build_index(folder / "manifest.jsonl", folder / "index.parquet")
+    return folder / "index.parquet", folder / "talk.flac"
+
+
+def partial_segments(run_dir: Path) -> list[dict]:
+    folder = run_dir / "shards" / "shard-000000.partial"
+    return [r for p in sorted(folder.glob("seg-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_index, tmp_path):
+    """kill -9 of the task while the engine is held inside the long recording: the resumed run
+    transcribes only the segments not committed, and the row comes out once, whole, in order,
+    with times in the recording."""
+    index, talk_path = long_index
+    run_dir = tmp_path / "run"
+    common = ["engine.kind=fault", "run.num_shards=1", "audio.pack.enabled=false",
+              f"audio.max_segment_s={MAX_SEGMENT_S}", "pipeline.stream_min_s=10",
+              "pipeline.part_seconds=0", "engine.batch_size=1", "engine.calls_in_flight=1"]
+    state = tmp_path / "faults"
+    held = 6
+    args = cli_args(index, run_dir, *common, f"faults.state_dir={state}",
+                    f"faults.block_after_calls={held}", f"faults.release_file={state / 'never'}")
+    log = tmp_path / "run1.log"
+    with running(args, log) as proc:
+        # the answers before the held call are committed: the short row's (if it came first)
+        # in a part, the long recording's segments as a partial row
+        wait_until(lambda: (state / "blocked").exists()
+                   and len(partial_segments(run_dir)) + len(part_rows(run_dir)) >= held,
+                   proc, "the answered segments are committed", log)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    committed = partial_segments(run_dir)
+    assert len(committed) >= held - 1
+    assert sorted(r["seg"] for r in committed) == sorted({r["seg"] for r in committed})
+
+    again = tmp_path / "faults2"
+    subprocess.run(cli_args(index, run_dir, *common, f"faults.state_dir={again}",
+                            "faults.block_after_calls=-1"),
+                   check=True, capture_output=True, timeout=600)
+    assert_exactly_once(run_dir, 2)
+    long_row = next(r for r in shard_rows(run_dir) if r["id"] == "talk.flac")
+    expected = segment(decode(str(talk_path), SR), SR, MAX_SEGMENT_S, VadSettings())
+    assert long_row["error"] is None and len(expected.spans) >= 10
+    assert [(s["start"], s["end"]) for s in long_row["segments"]] == [
+        (a / SR, b / SR) for a, b in expected.spans]
+    assert [s["text"] for s in long_row["segments"]] == [
+        f"talk.flac {(b - a) / SR:.2f} seconds" for a, b in expected.spans]
+    calls = [e for e in read_events(again, "engine-calls") if e["ids"] == ["talk.flac"]]
+    assert len(calls) == len(expected.spans) - len(committed)  # only the rest
+    assert not (run_dir / "shards" / "shard-000000.partial").exists()

@@ -5,6 +5,13 @@ A decode call returns two objects: small `Decoded` records, which the driver rea
 segment inputs, which stay in Ray's object store until an engine actor maps them (the driver
 never touches audio samples).
 
+A long recording (longer than `pipeline.stream_min_s` by the index) is not decoded in one call:
+its actor holds it open as a `SegmentStream` and each call returns its next few segments, so the
+actor holds about a window of it and the object store a few pieces, however long it is. A call
+that finds no open stream (its actor restarted, or another actor takes over) decodes the
+recording again from the start and skips to the piece asked for; segments whose text is already
+committed (asrd.runtime.partial) are cut but not sent.
+
 Failures cost rows, never the shard: bad audio is an error row; an actor that dies is restarted by
 Ray, and the rows of its lost calls are decoded again one at a time, alone on an actor, so that a
 file that kills its decoder costs only its own row: after `pipeline.decode_retries` more tries it
@@ -17,8 +24,8 @@ import collections
 import importlib
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import ray
 from omegaconf import DictConfig, OmegaConf
@@ -27,10 +34,23 @@ from ray.exceptions import RayActorError, RayTaskError
 from asrd.audio import AudioError, VadSettings, decode, segment
 from asrd.audio.pack import Member, PackSettings, build_window, plan_windows
 from asrd.audio.cache import AudioCache
+from asrd.audio.segment import Cut, SegmentStream
 from asrd.engines import InputPreparer
 from asrd.runtime.health import ActorHealth
 from asrd.runtime.records import Decoded, SegmentRef, WorkItem
 from asrd.testing.faults import decode_fault
+
+PIECE_SEGMENTS = 4  # segments per call of a streamed recording (at most 2 min of 16 kHz audio)
+OPEN_STREAMS = 2  # streams an actor keeps open (one in use; an abandoned one is dropped)
+
+
+@dataclass
+class _OpenStream:
+    """A recording being decoded as a stream, in an actor."""
+
+    stream: SegmentStream
+    cuts: Iterator[Cut]
+    next: int = 0  # the index of the next segment it cuts
 
 
 class DecodeWorker:
@@ -47,6 +67,7 @@ class DecodeWorker:
             if pack.pop("enabled") else None
         self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
         self.faults = OmegaConf.create(faults_cfg)
+        self.streams: collections.OrderedDict[int, _OpenStream] = collections.OrderedDict()
         self.preparer: InputPreparer | None = None
         self.preparer_ref: ray.ObjectRef | None = None
         # Imports for the preparer run while the engines start (a decode call waits for them).
@@ -99,7 +120,8 @@ class DecodeWorker:
             return segments
         t0 = time.perf_counter()
         try:
-            return [self.preparer.prepare(s, item.language, timestamps=out.window is not None)
+            return [None if s is None else
+                    self.preparer.prepare(s, item.language, timestamps=out.window is not None)
                     for s in segments]
         except Exception as e:  # audio the model cannot take costs its row, not the shard
             out.error = f"engine input error: {type(e).__name__}: {e}"
@@ -145,8 +167,103 @@ class DecodeWorker:
                 d.error, d.packed_into, d.spans = failed[d.packed_into], None, []
         return [d for d, _ in out], inputs
 
+    @ray.method(num_returns=2)
+    def stream(self, item: WorkItem, first: int, committed: dict[int, tuple[float, float]],
+               preparer: list[ray.ObjectRef]) -> tuple[list[Decoded], list[list[Any]]]:
+        """The next piece of a long recording: up to `PIECE_SEGMENTS` segments from its segment
+        `first` on; `committed`: spans of segments whose text is committed (not sent again)."""
+        try:
+            self._use_preparer(preparer)
+        except Exception as e:
+            why = (str(e).strip().splitlines() or [""])[-1][:300]
+            error = f"engine input error: cannot load the engine's input preparer: {why}"
+            return [Decoded(item.row, error, first=first)], [[]]
+        out, segments = self._piece(item, first, committed)
+        return [out], [self._prepare(item, out, segments)]
+
+    def _piece(self, item: WorkItem, first: int, committed: dict[int, tuple[float, float]]
+               ) -> tuple[Decoded, list[Any]]:
+        t0 = time.perf_counter()
+        decode_fault(self.faults, item.id)
+        sr = self.audio["sample_rate"]
+        out = Decoded(item.row, first=first, last=False)
+        segments: list[Any] = []
+        for attempt in range(self.audio["read_retries"] + 1):
+            out.error = None
+            try:
+                opened = self._open(item, first)
+                for cut in opened.cuts:
+                    opened.next = cut.index + 1
+                    if cut.index < first:  # before the piece asked for: cut again, not sent
+                        continue
+                    span = (cut.start / sr, cut.end / sr)
+                    out.spans.append(span)
+                    if committed.get(cut.index) == span:
+                        out.reused.append(cut.index)
+                        segments.append(None)
+                    else:
+                        segments.append(cut.audio)
+                    if len(out.spans) == PIECE_SEGMENTS:
+                        break
+                else:
+                    out.last = True
+                    out.duration_s, out.speech_s = opened.stream.duration_s, opened.stream.speech_s
+                break
+            except AudioError as e:
+                out.error = str(e)
+                if e.reason != "unreadable" or attempt == self.audio["read_retries"] or out.spans:
+                    break
+                self.streams.pop(item.row, None)
+            except Exception as e:  # a decoder bug must cost one row, not the shard
+                out.error = f"decode error: {type(e).__name__}: {e}"
+                break
+        if out.error or out.last:
+            self.streams.pop(item.row, None)
+        if out.error:
+            segments, out.spans, out.reused, out.last = [], [], [], True
+        out.decode_s = time.perf_counter() - t0
+        return out, segments
+
+    def _open(self, item: WorkItem, first: int) -> _OpenStream:
+        """The item's open stream if it is where `first` is; else one opened from the start."""
+        opened = self.streams.pop(item.row, None)
+        if opened is None or opened.next != first:
+            stream = SegmentStream(self._source(item), self.audio["sample_rate"],
+                                   self.audio["max_segment_s"], self.vad,
+                                   self.audio["max_duration_s"])
+            opened = _OpenStream(stream, iter(stream))
+        self.streams[item.row] = opened
+        while len(self.streams) > OPEN_STREAMS:
+            self.streams.popitem(last=False)
+        return opened
+
     def ping(self) -> bool:
         return True
+
+
+@dataclass
+class OpenStream:
+    """The driver's side of a long recording decoded as a stream: where its next piece starts,
+    which actor holds it open, and which of its segments' texts are committed already."""
+
+    index_row: dict[str, Any]
+    actor: int
+    committed: dict[int, tuple[float, float]] = field(default_factory=dict)
+    next: int = 0
+    in_flight: bool = False
+
+    @property
+    def row(self) -> int:
+        return self.index_row["row"]
+
+
+@dataclass
+class Suspect:
+    """A row (or a stream's next piece) to decode again alone: its actor died."""
+
+    index_row: dict[str, Any]
+    attempt: int
+    stream: OpenStream | None = None
 
 
 @dataclass
@@ -158,6 +275,7 @@ class DecodeCall:
     rows: list[dict[str, Any]]  # index rows (the driver keeps their passthrough columns)
     attempt: int
     isolated: bool  # the only call on its actor: if the actor dies, this row killed it
+    stream: OpenStream | None = None  # a piece of this stream
 
 
 @dataclass
@@ -174,7 +292,11 @@ class DecodeStage:
     flight. When an actor dies, every call queued on it dies too, so a dead call does not say
     which row killed it: its rows become suspects, decoded again one at a time, each alone on an
     actor that runs nothing else. Only a death there counts as that row's try, so a poison file
-    costs its own row (after `retries` more tries) and never its neighbours'."""
+    costs its own row (after `retries` more tries) and never its neighbours'.
+
+    Long recordings are streams: one piece in flight at a time, each on the actor that holds the
+    stream open (at most one stream per actor); a piece lost with its actor is a suspect like a
+    row, and its stream goes on from there on the actor that decoded it alone."""
 
     def __init__(self, actors: list[Any], preparer_refs: list[ray.ObjectRef],
                  max_in_flight: int, retries: int):
@@ -182,7 +304,8 @@ class DecodeStage:
         self.max_in_flight, self.retries = max_in_flight, retries
         self.calls: dict[ray.ObjectRef, DecodeCall] = {}
         self.per_actor = [0] * len(actors)
-        self.suspects: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
+        self.suspects: collections.deque[Suspect] = collections.deque()
+        self.streams: dict[int, OpenStream] = {}
         self.health = ActorHealth(actors)
         self.isolating: int | None = None  # the actor kept free for the next suspect
         self.next_actor = 0
@@ -198,7 +321,7 @@ class DecodeStage:
         return len(self.calls) < self.max_in_flight and bool(self._regular_actors())
 
     def busy(self) -> bool:
-        return bool(self.calls or self.suspects or self.health.pings)
+        return bool(self.calls or self.suspects or self.health.pings or self.streams)
 
     def in_flight(self) -> list[ray.ObjectRef]:
         return list(self.calls) + list(self.health.pings)
@@ -220,6 +343,41 @@ class DecodeStage:
         self._call(actors[self.next_actor % len(actors)], rows, attempt=0, isolated=False)
         self.next_actor += 1
 
+    # --- streams -------------------------------------------------------------------------------
+    def can_open_stream(self) -> bool:
+        return len(self.streams) < len(self.actors)
+
+    def open_stream(self, index_row: dict[str, Any], committed: dict[int, tuple[float, float]]
+                    ) -> None:
+        """Start decoding a long recording as a stream (`committed`: spans of its segments whose
+        text is committed already, by index)."""
+        stream = OpenStream(index_row, actor=-1, committed=committed)
+        self.streams[stream.row] = stream
+        self.next_piece(stream)
+
+    def waiting_stream(self) -> OpenStream | None:
+        """An open stream whose next piece is not asked for yet."""
+        return next((s for s in self.streams.values() if not s.in_flight), None)
+
+    def drop_stream(self, row: int) -> None:
+        """The row is finished (it failed elsewhere): ask for no more of it."""
+        self.streams.pop(row, None)
+
+    def next_piece(self, stream: OpenStream, isolated: bool = False, attempt: int = 0) -> None:
+        """Ask for the stream's next piece, on the actor that holds it open where it can."""
+        regular = self._regular_actors()
+        if not isolated and stream.actor not in regular:  # its actor is busy isolating or down
+            held = collections.Counter(s.actor for s in self.streams.values())
+            stream.actor = min(regular or range(len(self.actors)), key=lambda k: held[k])
+        records, segments = self.actors[stream.actor].stream.remote(
+            WorkItem.of(stream.index_row, pack=False), stream.next, stream.committed,
+            self.preparer_refs)
+        self.calls[records] = DecodeCall(stream.actor, segments, [stream.index_row], attempt,
+                                         isolated, stream)
+        self.per_actor[stream.actor] += 1
+        stream.in_flight = True
+
+    # --- suspects ------------------------------------------------------------------------------
     def feed(self) -> None:
         """Decode the next suspect, alone, once an actor has drained and answers again."""
         self.health.feed()
@@ -228,8 +386,14 @@ class DecodeStage:
         if self.isolating is None:
             self.isolating = min(range(len(self.actors)), key=lambda k: self.per_actor[k])
         if self.per_actor[self.isolating] == 0 and self.health.ok[self.isolating]:
-            row, attempt = self.suspects.popleft()
-            self._call(self.isolating, [row], attempt, isolated=True)
+            suspect = self.suspects.popleft()
+            if suspect.stream is None:
+                self._call(self.isolating, [suspect.index_row], suspect.attempt, isolated=True)
+            elif suspect.stream.row in self.streams:
+                suspect.stream.actor = self.isolating
+                self.next_piece(suspect.stream, isolated=True, attempt=suspect.attempt)
+            elif not self.suspects:  # its row finished meanwhile: no call to isolate
+                self.isolating = None
 
     def _call(self, k: int, rows: list[dict[str, Any]], attempt: int, isolated: bool) -> None:
         items = [WorkItem.of(r, pack=r["row"] not in self.unpacked,
@@ -248,20 +412,31 @@ class DecodeStage:
         self.per_actor[call.actor] -= 1
         if call.isolated and not self.suspects:
             self.isolating = None
+        if call.stream is not None:
+            call.stream.in_flight = False
         try:
             records: list[Decoded] = ray.get(ref)
         except (RayActorError, RayTaskError) as e:
             self.health.failed(call.actor)
             if not call.isolated:
-                self.suspects.extend((r, call.attempt) for r in call.rows)
+                self.suspects.extend(Suspect(r, call.attempt, call.stream) for r in call.rows)
+                if call.stream is not None:
+                    call.stream.in_flight = True  # asked for again as a suspect
                 return []
             (row,) = call.rows
             if call.attempt >= self.retries:
                 error = f"decode worker died: {type(e).__name__}"
-                return [DecodedRow(row, Decoded(row["row"], error), [])]
-            self.suspects.appendleft((row, call.attempt + 1))
+                first = call.stream.next if call.stream else 0
+                if call.stream is not None:
+                    self.streams.pop(call.stream.row, None)
+                return [DecodedRow(row, Decoded(row["row"], error, first=first), [])]
+            self.suspects.appendleft(Suspect(row, call.attempt + 1, call.stream))
+            if call.stream is not None:
+                call.stream.in_flight = True
             self.isolating = call.actor
             return []
+        if call.stream is not None:
+            return self._piece_done(call, records[0])
         out = []
         for i, (row, rec) in enumerate(zip(call.rows, records)):
             lang = WorkItem.of(row).language
@@ -271,6 +446,23 @@ class DecodeStage:
                     for s in range(n)]
             out.append(DecodedRow(row, rec, refs))
         return out
+
+    def _piece_done(self, call: DecodeCall, rec: Decoded) -> list[DecodedRow]:
+        stream = call.stream
+        assert stream is not None
+        if stream.row not in self.streams:  # dropped while this piece was on its way
+            return []
+        if rec.error is not None or rec.last:
+            del self.streams[stream.row]
+        else:
+            stream.next = rec.first + len(rec.spans)
+        row = stream.index_row
+        lang = WorkItem.of(row).language
+        reused = set(rec.reused)
+        refs = [SegmentRef(call.segments, 0, s, row["row"], str(row.get("id")), lang,
+                           first=rec.first)
+                for s in range(len(rec.spans)) if rec.first + s not in reused]
+        return [DecodedRow(row, rec, refs)]
 
 
 def decode_actor_config(cfg: DictConfig) -> tuple[dict, dict, dict]:

@@ -7,6 +7,11 @@ them, hands each finished call to the stage that made it, and routes what comes 
 runs ahead of the engines by at most a few engine batches (`high_water`), so memory stays flat
 however large the shard. Whatever ends the loop (the shard is done, SIGTERM, a bug), the rows
 already finished are committed before it returns or raises.
+
+A row longer than `stream_min_s` (by the index's `duration_s`) is decoded as a stream, piece by
+piece, each piece asked for only when the engines have room, and its transcribed segments are
+committed as partial rows (asrd.runtime.partial) at the pace of the parts; on resume its
+committed segments are not transcribed again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from asrd.plan import ShardSpec
 from asrd.runtime.decode import DecodeStage
 from asrd.runtime.engine import EngineStage, SegmentFailed, Transcribed
 from asrd.runtime.judge import JudgeStage
+from asrd.runtime.partial import PartialRows, SegmentDone
 from asrd.runtime.records import RowResult
 from asrd.runtime.resegment import needs_retry
 from asrd.runtime.rows import RowAssembly
@@ -55,52 +61,93 @@ def _pct(values: collections.deque, q: float) -> float:
 class ShardDriver:
     def __init__(self, spec: ShardSpec, rows: Iterator[dict[str, Any]], todo: int,
                  decode: DecodeStage, engine: EngineStage, judge: JudgeStage,
-                 writer: ShardWriter, output: Callable[[RowResult], dict[str, Any]],
-                 rows_per_decode: int, on_metrics: Callable[[dict], None] | None = None,
+                 writer: ShardWriter, partial: PartialRows,
+                 output: Callable[[RowResult], dict[str, Any]], rows_per_decode: int,
+                 stream_min_s: float, on_metrics: Callable[[dict], None] | None = None,
                  retry_segment_s: float = 0.0):
         self.spec, self.rows, self.rows_left, self.todo = spec, rows, True, todo
         self.decode, self.engine, self.judge, self.writer = decode, engine, judge, writer
+        self.partial, self.stream_min_s = partial, stream_min_s
         self.output, self.rows_per_decode, self.on_metrics = output, rows_per_decode, on_metrics
         self.assembly = RowAssembly()
         self.retry_segment_s = retry_segment_s
         self.cut_again: set[int] = set()  # rows decoded a second time, shorter
+        self.long_waiting: collections.deque[dict[str, Any]] = collections.deque()
+        self.long: dict[int, dict[int, SegmentDone]] = {}  # streamed rows: committed segments
         self.stats = ShardStats()
         self.high_water = 2 * engine.batch * len(engine.actors) * engine.depth
         self.t0 = time.monotonic()
 
     # --- moving records ------------------------------------------------------------------------
+    def _is_long(self, row: dict[str, Any]) -> bool:
+        duration = row.get("duration_s")
+        return isinstance(duration, (int, float)) and duration > self.stream_min_s
+
     def _next_chunk(self) -> list[dict[str, Any]]:
-        chunk = []
-        while self.rows_left and len(chunk) < self.rows_per_decode:
+        """The next rows to decode together; long ones are set aside to be streamed."""
+        chunk: list[dict[str, Any]] = []
+        while self.rows_left and len(chunk) < self.rows_per_decode and not self.long_waiting:
             try:
-                chunk.append(next(self.rows))
+                row = next(self.rows)
             except StopIteration:
                 self.rows_left = False
+                break
+            (self.long_waiting if self._is_long(row) else chunk).append(row)
         return chunk
 
+    @property
+    def _more_rows(self) -> bool:
+        return self.rows_left or bool(self.long_waiting)
+
     def _feed(self) -> None:
+        """Streams' next pieces first (they finish rows and hold memory), then new long rows,
+        then chunks of short ones; all only while the engines have room."""
         self.decode.feed()
-        while self.rows_left and self.decode.has_room() and self.engine.queued() < self.high_water:
-            chunk = self._next_chunk()
-            if chunk:
-                self.decode.submit(chunk)
-        self.engine.feed(nothing_more_coming=not (self.rows_left or self.decode.busy()))
-        upstream_done = not (self.rows_left or self.decode.busy() or self.engine.busy()
+        while self.decode.has_room() and self.engine.queued() < self.high_water:
+            stream = self.decode.waiting_stream()
+            if stream is not None:
+                self.decode.next_piece(stream)
+            elif self.long_waiting and self.decode.can_open_stream():
+                row = self.long_waiting.popleft()
+                self.long[row["row"]] = self.partial.committed(row["row"], str(row.get("id")))
+                self.decode.open_stream(row, {k: (s.start, s.end)
+                                              for k, s in self.long[row["row"]].items()})
+            elif self.rows_left and not self.long_waiting:
+                chunk = self._next_chunk()
+                if chunk:
+                    self.decode.submit(chunk)
+            else:
+                break
+        self.engine.feed(nothing_more_coming=not (self._more_rows or self.decode.busy()))
+        upstream_done = not (self._more_rows or self.decode.busy() or self.engine.busy()
                              or len(self.assembly))
         self.judge.feed(nothing_more_coming=upstream_done)
 
     def _on_decoded(self, ref: ray.ObjectRef) -> None:
         for d in self.decode.complete(ref):
-            self.stats.decode_ms.append(d.decoded.decode_s * 1000)
-            self._finished(self.assembly.start(d.index_row, d.decoded))
-            self.engine.add(d.segments)
+            rec, row = d.decoded, d.decoded.row
+            self.stats.decode_ms.append(rec.decode_s * 1000)
+            if rec.first == 0:
+                self._finished(self.assembly.start(d.index_row, rec))
+            else:
+                self._finished(self.assembly.more(rec))
+            committed = self.long.get(row, {})
+            for k in rec.reused:  # transcribed before a kill: committed as a partial row
+                self._transcribed(self.assembly.text(row, k, committed[k].text,
+                                                     committed[k].engine_s))
+            if row in self.assembly:
+                self.engine.add(d.segments)
 
     def _on_transcribed(self, ref: ray.ObjectRef) -> None:
         out = self.engine.complete(ref)
         if isinstance(out, Transcribed):
             for s, text in zip(out.segments, out.texts):
                 if s.members is None:
-                    self._transcribed(self.assembly.text(s.row, s.seg, str(text), out.engine_s))
+                    if s.row in self.long and s.row in self.assembly:
+                        start, end = self.assembly.span(s.row, s.index)
+                        self.partial.add(SegmentDone(s.row, s.id, s.index, start, end, str(text),
+                                                     out.engine_s))
+                    self._transcribed(self.assembly.text(s.row, s.index, str(text), out.engine_s))
                     continue
                 share = out.engine_s / len(s.members)
                 for m, t in zip(s.members, text):
@@ -119,8 +166,10 @@ class ShardDriver:
     def _transcribed(self, row: RowResult | None) -> None:
         """A row whose segments all have texts: finished, unless one of its long segments reads
         like a failed transcription (asrd.runtime.resegment) and it has not been cut again yet:
-        then it goes back to decode, cut shorter, and its texts so far are dropped."""
+        then it goes back to decode, cut shorter, and its texts so far are dropped. A streamed
+        long recording is not sent back: that would decode and transcribe all of it again."""
         if row is not None and row.index_row["row"] not in self.cut_again \
+                and row.index_row["row"] not in self.long \
                 and needs_retry(row, self.retry_segment_s):
             self.cut_again.add(row.index_row["row"])
             self.stats.cut_again += 1
@@ -141,6 +190,9 @@ class ShardDriver:
     def _finished(self, row: RowResult | None) -> None:
         if row is None:
             return
+        if self.long.pop(row.index_row["row"], None) is not None:  # a streamed row
+            self.partial.forget(row.index_row["row"])
+            self.decode.drop_stream(row.index_row["row"])
         s = self.stats
         s.done += 1
         if row.ok:
@@ -165,14 +217,14 @@ class ShardDriver:
                 self._feed()
                 owner = {ref: handle for stage, handle in stages for ref in stage.in_flight()}
                 if not owner:
-                    if (self.rows_left or self.decode.busy() or self.engine.busy()
+                    if (self._more_rows or self.decode.busy() or self.engine.busy()
                             or self.judge.busy()):
                         continue
                     break
                 t = time.monotonic()
                 ready, _ = ray.wait(list(owner), num_returns=1, timeout=WAIT_S)
                 if not self.engine.calls and not self.engine.waiting and (
-                        self.rows_left or self.decode.busy()):
+                        self._more_rows or self.decode.busy()):
                     self.stats.engine_starved_s += time.monotonic() - t
                 for ref in ready:
                     owner[ref](ref)
@@ -182,14 +234,19 @@ class ShardDriver:
                     if self.on_metrics:
                         self.on_metrics(self.metrics())
                     warned = warned or self._warn_if_starved(now - self.t0)
-                if self.writer.due():
-                    self.writer.commit_part()
+                if self.writer.due() or self.partial.due():
+                    self._commit()
         finally:
             # Whatever happens (SIGTERM, requeue, a bug), rows already finished become durable.
-            self.writer.commit_part()
+            self._commit()
         if self.on_metrics:
             self.on_metrics(self.metrics())
         return self.stats
+
+    def _commit(self) -> None:
+        """Finished rows, then the segments of rows still in progress."""
+        self.writer.commit_part()
+        self.partial.commit()
 
     def _warn_if_starved(self, elapsed: float) -> bool:
         starved = self.stats.engine_starved_s

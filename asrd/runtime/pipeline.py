@@ -24,6 +24,7 @@ from asrd.runtime.decode import DecodeStage, DecodeWorker, decode_actor_config
 from asrd.runtime.driver import ShardDriver, ShardStats
 from asrd.runtime.engine import EngineStage, EngineWorker, engine_actor_config
 from asrd.runtime.judge import JudgeStage, JudgeWorker
+from asrd.runtime.partial import PartialRows
 from asrd.runtime.records import RowResult
 from asrd.runtime.write import ShardWriter
 
@@ -78,17 +79,19 @@ class Pipeline:
         return row.output(self.model_name, self.cfg.engine.kind, judged=bool(self.judges))
 
     def run(self, spec: ShardSpec, rows: Iterator[dict[str, Any]], writer: ShardWriter,
-            todo: int, on_metrics: Callable[[dict], None] | None = None) -> ShardStats:
-        """One shard's rows through the stages into `writer`."""
+            partial: PartialRows, todo: int, on_metrics: Callable[[dict], None] | None = None
+            ) -> ShardStats:
+        """One shard's rows through the stages into `writer` (long rows' segments on the way
+        into `partial`)."""
         c = self.cfg
         decode = DecodeStage(self.decoders, self.preparer_refs, self.decode_in_flight,
                              c.pipeline.decode_retries)
         engine = EngineStage(self.engines, c.engine.batch_size, c.engine.calls_in_flight,
                              c.pipeline.engine_retries, prepared=bool(self.preparer_refs))
         judge = JudgeStage(self.judges, c.judge.batch_size)
-        return ShardDriver(spec, rows, todo, decode, engine, judge, writer, self.output,
-                           c.pipeline.items_per_decode_task, on_metrics,
-                           retry_segment_s=c.audio.retry_segment_s).run()
+        return ShardDriver(spec, rows, todo, decode, engine, judge, writer, partial, self.output,
+                           c.pipeline.items_per_decode_task, c.pipeline.stream_min_s,
+                           on_metrics, retry_segment_s=c.audio.retry_segment_s).run()
 
 
 def _started(refs: list[ray.ObjectRef], what: str) -> list[Any]:

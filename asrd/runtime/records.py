@@ -47,13 +47,18 @@ class WorkItem:
 
 @dataclass
 class Decoded:
-    """What a decode actor reports of one item; its segments travel beside it, in the object
-    store, as a list (arrays, or engine inputs when the decode actors prepare them)."""
+    """What a decode actor reports of one item, or of one piece of a long recording decoded as a
+    stream; its segments travel beside it, in the object store, as a list (arrays, or engine
+    inputs when the decode actors prepare them; None for a segment whose committed text stands).
+    """
 
     row: int
     error: str | None = None
     spans: list[tuple[float, float]] = field(default_factory=list)  # seconds in the recording
-    duration_s: float | None = None
+    first: int = 0  # the row's index of the first of these segments
+    last: bool = True  # no segment of the row follows these
+    reused: list[int] = field(default_factory=list)  # segments not sent: their text is committed
+    duration_s: float | None = None  # (of a stream: on its last piece)
     speech_s: float | None = None  # seconds of detected speech
     decode_s: float = 0.0
     window: list[Member] | None = None  # a packed window's members, on its first member
@@ -66,11 +71,17 @@ class SegmentRef:
 
     chunk: ray.ObjectRef  # the decode call's segment inputs, one list per item
     item: int  # the item's position in that decode call
-    seg: int  # the segment's position in its row
+    seg: int  # the segment's position in the item's list
     row: int
     id: str
     language: str | None
     members: tuple[Member, ...] | None = None  # a packed window's clips (this row first)
+    first: int = 0  # the row's index of the item's first segment (a piece of a stream)
+
+    @property
+    def index(self) -> int:
+        """The segment's position in its row."""
+        return self.first + self.seg
 
 
 @dataclass(frozen=True)

@@ -15,32 +15,66 @@ from asrd.runtime.records import Decoded, RowResult, SegmentText
 @dataclass
 class _Pending:
     index_row: dict[str, Any]
-    decoded: Decoded
+    decoded: Decoded  # the first record (a stream's totals come with its last piece)
+    spans: list[tuple[float, float]]
     texts: list[str | None]
-    left: int
+    left: int  # segments without a text yet
+    complete: bool  # every segment of the row is known
     engine_s: float = 0.0
+    decode_s: float = 0.0
     window: tuple[str, float] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.complete and self.left == 0
 
 
 @dataclass
 class RowAssembly:
-    """Rows waiting for their segments' texts."""
+    """Rows waiting for their segments' texts (a long recording's segments arrive in pieces)."""
 
     pending: dict[int, _Pending] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.pending)
 
+    def __contains__(self, row: int) -> bool:
+        return row in self.pending
+
     def start(self, index_row: dict[str, Any], decoded: Decoded) -> RowResult | None:
-        """A decoded row: finished at once when it failed or has no segments (no speech: an ok
-        row with empty text), else pending."""
+        """A decoded row (or a stream's first piece): finished at once when it failed or has no
+        segments (no speech: an ok row with empty text), else pending."""
+        self.pending.pop(decoded.row, None)
         if decoded.error is not None:
             return self.failed(index_row, decoded.error, decoded)
         n = len(decoded.spans)
-        if n == 0:
-            return self._ok(_Pending(index_row, decoded, [], 0))
-        self.pending[decoded.row] = _Pending(index_row, decoded, [None] * n, n)
+        p = _Pending(index_row, decoded, list(decoded.spans), [None] * n, n, decoded.last,
+                     decode_s=decoded.decode_s)
+        if p.finished:
+            return self._ok(p)
+        self.pending[decoded.row] = p
         return None
+
+    def more(self, decoded: Decoded) -> RowResult | None:
+        """A later piece of a stream; the row's result when it failed, or had no segment left."""
+        p = self.pending.get(decoded.row)
+        if p is None:  # the row already failed
+            return None
+        p.decode_s += decoded.decode_s
+        if decoded.error is not None:
+            self.pending.pop(decoded.row)
+            return self.failed(p.index_row, decoded.error, p.decoded)
+        n = len(decoded.spans)
+        p.spans += decoded.spans
+        p.texts += [None] * n
+        p.left += n
+        if decoded.last:
+            p.complete = True
+            p.decoded.duration_s, p.decoded.speech_s = decoded.duration_s, decoded.speech_s
+        return self._ok(self.pending.pop(decoded.row)) if p.finished else None
+
+    def span(self, row: int, seg: int) -> tuple[float, float]:
+        return self.pending[row].spans[seg]
 
     def text(self, row: int, seg: int, text: str, engine_s: float,
              window: tuple[str, float] | None = None) -> RowResult | None:
@@ -53,7 +87,7 @@ class RowAssembly:
         p.texts[seg] = text
         p.engine_s += engine_s
         p.left -= 1
-        return self._ok(self.pending.pop(row)) if p.left == 0 else None
+        return self._ok(self.pending.pop(row)) if p.finished else None
 
     def index_row(self, row: int) -> dict[str, Any] | None:
         p = self.pending.get(row)
@@ -77,8 +111,8 @@ class RowAssembly:
         texts = [(t or "").strip() for t in p.texts]
         return RowResult(
             p.index_row, text=" ".join(t for t in texts if t),
-            segments=[SegmentText(a, b, t) for (a, b), t in zip(p.decoded.spans, texts)],
+            segments=[SegmentText(a, b, t) for (a, b), t in zip(p.spans, texts)],
             duration_s=p.decoded.duration_s, speech_s=p.decoded.speech_s,
-            decode_s=p.decoded.decode_s, engine_s=p.engine_s,
+            decode_s=p.decode_s, engine_s=p.engine_s,
             pack_window=p.window[0] if p.window else None,
             pack_offset_s=p.window[1] if p.window else None)

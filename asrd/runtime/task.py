@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from asrd import config as config_mod
 from asrd.plan import Plan, PlanError, check_index_unchanged, load_plan, read_rows
 from asrd.rundir import RunDir
+from asrd.runtime.partial import PartialRows
 from asrd.runtime.pipeline import Pipeline
 from asrd.runtime.write import ShardWriter
 from asrd.schema import output_schema
@@ -119,14 +120,17 @@ def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe
         done = set(writer.done_rows().tolist())
         todo = spec.rows - len(done)
         log.info("shard %d: %d rows, %d already committed", spec.shard, spec.rows, len(done))
+        partial = PartialRows(rd.partial_dir(spec.shard), plan.config_hash,
+                              cfg.pipeline.part_seconds)
         rows = (row for batch in read_rows(plan.index, spec.start, spec.stop)
                 for row in batch.to_pylist() if row["row"] not in done)
-        pipe.run(spec, rows, writer, todo, on_metrics=tracker.update)
+        pipe.run(spec, rows, writer, partial, todo, on_metrics=tracker.update)
         extra = {"resumed_rows": len(done)}
         if startup_s is not None:  # process start to pipeline ready: the forecast's start-up
             extra["task_startup_s"] = startup_s
         marker = writer.finalize(time.monotonic() - t0, plan.config_hash, pipe.model_name,
                                  extra=extra)
+        partial.clear()
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,
                  marker["ok"], marker["failed"], marker["audio_s"], marker["wall_s"])
         return True
