@@ -251,6 +251,7 @@ class FaultCfg:
     release_file: Optional[str] = None  # see block_after_calls
     call_delay_s: float = 0.0  # every engine call takes at least this long
     decode_exit_ids: list[str] = field(default_factory=list)  # a decode actor exits on these rows
+    decode_exit_segment: int = -1  # a streaming decode actor exits once on this segment; -1: never
     unplaceable_ids: list[str] = field(default_factory=list)  # packed: these rows' words unplaced
     blank_ids: list[str] = field(default_factory=list)  # these rows' long segments come back empty
     blank_over_s: float = 0.0  # ... those longer than this (a model giving up on a long window)

@@ -36,7 +36,7 @@ from bench.bench_segmentation import SR, VOICES, sentences, spoken  # noqa: E402
 from bench.results import report  # noqa: E402
 
 CHILD = r"""
-import json, os, pickle, resource, sys, time
+import json, os, pickle, sys, time
 os.sched_setaffinity(0, {0})
 from omegaconf import OmegaConf
 from asrd import config
@@ -64,7 +64,7 @@ if mode == "whole":
     rec, segments = worker._decode_one(item)
     blob = pickle.dumps(segments, protocol=5)
     spans, duration = rec.spans, rec.duration_s
-    del rec, segments, blob
+    del segments, blob
 else:
     first = 0
     while True:
@@ -105,7 +105,9 @@ def write_long(talk: np.ndarray, minutes: float, out: Path) -> Path:
 def measure(tree: Path, mode: str, path: Path, warm: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(warm)], env=env,
-                         check=True, capture_output=True, text=True, cwd=tree)
+                         capture_output=True, text=True, cwd=tree)
+    if out.returncode:
+        raise RuntimeError(f"{mode} in {tree} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

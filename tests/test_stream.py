@@ -21,8 +21,11 @@ from asrd.audio import VadSettings, decode, segment
 from asrd.audio.segment import SegmentStream
 from asrd.audio.vad import SpeechRegions, check_available
 from asrd.index import build_index
+from asrd.plan import make_plan
+from asrd.runtime.task import run_task
 from asrd.testing.faults import read_events
 from asrd.testing.samples import SENTENCES, non_speech, speak
+from tests.conftest import make_cfg
 from tests.runs import assert_exactly_once, cli_args, part_rows, running, shard_rows, wait_until
 
 SR = 16000
@@ -159,3 +162,25 @@ def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_i
     calls = [e for e in read_events(again, "engine-calls") if e["ids"] == ["talk.flac"]]
     assert len(calls) == len(expected.spans) - len(committed)  # only the rest
     assert not (run_dir / "shards" / "shard-000000.partial").exists()
+
+
+def test_decode_actor_dying_inside_a_long_recording_loses_no_segment(long_index, tmp_path):
+    """The actor streaming the recording exits while cutting its 7th segment (its second piece):
+    that piece is asked for again, alone, on a restarted actor, which decodes the recording
+    again and goes on from there; every segment is transcribed exactly once."""
+    index, talk_path = long_index
+    state = tmp_path / "faults"
+    cfg = make_cfg(index, tmp_path / "run", "engine.kind=fault", "run.num_shards=1",
+                   "audio.pack.enabled=false", f"audio.max_segment_s={MAX_SEGMENT_S}",
+                   "pipeline.stream_min_s=10", f"faults.state_dir={state}",
+                   "faults.decode_exit_segment=6")
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    assert_exactly_once(rd.path, 2)
+    assert [e["segment"] for e in read_events(state, "decode-exits")] == [6]
+    long_row = next(r for r in shard_rows(rd.path) if r["id"] == "talk.flac")
+    expected = segment(decode(str(talk_path), SR), SR, MAX_SEGMENT_S, VadSettings())
+    assert [s["text"] for s in long_row["segments"]] == [
+        f"talk.flac {(b - a) / SR:.2f} seconds" for a, b in expected.spans]
+    transcribed = [i for e in read_events(state, "engine-calls") for i in e["ids"]]
+    assert transcribed.count("talk.flac") == len(expected.spans)

@@ -38,7 +38,7 @@ from asrd.audio.segment import Cut, SegmentStream
 from asrd.engines import InputPreparer
 from asrd.runtime.health import ActorHealth
 from asrd.runtime.records import Decoded, SegmentRef, WorkItem
-from asrd.testing.faults import decode_fault
+from asrd.testing.faults import decode_fault, stream_fault
 
 PIECE_SEGMENTS = 4  # segments per call of a streamed recording (at most 2 min of 16 kHz audio)
 OPEN_STREAMS = 2  # streams an actor keeps open (one in use; an abandoned one is dropped)
@@ -193,6 +193,7 @@ class DecodeWorker:
             try:
                 opened = self._open(item, first)
                 for cut in opened.cuts:
+                    stream_fault(self.faults, item.id, cut.index)
                     opened.next = cut.index + 1
                     if cut.index < first:  # before the piece asked for: cut again, not sent
                         continue

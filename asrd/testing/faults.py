@@ -6,7 +6,8 @@ sleeping and sending signals, so that they hold on a machine of any speed:
   with a text made from its audio. It raises on chosen rows or calls, exits its actor's process
   after N calls, blocks until a file appears, is slow per call, or answers nothing for the long
   segments of chosen rows (as a model giving up on a long window).
-- `decode_fault` makes a decode actor's process exit when it reaches a chosen row.
+- `decode_fault` makes a decode actor's process exit when it reaches a chosen row;
+  `stream_fault`, once, when it cuts a chosen segment of a long recording.
 - `at_point` makes a command (plan, merge) SIGKILL itself, or wait for a file, at a named point
   of its work (`faults.kill_at`, `faults.hold_at`; the points are listed in POINTS).
 Each hook appends what it did to `faults.state_dir` (JSON lines), which tests read back; a
@@ -85,6 +86,21 @@ def decode_fault(faults: DictConfig | None, row_id: str) -> None:
     if faults is not None and row_id in faults.decode_exit_ids:
         record(faults, "decode-exits", id=row_id)
         os._exit(1)
+
+
+def stream_fault(faults: DictConfig | None, row_id: str, segment: int) -> None:
+    """In a decode actor streaming a long recording: exit its process the first time (per
+    state_dir) it cuts segment `decode_exit_segment` of a recording."""
+    if faults is None or segment != faults.decode_exit_segment or not faults.state_dir:
+        return
+    marker = Path(faults.state_dir) / "decode-exited"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        return
+    record(faults, "decode-exits", id=row_id, segment=segment)
+    os._exit(1)
 
 
 class FaultEngine(Engine):
