@@ -101,6 +101,9 @@ def test_segment_stream_memory_does_not_grow_with_the_recording(talk, tmp_path):
 # --- a long recording in the runtime: streamed, committed by segment, resumed after kill -9 -------
 
 MAX_SEGMENT_S = 5.0  # short windows, so that a minute of sentences is a dozen segments
+SHORT_WINDOWS = ["audio.pack.enabled=false", f"audio.max_segment_s={MAX_SEGMENT_S}",
+                 f"audio.pack.max_clip_s={MAX_SEGMENT_S}", "audio.retry_segment_s=0",
+                 "pipeline.stream_min_s=10"]
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +130,8 @@ def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_i
     with times in the recording."""
     index, talk_path = long_index
     run_dir = tmp_path / "run"
-    common = ["engine.kind=fault", "run.num_shards=1", "audio.pack.enabled=false",
-              f"audio.max_segment_s={MAX_SEGMENT_S}", "pipeline.stream_min_s=10",
-              "pipeline.part_seconds=0", "engine.batch_size=1", "engine.calls_in_flight=1"]
+    common = ["engine.kind=fault", "run.num_shards=1", *SHORT_WINDOWS, "pipeline.part_seconds=0.001",
+              "engine.batch_size=1", "engine.calls_in_flight=1"]
     state = tmp_path / "faults"
     held = 6
     args = cli_args(index, run_dir, *common, f"faults.state_dir={state}",
@@ -171,9 +173,7 @@ def test_decode_actor_dying_inside_a_long_recording_loses_no_segment(long_index,
     index, talk_path = long_index
     state = tmp_path / "faults"
     cfg = make_cfg(index, tmp_path / "run", "engine.kind=fault", "run.num_shards=1",
-                   "audio.pack.enabled=false", f"audio.max_segment_s={MAX_SEGMENT_S}",
-                   "pipeline.stream_min_s=10", f"faults.state_dir={state}",
-                   "faults.decode_exit_segment=6")
+                   *SHORT_WINDOWS, f"faults.state_dir={state}", "faults.decode_exit_segment=6")
     rd, _ = make_plan(cfg)
     assert run_task(rd.path) == [0]
     assert_exactly_once(rd.path, 2)
