@@ -13,7 +13,7 @@ the last. The segments are pickled as Ray would copy them into the object store,
 both are compared: the streamed VAD should find the same segments as faster-whisper's whole-array
 call, sample for sample.
 
-    python bench/bench_long_decode.py --minutes 5 10 20 --before fbaee31
+    python bench/bench_long_decode.py --minutes 5 10 20 40 --before d20522e
 """
 
 from __future__ import annotations
