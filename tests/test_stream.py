@@ -17,11 +17,15 @@ import soundfile as sf
 import soxr
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from asrd import config as config_mod
 from asrd.audio import VadSettings, decode, segment
 from asrd.audio.segment import SegmentStream
 from asrd.audio.vad import SpeechRegions, check_available
 from asrd.index import build_index
 from asrd.plan import make_plan
+from asrd.runtime.decode import DecodeWorker, decode_actor_config
+from asrd.runtime.partial import PartialRows, SegmentDone
+from asrd.runtime.records import WorkItem
 from asrd.runtime.task import run_task
 from asrd.testing.faults import read_events
 from asrd.testing.samples import SENTENCES, non_speech, speak
@@ -184,3 +188,34 @@ def test_decode_actor_dying_inside_a_long_recording_loses_no_segment(long_index,
         f"talk.flac {(b - a) / SR:.2f} seconds" for a, b in expected.spans]
     transcribed = [i for e in read_events(state, "engine-calls") for i in e["ids"]]
     assert transcribed.count("talk.flac") == len(expected.spans)
+
+
+def test_partial_rows_are_used_only_for_their_config_and_id(tmp_path):
+    """Segments committed under another config hash, or for another id at that row, are not
+    reused; a damaged file costs its own segments only."""
+    folder = tmp_path / "shard-000000.partial"
+    for config_hash, row_id in (("aaa", "talk"), ("bbb", "talk"), ("aaa", "other")):
+        p = PartialRows(folder, config_hash, every_s=1.0)
+        p.add(SegmentDone(0, row_id, 0, 0.0, 4.0, f"{config_hash} {row_id}", 0.1))
+        p.commit()
+    (folder / "seg-00009.parquet").write_bytes(b"PAR1 not really")
+    again = PartialRows(folder, "aaa", every_s=1.0)
+    assert {k: s.text for k, s in again.committed(0, "talk").items()} == {0: "aaa talk"}
+    assert again.committed(0, "nobody") == {}
+    again.clear()
+    assert not folder.exists()
+
+
+def test_a_committed_segment_is_not_sent_again_unless_its_span_changed(long_index):
+    """A stream asked to resume sends no audio for segments whose committed span it cuts again
+    exactly; one whose span differs (the audio changed) is sent, to be transcribed again."""
+    index, talk_path = long_index
+    cfg = config_mod.load(None, ["run.index=x", *SHORT_WINDOWS])
+    worker = DecodeWorker(*decode_actor_config(cfg), [])
+    item = WorkItem(0, "talk.flac", str(talk_path))
+    whole, _ = worker._piece(item, 0, {})
+    (a0, b0), (a1, b1) = whole.spans[:2]
+    piece, segments = worker._piece(WorkItem(1, "talk.flac", str(talk_path)), 0,
+                                    {0: (a0, b0 + 0.5), 1: (a1, b1)})
+    assert piece.spans == whole.spans and piece.reused == [1]
+    assert segments[1] is None and segments[0] is not None and len(segments[0]) > 0

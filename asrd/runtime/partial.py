@@ -56,8 +56,8 @@ class PartialRows:
     def _files(self) -> list[Path]:
         return sorted(self.folder.glob("seg-*.parquet")) if self.folder.is_dir() else []
 
-    def _load(self) -> dict[int, dict[int, SegmentDone]]:
-        done: dict[int, dict[int, SegmentDone]] = {}
+    def _load(self) -> dict[tuple[int, str], dict[int, SegmentDone]]:
+        done: dict[tuple[int, str], dict[int, SegmentDone]] = {}
         for path in self._files():
             try:
                 rows = pq.read_table(path).to_pylist()
@@ -68,12 +68,13 @@ class PartialRows:
             for r in rows:
                 if r.pop("config_hash") == self.config_hash:
                     s = SegmentDone(**r)
-                    done.setdefault(s.row, {})[s.seg] = s
+                    done.setdefault((s.row, s.id), {})[s.seg] = s
         return done
 
     def committed(self, row: int, row_id: str) -> dict[int, SegmentDone]:
-        """The row's committed segments, by index (none where the id differs: another index)."""
-        return {k: s for k, s in self.done.get(row, {}).items() if s.id == row_id}
+        """The row's committed segments, by index (those of another id at this row number were
+        made from another index: not used)."""
+        return dict(self.done.get((row, row_id), {}))
 
     def add(self, segment: SegmentDone) -> None:
         self.buffer.append(segment)
@@ -81,7 +82,7 @@ class PartialRows:
     def forget(self, row: int) -> None:
         """The row is finished: its segments travel in the row now."""
         self.buffer = [s for s in self.buffer if s.row != row]
-        self.done.pop(row, None)
+        self.done = {k: v for k, v in self.done.items() if k[0] != row}
 
     def due(self) -> bool:
         return bool(self.buffer) and time.monotonic() - self.last_commit >= self.every_s
