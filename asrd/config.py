@@ -127,7 +127,7 @@ class PipelineCfg:
     decode_in_flight: int = 0  # decode calls queued; 0: 2 x decode_actors
     part_rows: int = 256  # rows per committed part (the in-shard checkpoint)
     part_seconds: float = 120.0  # also commit a part at least this often
-    stream_min_s: float = 300.0  # longer recordings are decoded as a stream, segments committed
+    stream_min_s: float = 300.0  # recordings longer than this (s) stream, segments committed as done
     engine_retries: int = 2  # retries of a failed engine call (split in halves) before error rows
     decode_retries: int = 2  # retries of items whose decode actor died
     ray_object_store_mb: int = 0  # 0: Ray's default
