@@ -281,6 +281,8 @@ def eta(rd: RunDir, plan: Plan, markers: dict[int, dict[str, Any]], now: float |
     audio_left = sum(s.audio_s for s in plan.shards) - audio_done
     starts = [m["finished_at"] - m.get("wall_s", 0.0) - (m.get("task_startup_s") or 0.0)
               for m in done.values() if m.get("finished_at")]
+    if starts and audio_left <= 0:  # finished: until the last shard, however long ago
+        now = max(m["finished_at"] for m in done.values() if m.get("finished_at"))
     elapsed = now - min(starts) if starts else 0.0
     left = None
     if audio_done > 0 and elapsed > 0:
@@ -294,6 +296,8 @@ def format_eta(e: Eta) -> str:
     fc = f"; forecast {_hours(e.forecast_wall_clock_s)} in all" if e.forecast_wall_clock_s else ""
     if e.eta_s is None:
         return f"eta: none yet (no shard done){fc}"
+    if e.audio_left_s <= 0:  # forecast vs actual
+        return f"done: {_hours(e.elapsed_s)} from the first task's start to the last shard{fc}"
     return (f"eta: {_hours(e.eta_s)} left at the rate so far "
             f"({e.audio_done_s / max(e.elapsed_s, 1e-9):.1f} audio s/s over {_hours(e.elapsed_s)})"
             f"{fc}")

@@ -9,8 +9,8 @@ import pytest
 
 from asrd import cli
 from asrd.calibrate import sample_rows
-from asrd.forecast import (FIT_SHARE, Rate, array_wall_clock, eta, find_rate, make_forecast,
-                           rate_from_markers, task_walls)
+from asrd.forecast import (FIT_SHARE, Rate, array_wall_clock, eta, find_rate, format_eta,
+                           make_forecast, rate_from_markers, task_walls)
 from asrd.plan import cut, make_plan
 from asrd.rundir import RunDir
 from hpc.commit import read_json
@@ -138,3 +138,8 @@ def test_eta_from_the_run_so_far(tmp_path):
     assert e.audio_done_s == 200.0 and e.audio_left_s == 200.0
     assert e.eta_s == pytest.approx(200.0)  # 200 audio s at 1 audio s/s
     assert eta(rd, plan, {}, now=1150.0).eta_s is None
+    markers.update({2: {"finished_at": 1200.0, "wall_s": 40.0}, 3: {"finished_at": 1300.0,
+                                                                   "wall_s": 40.0}})
+    done = eta(rd, plan, markers, now=5000.0)
+    assert done.eta_s == 0 and done.elapsed_s == 350.0  # 950 to 1300, not to now
+    assert format_eta(done).startswith("done: 5.8 min from the first task's start")
