@@ -163,7 +163,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                        ("audio", args.audio), ("windows", args.windows or None)) if v is not None]
     cfg = run_config(args)
     s = export(cfg, args.output, force=args.force)
-    resumed = f" (resumed at merged row {s.resumed_from_row})" if s.resumed_from_row else ""
+    resumed = (" (already complete: nothing written)" if s.was_complete else
+               f" (resumed at merged row {s.resumed_from_row})" if s.resumed_from_row else "")
     print(f"exported {s.items} {'windows' if cfg.export.windows else 'rows'} of {s.rows} merged "
           f"rows in {s.shards} {cfg.export.format} shards -> {s.folder}{resumed}")
     if s.skipped:

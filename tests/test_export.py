@@ -229,6 +229,9 @@ def test_killed_export_resumes_with_every_row_once(merged, tmp_path):
     tars = sorted(str(p) for p in out.glob("shard-*.tar"))
     ids = [json.loads(s["json"])["id"] for s in wds.WebDataset(tars, shardshuffle=False)]
     assert sorted(ids) == sorted(ok)  # each row exactly once
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert "already complete: nothing written" in again.stdout
+    assert json.loads((out / "export.json").read_text()) == progress
 
 
 def test_export_of_other_options_into_the_same_folder_is_refused(merged, tmp_path, capsys):

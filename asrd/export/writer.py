@@ -80,6 +80,7 @@ class ExportSummary:
     items: int
     skipped: dict[str, int]
     resumed_from_row: int
+    was_complete: bool  # an earlier export had already finished: nothing was written
 
 
 def _count(d: dict[str, int], reason: str, n: int = 1) -> None:
@@ -119,11 +120,11 @@ class ShardedExport:
 
     def run(self, force: bool = False) -> ExportSummary:
         progress = self._progress(force)
-        resumed = progress.rows_done
-        if not progress.complete:
+        resumed, was_complete = progress.rows_done, progress.complete
+        if not was_complete:
             self._export(progress)
         return ExportSummary(str(self.out), len(progress.shards), progress.rows_done,
-                             progress.items, progress.skipped, resumed)
+                             progress.items, progress.skipped, resumed, was_complete)
 
     def _items(self, row, skipped: dict[str, int]) -> list[ExportItem]:
         if row.columns.get("error") is not None:
