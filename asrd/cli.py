@@ -26,13 +26,15 @@ from asrd.forecast import ForecastError
 from asrd.index import IndexError_
 from asrd.merge import MergeError
 from asrd.plan import PlanError
+from asrd.quality.presets import PresetError
 from asrd.rundir import RunDir, RunDirError
 from asrd.run_config import open_run
 from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
-               DemoUnavailable, ForecastError, ExportError, FileNotFoundError)
+               DemoUnavailable, ForecastError, ExportError, PresetError,
+               FileNotFoundError)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:
@@ -142,9 +144,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from asrd.merge import merge
 
     cfg = run_config(args)
-    s = merge(cfg, allow_incomplete=args.allow_incomplete or None, row_filter=args.filter)
+    s = merge(cfg, allow_incomplete=args.allow_incomplete or None, row_filter=args.filter,
+              preset=args.preset)
     print(f"merged {s.shards_merged}/{s.shards_planned} shards: {s.rows} rows ({s.ok} ok, "
           f"{s.failed} failed), {s.audio_hours:.2f} h -> {RunDir(cfg.run.dir).merged_dir}")
+    if s.dropped_by_preset:
+        print(f"quality preset {s.preset!r}: dropped {s.dropped_by_preset} rows; by flag: "
+              + ", ".join(f"{k}={v}" for k, v in s.dropped_by_flag.items()))
     if s.filter:
         print(f"filter kept {s.kept} of {s.rows} rows, dropped {s.dropped_by_filter}")
         for clause, n in s.filter_counts["dropped_by_clause"].items():
@@ -169,6 +175,22 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"rows in {s.shards} {cfg.export.format} shards -> {s.folder}{resumed}")
     if s.skipped:
         print("not exported: " + ", ".join(f"{k}={v}" for k, v in sorted(s.skipped.items())))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from asrd.report import REPORT_NAME, write_report
+
+    cfg = run_config(args)
+    rd = RunDir(cfg.run.dir)
+    summary_path = rd.merged_dir / "summary.json"
+    if not summary_path.is_file():
+        raise MergeError(f"{summary_path} does not exist: run `asrd merge` first")
+    out = Path(args.output) if args.output else rd.merged_dir / REPORT_NAME
+    write_report(cfg, rd.path, json.loads(summary_path.read_text()), out)
+    print(f"wrote {out}")
     return 0
 
 
@@ -234,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", metavar="SQL",
                    help='keep only rows matching this SQL WHERE clause, e.g. "score >= 3"; '
                         'repeat for several (each one\'s drops are counted)')
+    p.add_argument("--preset", help="quality preset (default: merge.preset): default | run | "
+                   "none; rows with its flags are left out")
+    p = add("report", cmd_report, "write the quality report page of the last merge again")
+    p.add_argument("-o", "--output", help="where (default: RUN_DIR/merged/report.html)")
     p = add("status", cmd_status, "shards done / running / failed / missing")
     p.add_argument("--per-shard", action="store_true")
     p = add("export", cmd_export, "the merged rows with their audio, in a training format")

@@ -18,6 +18,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the offending key."""
 
@@ -186,6 +187,7 @@ class MergeCfg:
 
     target_file_mb: float = 256.0  # size of each merged Parquet file
     filter: list[str] = field(default_factory=list)  # SQL WHERE clauses every kept row matches
+    preset: str = "default"  # quality preset: rows with its flags are left out (default | run | none)
     allow_incomplete: bool = False  # merge even with shards missing or rejected
 
 
@@ -210,6 +212,40 @@ class ExportCfg:
     window_s: float = 30.0  # the longest training window, seconds (Whisper takes 30)
     workers: int = 4  # threads reading and encoding audio
     batch_rows: int = 64  # merged rows read at a time
+
+
+@dataclass
+class Thresholds:
+    """Where each quality flag trips (asrd.quality.flags); the defaults are the peers' values."""
+
+    max_compression_ratio: float = 2.4  # compression: zlib ratio above this (a loop)
+    max_ngram_repeats: int = 3  # repeats: some n-gram (quality.ngram words) more often
+    max_unique_word_share: float = 0.4  # few_unique_words: distinct/all words at most this ...
+    unique_words_min_words: int = 10  # ... in a text of at least this many words
+    long_word_chars: int = 25  # long_word: a word of at least this many characters
+    max_chars_per_s: float = 40.0  # too_fast: characters per second of detected speech
+    min_avg_logprob: float = -1.0  # low_logprob: the model's average token log-probability
+    max_no_speech_prob: float = 0.6  # no_speech: the model's no-speech probability above this
+    min_language_p: float = 0.7  # text/audio_language: detected language's confidence below
+    language_min_words: int = 3  # text_language: only texts of at least this many words
+    max_reference_wer: float = 0.10  # reference_wer: WER against the reference at least this
+
+    @classmethod
+    def of(cls, values: Any) -> "Thresholds":
+        """From the config section (or any mapping with these keys)."""
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+
+@dataclass
+class QualityCfg:
+    """Per-row quality signals and flags (asrd.quality), computed in the pipeline."""
+
+    enabled: bool = True  # signals and flags in every ok row; false: those columns stay null
+    languages: list[str] = field(default_factory=lambda: [  # text language ID candidates
+        "en", "de", "es", "fr", "it", "pt", "nl"])  # (ISO 639-1; engine.language is added)
+    ngram: int = 10  # the n of `ngram_repeats`
+    audio_language: bool = True  # detect the spoken language also when engine.language forces one
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 @dataclass
@@ -272,6 +308,7 @@ class Config:
     merge: MergeCfg = field(default_factory=MergeCfg)
     export: ExportCfg = field(default_factory=ExportCfg)
     judge: JudgeCfg = field(default_factory=JudgeCfg)
+    quality: QualityCfg = field(default_factory=QualityCfg)
     faults: FaultCfg = field(default_factory=FaultCfg)
 
 
@@ -291,6 +328,7 @@ OUTPUT_KEYS = (
     "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.vllm.seed",
     "judge.enabled", "judge.kind", "judge.model", "judge.system_prompt", "judge.user_template",
     "judge.choices", "judge.max_text_chars", "judge.vllm.dtype", "judge.vllm.load_format",
+    "quality",
 )
 RUN_KEYS = (
     "run.name", "run.dir",

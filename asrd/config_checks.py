@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 from omegaconf import DictConfig
 
+from asrd.quality.presets import PRESETS
+
 # The longest audio one model call takes: Whisper and Qwen2-Audio see 30 s windows (the vllm and
 # transformers engines refuse longer input). faster-whisper cuts a longer segment itself.
 MODEL_WINDOW_S = {"vllm": 30.0, "transformers": 30.0}
@@ -41,6 +43,7 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     yield from _one_of(cfg, "judge.vllm.dtype", VLLM_DTYPES)
     yield from _one_of(cfg, "export.format", EXPORT_FORMATS)
     yield from _one_of(cfg, "export.audio", EXPORT_AUDIO)
+    yield from _one_of(cfg, "merge.preset", tuple(PRESETS))
     yield from _cross(cfg)
 
 
@@ -106,6 +109,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "judge.gpus_per_engine": (0, None, True),
     "judge.gpu_memory_utilization": (0, 1, False),
     "judge.vllm.max_model_len": (1, None, True),
+    "quality.ngram": (1, None, True),
 }
 
 

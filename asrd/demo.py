@@ -1,5 +1,6 @@
 """`asrd demo`, the README's main command: sample speech -> index -> every shard on this machine
-(local executor, local store, CPU engine) -> merge -> word error rate against the spoken text."""
+(local executor, local store, CPU engine) -> merge (the default quality preset, and the quality
+report page) -> word error rate against the spoken text."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from asrd import config as config_mod
 from asrd.index import build_index
 from asrd.merge import merge
 from asrd.plan import make_plan
+from asrd.report import REPORT_NAME
 
 INSTALL_HINT = "pip install 'asrd[demo]' (or: bash scripts/bootstrap.sh demo)"
 
@@ -56,18 +58,24 @@ def run_demo(workdir: Path, overrides: list[str] | None = None) -> int:
     rd, plan = make_plan(cfg)
     run_task(rd.path, None, overrides)
     summary = merge(config_mod.load(rd.config_path, overrides))
-    table = pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
-    rows = table.to_pylist()
+    # every row, as the shard files hold them (the merged dataset leaves out the flagged ones)
+    table = pq.ParquetDataset([rd.shard_file(s) for s in range(plan.num_shards)]).read()
+    rows = table.sort_by("row").to_pylist()
     speech = [r for r in rows if r["error"] is None and r["reference"]]
     wer = word_error_rate([r["reference"] for r in speech], [r["text"] for r in speech])
     for r in rows:
         shown = r["text"] if r["error"] is None else "ERROR " + r["error"]
-        print(f"  {r['id']:<14} {r['speech_s'] or 0:5.1f} s speech  {shown or '(no words)'}")
+        flags = f"  [flags: {', '.join(r['flags'])}]" if r.get("flags") else ""
+        print(f"  {r['id']:<14} {r['speech_s'] or 0:5.1f} s speech  {shown or '(no words)'}"
+              f"{flags}")
     silent = [r for r in rows if r["error"] is None and not r["reference"]]
     if silent:
         words = sum(len((r["text"] or "").split()) for r in silent)
         print(f"words written on {len(silent)} recordings without speech: {words}")
     print(f"merged {summary.rows} rows ({summary.ok} ok, {summary.failed} failed) into "
-          f"{rd.merged_dir}")
+          f"{rd.merged_dir}; quality preset {summary.preset!r} kept {summary.kept}, dropped "
+          f"{summary.dropped_by_preset} ("
+          + ", ".join(f"{k} {v}" for k, v in summary.dropped_by_flag.items()) + ")")
+    print(f"quality report: {rd.merged_dir / REPORT_NAME}")
     print(f"word error rate against the spoken text: {wer:.1%}")
     return 0 if summary.failed == 0 else 1

@@ -3,7 +3,8 @@
 Sources:
 - a directory tree of audio files (ids are the paths relative to the root: stable across machines);
 - a JSONL or CSV manifest with a `path` (or `audio_filepath`) column; other columns pass through
-  (reference text, language, speaker);
+  (reference text, language, speaker); a NeMo-style `text` (the reference transcript) becomes
+  `reference` (here and in a Parquet source), since the output's `text` is the model's;
 - a Parquet file whose rows carry the audio bytes (`audio` as binary, or the Hugging Face
   `{bytes, path}` struct of the Common Voice layout), or a path column.
 Every `path` in the index is absolute: a relative path in a manifest or Parquet source is resolved
@@ -280,7 +281,7 @@ def _split_row(manifest: Path, n: int, row: dict[str, Any]) -> tuple[str, Any, d
     if ident is not None and str(ident) == "":
         raise IndexError_(f"{manifest}: row {n}: empty id; give every row an id, or drop the id "
                           "column to use the paths")
-    return raw, ident, {k: v for k, v in row.items() if k not in OWN_NAMES}
+    return raw, ident, _reference_named({k: v for k, v in row.items() if k not in OWN_NAMES})
 
 
 def _manifest_entries(manifest: Path, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -295,6 +296,14 @@ def _manifest_entries(manifest: Path, rows: Iterable[dict[str, Any]]) -> Iterato
         yield entry
 
 
+def _reference_named(row: dict[str, Any]) -> dict[str, Any]:
+    """A source row's `text` (the reference transcript, by the NeMo manifest convention) as
+    `reference`, unless the row has a `reference` already."""
+    if "text" in row and "reference" not in row:
+        row["reference"] = row.pop("text")
+    return row
+
+
 def _parquet_source(path: Path) -> Source:
     try:
         pf = pq.ParquetFile(path)
@@ -304,7 +313,8 @@ def _parquet_source(path: Path) -> Source:
     path_key = next((c for c in PATH_COLUMNS if c in names), None)
     if "audio" not in names and path_key is None:
         raise IndexError_(f"{path}: no `audio` bytes column and no path column")
-    columns = [f for f in pf.schema_arrow if f.name not in OWN_NAMES and f.name != path_key]
+    columns = [f.with_name("reference") if f.name == "text" and "reference" not in names else f
+               for f in pf.schema_arrow if f.name not in OWN_NAMES and f.name != path_key]
     return Source(lambda: _parquet_entries(path, pf, path_key), columns,
                   embedded="audio" in names)
 
@@ -324,7 +334,7 @@ def _parquet_entries(path: Path, pf: pq.ParquetFile, path_key: str | None
             entry: dict[str, Any] = {"id": _given_id(row.pop("id", None), fallback,
                                                      f"{path}: row {n}"), "audio": audio}
             entry["path"] = _resolve(given_path, base) if audio is None and given_path else None
-            entry.update({k: v for k, v in row.items() if k not in OWN_NAMES})
+            entry.update({k: v for k, v in _reference_named(row).items() if k not in OWN_NAMES})
             n += 1
             yield entry
 

@@ -28,6 +28,9 @@ from omegaconf import DictConfig
 
 from asrd.filters import FilterCounts, RowFilter
 from asrd.plan import Plan, check_index_unchanged, load_plan, read_rows
+from asrd.quality.flags import Thresholds
+from asrd.quality.presets import PresetFilter, get_preset
+from asrd.report import REPORT_NAME, ReportData, write_report
 from asrd.rundir import RunDir
 from asrd.schema import tally
 from asrd.testing.faults import at_point
@@ -65,6 +68,9 @@ class MergeSummary:
     dropped_by_filter: int = 0
     filter: list[str] = field(default_factory=list)  # the WHERE clauses every kept row matches
     filter_counts: dict[str, Any] = field(default_factory=dict)  # rows dropped, by clause
+    preset: str | None = None  # the quality preset applied (asrd.quality.presets)
+    dropped_by_preset: int = 0
+    dropped_by_flag: dict[str, int] = field(default_factory=dict)  # a row counts for each flag
     audio_hours: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -106,14 +112,18 @@ class _RollingWriter:
 
 
 def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
-          row_filter: list[str] | None = None, track: bool = True) -> MergeSummary:
-    """`row_filter`: SQL WHERE clauses a kept row matches (None: merge.filter)."""
+          row_filter: list[str] | None = None, track: bool = True,
+          preset: str | None = None) -> MergeSummary:
+    """`row_filter`: SQL WHERE clauses a kept row matches (None: merge.filter); `preset`: the
+    quality preset (asrd.quality.presets; None: merge.preset), applied before the filter."""
     rd = RunDir(cfg.run.dir)
     plan = load_plan(rd)
     check_index_unchanged(plan)
     allow_incomplete = cfg.merge.allow_incomplete if allow_incomplete is None else allow_incomplete
     row_filter = list(row_filter if row_filter is not None else cfg.merge.filter)
     expr = RowFilter(row_filter) if row_filter else None  # a bad clause fails before any work
+    quality = PresetFilter(get_preset(preset or cfg.merge.preset),
+                           Thresholds.of(cfg.quality.thresholds), cfg.engine.language)
     with _merge_lock(rd):
         _recover(rd)
         verdicts = verify_shards(rd, plan, full=True)
@@ -129,7 +139,7 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
         if expr is not None:  # unknown columns are refused before a folder is made
             expr.check(pq.read_schema(rd.shard_file(good[0])))
         try:
-            _write_merged(cfg, rd, plan, good, verdicts.good, expr, summary)
+            _write_merged(cfg, rd, plan, good, verdicts.good, expr, summary, quality)
         except _ShardBroken as e:
             with rd.markers.claim(e.shard) as mine:
                 if mine:
@@ -137,11 +147,23 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
             raise MergeError(f"shard {e.shard} rejected: {e.why}; it is no longer done (its marker "
                              "moved to rejected/): run `asrd resubmit` (or `asrd run`) to redo it"
                              ) from None
+        report = _report(cfg, rd, summary)
     if track and cfg.wandb.mode != "disabled":
         from asrd.tracking import log_merge
 
-        log_merge(cfg, rd.path, summary.__dict__, summary.per_shard, _samples(rd, cfg))
+        log_merge(cfg, rd.path, summary.__dict__, summary.per_shard, _samples(rd, cfg),
+                  figures=report.figures if report else None,
+                  flagged=report.flagged if report else None)
     return summary
+
+
+def _report(cfg: DictConfig, rd: RunDir, summary: MergeSummary) -> ReportData | None:
+    """merged/report.html (asrd.report); a report that fails costs its page, not the merge."""
+    try:
+        return write_report(cfg, rd.path, summary.__dict__, rd.merged_dir / REPORT_NAME)
+    except Exception as e:  # noqa: BLE001 - the merged dataset is whole; say why, go on
+        log.warning("quality report not written: %s: %s", type(e).__name__, e)
+        return None
 
 
 def _merge_lock(rd: RunDir):
@@ -168,7 +190,8 @@ def _recover(rd: RunDir) -> None:
 
 
 def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
-                  markers: dict[int, dict[str, Any]], expr, summary: MergeSummary) -> None:
+                  markers: dict[int, dict[str, Any]], expr, summary: MergeSummary,
+                  quality: PresetFilter) -> None:
     """Stream the good shards into a new merged folder and swap it in."""
     out_tmp = tmp_name(rd.merged_dir)
     out_tmp.mkdir(parents=True)
@@ -178,12 +201,14 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         filter_counts = FilterCounts()
         writer = _RollingWriter(out_tmp, schema, int(cfg.merge.target_file_mb * 2**20))
         for s in good:
-            _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary)
+            _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary,
+                         quality)
         writer.close()
         if expr is not None:
             summary.dropped_by_filter = filter_counts.dropped
             summary.filter_counts = filter_counts.to_dict()
         summary.files = writer.files
+        summary.__dict__.update(quality.summary())
         summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
         fsync_dir(out_tmp)
@@ -201,7 +226,7 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
 
 
 def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_counts,
-                 writer: _RollingWriter, summary: MergeSummary) -> None:
+                 writer: _RollingWriter, summary: MergeSummary, quality: PresetFilter) -> None:
     """Stream one shard into the writer, checking that it holds every index row of the shard
     exactly once, each under the id the index gives that row."""
     spec = plan.shards[shard]
@@ -223,6 +248,7 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_
         summary.ok += n_ok
         summary.failed += n_failed
         audio_s += ok_audio
+        table = quality.apply(table)
         if expr is not None:
             table, counts = expr.apply(table)
             filter_counts.add(counts)

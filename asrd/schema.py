@@ -8,7 +8,9 @@ Output row, one per index row of a shard: `id`, `row` (its row number in the ind
 `segments` (start, end, text; seconds in the recording), `duration_s`, `speech_s` (seconds of
 detected speech; 0 and an empty text when the recording has none), `model`, `engine`, `error` (null when ok),
 `decode_s`, `engine_s`, `pack_window` and `pack_offset_s` (the id of the row whose window this
-short clip shared, and where it started in it; null when transcribed alone), plus `path` and the passthrough columns (the audio bytes are not copied).
+short clip shared, and where it started in it; null when transcribed alone), the quality signals
+and `flags` (QUALITY_FIELDS; null on error rows), plus `path` and the passthrough columns (the
+audio bytes are not copied; a manifest's reference transcript is the passthrough `reference`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 INDEX_COLUMNS = ("id", "path", "audio", "duration_s", "sample_rate", "channels", "num_bytes",
                  "probe_error")
@@ -31,7 +33,30 @@ INDEX_SCHEMA = pa.schema([
     ("probe_error", pa.string()),
 ])
 
-SEGMENT_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
+SEGMENT_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string()),
+                          ("avg_logprob", pa.float64()), ("no_speech_prob", pa.float64())])
+
+# Quality signals of an ok row (asrd.quality; README "Output schema" says what each means) and
+# the flags its thresholds trip.
+QUALITY_FIELDS = [
+    ("avg_logprob", pa.float64()),
+    ("no_speech_prob", pa.float64()),
+    ("audio_language", pa.string()),
+    ("audio_language_p", pa.float64()),
+    ("text_language", pa.string()),
+    ("text_language_p", pa.float64()),
+    ("num_words", pa.int64()),
+    ("compression_ratio", pa.float64()),
+    ("ngram_repeats", pa.int64()),
+    ("unique_word_share", pa.float64()),
+    ("longest_word", pa.int64()),
+    ("chars_per_s", pa.float64()),
+    ("words_per_s", pa.float64()),
+    ("hallucination", pa.string()),
+    ("wer", pa.float64()),
+    ("cer", pa.float64()),
+    ("flags", pa.list_(pa.string())),
+]
 
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -47,6 +72,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("engine_s", pa.float64()),
     ("pack_window", pa.string()),
     ("pack_offset_s", pa.float64()),
+    *QUALITY_FIELDS,
 ])
 
 # Optional judge columns; present only when the judge ran.

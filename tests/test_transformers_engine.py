@@ -142,6 +142,19 @@ def test_qwen2_audio_batch_with_left_padding(qwen2_audio_engine, speech):
     assert qwen2_audio_engine.input_preparer() is None
 
 
+@pytest.mark.parametrize("engine", ["whisper_engine", "qwen2_audio_engine"])
+def test_hypotheses_carry_the_average_token_log_probability(engine, speech, request):
+    """From generate's scores, up to each text's end token: a row's value does not depend on
+    the padding its batch neighbours add."""
+    engine = request.getfixturevalue(engine)
+    segments = [Segment(speech[0], "en"), Segment(speech[1], "en")]
+    hyps = engine.hypotheses(segments)
+    assert [h.text for h in hyps] == engine.transcribe(segments)
+    assert all(h.avg_logprob is not None and h.avg_logprob < 0 for h in hyps)
+    alone = engine.hypotheses([segments[0]])[0]
+    assert alone.avg_logprob == pytest.approx(hyps[0].avg_logprob, abs=1e-3)
+
+
 def test_missing_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(EngineUnavailable, match="does not exist.*nothing is downloaded"):
         build_engine(engine_cfg(tmp_path / "no-such-model"))

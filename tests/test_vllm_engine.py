@@ -63,6 +63,18 @@ def whisper_engine(tmp_path_factory):
     engine.close()
 
 
+def test_whisper_signals_come_back_with_the_text(whisper_engine):
+    """logprobs=0 and prompt_logprobs=K are honoured for Whisper: every hypothesis has its
+    average token log-probability and the language detected after <|startoftranscript|>."""
+    segs = [Segment(_speechlike(3.0, 1)), Segment(_speechlike(6.0, 2))]
+    hyps = whisper_engine.hypotheses(segs)
+    assert [h.text for h in hyps] == whisper_engine.transcribe(segs)
+    for h in hyps:
+        assert h.avg_logprob is not None and h.avg_logprob <= 0
+        assert h.language is not None and 0 < h.language_p <= 1
+        assert h.no_speech_prob is None or 0 <= h.no_speech_prob <= 1
+
+
 def test_whisper_transcribes_in_order_and_refuses_too_long(whisper_engine):
     a, b, c = (Segment(_speechlike(s, seed)) for s, seed in ((3.0, 1), (7.5, 2), (29.9, 3)))
     singles = [whisper_engine.transcribe([s])[0] for s in (a, b, c)]

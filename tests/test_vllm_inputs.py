@@ -3,11 +3,14 @@ the window check. (The engine itself runs only on a GPU: tests/test_vllm_engine.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
 from asrd import config as config_mod
-from asrd.engines import EngineUnavailable, preparer_modules
+from asrd.engines import EngineUnavailable, Hypothesis, preparer_modules
 from asrd.audio.pack import Member, split_by_time
 from asrd.engines.vllm_inputs import (TIME_STEP_S, PromptBuilder, PromptSpec, check_window,
                                       timed_pieces)
@@ -85,3 +88,78 @@ def test_whisper_output_with_timestamps_splits_back_to_its_clips():
         (0.0, 2.2, "one two"), (3.4, 4.8, "three four"), (6.0, float("inf"), "five")]
     members = [Member(0, "a", 0.0, 2.3), Member(1, "b", 3.3, 1.6), Member(2, "c", 5.9, 2.0)]
     assert split_by_time(pieces, members) == ["one two", "three four", None]
+
+
+def _whisper_tokenizer():
+    transformers = pytest.importorskip("transformers")
+    from asrd.testing import tiny_models
+
+    return transformers.WhisperTokenizerFast(
+        tokenizer_file=str(tiny_models.whisper_tokenizer_file()))
+
+
+@dataclass(frozen=True)
+class Logprob:  # the shape of vllm.logprobs.Logprob
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
+class Completion:  # the fields of vllm.outputs.CompletionOutput that the signals read
+    token_ids: list[int]
+    logprobs: list[dict[int, Logprob]] | None
+
+
+@dataclass
+class RequestOutput:  # the fields of vllm.outputs.RequestOutput that the signals read
+    prompt_token_ids: list[int]
+    prompt_logprobs: list[dict[int, Logprob] | None] | None
+    outputs: list[Completion]
+
+
+def test_vllm_signals_asked_only_as_needed():
+    from asrd.engines.vllm_signals import PROMPT_TOP_K, request_args
+
+    assert request_args("whisper") == {"logprobs": 0, "prompt_logprobs": PROMPT_TOP_K}
+    assert request_args("qwen2_audio") == {"logprobs": 0}
+
+
+def test_vllm_whisper_signals_from_a_forced_language_prompt():
+    """The output vLLM returns for Whisper with logprobs=0 and prompt_logprobs=K on the prompt
+    <|startoftranscript|><|en|><|transcribe|><|notimestamps|>: at the position after
+    <|startoftranscript|> the model put German first and <|nospeech|> low."""
+    from asrd.engines.vllm_signals import WhisperTokens, hypothesis
+
+    tok = _whisper_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    tokens = WhisperTokens.of(tok)
+    prompt = [ids(t) for t in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>",
+                               "<|notimestamps|>")]
+    after_sot = {ids("<|en|>"): Logprob(math.log(0.2), 2), ids("<|de|>"): Logprob(math.log(0.6), 1),
+                 ids("<|fr|>"): Logprob(math.log(0.1), 3), ids("<|nocaptions|>"): Logprob(math.log(0.05), 4)}
+    text_ids = tok.encode(" das ist gut", add_special_tokens=False) + [ids("<|endoftext|>")]
+    chosen = [math.log(p) for p in (0.9, 0.5, 0.8, 0.4)][: len(text_ids)]
+    out = RequestOutput(prompt, [None, after_sot, {ids("<|transcribe|>"): Logprob(-0.01, 1)},
+                                 {ids("<|notimestamps|>"): Logprob(-0.02, 1)}],
+                        [Completion(text_ids, [{t: Logprob(lp, 1)} for t, lp in
+                                               zip(text_ids, chosen)])])
+    h = hypothesis(out, "das ist gut", tokens)
+    assert h.text == "das ist gut"
+    assert h.avg_logprob == pytest.approx(sum(chosen) / len(chosen))
+    assert h.no_speech_prob == pytest.approx(0.05)
+    assert h.language == "de" and h.language_p == pytest.approx(0.6 / 0.9)
+    # <|nospeech|> not among the listed alternatives: unknown, not zero
+    del after_sot[ids("<|nocaptions|>")]
+    assert hypothesis(out, "", tokens).no_speech_prob is None
+    # no logprobs returned at all (signals not asked for): no signals, same text
+    bare = RequestOutput(prompt, None, [Completion(text_ids, None)])
+    assert hypothesis(bare, "das ist gut", tokens) == Hypothesis("das ist gut")
+
+
+def test_vllm_qwen_signals_are_the_log_probability_only():
+    from asrd.engines.vllm_signals import hypothesis
+
+    out = RequestOutput([1, 2, 3], None, [Completion([7, 8], [{7: Logprob(-0.5)},
+                                                                {8: Logprob(-1.5), 9: Logprob(-0.3)}])])
+    assert hypothesis(out, "hi", None) == Hypothesis("hi", avg_logprob=-1.0)

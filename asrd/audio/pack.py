@@ -68,11 +68,18 @@ def split_by_time(words: list[tuple[float, float, str]], members: list[Member]
     middle falls in. A member is unplaceable (None) when a word reaches more than half a gap
     outside it, a word falls in no member's reach, or it got no word at all (the model may have
     merged it into a neighbour): such rows are transcribed again alone, never guessed."""
+    return [None if got is None else "".join(words[i][2] for i in got).strip() or None
+            for got in assign_by_time(words, members)]
+
+
+def assign_by_time(words: list[tuple[float, float, str]], members: list[Member]
+                   ) -> list[list[int] | None]:
+    """Each member's word positions (as `split_by_time` places them), None when unplaceable."""
     gaps = [b.offset_s - a.offset_s - a.length_s for a, b in zip(members, members[1:])]
     reach = min(gaps, default=1.0) / 2
-    texts: list[list[str]] = [[] for _ in members]
+    placed: list[list[int]] = [[] for _ in members]
     bad: set[int] = set()
-    for start, end, text in words:
+    for i, (start, end, text) in enumerate(words):
         mid = (start + end) / 2 if math.isfinite(end) else start  # a cut-off piece: its start
         k = next((k for k, m in enumerate(members)
                   if m.offset_s - reach <= mid <= m.offset_s + m.length_s + reach), None)
@@ -84,9 +91,6 @@ def split_by_time(words: list[tuple[float, float, str]], members: list[Member]
         m = members[k]
         if start < m.offset_s - reach or end > m.offset_s + m.length_s + reach:
             bad.add(k)
-        texts[k].append(text)
-    out: list[str | None] = []
-    for k, parts in enumerate(texts):
-        text = "".join(parts).strip()
-        out.append(None if k in bad or not text else text)
-    return out
+        placed[k].append(i)
+    return [None if k in bad or not "".join(words[i][2] for i in got).strip() else got
+            for k, got in enumerate(placed)]

@@ -31,6 +31,17 @@ class Segment:
     id: str | None = None  # the index row's id (for tracing and fault hooks)
 
 
+@dataclass(frozen=True)
+class Hypothesis:
+    """A segment's text and what the model said of it (None where an engine cannot say)."""
+
+    text: str
+    avg_logprob: float | None = None  # mean log-probability of the output tokens
+    no_speech_prob: float | None = None  # Whisper's probability of no speech in the segment
+    language: str | None = None  # the spoken language by the model's own detection ...
+    language_p: float | None = None  # ... and its probability
+
+
 class InputPreparer(Protocol):
     """Turns a segment's audio into the engine's input in a CPU decode actor (picklable)."""
 
@@ -51,8 +62,10 @@ class Engine(ABC):
     max_concurrency: int = 1
 
     @classmethod
-    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> Engine:
-        """Build from the `engine` section (`faults` is for the fault-injecting test engine)."""
+    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+                    quality: DictConfig | None = None) -> Engine:
+        """Build from the `engine` section (`faults` is for the fault-injecting test engine;
+        `quality` says which signals to ask the model for)."""
         return cls(engine_cfg)  # type: ignore[call-arg]
 
     @classmethod
@@ -71,6 +84,11 @@ class Engine(ABC):
     def transcribe(self, segments: list[Segment]) -> list[str]:
         """Texts for `segments`, one each, in order."""
 
+    def hypotheses(self, segments: list[Segment]) -> list[Hypothesis]:
+        """Like `transcribe`, with the model's own signals where the engine has them (the
+        pipeline calls this; an engine without signals need not override it)."""
+        return [Hypothesis(t) for t in self.transcribe(segments)]
+
     #: whether `transcribe_packed` is implemented (short clips then share windows)
     supports_packing: bool = False
 
@@ -85,6 +103,12 @@ class Engine(ABC):
         the model's timestamps; None for a member whose words cannot be placed with confidence
         (the pipeline transcribes it again alone)."""
         raise NotImplementedError(f"{type(self).__name__} does not transcribe packed windows")
+
+    def hypotheses_packed(self, window: Segment, members: list[Member]
+                          ) -> list[Hypothesis | None]:
+        """Like `transcribe_packed`, with the model's signals where the engine has them."""
+        return [None if t is None else Hypothesis(t)
+                for t in self.transcribe_packed(window, members)]
 
     def input_preparer(self) -> InputPreparer | None:
         """What the decode actors should run to prepare this engine's inputs, or None (raw audio).

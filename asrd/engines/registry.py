@@ -36,7 +36,8 @@ def engine_class(kind: str) -> type[Engine]:
     return getattr(importlib.import_module(module), name)
 
 
-def build_engine(engine_cfg: DictConfig, faults: DictConfig | None = None) -> Engine:
+def build_engine(engine_cfg: DictConfig, faults: DictConfig | None = None,
+                 quality: DictConfig | None = None) -> Engine:
     """The engine `engine_cfg.kind` names, built from its config (and the fault hooks' config,
-    which only the fault engine reads)."""
-    return engine_class(engine_cfg.kind).from_config(engine_cfg, faults)
+    which only the fault engine reads, and the quality section: which signals to ask for)."""
+    return engine_class(engine_cfg.kind).from_config(engine_cfg, faults, quality)

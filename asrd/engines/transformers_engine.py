@@ -25,7 +25,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from asrd.config import ConfigError
-from asrd.engines.base import Engine, EngineUnavailable, InputPreparer, Segment
+from asrd.engines.base import Engine, EngineUnavailable, Hypothesis, InputPreparer, Segment
 from asrd.engines.prompts import audio_chat_messages
 
 SAMPLE_RATE = 16000
@@ -95,15 +95,19 @@ class TransformersEngine(Engine):
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
         """Texts for segments of raw audio or of features prepared by `input_preparer()`."""
+        return [h.text for h in self.hypotheses(segments)]
+
+    def hypotheses(self, segments: list[Segment]) -> list[Hypothesis]:
+        """Texts with their average token log-probability (from the scores generate returns)."""
         for i, seg in enumerate(segments):
             if seg.prepared is None:
                 _check_audio(seg.audio, i)
         size = int(self._cfg.batch_size)
-        texts: list[str] = []
+        out: list[Hypothesis] = []
         for start in range(0, len(segments), size):
             batch = segments[start:start + size]
-            texts += (self._whisper(batch) if self._is_whisper else self._qwen2_audio(batch))
-        return texts
+            out += (self._whisper(batch) if self._is_whisper else self._qwen2_audio(batch))
+        return out
 
     def input_preparer(self) -> InputPreparer | None:
         """Whisper: its log-mel features, made in the decode actors. Qwen2-Audio: None (its
@@ -125,11 +129,13 @@ class TransformersEngine(Engine):
                                   "do_sample": temperature > 0}
         if temperature > 0:
             kwargs["temperature"] = temperature
+        # the scores give each text's average token log-probability (a quality signal)
+        kwargs.update(return_dict_in_generate=True, output_scores=True)
         return kwargs
 
-    def _whisper(self, batch: list[Segment]) -> list[str]:
+    def _whisper(self, batch: list[Segment]) -> list[Hypothesis]:
         """One generate call per language: the language is a forced decoder token."""
-        texts = [""] * len(batch)
+        texts = [Hypothesis("")] * len(batch)
         by_language: dict[str | None, list[int]] = {}
         for i, seg in enumerate(batch):
             by_language.setdefault(self._language(seg), []).append(i)
@@ -138,10 +144,9 @@ class TransformersEngine(Engine):
             lang_task = ({"language": language, "task": self._cfg.task}
                          if self._multilingual else {})
             with self._torch.inference_mode():
-                ids = self._model.generate(features, **lang_task, **self._generate_kwargs())
-            # Whisper's generate returns the new tokens; its prompt tokens are special anyway.
-            for i, text in zip(idx, self._decode(ids), strict=True):
-                texts[i] = text
+                out = self._model.generate(features, **lang_task, **self._generate_kwargs())
+            for i, hyp in zip(idx, self._hypotheses(out), strict=True):
+                texts[i] = hyp
         return texts
 
     def _whisper_features(self, segments: list[Segment]) -> Any:
@@ -154,7 +159,7 @@ class TransformersEngine(Engine):
                             for seg in segments])
         return self._torch.from_numpy(stacked).to(self._device, self._dtype)
 
-    def _qwen2_audio(self, batch: list[Segment]) -> list[str]:
+    def _qwen2_audio(self, batch: list[Segment]) -> list[Hypothesis]:
         prompts = [self._processor.apply_chat_template(
             audio_chat_messages(self._cfg.instruction, self._language(seg),
                                 self._cfg.system_prompt),
@@ -164,12 +169,24 @@ class TransformersEngine(Engine):
         inputs = inputs.to(self._device)
         inputs["input_features"] = inputs["input_features"].to(self._dtype)
         with self._torch.inference_mode():
-            ids = self._model.generate(**inputs, **self._generate_kwargs())
-        return self._decode(ids[:, inputs["input_ids"].shape[1]:])
+            out = self._model.generate(**inputs, **self._generate_kwargs())
+        return self._hypotheses(out)
 
-    def _decode(self, ids) -> list[str]:
-        texts = self._processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+    def _hypotheses(self, out: Any) -> list[Hypothesis]:
+        """Texts of the generated tokens (the prompt's are cut) and each one's mean
+        log-probability up to and with its end token (what follows is padding)."""
+        steps = len(out.scores)
+        new = out.sequences[:, out.sequences.shape[1] - steps:]
+        logps = self._model.compute_transition_scores(out.sequences, out.scores,
+                                                      normalize_logits=True)
+        eos = self._model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        texts = self._processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+        hyps = []
+        for text, ids, lp in zip(texts, new.tolist(), logps.float().tolist()):
+            n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
+            hyps.append(Hypothesis(text.strip(), sum(lp[:n]) / n if n else None))
+        return hyps
 
 
 class WhisperFeatures:

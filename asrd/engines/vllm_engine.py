@@ -40,9 +40,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from asrd.audio.pack import Member, split_by_time
-from asrd.engines.base import Engine, EngineUnavailable, Segment
+from asrd.engines.base import Engine, EngineUnavailable, Hypothesis, Segment
 from asrd.engines.vllm_inputs import (InputRenderer, PromptBuilder, PromptSpec, check_window,
                                       timed_pieces)
+from asrd.engines.vllm_signals import WhisperTokens, hypothesis, request_args
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def _weight_bytes(model_dir: str | Path) -> float:
 class VllmEngine(Engine):
     """One vLLM engine (one GPU, a share of one, or a tensor-parallel group)."""
 
-    def __init__(self, engine_cfg: DictConfig):
+    def __init__(self, engine_cfg: DictConfig, signals: bool = True):
         try:
             import vllm  # noqa: F401
         except ImportError as e:
@@ -131,6 +132,7 @@ class VllmEngine(Engine):
                 "engine.kind=vllm needs vLLM on a GPU node: pip install 'asrd[gpu]' "
                 f"(or scripts/device/setup.sh on the lent GPU machine): {e}") from e
         self._cfg = engine_cfg
+        self.signals = signals  # ask for log-probabilities (asrd.engines.vllm_signals)
         self.options = engine_cfg.vllm  # engine.vllm.*, checked when the config loaded
         self.max_concurrency = int(self.options.max_concurrency)
         self._model_dir = str(engine_cfg.model)
@@ -157,6 +159,11 @@ class VllmEngine(Engine):
         if packages and importlib.util.find_spec("vllm") is None:
             raise EngineUnavailable("engine.kind=vllm needs vLLM on a GPU node: pip install "
                                     "'asrd[gpu]'")
+
+    @classmethod
+    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+                    quality: DictConfig | None = None) -> Engine:
+        return cls(engine_cfg, signals=quality is None or bool(quality.enabled))
 
     @property
     def name(self) -> str:
@@ -210,6 +217,8 @@ class VllmEngine(Engine):
         with lock:
             self._llm = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
         self._tokenizer = self._llm.get_tokenizer()
+        self._whisper_tokens = (WhisperTokens.of(self._tokenizer) if self.kind == "whisper"
+                                else None)
         self.prompts = PromptBuilder(
             PromptSpec.from_engine_cfg(self.kind, self._cfg, self.options.feature_device),
             self._tokenizer)
@@ -241,19 +250,26 @@ class VllmEngine(Engine):
         return SamplingParams(temperature=float(cfg.temperature), max_tokens=int(cfg.max_new_tokens),
                               ignore_eos=bool(cfg.ignore_eos), detokenize=False,
                               skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
-                              seed=None if cfg.temperature == 0 else self.options.seed)
+                              seed=None if cfg.temperature == 0 else self.options.seed,
+                              **(request_args(self.kind) if self.signals else {}))
 
     # --- transcription -----------------------------------------------------------------------
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
         """Texts for segments of raw audio or of inputs prepared by `input_preparer()`."""
+        return [h.text for h in self.hypotheses(segments)]
+
+    def hypotheses(self, segments: list[Segment]) -> list[Hypothesis]:
+        """Texts with the model's signals (when asked for: `quality.enabled`)."""
         if not segments:
             return []
         for i, seg in enumerate(segments):
             if seg.prepared is None:
                 check_window(seg.audio, i)
-        token_ids = self.generate_ids(segments)
-        return [self._tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
+        outputs = self.generate_outputs(segments)
+        return [hypothesis(o, self._tokenizer.decode(o.outputs[0].token_ids,
+                                                     skip_special_tokens=True).strip(),
+                           self._whisper_tokens) for o in outputs]
 
     @classmethod
     def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
@@ -273,7 +289,11 @@ class VllmEngine(Engine):
         return split_by_time(timed_pieces(ids, begin, decode), members)
 
     def generate_ids(self, segments: list[Segment], timestamps: bool = False) -> list[list[int]]:
-        """Output token ids per segment; rebuilds a dead engine and retries (bounded)."""
+        """Output token ids per segment."""
+        return [list(o.outputs[0].token_ids) for o in self.generate_outputs(segments, timestamps)]
+
+    def generate_outputs(self, segments: list[Segment], timestamps: bool = False) -> list[Any]:
+        """vLLM's final output per segment; rebuilds a dead engine and retries (bounded)."""
         from vllm.v1.engine.exceptions import EngineDeadError
 
         while True:
@@ -304,7 +324,7 @@ class VllmEngine(Engine):
             self._start()
             self._generation += 1
 
-    async def _batch(self, segments: list[Segment], timestamps: bool = False) -> list[list[int]]:
+    async def _batch(self, segments: list[Segment], timestamps: bool = False) -> list[Any]:
         results = await asyncio.gather(*(self._one(s, timestamps) for s in segments),
                                        return_exceptions=True)
         for r in results:
@@ -322,19 +342,24 @@ class VllmEngine(Engine):
             (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])
         return engine_input
 
-    async def _one(self, segment: Segment, timestamps: bool = False) -> list[int]:
+    async def _one(self, segment: Segment, timestamps: bool = False) -> Any:
         request_id = f"asrd-{next(self._ids)}"
         if segment.prepared is not None:
             # rendered in a decode actor; it arrives now (the engine's order is arrival order)
             engine_input = {**segment.prepared, "arrival_time": time.time()}
         else:
             engine_input = await self.render(segment, request_id, timestamps)
-        return await self.generate_rendered(engine_input, request_id)
+        return await self.generate_output(engine_input, request_id)
 
     async def generate_rendered(self, engine_input, request_id: str) -> list[int]:
+        """Output token ids of one rendered input."""
+        return list((await self.generate_output(engine_input, request_id)).outputs[0].token_ids)
+
+    async def generate_output(self, engine_input, request_id: str) -> Any:
+        """vLLM's final RequestOutput of one rendered input."""
         final = None
         async for out in self._llm.generate(engine_input, self.sampling_params(), request_id):
             final = out
         if final is None or not final.outputs:
             raise RuntimeError(f"vLLM returned no output for request {request_id}")
-        return list(final.outputs[0].token_ids)
+        return final

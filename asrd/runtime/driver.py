@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import ray
 
+from asrd.engines.base import Hypothesis
 from asrd.plan import ShardSpec
 from asrd.runtime.decode import DecodeStage
 from asrd.runtime.engine import EngineStage, SegmentFailed, Transcribed
@@ -133,7 +134,8 @@ class ShardDriver:
                 self._finished(self.assembly.more(rec))
             committed = self.long.get(row, {})
             for k in rec.reused:  # transcribed before a kill: committed as a partial row
-                self._transcribed(self.assembly.text(row, k, committed[k].text,
+                # (its text only: the engine's signals of such a segment are not kept)
+                self._transcribed(self.assembly.text(row, k, Hypothesis(committed[k].text),
                                                      committed[k].engine_s))
             if row in self.assembly:
                 self.engine.add(d.segments)
@@ -145,9 +147,9 @@ class ShardDriver:
                 if s.members is None:
                     if s.row in self.long and s.row in self.assembly:
                         start, end = self.assembly.span(s.row, s.index)
-                        self.partial.add(SegmentDone(s.row, s.id, s.index, start, end, str(text),
+                        self.partial.add(SegmentDone(s.row, s.id, s.index, start, end, text.text,
                                                      out.engine_s))
-                    self._transcribed(self.assembly.text(s.row, s.index, str(text), out.engine_s))
+                    self._transcribed(self.assembly.text(s.row, s.index, text, out.engine_s))
                     continue
                 share = out.engine_s / len(s.members)
                 for m, t in zip(s.members, text):

@@ -19,7 +19,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
 
-from asrd.engines import InputPreparer, Segment, build_engine
+from asrd.engines import Hypothesis, InputPreparer, Segment, build_engine
 from asrd.runtime.health import ActorHealth
 from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 
@@ -27,8 +27,9 @@ from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 class EngineWorker:
     """Holds one engine for the whole task; serves `calls_in_flight` queued calls."""
 
-    def __init__(self, engine_cfg: dict, faults_cfg: dict):
-        self.engine = build_engine(OmegaConf.create(engine_cfg), OmegaConf.create(faults_cfg))
+    def __init__(self, engine_cfg: dict, faults_cfg: dict, quality_cfg: dict):
+        self.engine = build_engine(OmegaConf.create(engine_cfg), OmegaConf.create(faults_cfg),
+                                   OmegaConf.create(quality_cfg))
         self.gate = threading.Semaphore(max(1, self.engine.max_concurrency))
 
     def name(self) -> str:
@@ -39,7 +40,7 @@ class EngineWorker:
 
     def transcribe(self, chunks: list[ray.ObjectRef], picks: list[SegmentPick],
                    prepared: bool) -> Transcripts:
-        """Texts for the picked segments of decode calls (arrays, or prepared inputs)."""
+        """Hypotheses for the picked segments of decode calls (arrays, or prepared inputs)."""
         found = ray.get(chunks)  # arrays are zero-copy views into the object store
         segments = []
         for p in picks:
@@ -47,19 +48,19 @@ class EngineWorker:
             segments.append(Segment(None, p.language, x, p.id) if prepared
                             else Segment(x, p.language, id=p.id))
         plain = [k for k, p in enumerate(picks) if not p.members]
-        texts: list[str | list[str | None]] = [""] * len(picks)
+        texts: list[Hypothesis | list[Hypothesis | None]] = [Hypothesis("")] * len(picks)
         with self.gate:
             t0 = time.perf_counter()
             if plain:
-                got = self.engine.transcribe([segments[k] for k in plain])
+                got = self.engine.hypotheses([segments[k] for k in plain])
                 if len(got) != len(plain):
-                    raise RuntimeError(f"engine returned {len(got)} texts for {len(plain)} "
+                    raise RuntimeError(f"engine returned {len(got)} hypotheses for {len(plain)} "
                                        "segments")
                 for k, text in zip(plain, got):
                     texts[k] = text
             for k, p in enumerate(picks):
                 if p.members:
-                    texts[k] = self.engine.transcribe_packed(segments[k], list(p.members))
+                    texts[k] = self.engine.hypotheses_packed(segments[k], list(p.members))
             took = time.perf_counter() - t0
         return Transcripts(texts, took)
 
@@ -83,7 +84,7 @@ class Transcribed:
     share of the engine time."""
 
     segments: list[SegmentRef]
-    texts: list[str | list[str | None]]
+    texts: list[Hypothesis | list[Hypothesis | None]]
     engine_s: float
 
 
@@ -179,6 +180,7 @@ class EngineStage:
         return SegmentFailed(call.segments[0], f"engine error: {type(reason).__name__}: {msg}")
 
 
-def engine_actor_config(cfg: DictConfig) -> tuple[dict, dict]:
+def engine_actor_config(cfg: DictConfig) -> tuple[dict, dict, dict]:
     return (OmegaConf.to_container(cfg.engine, resolve=True),  # type: ignore[return-value]
-            OmegaConf.to_container(cfg.faults, resolve=True))
+            OmegaConf.to_container(cfg.faults, resolve=True),
+            OmegaConf.to_container(cfg.quality, resolve=True))

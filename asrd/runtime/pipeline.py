@@ -25,6 +25,7 @@ from asrd.runtime.driver import ShardDriver, ShardStats
 from asrd.runtime.engine import EngineStage, EngineWorker, engine_actor_config
 from asrd.runtime.judge import JudgeStage, JudgeWorker
 from asrd.runtime.partial import PartialRows
+from asrd.runtime.quality import QualityStage
 from asrd.runtime.records import RowResult
 from asrd.runtime.write import ShardWriter
 
@@ -66,6 +67,7 @@ class Pipeline:
         # by reference (a list, so that Ray passes it on unresolved): decode actors fetch it once
         self.preparer_refs = [ray.put(preparer)] if preparer is not None else []
         self.decode_in_flight = p.decode_in_flight or 2 * n_decode
+        self.quality = QualityStage(cfg)
         log.info("pipeline: %d decode actors (%.2f CPU each), %d %s engines (%s)", n_decode,
                  decode_cpu, e.num_engines, e.kind, self.model_name)
 
@@ -76,7 +78,8 @@ class Pipeline:
             ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
 
     def output(self, row: RowResult) -> dict[str, Any]:
-        return row.output(self.model_name, self.cfg.engine.kind, judged=bool(self.judges))
+        return self.quality.assess(row).output(self.model_name, self.cfg.engine.kind,
+                                               judged=bool(self.judges))
 
     def run(self, spec: ShardSpec, rows: Iterator[dict[str, Any]], writer: ShardWriter,
             partial: PartialRows, todo: int, on_metrics: Callable[[dict], None] | None = None

@@ -16,6 +16,8 @@ from typing import Any
 import ray
 
 from asrd.audio.pack import Member
+from asrd.engines.base import Hypothesis
+from asrd.quality.signals import EngineSignals
 
 
 def row_language(index_row: dict[str, Any]) -> str | None:
@@ -98,10 +100,10 @@ class SegmentPick:
 
 @dataclass(frozen=True)
 class Transcripts:
-    """An engine call's answer: per picked segment, in order, its text (or, for a packed window,
-    each member's text, None where it could not be placed), and the call's engine time."""
+    """An engine call's answer: per picked segment, in order, its hypothesis (or, for a packed
+    window, each member's, None where it could not be placed), and the call's engine time."""
 
-    texts: list[str | list[str | None]]
+    texts: list[Hypothesis | list[Hypothesis | None]]
     took_s: float
 
 
@@ -110,6 +112,8 @@ class SegmentText:
     start: float
     end: float
     text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
 
 
 @dataclass
@@ -128,6 +132,8 @@ class RowResult:
     pack_offset_s: float | None = None  # where its clip starts in that window
     score: float | None = None
     judge_error: str | None = None
+    engine_signals: EngineSignals | None = None  # what the model said of the row's segments
+    quality: dict[str, Any] | None = None  # the signal columns and flags (asrd.quality)
 
     @property
     def ok(self) -> bool:
@@ -138,10 +144,13 @@ class RowResult:
         out = {k: v for k, v in self.index_row.items() if k != "audio"}
         out.update(model=model, engine=engine, text=self.text, error=self.error,
                    segments=None if self.segments is None else [
-                       {"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
+                       {"start": s.start, "end": s.end, "text": s.text,
+                        "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob}
+                       for s in self.segments],
                    duration_s=self.duration_s or self.index_row.get("duration_s"),
                    speech_s=self.speech_s, decode_s=self.decode_s, engine_s=self.engine_s,
                    pack_window=self.pack_window, pack_offset_s=self.pack_offset_s)
         if judged:
             out.update(score=self.score, judge_error=self.judge_error)
+        out.update(self.quality or {})
         return out

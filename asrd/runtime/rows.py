@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from asrd.engines.base import Hypothesis
+from asrd.quality.signals import EngineSignals, combine
 from asrd.runtime.records import Decoded, RowResult, SegmentText
 
 
@@ -17,7 +19,7 @@ class _Pending:
     index_row: dict[str, Any]
     decoded: Decoded  # the first record (a stream's totals come with its last piece)
     spans: list[tuple[float, float]]
-    texts: list[str | None]
+    texts: list[Hypothesis | None]
     left: int  # segments without a text yet
     complete: bool  # every segment of the row is known
     engine_s: float = 0.0
@@ -76,10 +78,10 @@ class RowAssembly:
     def span(self, row: int, seg: int) -> tuple[float, float]:
         return self.pending[row].spans[seg]
 
-    def text(self, row: int, seg: int, text: str, engine_s: float,
+    def text(self, row: int, seg: int, text: Hypothesis, engine_s: float,
              window: tuple[str, float] | None = None) -> RowResult | None:
-        """One segment's text (`window`: the packed window's id and this clip's offset in it);
-        the row's result when that was its last segment."""
+        """One segment's hypothesis (`window`: the packed window's id and this clip's offset
+        in it); the row's result when that was its last segment."""
         p = self.pending.get(row)
         if p is None:  # the row already failed through another segment
             return None
@@ -108,10 +110,16 @@ class RowAssembly:
 
     @staticmethod
     def _ok(p: _Pending) -> RowResult:
-        texts = [(t or "").strip() for t in p.texts]
+        hyps = [h or Hypothesis("") for h in p.texts]
+        texts = [h.text.strip() for h in hyps]
+        signals = [EngineSignals(h.avg_logprob, h.no_speech_prob, h.language, h.language_p)
+                   for h in hyps]
         return RowResult(
             p.index_row, text=" ".join(t for t in texts if t),
-            segments=[SegmentText(a, b, t) for (a, b), t in zip(p.spans, texts)],
+            segments=[SegmentText(a, b, t, h.avg_logprob, h.no_speech_prob)
+                      for (a, b), t, h in zip(p.spans, texts, hyps)],
+            engine_signals=combine([(s, b - a, len(t)) for s, (a, b), t
+                                    in zip(signals, p.spans, texts)]) if hyps else None,
             duration_s=p.decoded.duration_s, speech_s=p.decoded.speech_s,
             decode_s=p.decode_s, engine_s=p.engine_s,
             pack_window=p.window[0] if p.window else None,

@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from asrd.audio.pack import Member
-from asrd.engines.base import Engine, InputPreparer, Segment
+from asrd.engines.base import Engine, Hypothesis, InputPreparer, Segment
 
 SAMPLE_RATE = 16000
 POLL_S = 0.05  # how often a blocked call looks for its release file
@@ -106,23 +106,26 @@ def stream_fault(faults: DictConfig | None, row_id: str, segment: int) -> None:
 class FaultEngine(Engine):
     """Another engine (or none) behind fault hooks; counts its calls per actor."""
 
-    def __init__(self, engine_cfg: DictConfig, faults: DictConfig):
+    def __init__(self, engine_cfg: DictConfig, faults: DictConfig,
+                 quality: DictConfig | None = None):
         from asrd.engines.registry import build_engine
 
         self.faults = faults
         self.inner: Engine | None = None
         if faults.inner:
             inner_cfg = OmegaConf.merge(engine_cfg, {"kind": faults.inner})
-            self.inner = build_engine(inner_cfg)
+            self.inner = build_engine(inner_cfg, quality=quality)
         self.calls = 0
         self.lock = threading.Lock()
         self.max_concurrency = self.inner.max_concurrency if self.inner else 1
 
     @classmethod
-    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> Engine:
+    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
+                    quality: DictConfig | None = None) -> Engine:
         from asrd.config import FaultCfg
 
-        return cls(engine_cfg, faults if faults is not None else OmegaConf.structured(FaultCfg))
+        return cls(engine_cfg, faults if faults is not None else OmegaConf.structured(FaultCfg),
+                   quality)
 
     @classmethod
     def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
@@ -147,24 +150,33 @@ class FaultEngine(Engine):
         return self.inner.input_preparer() if self.inner else None
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
+        return [h.text for h in self.hypotheses(segments)]
+
+    def hypotheses(self, segments: list[Segment]) -> list[Hypothesis]:
         ids = [s.id for s in segments]
         call = self._hooks(ids, "engine-calls")
-        texts = self.inner.transcribe(segments) if self.inner else [_describe(s) for s in segments]
+        got = (self.inner.hypotheses(segments) if self.inner
+               else [Hypothesis(_describe(s)) for s in segments])
         record(self.faults, "engine-calls", call=call, ids=ids, outcome="ok",
                seconds=[round(_seconds(s), 2) for s in segments])
-        return ["" if s.id in self.faults.blank_ids and _seconds(s) > self.faults.blank_over_s
-                else t for s, t in zip(segments, texts)]
+        return [Hypothesis("") if s.id in self.faults.blank_ids
+                and _seconds(s) > self.faults.blank_over_s else h
+                for s, h in zip(segments, got)]
 
     def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
+        return [None if h is None else h.text for h in self.hypotheses_packed(window, members)]
+
+    def hypotheses_packed(self, window: Segment, members: list[Member]
+                          ) -> list[Hypothesis | None]:
         """The inner engine's split, or each member's own description; None for the rows in
         `unplaceable_ids` (their words "could not be placed"). The same hooks apply."""
         ids = [m.id for m in members]
         call = self._hooks(ids, "engine-windows")
-        texts = (self.inner.transcribe_packed(window, members) if self.inner else
-                 [f"{m.id} {m.length_s:.2f} seconds" for m in members])
+        got = (self.inner.hypotheses_packed(window, members) if self.inner else
+               [Hypothesis(f"{m.id} {m.length_s:.2f} seconds") for m in members])
         record(self.faults, "engine-windows", call=call, ids=ids, outcome="ok")
-        return [None if m.id in self.faults.unplaceable_ids else t
-                for m, t in zip(members, texts)]
+        return [None if m.id in self.faults.unplaceable_ids else h
+                for m, h in zip(members, got)]
 
     def _hooks(self, ids: list[str | None], log: str) -> int:
         """One engine call's faults, in order: exit, block, delay, raise. Returns its number."""

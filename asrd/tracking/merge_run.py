@@ -37,7 +37,9 @@ def merge_totals(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def log_merge(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any],
-              per_shard: list[Mapping[str, Any]], samples: list[Mapping[str, Any]]) -> None:
+              per_shard: list[Mapping[str, Any]], samples: list[Mapping[str, Any]],
+              figures: Mapping[str, bytes] | None = None,
+              flagged: list[Mapping[str, Any]] | None = None) -> None:
     """One job_type=merge run: the summary's scalars (a list or dict other than the failures
     becomes its length), `audio_hours`, `failures/<reason>`, and tables `failures_by_reason`,
     `throughput_per_shard` (+ bar chart `audio_s_per_s_by_shard`), `throughput_per_host`,
@@ -47,7 +49,9 @@ def log_merge(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any],
     summary: merge totals (e.g. rows, ok, failed, audio_hours or audio_s) and
     `failures_by_reason` (reason -> count). per_shard: one dict per merged shard (shard, host,
     rows, failed, audio_s, wall_s). samples: id, text, duration_s and `audio` (float32 16 kHz)
-    or `path`.
+    or `path`. figures: the quality report's PNGs by name, logged as images `quality/<name>`;
+    flagged: a sample of flagged rows, logged as the table `flagged_rows`; the rows each flag
+    dropped are summary values `dropped_by_flag/<flag>`.
     """
     if cfg.wandb.mode == "disabled":
         return
@@ -86,8 +90,31 @@ def log_merge(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any],
                 columns=["clause", "false", "null"],
                 data=[[c, n["false"], n["null"]] for c, n in by_clause.items()])
         run.log(tables)
-        run.summary.update({**totals, **{f"failures/{r}": c for r, c in failures.items()}})
+        _log_quality(run, figures or {}, flagged or [])
+        run.summary.update({**totals, **{f"failures/{r}": c for r, c in failures.items()},
+                            **{f"dropped_by_flag/{f}": n for f, n in
+                               (summary.get("dropped_by_flag") or {}).items()}})
         finish(run)
+
+
+def _log_quality(run: Any, figures: Mapping[str, bytes], flagged: list[Mapping[str, Any]]
+                 ) -> None:
+    """The quality report's figures and flagged rows (asrd.report)."""
+    import io
+
+    import wandb
+    from PIL import Image
+
+    logged: dict[str, Any] = {f"quality/{name}": wandb.Image(Image.open(io.BytesIO(png)),
+                                                              caption=name.replace("_", " "))
+                              for name, png in figures.items()}
+    if flagged:
+        columns = list(flagged[0])
+        logged["flagged_rows"] = wandb.Table(columns=columns, data=[
+            [", ".join(v) if isinstance(v, list) else v for v in (r.get(c) for c in columns)]
+            for r in flagged])
+    if logged:
+        run.log(logged)
 
 
 @contextlib.contextmanager

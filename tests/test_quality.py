@@ -1,0 +1,151 @@
+"""Quality signals, flags and presets as pure functions (no model, no Ray)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from asrd.quality import hallucinations, reference, text
+from asrd.quality.flags import FLAGS, Thresholds, row_flags
+from asrd.quality.langid import TextLanguageId
+from asrd.quality.presets import PresetError, PresetFilter, get_preset
+from asrd.quality.signals import EngineSignals, SignalMaker, SignalSettings, combine
+
+SENTENCE = "please call stella and ask her to bring these things with her from the store"
+
+
+def test_text_signals_catch_a_loop_and_not_a_sentence():
+    loop = " ".join([SENTENCE] * 6)
+    assert text.compression_ratio(SENTENCE) < 1.5 < 2.4 < text.compression_ratio(loop)
+    assert text.max_ngram_repeats(text.words(SENTENCE), 10) == 1
+    assert text.max_ngram_repeats(text.words(loop), 10) == 6
+    assert text.max_ngram_repeats(["a"] * 5, 10) == 0  # shorter than n
+    assert text.unique_word_share(text.words("no no no no yes")) == pytest.approx(0.4)
+    assert text.unique_word_share([]) is None
+    assert text.longest_word(text.words("Donaudampfschifffahrtsgesellschaft, ok.")) == 34
+    assert text.per_second(10, 2.0) == 5.0 and text.per_second(10, 0.0) is None
+    assert text.compression_ratio("") is None
+
+
+def test_hallucination_phrases_whole_text_or_long_phrase_anywhere():
+    assert hallucinations.match("Thank you.", ["en"]) == "thank you"
+    assert hallucinations.match("you", ["en"]) == "you"
+    assert hallucinations.match("I said thank you to her", ["en"]) is None  # short: whole only
+    assert hallucinations.match("Great. Thanks for watching!", ["en"]) == "thanks for watching"
+    assert hallucinations.match("Untertitel im Auftrag des ZDF, 2017", ["de"]) is not None
+    assert hallucinations.match("Untertitel im Auftrag des ZDF", ["en"]) is None
+    assert hallucinations.match("", ["en"]) is None
+    assert hallucinations.phrases("xx") == ()  # no list for this language: nothing matches
+
+
+def test_reference_scores_after_whisper_normaliser():
+    same = reference.score("Mr. Smith has 2 dogs!", "mister smith has two dogs", "en")
+    assert same == reference.ReferenceScores(0.0, 0.0)
+    wrong = reference.score("the weather is sunny", "a completely different sentence", "en")
+    assert wrong.wer == 1.0
+    assert reference.score("", "some words", "en") == reference.ReferenceScores(1.0, 1.0)
+    assert reference.score("anything", "", "en") is None  # no reference words: no rate
+    assert reference.score("Das ist gut.", "das ist gut", "de").wer == 0.0
+
+
+def test_text_language_id_among_configured_languages():
+    lid = TextLanguageId(["en", "de", "es", "fr"])
+    assert lid.guess(SENTENCE).language == "en"
+    assert lid.guess("das wetter ist heute sonnig mit einer leichten brise").language == "de"
+    assert lid.guess("el tiempo hoy es soleado con una brisa ligera del oeste").language == "es"
+    assert lid.guess("1234 !!") is None
+    with pytest.raises(ValueError, match="'zz'"):
+        TextLanguageId(["en", "zz"])
+
+
+def test_engine_signals_of_a_row_weight_segments():
+    a = EngineSignals(-0.2, 0.1, "en", 0.9)
+    b = EngineSignals(-1.0, 0.5, "de", 0.8)
+    row = combine([(a, 3.0, 30), (b, 1.0, 10)])
+    assert row.avg_logprob == pytest.approx((-0.2 * 30 - 1.0 * 10) / 40)  # by characters
+    assert row.no_speech_prob == pytest.approx((0.1 * 3 + 0.5 * 1) / 4)  # by seconds
+    assert (row.language, row.language_p) == ("en", 0.9)  # most seconds
+    assert combine([(EngineSignals(), 2.0, 5)]) == EngineSignals()
+
+
+def good_signals(**over):
+    s = {"num_words": 12, "compression_ratio": 1.1, "ngram_repeats": 1, "unique_word_share": 0.9,
+         "longest_word": 8, "chars_per_s": 15.0, "avg_logprob": -0.3, "no_speech_prob": 0.05,
+         "hallucination": None, "text_language": "en", "text_language_p": 0.95,
+         "audio_language": "en", "audio_language_p": 0.9, "wer": 0.0}
+    return {**s, **over}
+
+
+@pytest.mark.parametrize("over, flag", [
+    ({"num_words": 0}, "empty"),
+    ({"compression_ratio": 2.5}, "compression"),
+    ({"ngram_repeats": 4}, "repeats"),
+    ({"unique_word_share": 0.4}, "few_unique_words"),
+    ({"longest_word": 25}, "long_word"),
+    ({"chars_per_s": 41.0}, "too_fast"),
+    ({"avg_logprob": -1.1}, "low_logprob"),
+    ({"no_speech_prob": 0.61}, "no_speech"),
+    ({"hallucination": "thank you"}, "hallucination"),
+    ({"text_language": "de"}, "text_language"),
+    ({"text_language_p": 0.5}, "text_language"),
+    ({"audio_language": "fr"}, "audio_language"),
+    ({"wer": 0.10}, "reference_wer"),
+])
+def test_each_flag_trips_at_its_documented_threshold(over, flag):
+    t = Thresholds()
+    assert row_flags(good_signals(), t, "en") == []
+    assert row_flags(good_signals(**over), t, "en") == [flag]
+
+
+def test_flags_that_do_not_apply_stay_off():
+    t = Thresholds()
+    # a short text: too few words for the unique-word share and the text language
+    assert row_flags(good_signals(num_words=2, unique_word_share=0.5, text_language="de"),
+                     t, "en") == []
+    assert row_flags(good_signals(text_language="de", audio_language="de"), t, None) == []
+    assert row_flags(good_signals(wer=None, avg_logprob=None, audio_language=None), t, "en") == []
+    assert set(FLAGS) >= {"empty", "reference_wer"}
+
+
+def test_signal_maker_fills_every_column_and_flags_a_wrong_reference():
+    maker = SignalMaker(SignalSettings(("en", "de"), 10, Thresholds()), "en")
+    s = maker.row(SENTENCE, 4.0, EngineSignals(-0.2, 0.01, "en", 0.95), SENTENCE.upper(), None)
+    assert s["flags"] == [] and s["wer"] == 0.0 and s["text_language"] == "en"
+    assert s["num_words"] == 15 and s["words_per_s"] == pytest.approx(15 / 4)
+    wrong = maker.row(SENTENCE, 4.0, None, "the quick brown fox", "en")
+    assert wrong["flags"] == ["reference_wer"] and wrong["avg_logprob"] is None
+    assert maker.row("", 0.0, None, None, "en")["flags"] == ["empty"]
+
+
+def flagged_table(ok_flags: list[str]) -> pa.Table:
+    """Rows as a shard file holds them: an ok row (avg log-probability -0.8, flags
+    `ok_flags`), a loop, an empty row, an error row and a row written without signals."""
+    rows = [{"id": "ok", **good_signals(avg_logprob=-0.8), "flags": ok_flags},
+            {"id": "loop", **good_signals(compression_ratio=2.6, ngram_repeats=6),
+             "flags": ["compression", "repeats"]},
+            {"id": "empty", **good_signals(num_words=0), "flags": ["empty"]},
+            {"id": "err", "flags": None}, {"id": "old", "flags": None}]
+    return pa.Table.from_pylist(rows)
+
+
+def test_preset_drops_flagged_rows_and_counts_each_flag():
+    f = PresetFilter(get_preset("default"), Thresholds(), "en")
+    kept = f.apply(flagged_table([]))
+    assert kept.column("id").to_pylist() == ["ok", "err", "old"]  # no signals: never dropped
+    assert f.summary() == {"preset": "default", "dropped_by_preset": 2,
+                           "dropped_by_flag": {"compression": 1, "repeats": 1, "empty": 1}}
+    keep_all = PresetFilter(get_preset("none"), Thresholds(), "en")
+    assert keep_all.apply(flagged_table([])).num_rows == 5 and keep_all.dropped == 0
+    with pytest.raises(PresetError, match="unknown quality preset 'strict'"):
+        get_preset("strict")
+
+
+def test_preset_with_other_thresholds_flags_again_from_the_stored_signals():
+    run = Thresholds(min_avg_logprob=-0.5)  # the run flagged the ok row's -0.8 ...
+    table = flagged_table(["low_logprob"])
+    f = PresetFilter(get_preset("default"), run, "en")  # ... the default preset's -1.0 does not
+    kept = f.apply(table)
+    assert f.recompute and kept.column("id").to_pylist() == ["ok", "err", "old"]
+    assert kept.column("flags").to_pylist() == [[], None, None]
+    own = PresetFilter(get_preset("run"), run, "en")  # the run's own: stored flags as they are
+    assert not own.recompute and own.apply(table).column("id").to_pylist() == ["err", "old"]

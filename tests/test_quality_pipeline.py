@@ -1,0 +1,116 @@
+"""Quality signals and flags end to end: the real Whisper-base on Ray writes them to the shard
+file; merge applies a preset, counts what each flag dropped, keeps a NeMo manifest's `text` as
+`reference`, writes the report page and logs its figures to the merge's W&B run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from omegaconf import OmegaConf
+
+from asrd.index import build_index
+from asrd.merge import merge
+from asrd.plan import make_plan
+from asrd.report import REPORT_NAME
+from asrd.runtime.task import run_task
+from asrd.schema import QUALITY_FIELDS
+from asrd.testing.samples import SENTENCES, non_speech
+from tests.conftest import make_cfg
+from tests.test_tracking import fragments, read_run, wb_env  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quality_run(corpus, tmp_path_factory):
+    """Three rows of a NeMo manifest: speech with its right reference, the same speech with a
+    wrong one, and silence; one shard through the real model. The run's WER threshold is 50%:
+    Whisper-base on espeak speech makes about 10% errors on right references."""
+    work = tmp_path_factory.mktemp("quality")
+    sf.write(work / "silence.wav", non_speech("silence", 5.0), 16000)
+    rows = [{"audio_filepath": str(corpus / "utt000.wav"), "text": SENTENCES[0]},
+            {"audio_filepath": str(corpus / "utt000.wav"), "id": "wrong-ref",
+             "text": "a completely different sentence about the sea"},
+            {"audio_filepath": str(work / "silence.wav"), "text": ""}]
+    (work / "nemo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_index(work / "nemo.jsonl", work / "index.parquet")
+    cfg = make_cfg(work / "index.parquet", work / "run", "run.num_shards=1",
+                   "quality.thresholds.max_reference_wer=0.5")
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    return cfg, rd
+
+
+def test_signals_and_flags_in_the_shard_file(quality_run):
+    _, rd = quality_run
+    shard = pq.read_table(rd.shard_file(0))
+    assert {name for name, _ in QUALITY_FIELDS} <= set(shard.column_names)
+    assert shard.schema.metadata[b"asrd_schema_version"] == b"3"
+    rows = {r["path"].rsplit("/", 1)[-1] + ("*" if r["id"] == "wrong-ref" else ""): r
+            for r in shard.to_pylist()}
+    good, wrong, silence = rows["utt000.wav"], rows["utt000.wav*"], rows["silence.wav"]
+    assert good["reference"] == SENTENCES[0] and good["flags"] == []
+    assert good["wer"] < 0.5 and good["text_language"] == "en" and good["num_words"] >= 8
+    assert good["avg_logprob"] < 0 and good["compression_ratio"] > 0
+    assert good["segments"][0]["avg_logprob"] is not None
+    assert wrong["flags"] == ["reference_wer"] and wrong["wer"] >= 0.5
+    assert silence["flags"] == ["empty"] and silence["speech_s"] == 0
+
+
+def test_merge_applies_a_preset_and_counts_each_flag(quality_run):
+    cfg, rd = quality_run
+    summary = merge(cfg, track=False, preset="run")  # the run's own thresholds
+    merged = pq.ParquetDataset(rd.merged_files()).read()
+    assert merged.num_rows == summary.kept == 1
+    assert merged.column("reference").to_pylist() == [SENTENCES[0]]
+    assert summary.preset == "run" and summary.dropped_by_preset == 2
+    assert summary.dropped_by_flag == {"reference_wer": 1, "empty": 1}
+    saved = json.loads((rd.merged_dir / "summary.json").read_text())
+    assert saved["dropped_by_flag"] == {"reference_wer": 1, "empty": 1}
+    everything = merge(cfg, track=False, preset="none")
+    assert everything.kept == 3 and everything.dropped_by_preset == 0
+    assert pq.read_table(rd.shard_file(0)).num_rows == 3  # nothing deleted from the shard
+
+
+def test_merge_default_preset_flags_again_at_its_own_thresholds(quality_run):
+    cfg, rd = quality_run
+    shard = {r["id"]: r for r in pq.read_table(rd.shard_file(0)).to_pylist()}
+    summary = merge(cfg, track=False)  # merge.preset: "default", WER threshold 10%
+    assert summary.preset == "default"
+    merged = pq.ParquetDataset(rd.merged_files()).read().to_pylist()
+    assert all(r["flags"] == [] for r in merged)
+    good = next(r for r in shard.values() if r["id"] != "wrong-ref" and r["flags"] == [])
+    assert (good["wer"] >= 0.10) == (summary.dropped_by_flag.get("reference_wer") == 2)
+    assert summary.kept == 3 - summary.dropped_by_preset
+
+
+def test_merge_writes_the_report_page_and_logs_it_to_w_and_b(quality_run, wb_env, tmp_path):
+    cfg, rd = quality_run
+    cfg = OmegaConf.merge(cfg, {"wandb": {"mode": "offline", "dir": str(tmp_path)}})
+    summary = merge(cfg, preset="run")
+    page = (rd.merged_dir / REPORT_NAME).read_text()
+    for figure in ("signals", "flags_by_language", "throughput_over_time", "shard_wall_times"):
+        assert f'alt="{figure}" src="data:image/png;base64,' in page
+    assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
+    assert "wrong-ref" in page and "reference_wer" in page  # the flagged sample
+    (frag,) = fragments(tmp_path / "wandb")
+    got = read_run(frag)
+    assert got["summary"]["dropped_by_flag/reference_wer"] == 1 == summary.dropped_by_flag[
+        "reference_wer"]
+    images = {p.name.rsplit("_", 2)[0] for p in frag.parent.glob("files/media/images/quality/*.png")}
+    assert images == {"signals", "flags_by_language", "throughput_over_time", "shard_wall_times"}
+    (table,) = frag.parent.glob("files/media/table/flagged_rows_*.json")
+    flagged = json.loads(table.read_text())
+    ids = [r[flagged["columns"].index("id")] for r in flagged["data"]]
+    assert sorted(ids) == ["silence.wav", "wrong-ref"]
+    again = tmp_path / "again.html"
+    done = subprocess.run([sys.executable, "-m", "asrd.cli", "report", f"run.dir={rd.path}",
+                           f"run.index={cfg.run.index}", "-o", str(again)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert 'alt="signals"' in again.read_text()
