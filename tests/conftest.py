@@ -30,6 +30,7 @@ def corpus_index(corpus, tmp_path_factory) -> Path:
 
 
 def make_cfg(index: Path, run_dir: Path, *overrides: str):
-    """A test config: the CPU engine, small parts so that checkpoints happen."""
+    """A test config: the CPU engine, small parts so that checkpoints happen, and a merge that
+    keeps every row (quality preset `none`), so that tests count rows."""
     return config_mod.load(None, [f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=2",
-                                  "pipeline.part_rows=2", *overrides])
+                                  "pipeline.part_rows=2", "merge.preset=none", *overrides])

@@ -117,7 +117,7 @@ def test_pipeline_with_audio_and_run_dir_on_the_mount(corpus, jfs_volume, jfs_di
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 of 2 done" in res.stdout
     assert asrd("run", *overrides).stdout.count("finished 0 shards") == 1  # nothing redone
-    res = asrd("merge", f"run.dir={run_dir}")
+    res = asrd("merge", "--preset", "none", f"run.dir={run_dir}")
     assert res.returncode == 0, res.stderr[-3000:]
 
     assert Markers(run_dir).done_shards() == {0, 1}

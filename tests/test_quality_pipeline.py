@@ -80,7 +80,7 @@ def test_merge_applies_a_preset_and_counts_each_flag(quality_run):
 def test_merge_default_preset_flags_again_at_its_own_thresholds(quality_run):
     cfg, rd = quality_run
     shard = {r["id"]: r for r in pq.read_table(rd.shard_file(0)).to_pylist()}
-    summary = merge(cfg, track=False)  # merge.preset: "default", WER threshold 10%
+    summary = merge(cfg, track=False, preset="default")  # WER threshold 10%
     assert summary.preset == "default"
     merged = pq.ParquetDataset(rd.merged_files()).read().to_pylist()
     assert all(r["flags"] == [] for r in merged)

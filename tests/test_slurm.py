@@ -174,7 +174,7 @@ def test_array_of_8_shards_with_parallelism_2(slurm_cluster, corpus_index, tmp_p
     assert most_running[0] <= 2  # SLURM honoured %2
     status = asrd("status", f"run.dir={run}").stdout
     assert "8 planned, 8 done" in status, status
-    asrd("merge", f"run.dir={run}")
+    asrd("merge", "--preset", "none", f"run.dir={run}")
     ids = merged_ids(run)
     assert sorted(ids) == sorted(index_ids(corpus_index))  # every id, exactly once
 
@@ -206,7 +206,7 @@ def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, ca
     assert len(records) == 2 and records[1]["tasks"] == [[0]]  # exactly the shard without marker
     wait_for(lambda: done(run) == {0, 1, 2}, 120, "shard 0 after resubmit", run)
     assert RunDir(run).markers.read(0)["resumed_rows"] == 1  # the committed part was kept
-    asrd("merge", f"run.dir={run}")
+    asrd("merge", "--preset", "none", f"run.dir={run}")
     assert sorted(merged_ids(run)) == sorted(index_ids(corpus_index))
     nothing = asrd("resubmit", f"run.dir={run}", *TASK).stdout
     assert "nothing to submit" in nothing
@@ -388,7 +388,7 @@ def test_sbatch_template_with_hostile_run_dir(slurm_cluster, corpus_index, tmp_p
     logs = sorted(p.name for p in (hostile / "logs" / "sbatch").iterdir())
     assert logs == [f"{job}_0.log", f"{job}_1.log"]  # %A_%a expanded inside the quoted path
     assert set(slurm_states(hostile)) == {0, 1}  # the tasks recorded their SLURM ids
-    asrd("merge", "--config", str(cfg_file))
+    asrd("merge", "--preset", "none", "--config", str(cfg_file))
     assert sorted(merged_ids(hostile)) == sorted(index_ids(corpus_index))
 
 
