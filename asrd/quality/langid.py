@@ -14,6 +14,9 @@ import functools
 from dataclasses import dataclass
 
 
+CONFIDENCE_DIGITS = 6
+
+
 @dataclass(frozen=True)
 class LanguageGuess:
     language: str  # ISO 639-1 code, lower case
@@ -44,7 +47,10 @@ class TextLanguageId:
         if not values or values[0].value <= 0:
             return None
         top = values[0]
-        return LanguageGuess(top.language.iso_code_639_1.name.lower(), float(top.value))
+        # rounded: lingua's value differs in its last bits between processes, and a row must
+        # come out the same when its shard is run again
+        return LanguageGuess(top.language.iso_code_639_1.name.lower(),
+                             round(float(top.value), CONFIDENCE_DIGITS))
 
 
 @functools.lru_cache(maxsize=4)

@@ -47,7 +47,8 @@ def _histograms(plt, data: ReportData):
     fig, axes = plt.subplots(rows, cols, figsize=(12, 2.8 * rows), squeeze=False)
     for ax, (col, title, threshold) in zip(axes.flat, shown):
         values = data.signals[col]
-        ax.hist(values, bins=40, color="#4c72b0")
+        spread = float(np.ptp(values)) > 1e-9 * max(1.0, float(np.abs(values).max()))
+        ax.hist(values, bins=40 if spread else 1, color="#4c72b0")
         if threshold is not None:
             limit = getattr(data.thresholds, threshold)
             ax.axvline(limit, color="#c44e52", linestyle="--", label=f"threshold {limit:g}")
