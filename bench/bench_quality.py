@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import subprocess
 import sys
 import tempfile
@@ -76,7 +75,7 @@ def espeak(text: str, wav: Path, voice: str, speed: int) -> np.ndarray:
     return decode(str(wav), SR)
 
 
-def build_set(folder: Path, rng: random.Random) -> list[dict]:
+def build_set(folder: Path) -> list[dict]:
     """The labelled rows (audio files under `folder`), each with its `kind`."""
     rows: list[dict] = []
 
@@ -184,7 +183,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="asrd-quality-"))
     (work / "set").mkdir(parents=True, exist_ok=True)
-    rows = build_set(work / "set", random.Random(0))
+    rows = build_set(work / "set")
     per_kind, flags, by_flag = drop_shares(work, rows, [])
     for kind, (n, dropped) in per_kind.items():
         print(f"{kind:<18} {n:3d} rows, dropped {dropped:3d}   flags: {dict(flags[kind])}")

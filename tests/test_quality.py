@@ -149,3 +149,24 @@ def test_preset_with_other_thresholds_flags_again_from_the_stored_signals():
     assert kept.column("flags").to_pylist() == [[], None, None]
     own = PresetFilter(get_preset("run"), run, "en")  # the run's own: stored flags as they are
     assert not own.recompute and own.apply(table).column("id").to_pylist() == ["err", "old"]
+
+
+def test_a_nemo_manifest_text_is_indexed_as_reference(corpus, tmp_path):
+    """The NeMo convention's `text` is the reference; kept as `reference` so that it does not
+    collide with the output's own `text` (which would drop it from the merged dataset)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from asrd.index import build_index
+    from asrd.schema import output_schema
+
+    manifest = tmp_path / "nemo.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": str(corpus / "utt000.wav"),
+                                    "text": SENTENCE, "duration": 3.0}) + "\n")
+    build_index(manifest, tmp_path / "index.parquet")
+    index = pq.read_table(tmp_path / "index.parquet")
+    assert index.column("reference").to_pylist() == [SENTENCE]
+    assert "text" not in index.column_names
+    out = output_schema(index.schema)
+    assert out.field("reference").type == pa.string() and out.field("text").type == pa.string()

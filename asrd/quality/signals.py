@@ -8,7 +8,7 @@ of it language ID).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from asrd.quality import hallucinations, reference, text
@@ -103,7 +103,3 @@ class SignalMaker:
         }
         s["flags"] = row_flags(s, self.settings.thresholds, expected)
         return s
-
-
-def as_dict(signals: EngineSignals) -> dict[str, Any]:
-    return asdict(signals)
