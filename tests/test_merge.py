@@ -2,6 +2,7 @@
 schema, so the exactly-once bookkeeping is tested on its own."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,7 +83,6 @@ def test_writer_refuses_incomplete_and_duplicate_shards(planned):
         copy_worker(rd, plan, 0, skip={plan.shards[0].start})
     assert not rd.markers.is_done(0)
     rd2 = rd.__class__(rd.path)
-    import shutil
 
     shutil.rmtree(rd.parts_dir(1), ignore_errors=True)
     with pytest.raises(ShardIncomplete, match="repeats rows"):
@@ -220,8 +220,18 @@ def test_garbage_marker_is_not_done_and_is_redone(planned):
     assert merge(cfg).rows == 8
 
 
-def test_replan_after_the_index_changed_voids_the_old_markers_and_parts(planned, tmp_path):
-    cfg, rd, plan = planned
+@pytest.fixture
+def planned_own_index(corpus_index, tmp_path):
+    """As `planned`, on a copy of the index that the test may change (the session's is shared)."""
+    index = tmp_path / "index.parquet"
+    shutil.copyfile(corpus_index, index)
+    cfg = make_cfg(index, tmp_path / "run", "run.num_shards=3", "merge.target_file_mb=0.0001")
+    rd, plan = make_plan(cfg)
+    return cfg, rd, plan
+
+
+def test_replan_after_the_index_changed_voids_the_old_markers_and_parts(planned_own_index):
+    cfg, rd, plan = planned_own_index
     for s in range(plan.num_shards):
         copy_worker(rd, plan, s)
     spec = plan.shards[1]
