@@ -39,11 +39,15 @@ def copy_worker(rd, plan, shard, skip=(), config_hash=None, dup=False):
     return w.finalize(1.0, config_hash or plan.config_hash, "copy")
 
 
-@pytest.fixture
-def planned(corpus_index, tmp_path):
-    cfg = make_cfg(corpus_index, tmp_path / "run", "run.num_shards=3", "merge.target_file_mb=0.0001")
+def _planned(index, tmp_path):
+    cfg = make_cfg(index, tmp_path / "run", "run.num_shards=3", "merge.target_file_mb=0.0001")
     rd, plan = make_plan(cfg)
     return cfg, rd, plan
+
+
+@pytest.fixture
+def planned(corpus_index, tmp_path):
+    return _planned(corpus_index, tmp_path)
 
 
 def test_merge_exactly_once_and_sized_files(planned):
@@ -225,9 +229,7 @@ def planned_own_index(corpus_index, tmp_path):
     """As `planned`, on a copy of the index that the test may change (the session's is shared)."""
     index = tmp_path / "index.parquet"
     shutil.copyfile(corpus_index, index)
-    cfg = make_cfg(index, tmp_path / "run", "run.num_shards=3", "merge.target_file_mb=0.0001")
-    rd, plan = make_plan(cfg)
-    return cfg, rd, plan
+    return _planned(index, tmp_path)
 
 
 def test_replan_after_the_index_changed_voids_the_old_markers_and_parts(planned_own_index):
