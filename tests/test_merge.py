@@ -45,6 +45,14 @@ def _planned(index, tmp_path):
     return cfg, rd, plan
 
 
+def merged_clean(cfg, rd, plan):
+    """Every shard done and merged: the merged rows in row order, to compare a repair with."""
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    merge(cfg)
+    return pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
+
+
 @pytest.fixture
 def planned(corpus_index, tmp_path):
     return _planned(corpus_index, tmp_path)
@@ -163,10 +171,7 @@ def test_a_bad_filter_is_one_line_and_leaves_the_last_merge_whole(planned, capsy
 
 def test_flipped_bytes_are_named_by_merge_and_exactly_those_shards_redone(planned, capsys):
     cfg, rd, plan = planned
-    for s in range(plan.num_shards):
-        copy_worker(rd, plan, s)
-    merge(cfg)
-    clean = pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
+    clean = merged_clean(cfg, rd, plan)
     flip_bytes(rd.shard_file(0), keep_mtime=True)  # only a full hash can see this one
     flip_bytes(rd.shard_file(2))
     with pytest.raises(MergeError) as e:
@@ -285,10 +290,7 @@ def test_a_part_that_does_not_read_is_discarded_and_its_rows_redone(planned, cap
 @pytest.mark.parametrize("point", [p for p in POINTS if p.startswith("merge.")])
 def test_a_merge_killed_at_any_point_is_repaired_by_the_next(planned, point):
     cfg, rd, plan = planned
-    for s in range(plan.num_shards):
-        copy_worker(rd, plan, s)
-    merge(cfg)
-    clean = pq.ParquetDataset(rd.merged_files()).read().sort_by("row")
+    clean = merged_clean(cfg, rd, plan)
     killed = subprocess.run([sys.executable, "-m", "asrd.cli", "merge", f"run.dir={rd.path}",
                              f"faults.kill_at={point}"], capture_output=True, text=True,
                             timeout=300)

@@ -52,7 +52,6 @@ class ShardStats:
     errors: dict[str, int] = field(default_factory=dict)
     decode_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2048))
     engine_starved_s: float = 0.0
-    cut_again: int = 0  # rows transcribed a second time, in shorter segments
 
 
 def _pct(values: collections.deque, q: float) -> float:
@@ -174,7 +173,6 @@ class ShardDriver:
                 and row.index_row["row"] not in self.long \
                 and needs_retry(row, self.retry_segment_s):
             self.cut_again.add(row.index_row["row"])
-            self.stats.cut_again += 1
             self.decode.submit([row.index_row], pack=False, max_segment_s=self.retry_segment_s)
             return
         self._finished(row)
@@ -274,6 +272,6 @@ class ShardDriver:
             "queue/decode": len(self.decode.calls), "queue/engine": self.engine.queued(),
             "queue/judge": len(self.judge.waiting),
             "engine/calls_in_flight": len(self.engine.calls),
-            "engine/starved_s": s.engine_starved_s, "progress/items_cut_again": s.cut_again}
+            "engine/starved_s": s.engine_starved_s, "progress/items_cut_again": len(self.cut_again)}
         m.update({f"failures/{k}": v for k, v in s.errors.items()})
         return m

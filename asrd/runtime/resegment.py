@@ -14,18 +14,11 @@ The signs are Whisper's own fallback tests: text that compresses more than 2.4 t
 
 from __future__ import annotations
 
-import zlib
-
+from asrd.quality.text import compression_ratio
 from asrd.runtime.records import RowResult
 
 LOOP_COMPRESSION = 2.4  # Whisper's compression_ratio_threshold
 MIN_CHARS_PER_S = 1.0  # normal speech is 10-20 characters a second (CJK about 5)
-
-
-def compression_ratio(text: str) -> float:
-    """Bytes of the text over bytes of its zlib compression (Whisper's loop test)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def looks_failed(text: str, seconds: float, retry_s: float) -> bool:
@@ -33,7 +26,9 @@ def looks_failed(text: str, seconds: float, retry_s: float) -> bool:
     if retry_s <= 0 or seconds <= retry_s:
         return False
     text = text.strip()
-    return len(text) < MIN_CHARS_PER_S * seconds or compression_ratio(text) > LOOP_COMPRESSION
+    if len(text) < MIN_CHARS_PER_S * seconds:  # nothing, or almost nothing (never empty below)
+        return True
+    return (compression_ratio(text) or 0.0) > LOOP_COMPRESSION
 
 
 def needs_retry(row: RowResult, retry_s: float) -> bool:
