@@ -5,15 +5,16 @@
 - ceiling: every clip's input prepared first, then all submitted at once: the rate when inputs
   are ready before the engine starts;
 - engine: `transcribe` called from `--callers` threads with `--batch` segments each (what the Ray
-  engine actor does), for each front-end variant `DEVICE:THREADS` (feature device, render threads).
+  engine actor does), for each front-end variant `DEVICE:THREADS` (render threads; the feature
+  device is fixed when the engine starts, so every variant names the first one's device);
+- `--signals-ab N`: the quality signals' cost at the ceiling, modes alternating N times.
 
-    python bench/gpu/engine_bench.py --model whisper-base --clips 2048 --variants cuda:8,cpu:8
+    python bench/gpu/engine_bench.py --model whisper-base --clips 2048 --variants cuda:8,cuda:1
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import threading
 import time
@@ -38,7 +39,10 @@ def engine_config(model_dir, dtype: str, tokens: int, gpu_mem: float, gpus_per_e
 
 
 def set_variant(engine, device: str, threads: int) -> None:
-    engine.options = dataclasses.replace(engine.options, feature_device=device)
+    """Render threads for a variant; its device is the engine's (fixed when it starts)."""
+    if device != engine.options.feature_device:
+        raise SystemExit(f"variant {device}: the engine renders on "
+                         f"{engine.options.feature_device}")
     engine._render_slots = asyncio.Semaphore(threads)
 
 
@@ -100,20 +104,24 @@ def main() -> None:
     ap.add_argument("--no-ceiling", action="store_true")
     ap.add_argument("--gpu-mem", type=float, default=0.85)
     ap.add_argument("--max-num-seqs", type=int, default=0)
+    ap.add_argument("--signals-ab", type=int, default=0, metavar="ROUNDS",
+                    help="then ROUNDS of all inputs at once, alternating: no signals, output "
+                    "log-probabilities, and those with Whisper's language detection")
     args = ap.parse_args()
 
     from asrd.engines.base import Segment
     from asrd.engines.vllm_engine import VllmEngine
 
     model_dir = build_model(args.model, args.models_root, args.tokenizer_json)
-    extra = {"render_threads": args.render_threads, "max_concurrency": args.callers}
+    variants = [(v.split(":")[0], int(v.split(":")[1])) for v in args.variants.split(",") if v]
+    extra = {"render_threads": args.render_threads, "max_concurrency": args.callers,
+             "feature_device": variants[0][0]}
     if args.max_num_seqs:
         extra["max_num_seqs"] = args.max_num_seqs
     cfg = engine_config(model_dir, dtype_of(args.model), args.tokens, args.gpu_mem, 1.0, extra)
     engine = VllmEngine(cfg)
     print(f"STARTUP {args.model} VllmEngine {engine.startup_s:.1f} s", flush=True)
     segs = [Segment(a, None) for a in clips(args.clips, args.clip_s)]
-    variants = [(v.split(":")[0], int(v.split(":")[1])) for v in args.variants.split(",") if v]
     figs, meta = [], {"startup_s": round(engine.startup_s, 1), "kind": kind_of(args.model)}
     for dev, _ in {(d, 0) for d, _ in variants}:  # warm both feature paths
         set_variant(engine, dev, args.render_threads)
@@ -124,12 +132,12 @@ def main() -> None:
         set_variant(engine, dev, k)
         sub = segs[:args.render_clips]
 
-        async def render_all():
+        async def render_some():
             return await asyncio.gather(*(engine.render(s, f"r{dev}{k}-{i}")
                                           for i, s in enumerate(sub)))
 
         t0 = time.monotonic()
-        engine.submit(render_all()).result()
+        engine.submit(render_some()).result()
         render_rates[f"{dev}:{k}"] = round(len(sub) / (time.monotonic() - t0), 1)
         print(f"RENDER {args.model} {dev}:{k} {render_rates[f'{dev}:{k}']} clips/s", flush=True)
     meta["render_clips_per_s"] = render_rates
@@ -151,6 +159,19 @@ def main() -> None:
                                args.clip_s, args.tokens, gpu, batch=args.batch,
                                callers=args.callers, **meta))
             save(figs[-1:], out_dir() / "figures.jsonl", device=gpu.name)
+        if args.signals_ab:  # inputs ready, as in the ceiling: the GPU and vLLM's output side
+            set_variant(engine, variants[0][0], args.render_threads)
+            rendered = render_all(engine, segs, "ab")
+            modes = {"off": (False, False), "logprob": (True, False), "detection": (True, True)}
+            for r in range(args.signals_ab):
+                for mode, (engine.signals, engine.detection) in modes.items():
+                    done, t_start = submit_all(engine, rendered, f"ab{r}{mode}")
+                    fig = figure(args.model, f"c_ceiling_signals_{mode}", done, t_start,
+                                 args.clip_s, args.tokens, gpu, round=r, **meta)
+                    figs.append(fig)
+                    save([fig], out_dir() / "figures.jsonl", device=gpu.name)
+                    print(f"SIGNALS {args.model} round {r} {mode}: {fig.audio_s_per_s} "
+                          f"audio-s/s, steady {fig.steady_audio_s_per_s}", flush=True)
     engine.close()
 
 

