@@ -166,3 +166,10 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
         yield "export.audio", "must be flac16k with export.windows (windows are cut from decoded audio)"
     if cfg.judge.enabled and not cfg.judge.model:
         yield "judge.model", "must be set when judge.enabled (a local text LLM directory)"
+    judge = cfg.judge
+    shared = (uses_vllm and judge.enabled and judge.kind == "vllm"
+              and 0 < engine.gpus_per_engine < 1 and 0 < judge.gpus_per_engine < 1)
+    if shared and engine.gpu_memory_utilization + judge.gpu_memory_utilization > 0.95:
+        yield ("judge.gpu_memory_utilization", "with engine.gpu_memory_utilization="
+               f"{engine.gpu_memory_utilization} it asks for more than 95% of the GPU the "
+               "engines and the judge share: lower one of them")

@@ -162,12 +162,22 @@ def test_old_extra_maps_move_to_the_typed_sections(tmp_path):
     (["slurm.mem_gb=0"], "slurm.mem_gb"),
     (["slurm.executor=pbs"], "slurm.executor"),
     (["judge.enabled=true"], "judge.model"),
+    (["engine.kind=vllm", "engine.gpus_per_engine=0.5", "judge.enabled=true", "judge.model=m",
+      "judge.kind=vllm", "judge.gpus_per_engine=0.5"], "judge.gpu_memory_utilization"),
     (["pipeline.part_seconds=-1"], "pipeline.part_seconds"),
     (["wandb.log_every_s=-0.5"], "wandb.log_every_s"),
 ])
 def test_limits_between_keys_are_checked_at_load(overrides, key):
     with pytest.raises(ConfigError, match=rf"^invalid config value {re.escape(key)}="):
         config_mod.load(None, overrides)
+
+
+def test_a_judge_sharing_the_gpu_fits_beside_the_engines():
+    cfg = config_mod.load(None, [
+        "engine.kind=vllm", "engine.gpus_per_engine=0.5", "engine.gpu_memory_utilization=0.6",
+        "judge.enabled=true", "judge.model=m", "judge.kind=vllm", "judge.gpus_per_engine=0.5",
+        "judge.gpu_memory_utilization=0.3"])
+    assert cfg.judge.gpu_memory_utilization == 0.3
 
 
 def test_a_long_segment_is_fine_for_faster_whisper():
