@@ -64,8 +64,8 @@ case "$stage" in
     step 250 python3 e2e_run_shard.py --model qwen2-audio-7b --files 1536 --engines 1 --calls 32 --work /tmp/asrd-e2e-qwen "${common[@]}" ;;
   judge)  # the 7B vLLM judge: alone at its ceiling, then beside Whisper-large-v3 on one GPU
     step 150 python3 judge_ceiling.py --model qwen2-7b --rows 4096 "${common[@]}"
-    step 180 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --calls 32 --gpu-share 0.5 --work /tmp/asrd-e2e-large --tag -nojudge "${common[@]}"
-    step 240 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --calls 32 --gpu-share 0.5 --work /tmp/asrd-e2e-large --judge qwen2-7b --tag -judge "${common[@]}" ;;
+    step 180 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --calls 32 --gpu-share 0.5 --work /tmp/asrd-e2e-large --tag=-nojudge "${common[@]}"
+    step 240 python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --engines 1 --calls 32 --gpu-share 0.5 --work /tmp/asrd-e2e-large --judge qwen2-7b --tag=-judge "${common[@]}" ;;
   signals)  # the cost of asking vLLM for the quality signals: one engine, modes alternating
     step 280 python3 engine_bench.py --model whisper-base --clips 2048 --variants cpu:8 --no-ceiling --render-clips 16 --signals-ab 3 "${common[@]}"
     step 300 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cpu:8 --no-ceiling --render-clips 16 --signals-ab 2 "${common[@]}" ;;

@@ -6,8 +6,8 @@
 # the GPU benchmarks and tests build their models on the device.
 # Then, on the device, calls made back to back (the machine goes back after ~30 s idle, and then
 # every part must travel again):
-#   run(carry=[".carry1"], command="bash scripts/device/setup.sh")   ... .carry2, .carry3, and
-#   run(carry=[".carry4", ".models"], command="bash scripts/device/setup.sh && bash bench/gpu/run_all.sh tests")
+#   run(carry=[".carry1"], command="bash scripts/device/setup.sh")   ... up to .carryN-1, and
+#   run(carry=[".carryN", ".models"], command="bash scripts/device/setup.sh && bash bench/gpu/run_all.sh tests")
 #   later calls: run(carry=[".models"], command="bash scripts/device/setup.sh && bash bench/gpu/run_all.sh STAGE")
 # The device image already has python3.12, torch 2.11 (cu130) and transformers 5.x; vllm==0.25.0
 # is the version whose compiled extensions link that image's CUDA 13 runtime.
@@ -42,6 +42,9 @@ get "vllm==0.25.0" annotated_types "apache_tvm_ffi==0.1.11" astor blake3 cacheto
   "xgrammar==0.2.8"
 # What `asrd run-shard` imports that the device image lacks.
 get "ray==2.60.0" "omegaconf==2.4.0" "soundfile==0.14.0" cffi pycparser "soxr==1.1.0" "submitit==1.5.4"
+# ... and its quality stage: text language ID, WER after Whisper's normaliser.
+get "lingua-language-detector==2.1.1" "whisper-normalizer==0.1.15" more_itertools indic-numtowords \
+  text2num "jiwer==4.0.0" "rapidfuzz==3.14.6" "click>=8.1.8"
 
 rm -rf .whl/bundle && mkdir -p .whl/bundle
 for w in "$dl"/*.whl; do
