@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", metavar="SQL",
                    help='keep only rows matching this SQL WHERE clause, e.g. "score >= 3"; '
                         'repeat for several (each one\'s drops are counted)')
-    p.add_argument("--preset", help="quality preset (default: merge.preset): default | run | "
-                   "none; rows with its flags are left out")
+    p.add_argument("--preset", help="quality preset (default: merge.preset): default | strict | "
+                   "run | none; rows with its flags are left out")
     p = add("report", cmd_report, "write the quality report page of the last merge again")
     p.add_argument("-o", "--output", help="where (default: RUN_DIR/merged/report.html)")
     p = add("status", cmd_status, "shards done / running / failed / missing")

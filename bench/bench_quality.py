@@ -13,13 +13,16 @@ whose `language` is "en" for every row (the configured language):
 - loop: one sentence said again and again for a minute, no reference;
 - wrong_reference: good speech whose reference is another sentence.
 Every row goes through a real run (index, plan, Ray pipeline, shard file) and a merge with the
-default preset; a row of a bad kind should be dropped, a good row kept.
+default preset; a row of a bad kind should be dropped, a good row kept. A second run does the
+same without Whisper's spoken-language detection (`quality.audio_language=false`: how vLLM runs
+by default, where the detection is costly; faster-whisper by default detects the language of
+segments whose label is in doubt: average log-probability below `quality.doubt_logprob`).
 
-Cost of the signals, side by side in one process on the same segments (alternating, so that
-the shared machine's load hits both alike): the engine with the spoken-language detection
-(`quality.audio_language`) and without, and the driver's per-row signal computation
-(asrd.quality.signals.SignalMaker.row) over the same rows; cost = (engine time with - without
-+ signal time) / engine time without.
+Cost of the signals, side by side in one process on the same segments (whole passes
+alternating, so that the shared machine's load hits all alike): one engine with the
+spoken-language detection off, as by default, and on every segment, and the driver's per-row
+signal computation (asrd.quality.signals.SignalMaker.row) over the same rows; cost = (engine
+time with - without) / engine time without, and signal time / engine time without.
 
     python bench/bench_quality.py --record
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -117,10 +121,11 @@ def build_set(folder: Path) -> list[dict]:
     return rows
 
 
-def drop_shares(work: Path, rows: list[dict], overrides: list[str]) -> tuple[dict, dict, dict]:
+def drop_shares(work: Path, name: str, overrides: list[str]) -> tuple[dict, dict, dict]:
     """A real run and a default-preset merge: per kind (rows, dropped) and flags of each kind."""
-    build_index(work / "set" / "manifest.jsonl", work / "index.parquet")
-    cfg = config_mod.load(None, [f"run.index={work / 'index.parquet'}", f"run.dir={work / 'run'}",
+    if not (work / "index.parquet").is_file():
+        build_index(work / "set" / "manifest.jsonl", work / "index.parquet")
+    cfg = config_mod.load(None, [f"run.index={work / 'index.parquet'}", f"run.dir={work / name}",
                                  "run.num_shards=1", *overrides])
     rd, _ = make_plan(cfg)
     run_task(rd.path, None, overrides)
@@ -140,12 +145,12 @@ def drop_shares(work: Path, rows: list[dict], overrides: list[str]) -> tuple[dic
     return per_kind, flags, summary.dropped_by_flag
 
 
-def signal_cost(work: Path, rows: list[dict], rounds: int) -> tuple[float, float, float, int]:
-    """(engine s without the spoken-language detection, with it, driver signal s, segments)."""
+def signal_cost(work: Path, rows: list[dict], rounds: int) -> tuple[dict, float, int, int]:
+    """(engine s per detection mode, driver signal s, segments, segments detected by default).
+    Modes: none, the default (segments in doubt), every segment."""
     base = config_mod.load(None, ["run.index=unused"])
-    plain = build_engine(base.engine, None, config_mod.load(
-        None, ["run.index=unused", "quality.audio_language=false"]).quality)
-    full = build_engine(base.engine, None, base.quality)
+    engine = build_engine(base.engine, None, base.quality)  # one model: detection switched
+    modes = {"none": None, "default": float(base.quality.doubt_logprob), "every": math.inf}
     vad = VadSettings()
     segs = []
     for r in rows:
@@ -153,26 +158,38 @@ def signal_cost(work: Path, rows: list[dict], rounds: int) -> tuple[float, float
         for a, b in segment(audio, SR, base.audio.max_segment_s, vad).spans:
             segs.append(Segment(audio[a:b], "en"))
     maker = SignalMaker(SignalSettings.of(base.quality), "en")
-    off = on = sig = 0.0
-    texts = []
-    for k in range(rounds):
-        for seg in segs:
-            first, second = (plain, full) if k % 2 == 0 else (full, plain)
-            for engine in (first, second):
+    took = dict.fromkeys(modes, 0.0)
+    texts, detected = [], 0
+    for k in range(rounds):  # whole passes, order turned each round: no segment twice in a row
+        for mode in (list(modes) if k % 2 == 0 else list(modes)[::-1]):
+            engine.detect_below = modes[mode]
+            for seg in segs:
                 t = time.perf_counter()
                 (h,) = engine.hypotheses([seg])
-                took = time.perf_counter() - t
-                if engine is plain:
-                    off += took
-                else:
-                    on += took
+                took[mode] += time.perf_counter() - t
+                if mode == "default":
                     texts.append((h, len(seg.audio) / SR))
+                    detected += h.language is not None
     t = time.perf_counter()
     for h, secs in texts:
         maker.row(h.text, secs, EngineSignals(h.avg_logprob, h.no_speech_prob, h.language,
                                               h.language_p), SENTENCES[0], "en")
     sig = time.perf_counter() - t
-    return off, on, sig, len(segs)
+    return took, sig, len(segs), detected // max(1, rounds)
+
+
+def show(per_kind: dict, flags: dict, by_flag: dict) -> None:
+    for kind, (n, dropped) in per_kind.items():
+        print(f"{kind:<18} {n:3d} rows, dropped {dropped:3d}   flags: {dict(flags[kind])}")
+    print("dropped by flag:", by_flag)
+
+
+def shares(per_kind: dict) -> tuple[float, float]:
+    """(share of bad rows dropped, share of good rows kept)."""
+    bad = [per_kind[k] for k in BAD_KINDS if k in per_kind]
+    good = [per_kind[k] for k in ("good", "good_no_reference")]
+    return (sum(d for _, d in bad) / sum(n for n, _ in bad),
+            1 - sum(d for _, d in good) / sum(n for n, _ in good))
 
 
 def main() -> None:
@@ -184,28 +201,43 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="asrd-quality-"))
     (work / "set").mkdir(parents=True, exist_ok=True)
     rows = build_set(work / "set")
-    per_kind, flags, by_flag = drop_shares(work, rows, [])
-    for kind, (n, dropped) in per_kind.items():
-        print(f"{kind:<18} {n:3d} rows, dropped {dropped:3d}   flags: {dict(flags[kind])}")
-    print("dropped by flag:", by_flag)
-    bad = [per_kind[k] for k in BAD_KINDS if k in per_kind]
-    good = [per_kind[k] for k in ("good", "good_no_reference")]
-    bad_share = sum(d for _, d in bad) / sum(n for n, _ in bad)
-    good_share = 1 - sum(d for _, d in good) / sum(n for n, _ in good)
-    off, on, sig, n_segs = signal_cost(work, rows, args.rounds)
-    cost_engine = (on - off) / off
+    per_kind, flags, by_flag = drop_shares(work, "run", [])
+    show(per_kind, flags, by_flag)
+    bad_share, good_share = shares(per_kind)
+    # the same set without Whisper's spoken-language detection (as vLLM runs by default)
+    undetected, flags_u, by_flag_u = drop_shares(work, "run-no-detect",
+                                                 ["quality.audio_language=false"])
+    show(undetected, flags_u, by_flag_u)
+    bad_share_u, good_share_u = shares(undetected)
+    took, sig, n_segs, n_detected = signal_cost(work, rows, args.rounds)
+    off = took["none"]
+    cost_default = (took["default"] - off) / off
+    cost_every = (took["every"] - off) / off
     cost_rows = sig / off
-    print(f"engine s: without detection {off:.1f}, with {on:.1f}; driver signals {sig:.2f} s")
-    workload = f"{len(rows)} rows ({sum(n for n, _ in bad)} bad, {sum(n for n, _ in good)} good), " \
+    print(f"engine s per detection mode {took}; driver signals {sig:.2f} s")
+    n_bad = sum(per_kind[k][0] for k in BAD_KINDS if k in per_kind)
+    workload = f"{len(rows)} rows ({n_bad} bad, {len(rows) - n_bad} good), " \
                "espeak-ng, Whisper-base int8, default preset"
     figures = [("bad rows dropped, share", f"{bad_share:.1%}", workload),
                ("good rows kept, share", f"{good_share:.1%}", workload)]
     figures += [(f"{kind}: {'kept' if kind.startswith('good') else 'dropped'}",
                  f"{n - d if kind.startswith('good') else d}/{n}", workload)
                 for kind, (n, d) in per_kind.items()]
-    cost_load = f"{n_segs} segments x {args.rounds} rounds, alternating on/off, 1 engine thread"
-    figures += [("signals cost: spoken-language detection, share of engine time",
-                 f"{cost_engine:.1%}", cost_load),
+    without = workload + ", quality.audio_language=false"
+    n, d = undetected["other_language"]
+    figures += [("without spoken-language detection: bad rows dropped, share",
+                 f"{bad_share_u:.1%}", without),
+                ("without spoken-language detection: good rows kept, share",
+                 f"{good_share_u:.1%}", without),
+                ("without spoken-language detection: other_language dropped", f"{d}/{n}",
+                 without)]
+    cost_load = f"{n_segs} segments x {args.rounds} rounds, passes alternating on/off, one engine"
+    figures += [("signals cost: spoken-language detection as by default (segments below "
+                 "quality.doubt_logprob), share of engine time", f"{cost_default:.1%}",
+                 f"{cost_load}; {n_detected} of {n_segs} segments detected"),
+                ("signals cost: spoken-language detection of every segment "
+                 "(quality.audio_language=true), share of engine time", f"{cost_every:.1%}",
+                 cost_load),
                 ("signals cost: per-row signals (driver), share of engine time",
                  f"{cost_rows:.2%}", cost_load),
                 ("signals cost: per-row signals, ms per row",

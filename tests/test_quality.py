@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import pyarrow as pa
 import pytest
 
+from asrd import config as config_mod
 from asrd.quality import hallucinations, reference, text
 from asrd.quality.flags import FLAGS, Thresholds, row_flags
 from asrd.quality.langid import TextLanguageId
@@ -72,7 +74,7 @@ def good_signals(**over):
     s = {"num_words": 12, "compression_ratio": 1.1, "ngram_repeats": 1, "unique_word_share": 0.9,
          "longest_word": 8, "chars_per_s": 15.0, "avg_logprob": -0.3, "no_speech_prob": 0.05,
          "hallucination": None, "text_language": "en", "text_language_p": 0.95,
-         "audio_language": "en", "audio_language_p": 0.9, "wer": 0.0}
+         "audio_language": "en", "audio_language_p": 0.9, "wer": 0.0, "cer": 0.0}
     return {**s, **over}
 
 
@@ -89,7 +91,8 @@ def good_signals(**over):
     ({"text_language": "de"}, "text_language"),
     ({"text_language_p": 0.5}, "text_language"),
     ({"audio_language": "fr"}, "audio_language"),
-    ({"wer": 0.10}, "reference_wer"),
+    ({"wer": 0.75}, "reference_wer"),
+    ({"cer": 0.30}, "reference_cer"),
 ])
 def test_each_flag_trips_at_its_documented_threshold(over, flag):
     t = Thresholds()
@@ -113,8 +116,22 @@ def test_signal_maker_fills_every_column_and_flags_a_wrong_reference():
     assert s["flags"] == [] and s["wer"] == 0.0 and s["text_language"] == "en"
     assert s["num_words"] == 15 and s["words_per_s"] == pytest.approx(15 / 4)
     wrong = maker.row(SENTENCE, 4.0, None, "the quick brown fox", "en")
-    assert wrong["flags"] == ["reference_wer"] and wrong["avg_logprob"] is None
+    assert wrong["flags"] == ["reference_wer", "reference_cer"] and wrong["avg_logprob"] is None
     assert maker.row("", 0.0, None, None, "en")["flags"] == ["empty"]
+
+
+def test_one_split_word_in_a_short_sentence_is_kept_by_default_but_not_by_strict():
+    """One wrong word in an eight-word sentence is 12-25% WER but a few % CER: the default
+    judges a reference by CER; `strict` adds distil-whisper's 10% WER."""
+    maker = SignalMaker(SignalSettings(("en", "de"), 10, Thresholds()), "en")
+    split = maker.row("She sells seashells by the sea shore.", 2.5, None,
+                      "she sells sea shells by the sea shore", "en")
+    assert split["wer"] >= 0.10 and split["cer"] < 0.1 and split["flags"] == []
+    strict = get_preset("strict").thresholds
+    assert row_flags(split, strict, "en") == ["reference_wer"]
+    cut = maker.row("Speech recognition turns spoken", 1.5, None,
+                    "speech recognition turns spoken words into written text", "en")
+    assert "reference_cer" in cut["flags"]
 
 
 def flagged_table(ok_flags: list[str]) -> pa.Table:
@@ -136,8 +153,8 @@ def test_preset_drops_flagged_rows_and_counts_each_flag():
                            "dropped_by_flag": {"compression": 1, "repeats": 1, "empty": 1}}
     keep_all = PresetFilter(get_preset("none"), Thresholds(), "en")
     assert keep_all.apply(flagged_table([])).num_rows == 5 and keep_all.dropped == 0
-    with pytest.raises(PresetError, match="unknown quality preset 'strict'"):
-        get_preset("strict")
+    with pytest.raises(PresetError, match="unknown quality preset 'lenient'"):
+        get_preset("lenient")
 
 
 def test_preset_with_other_thresholds_flags_again_from_the_stored_signals():
@@ -170,3 +187,20 @@ def test_a_nemo_manifest_text_is_indexed_as_reference(corpus, tmp_path):
     assert "text" not in index.column_names
     out = output_schema(index.schema)
     assert out.field("reference").type == pa.string() and out.field("text").type == pa.string()
+
+
+@pytest.mark.parametrize("setting, cheap, expected", [
+    (None, True, -0.5),  # faster-whisper: where the label is in doubt (a decoder step)
+    (None, False, None),  # vLLM: prompt log-probabilities, request by request: never
+    (True, False, math.inf), (False, True, None)])
+def test_spoken_language_detection_by_default_only_where_cheap_and_in_doubt(setting, cheap,
+                                                                            expected):
+    from asrd.engines.base import detection_threshold
+
+    value = "null" if setting is None else str(setting).lower()
+    quality = config_mod.load(None, ["run.index=x", f"quality.audio_language={value}"]).quality
+    assert quality.audio_language is setting
+    assert detection_threshold(quality, cheap) == expected
+    off = config_mod.load(None, ["run.index=x", "quality.enabled=false"]).quality
+    assert detection_threshold(off, cheap) is None
+    assert detection_threshold(None, cheap) == math.inf

@@ -121,8 +121,9 @@ class RequestOutput:  # the fields of vllm.outputs.RequestOutput that the signal
 def test_vllm_signals_asked_only_as_needed():
     from asrd.engines.vllm_signals import PROMPT_TOP_K, request_args
 
-    assert request_args("whisper") == {"logprobs": 0, "prompt_logprobs": PROMPT_TOP_K}
-    assert request_args("qwen2_audio") == {"logprobs": 0}
+    assert request_args("whisper", True) == {"logprobs": 0, "prompt_logprobs": PROMPT_TOP_K}
+    assert request_args("whisper", False) == {"logprobs": 0}
+    assert request_args("qwen2_audio", True) == {"logprobs": 0}
 
 
 def test_vllm_whisper_signals_from_a_forced_language_prompt():
@@ -155,6 +156,23 @@ def test_vllm_whisper_signals_from_a_forced_language_prompt():
     # no logprobs returned at all (signals not asked for): no signals, same text
     bare = RequestOutput(prompt, None, [Completion(text_ids, None)])
     assert hypothesis(bare, "das ist gut", tokens) == Hypothesis("das ist gut")
+
+
+def test_vllm_whisper_language_it_chose_itself_comes_free_with_the_output_logprobs():
+    """No language forced (engine.language null) and no prompt log-probabilities asked for: the
+    first output token is the language Whisper chose, with its log-probability."""
+    from asrd.engines.vllm_signals import WhisperTokens, hypothesis
+
+    tok = _whisper_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    out_ids = [ids("<|de|>"), ids("<|transcribe|>"), ids("<|notimestamps|>"),
+               *tok.encode(" das ist gut", add_special_tokens=False)]
+    steps = [{t: Logprob(math.log(0.8) if i == 0 else -0.1, 1)} for i, t in enumerate(out_ids)]
+    out = RequestOutput([ids("<|startoftranscript|>")], None, [Completion(out_ids, steps)])
+    h = hypothesis(out, "das ist gut", WhisperTokens.of(tok))
+    assert h.language == "de" and h.language_p == pytest.approx(0.8) and h.no_speech_prob is None
+    text_first = RequestOutput(out.prompt_token_ids, None, [Completion(out_ids[3:], steps[3:])])
+    assert hypothesis(text_first, "das ist gut", WhisperTokens.of(tok)).language is None
 
 
 def test_vllm_qwen_signals_are_the_log_probability_only():

@@ -6,6 +6,7 @@ are created once per task (start-up can take a minute on a GPU) and reused for a
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -40,6 +41,21 @@ class Hypothesis:
     no_speech_prob: float | None = None  # Whisper's probability of no speech in the segment
     language: str | None = None  # the spoken language by the model's own detection ...
     language_p: float | None = None  # ... and its probability
+
+
+def detection_threshold(quality: DictConfig | None, cheap: bool) -> float | None:
+    """The average log-probability below which an engine runs Whisper's spoken-language
+    detection on a segment whose transcription language is forced: inf for every segment
+    (`quality.audio_language` true, or no quality section: an engine built alone), None for
+    none (false), and where it is null, `quality.doubt_logprob` on an engine that detects
+    `cheap`ly, else None."""
+    if quality is None:
+        return math.inf
+    if not quality.enabled or quality.audio_language is False:
+        return None
+    if quality.audio_language:
+        return math.inf
+    return float(quality.doubt_logprob) if cheap else None
 
 
 class InputPreparer(Protocol):

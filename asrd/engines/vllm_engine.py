@@ -40,7 +40,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from asrd.audio.pack import Member, split_by_time
-from asrd.engines.base import Engine, EngineUnavailable, Hypothesis, Segment
+from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, Segment,
+                               detection_threshold)
 from asrd.engines.vllm_inputs import (InputRenderer, PromptBuilder, PromptSpec, check_window,
                                       timed_pieces)
 from asrd.engines.vllm_signals import WhisperTokens, hypothesis, request_args
@@ -124,7 +125,7 @@ def _weight_bytes(model_dir: str | Path) -> float:
 class VllmEngine(Engine):
     """One vLLM engine (one GPU, a share of one, or a tensor-parallel group)."""
 
-    def __init__(self, engine_cfg: DictConfig, signals: bool = True):
+    def __init__(self, engine_cfg: DictConfig, signals: bool = True, detection: bool = True):
         try:
             import vllm  # noqa: F401
         except ImportError as e:
@@ -133,6 +134,7 @@ class VllmEngine(Engine):
                 f"(or scripts/device/setup.sh on the lent GPU machine): {e}") from e
         self._cfg = engine_cfg
         self.signals = signals  # ask for log-probabilities (asrd.engines.vllm_signals)
+        self.detection = detection  # and for Whisper's spoken language / no-speech probability
         self.options = engine_cfg.vllm  # engine.vllm.*, checked when the config loaded
         self.max_concurrency = int(self.options.max_concurrency)
         self._model_dir = str(engine_cfg.model)
@@ -163,7 +165,9 @@ class VllmEngine(Engine):
     @classmethod
     def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
                     quality: DictConfig | None = None) -> Engine:
-        return cls(engine_cfg, signals=quality is None or bool(quality.enabled))
+        # prompt log-probabilities, which vLLM computes request by request: not cheap
+        return cls(engine_cfg, signals=quality is None or bool(quality.enabled),
+                   detection=detection_threshold(quality, cheap=False) is not None)
 
     @property
     def name(self) -> str:
@@ -251,7 +255,8 @@ class VllmEngine(Engine):
                               ignore_eos=bool(cfg.ignore_eos), detokenize=False,
                               skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
                               seed=None if cfg.temperature == 0 else self.options.seed,
-                              **(request_args(self.kind) if self.signals else {}))
+                              **(request_args(self.kind, self.detection)
+                                 if self.signals else {}))
 
     # --- transcription -----------------------------------------------------------------------
 

@@ -2,11 +2,12 @@
 Whisper, the no-speech probability and the spoken language.
 
 What is asked of vLLM (`request_args`): the log-probability of each chosen output token
-(`logprobs=0`, no alternatives: cheap) and, for Whisper, the top `PROMPT_TOP_K` log-probabilities
-at each decoder prompt position (`prompt_logprobs`). Whisper predicts, right after
-<|startoftranscript|>, either a language token or <|nospeech|>: that one position gives both
-signals whatever the prompt says next (a forced <|en|>, or no language at all), as in Whisper's
-own decoding. The language's probability is its share among the language tokens listed there
+(`logprobs=0`, no alternatives) and, for Whisper when `quality.audio_language` is true, the
+top `PROMPT_TOP_K` log-probabilities at each decoder prompt position (`prompt_logprobs`).
+Whisper predicts, right after <|startoftranscript|>, either a language token or <|nospeech|>:
+that one position gives both signals whatever the prompt says next (a forced <|en|>, or no
+language at all), as in Whisper's own decoding. When the prompt forces no language, Whisper
+writes the language token first: its output log-probability gives the language for free. The language's probability is its share among the language tokens listed there
 (Whisper's definition, over the top K); the no-speech probability is None when <|nospeech|> is
 not among the top K (it is then below all of them, so far from any threshold).
 
@@ -28,9 +29,12 @@ SOT = "<|startoftranscript|>"
 NO_SPEECH = ("<|nospeech|>", "<|nocaptions|>")  # large-v3 names it nospeech, older nocaptions
 
 
-def request_args(kind: str) -> dict[str, Any]:
-    """SamplingParams arguments that ask for the signals."""
-    return {"logprobs": 0, **({"prompt_logprobs": PROMPT_TOP_K} if kind == "whisper" else {})}
+def request_args(kind: str, detection: bool) -> dict[str, Any]:
+    """SamplingParams arguments that ask for the signals; `detection`: also Whisper's spoken
+    language and no-speech probability (prompt log-probabilities: vLLM computes them request
+    by request, which costs far more GPU throughput than the output's log-probabilities)."""
+    return {"logprobs": 0,
+            **({"prompt_logprobs": PROMPT_TOP_K} if detection and kind == "whisper" else {})}
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,21 @@ def whisper_start(output: Any, tokens: WhisperTokens
     return no_speech, best, langs[best] / sum(langs.values())
 
 
+def generated_language(output: Any, tokens: WhisperTokens) -> tuple[str | None, float | None]:
+    """The language Whisper chose itself when the prompt forced none (its first output token),
+    with that token's probability: free with the output log-probabilities."""
+    completion = output.outputs[0]
+    ids, steps = list(completion.token_ids), completion.logprobs
+    if not ids or ids[0] not in tokens.languages or not steps or ids[0] not in (steps[0] or {}):
+        return None, None
+    return tokens.languages[ids[0]], math.exp(steps[0][ids[0]].logprob)
+
+
 def hypothesis(output: Any, text: str, tokens: WhisperTokens | None) -> Hypothesis:
     """A request's text with its signals (`tokens`: Whisper's, None for other models)."""
     no_speech = language = language_p = None
     if tokens is not None:
         no_speech, language, language_p = whisper_start(output, tokens)
+        if language is None:
+            language, language_p = generated_language(output, tokens)
     return Hypothesis(text, avg_logprob(output), no_speech, language, language_p)

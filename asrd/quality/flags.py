@@ -2,7 +2,11 @@
 and the thresholds, so that `asrd merge` can apply other thresholds without rerunning anything.
 
 The defaults are those of the peers that build such corpora at scale (NeMo Curator / Granary,
-distil-whisper, OWSM): see the README's output schema for each flag.
+OWSM): see the README's output schema for each flag. Against a reference transcript the default
+judges by CER (30%) and by WER only at 75%: one wrong or split word ("sea shore" for
+"seashore") in an eight-word sentence is already 12% WER but 3% CER, while a sentence cut
+mid-word loses a third or more of its characters. distil-whisper's 10% WER is the `strict`
+preset, for a strong model's labels.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ __all__ = ["FLAGS", "Thresholds", "row_flags"]
 
 FLAGS = ("empty", "compression", "repeats", "few_unique_words", "long_word", "too_fast",
          "low_logprob", "no_speech", "hallucination", "text_language", "audio_language",
-         "reference_wer")
+         "reference_wer", "reference_cer")
 
 
 def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None) -> list[str]:
@@ -57,6 +61,8 @@ def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None
         out.append("audio_language")
     if s.get("wer") is not None and s["wer"] >= t.max_reference_wer:
         out.append("reference_wer")
+    if s.get("cer") is not None and s["cer"] >= t.max_reference_cer:
+        out.append("reference_cer")
     return out
 
 

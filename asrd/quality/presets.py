@@ -31,7 +31,11 @@ class Preset:
 
 PRESETS = {p.name: p for p in (
     Preset("default", "leave out a row with any flag, at the documented thresholds (those of "
-           "NeMo Curator/Granary, distil-whisper and OWSM)", Thresholds(), frozenset(FLAGS)),
+           "NeMo Curator/Granary and OWSM; a reference is judged by CER)", Thresholds(),
+           frozenset(FLAGS)),
+    Preset("strict", "as default, and a row whose text is 10% or more WER from its reference "
+           "is left out too (distil-whisper's rule, for a strong model's labels)",
+           Thresholds(max_reference_wer=0.10), frozenset(FLAGS)),
     Preset("run", "leave out a row with any flag, at the run's own quality.thresholds", None,
            frozenset(FLAGS)),
     Preset("none", "keep every row", None, frozenset()),
@@ -47,7 +51,7 @@ def get_preset(name: str) -> Preset:
 SIGNAL_COLUMNS = ("num_words", "compression_ratio", "ngram_repeats", "unique_word_share",
                   "longest_word", "chars_per_s", "avg_logprob", "no_speech_prob",
                   "hallucination", "text_language", "text_language_p", "audio_language",
-                  "audio_language_p", "wer")
+                  "audio_language_p", "wer", "cer")
 
 
 class PresetFilter:

@@ -37,7 +37,7 @@ SIGNALS = [
     ("chars_per_s", "characters per second of speech", "max_chars_per_s"),
     ("words_per_s", "words per second of speech", None),
     ("wer", "WER against the reference", "max_reference_wer"),
-    ("cer", "CER against the reference", None),
+    ("cer", "CER against the reference", "max_reference_cer"),
 ]
 
 
