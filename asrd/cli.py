@@ -213,7 +213,7 @@ def eta_line(rd: RunDir) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from asrd.demo import run_demo
 
-    return run_demo(Path(args.workdir), args.overrides)
+    return run_demo(Path(args.workdir), args.overrides, args.config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,10 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
     return jiwer.wer(refs, hyps, reference_transform=norm, hypothesis_transform=norm)
 
 
-def run_demo(workdir: Path, overrides: list[str] | None = None) -> int:
+def run_demo(workdir: Path, overrides: list[str] | None = None,
+             config_file: str | None = None) -> int:
+    """Sample speech -> index -> run -> merge -> WER, with `config_file` (`-c`) and `overrides`
+    layered as for every command; the demo sets only the index, run directory, name and shards."""
     require_demo_extra()
     from asrd.runtime.task import run_task  # Ray and the engines: only once the demo can finish
     from asrd.testing.samples import make_corpus
@@ -53,7 +56,7 @@ def run_demo(workdir: Path, overrides: list[str] | None = None) -> int:
     index = workdir / "index.parquet"
     report = build_index(manifest, index)
     print(f"indexed {report.rows} recordings, {report.audio_s:.0f} s of speech")
-    cfg = config_mod.load(None, [f"run.index={index}", f"run.dir={workdir / 'run'}",
+    cfg = config_mod.load(config_file, [f"run.index={index}", f"run.dir={workdir / 'run'}",
                                  "run.name=demo", "run.num_shards=2", *(overrides or [])])
     rd, plan = make_plan(cfg)
     run_task(rd.path, None, overrides)
