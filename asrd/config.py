@@ -18,7 +18,6 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 
-
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the offending key."""
 

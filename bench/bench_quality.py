@@ -172,8 +172,7 @@ def signal_cost(work: Path, rows: list[dict], rounds: int) -> tuple[dict, float,
                     detected += h.language is not None
     t = time.perf_counter()
     for h, secs in texts:
-        maker.row(h.text, secs, EngineSignals(h.avg_logprob, h.no_speech_prob, h.language,
-                                              h.language_p), SENTENCES[0], "en")
+        maker.row(h.text, secs, EngineSignals.of(h), SENTENCES[0], "en")
     sig = time.perf_counter() - t
     return took, sig, len(segs), detected // max(1, rounds)
 

@@ -6,10 +6,11 @@ What is asked of vLLM (`request_args`): the log-probability of each chosen outpu
 top `PROMPT_TOP_K` log-probabilities at each decoder prompt position (`prompt_logprobs`).
 Whisper predicts, right after <|startoftranscript|>, either a language token or <|nospeech|>:
 that one position gives both signals whatever the prompt says next (a forced <|en|>, or no
-language at all), as in Whisper's own decoding. When the prompt forces no language, Whisper
-writes the language token first: its output log-probability gives the language for free. The language's probability is its share among the language tokens listed there
-(Whisper's definition, over the top K); the no-speech probability is None when <|nospeech|> is
-not among the top K (it is then below all of them, so far from any threshold).
+language at all), as in Whisper's own decoding. The language's probability is its share among
+the language tokens listed there (Whisper's definition, over the top K); the no-speech
+probability is None when <|nospeech|> is not among the top K (it is then below all of them, so
+far from any threshold). When the prompt forces no language, Whisper writes the language token
+first: its output log-probability gives the language without prompt log-probabilities.
 
 Pure functions over vLLM's output objects (RequestOutput: `prompt_logprobs`, `outputs[0]` with
 `token_ids` and `logprobs`; each log-probability an object with `.logprob`), so that the parsing

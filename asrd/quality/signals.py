@@ -25,6 +25,11 @@ class EngineSignals:
     language: str | None = None  # the spoken language, by the model's own detection
     language_p: float | None = None
 
+    @classmethod
+    def of(cls, said: Any) -> "EngineSignals":
+        """The signals of anything that carries them by these names (an engine's Hypothesis)."""
+        return cls(said.avg_logprob, said.no_speech_prob, said.language, said.language_p)
+
 
 def combine(parts: Sequence[tuple[EngineSignals, float, float]]) -> EngineSignals:
     """A row's engine signals from its segments' (signals, seconds, characters of text).

@@ -112,8 +112,7 @@ class RowAssembly:
     def _ok(p: _Pending) -> RowResult:
         hyps = [h or Hypothesis("") for h in p.texts]
         texts = [h.text.strip() for h in hyps]
-        signals = [EngineSignals(h.avg_logprob, h.no_speech_prob, h.language, h.language_p)
-                   for h in hyps]
+        signals = [EngineSignals.of(h) for h in hyps]
         return RowResult(
             p.index_row, text=" ".join(t for t in texts if t),
             segments=[SegmentText(a, b, t, h.avg_logprob, h.no_speech_prob)

@@ -38,11 +38,8 @@ def engine_config(model_dir, dtype: str, tokens: int, gpu_mem: float, gpus_per_e
     return cfg.engine
 
 
-def set_variant(engine, device: str, threads: int) -> None:
-    """Render threads for a variant; its device is the engine's (fixed when it starts)."""
-    if device != engine.options.feature_device:
-        raise SystemExit(f"variant {device}: the engine renders on "
-                         f"{engine.options.feature_device}")
+def set_variant(engine, threads: int) -> None:
+    """A variant's render threads (its device is the engine's, fixed when it starts)."""
     engine._render_slots = asyncio.Semaphore(threads)
 
 
@@ -114,8 +111,11 @@ def main() -> None:
 
     model_dir = build_model(args.model, args.models_root, args.tokenizer_json)
     variants = [(v.split(":")[0], int(v.split(":")[1])) for v in args.variants.split(",") if v]
+    device = variants[0][0]
+    if any(d != device for d, _ in variants):
+        raise SystemExit(f"--variants: every variant renders on the engine's device, {device}")
     extra = {"render_threads": args.render_threads, "max_concurrency": args.callers,
-             "feature_device": variants[0][0]}
+             "feature_device": device}
     if args.max_num_seqs:
         extra["max_num_seqs"] = args.max_num_seqs
     cfg = engine_config(model_dir, dtype_of(args.model), args.tokens, args.gpu_mem, 1.0, extra)
@@ -123,13 +123,12 @@ def main() -> None:
     print(f"STARTUP {args.model} VllmEngine {engine.startup_s:.1f} s", flush=True)
     segs = [Segment(a, None) for a in clips(args.clips, args.clip_s)]
     figs, meta = [], {"startup_s": round(engine.startup_s, 1), "kind": kind_of(args.model)}
-    for dev, _ in {(d, 0) for d, _ in variants}:  # warm both feature paths
-        set_variant(engine, dev, args.render_threads)
-        engine.transcribe(segs[:16])
+    set_variant(engine, args.render_threads)
+    engine.transcribe(segs[:16])  # warm up
 
     render_rates = {}
     for dev, k in variants:
-        set_variant(engine, dev, k)
+        set_variant(engine, k)
         sub = segs[:args.render_clips]
 
         async def render_some():
@@ -144,8 +143,7 @@ def main() -> None:
 
     with GpuSampler() as gpu:
         if not args.no_ceiling:
-            dev, k = variants[0]
-            set_variant(engine, dev, args.render_threads)
+            set_variant(engine, args.render_threads)
             rendered = render_all(engine, segs, "c")
             done, t_start = submit_all(engine, rendered, "c")
             figs.append(figure(args.model, "c_ceiling_inputs_ready", done, t_start, args.clip_s,
@@ -153,18 +151,19 @@ def main() -> None:
             del rendered
             save(figs[-1:], out_dir() / "figures.jsonl", device=gpu.name)
         for dev, k in variants:
-            set_variant(engine, dev, k)
+            set_variant(engine, k)
             done, t_start = run_callers(engine, segs, args.batch, args.callers)
             figs.append(figure(args.model, f"engine_transcribe_{dev}_r{k}", done, t_start,
                                args.clip_s, args.tokens, gpu, batch=args.batch,
                                callers=args.callers, **meta))
             save(figs[-1:], out_dir() / "figures.jsonl", device=gpu.name)
         if args.signals_ab:  # inputs ready, as in the ceiling: the GPU and vLLM's output side
-            set_variant(engine, variants[0][0], args.render_threads)
+            set_variant(engine, args.render_threads)
             rendered = render_all(engine, segs, "ab")
             modes = {"off": (False, False), "logprob": (True, False), "detection": (True, True)}
             for r in range(args.signals_ab):
-                for mode, (engine.signals, engine.detection) in modes.items():
+                for mode, (signals, detection) in modes.items():
+                    engine.signals, engine.detection = signals, detection
                     done, t_start = submit_all(engine, rendered, f"ab{r}{mode}")
                     fig = figure(args.model, f"c_ceiling_signals_{mode}", done, t_start,
                                  args.clip_s, args.tokens, gpu, round=r, **meta)
