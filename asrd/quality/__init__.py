@@ -9,7 +9,7 @@ Modules, one job each:
   hallucinations  known phrases a model writes on non-speech, per language (package data)
   langid          the text's language (lingua, offline)
   reference       WER and CER against a reference transcript, after Whisper's normaliser
-  signals         all of a row's signals together (`RowSignals`, `SignalMaker`)
+  signals         all of a row's signals together (`EngineSignals`, `SignalMaker`)
   flags           thresholds and the flags a row trips
   presets         named sets of thresholds and flags that `asrd merge` applies
 """

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from asrd.quality.flags import FLAGS, Thresholds, row_flags
+from asrd.schema import QUALITY_FIELDS
 
 
 class PresetError(ValueError):
@@ -48,10 +49,8 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-SIGNAL_COLUMNS = ("num_words", "compression_ratio", "ngram_repeats", "unique_word_share",
-                  "longest_word", "chars_per_s", "avg_logprob", "no_speech_prob",
-                  "hallucination", "text_language", "text_language_p", "audio_language",
-                  "audio_language_p", "wer", "cer")
+# what flags are computed from: every quality column but the flags themselves
+SIGNAL_COLUMNS = tuple(name for name, _ in QUALITY_FIELDS if name != "flags")
 
 
 class PresetFilter:
