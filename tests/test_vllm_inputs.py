@@ -11,9 +11,10 @@ import pytest
 
 from asrd import config as config_mod
 from asrd.engines import EngineUnavailable, Hypothesis, preparer_modules
-from asrd.audio.pack import Member, split_by_time
-from asrd.engines.vllm_inputs import (TIME_STEP_S, PromptBuilder, PromptSpec, check_window,
-                                      timed_pieces)
+from asrd.audio.pack import Member
+from asrd.engines.vllm_inputs import PromptBuilder, PromptSpec, check_window
+from asrd.engines.whisper_timestamps import (TIME_STEP_S, WhisperIds, packed_hypotheses,
+                                             timed_pieces)
 
 
 def test_vllm_options_are_checked_when_the_config_loads():
@@ -66,28 +67,36 @@ def test_packed_window_prompt_asks_for_timestamps():
 
 def test_whisper_output_with_timestamps_splits_back_to_its_clips():
     """Token ids as Whisper writes them for a packed window (the real Whisper-base vocabulary):
-    <|t0|> text <|t1|><|t2|> text <|t3|> ... ; the last piece was cut off (no closing time)."""
-    transformers = pytest.importorskip("transformers")
-    from asrd.testing import tiny_models
-
-    tok = transformers.WhisperTokenizerFast(
-        tokenizer_file=str(tiny_models.whisper_tokenizer_file()))
-    begin = tok.convert_tokens_to_ids("<|notimestamps|>") + 1  # <|0.00|>
+    <|t0|> text <|t1|><|t2|> text <|t3|> ... ; the last piece was cut off (no closing time).
+    Each clip's log-probability is the mean over its own text tokens (specials left out)."""
+    tok = _whisper_tokenizer()
+    ids_of = WhisperIds.of(tok)
 
     def at(seconds: float) -> int:
-        return begin + round(seconds / TIME_STEP_S)
+        return ids_of.timestamp_begin + round(seconds / TIME_STEP_S)
 
     def text(words: str) -> list[int]:
         return tok.encode(words, add_special_tokens=False)
 
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
     ids = ([at(0.0)] + text(" one two") + [at(2.2), at(3.4)] + text(" three four")
-           + [at(4.8), at(6.0)] + text(" five") + [tok.convert_tokens_to_ids("<|endoftext|>")])
+           + [at(4.8), at(6.0)] + text(" five") + [eot])
+    # one log-probability per token: -1 for the first clip's words, -2 for the second's,
+    # -3 for the third's, and -9 for every timestamp and the end token (never counted)
+    first, second, third = (len(text(w)) for w in (" one two", " three four", " five"))
+    logprobs = ([-9.0] + [-1.0] * first + [-9.0, -9.0] + [-2.0] * second + [-9.0, -9.0]
+                + [-3.0] * third + [-9.0])
     decode = lambda t: tok.decode(t, skip_special_tokens=True)  # noqa: E731
-    pieces = timed_pieces(ids, begin, decode)
-    assert [(a, b, t.strip()) for a, b, t in pieces] == [
+    pieces = timed_pieces(ids, ids_of, decode, logprobs)
+    assert [(p.start, p.end, p.text.strip()) for p in pieces] == [
         (0.0, 2.2, "one two"), (3.4, 4.8, "three four"), (6.0, float("inf"), "five")]
     members = [Member(0, "a", 0.0, 2.3), Member(1, "b", 3.3, 1.6), Member(2, "c", 5.9, 2.0)]
-    assert split_by_time(pieces, members) == ["one two", "three four", None]
+    assert packed_hypotheses(pieces, members) == [
+        Hypothesis("one two", avg_logprob=-1.0), Hypothesis("three four", avg_logprob=-2.0),
+        None]
+    # without log-probabilities (none asked for): the texts alone
+    assert [h and h.text for h in packed_hypotheses(timed_pieces(ids, ids_of, decode), members)
+            ] == ["one two", "three four", None]
 
 
 def _whisper_tokenizer():

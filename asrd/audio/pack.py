@@ -1,7 +1,7 @@
 """Packing short clips into full windows: Whisper pads every input to 30 s, so a 5 s clip costs
 the encoder a whole window. Short single-segment recordings of one decode chunk go, in order, into
 one window with a gap of silence between them; the engine transcribes it with timestamps and the
-text is split back to its rows by time (asrd.engines: `Engine.transcribe_packed`).
+text is split back to its rows by time (asrd.engines: `Engine.hypotheses_packed`).
 """
 
 from __future__ import annotations
@@ -62,21 +62,18 @@ def build_window(clips: list[np.ndarray], sr: int, gap_s: float) -> tuple[np.nda
     return np.concatenate(parts).astype(np.float32, copy=False), offsets
 
 
-def split_by_time(words: list[tuple[float, float, str]], members: list[Member]
-                  ) -> list[str | None]:
-    """Each member's text from timed words (start, end, text): a word belongs to the member its
-    middle falls in. A member is unplaceable (None) when a word reaches more than half a gap
-    outside it, a word falls in no member's reach, or it got no word at all (the model may have
-    merged it into a neighbour): such rows are transcribed again alone, never guessed."""
-    return [None if got is None else "".join(words[i][2] for i in got).strip() or None
-            for got in assign_by_time(words, members)]
-
-
 def assign_by_time(words: list[tuple[float, float, str]], members: list[Member]
                    ) -> list[list[int] | None]:
-    """Each member's word positions (as `split_by_time` places them), None when unplaceable."""
+    """Each member's word positions from timed words (start, end, text): a word belongs to the
+    member its middle falls in (within half a gap of it). A member is unplaceable (None) when
+    one of its words reaches more than a quarter gap into another member's clip (a model's
+    timestamps may be off by a few hundred ms, so a piece may run into the gaps, and into the
+    silence a clip starts or ends with: VAD pads speech by 300 ms), a word was cut off (no end
+    time), a word falls in no member's reach, or it got no word at all (the model may have
+    merged it into a neighbour): such rows are transcribed again alone, never guessed."""
     gaps = [b.offset_s - a.offset_s - a.length_s for a, b in zip(members, members[1:])]
     reach = min(gaps, default=1.0) / 2
+    spill = reach / 2
     placed: list[list[int]] = [[] for _ in members]
     bad: set[int] = set()
     for i, (start, end, text) in enumerate(words):
@@ -88,8 +85,9 @@ def assign_by_time(words: list[tuple[float, float, str]], members: list[Member]
                 abs(mid - members[j].offset_s), abs(mid - members[j].offset_s - members[j].length_s)))
             bad.add(nearest)
             continue
-        m = members[k]
-        if start < m.offset_s - reach or end > m.offset_s + m.length_s + reach:
+        into_other = max((min(end, m.offset_s + m.length_s) - max(start, m.offset_s)
+                          for j, m in enumerate(members) if j != k), default=0.0)
+        if not math.isfinite(end) or into_other > spill:
             bad.add(k)
         placed[k].append(i)
     return [None if k in bad or not "".join(words[i][2] for i in got).strip() else got

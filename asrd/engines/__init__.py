@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from asrd.engines.base import Engine, EngineUnavailable, Hypothesis, InputPreparer, Segment
+from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, InputPreparer, PackedWindow,
+                               Segment)
 from asrd.engines.registry import build_engine, engine_kinds, register_engine
 
-__all__ = ["Engine", "EngineUnavailable", "Hypothesis", "InputPreparer", "Segment", "build_engine",
-           "engine_kinds", "preparer_modules", "register_engine"]
+__all__ = ["Engine", "EngineUnavailable", "Hypothesis", "InputPreparer", "PackedWindow", "Segment",
+           "build_engine", "engine_kinds", "preparer_modules", "register_engine"]
 
 
 def preparer_modules(engine_cfg: DictConfig) -> list[str]:

@@ -33,6 +33,14 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class PackedWindow:
+    """One model input holding several short clips, and where each lies in it."""
+
+    segment: Segment
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     """A segment's text and what the model said of it (None where an engine cannot say)."""
 
@@ -105,7 +113,7 @@ class Engine(ABC):
         pipeline calls this; an engine without signals need not override it)."""
         return [Hypothesis(t) for t in self.transcribe(segments)]
 
-    #: whether `transcribe_packed` is implemented (short clips then share windows)
+    #: whether `hypotheses_packed` is implemented (short clips then share windows)
     supports_packing: bool = False
 
     @classmethod
@@ -114,17 +122,22 @@ class Engine(ABC):
         it is built, so that the decode actors know whether to pack)."""
         return cls.supports_packing
 
-    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
-        """Each member's text from one window holding several clips (asrd.audio.pack), split by
-        the model's timestamps; None for a member whose words cannot be placed with confidence
-        (the pipeline transcribes it again alone)."""
-        raise NotImplementedError(f"{type(self).__name__} does not transcribe packed windows")
-
     def hypotheses_packed(self, window: Segment, members: list[Member]
                           ) -> list[Hypothesis | None]:
-        """Like `transcribe_packed`, with the model's signals where the engine has them."""
-        return [None if t is None else Hypothesis(t)
-                for t in self.transcribe_packed(window, members)]
+        """Each member's text (and the model's signals where the engine has them) from one
+        window holding several clips (asrd.audio.pack), split by the model's timestamps; None
+        for a member whose words cannot be placed with confidence (the pipeline transcribes it
+        again alone)."""
+        raise NotImplementedError(f"{type(self).__name__} does not transcribe packed windows")
+
+    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
+        """Like `hypotheses_packed`, the texts alone."""
+        return [None if h is None else h.text for h in self.hypotheses_packed(window, members)]
+
+    def hypotheses_windows(self, windows: list[PackedWindow]) -> list[list[Hypothesis | None]]:
+        """`hypotheses_packed` for several windows; an engine that decodes a batch at once
+        (or many requests concurrently) overrides it."""
+        return [self.hypotheses_packed(w.segment, list(w.members)) for w in windows]
 
     def input_preparer(self) -> InputPreparer | None:
         """What the decode actors should run to prepare this engine's inputs, or None (raw audio).

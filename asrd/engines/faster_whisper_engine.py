@@ -127,9 +127,6 @@ class FasterWhisperEngine(Engine):
 
     supports_packing = True
 
-    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
-        return [None if h is None else h.text for h in self.hypotheses_packed(window, members)]
-
     def hypotheses_packed(self, window: Segment, members: list[Member]
                           ) -> list[Hypothesis | None]:
         """The window with word timestamps; each word goes to the clip its middle falls in.

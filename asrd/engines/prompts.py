@@ -58,9 +58,15 @@ def whisper_decoder_prompt(language: str | None, task: str = "transcribe",
                            timestamps: bool = False) -> str:
     """Whisper's decoder prompt as text (for engines that take a text prompt, such as vLLM).
 
-    Without a language the language token is left out and the model detects the language; with
-    `timestamps` the model writes a timestamp token at each end of every piece of text.
+    With `timestamps` the model writes a timestamp token at each end of every piece of text.
+    Without a language, a transcription's prompt ends at <|startoftranscript|>: Whisper then
+    writes the language it hears (its detection, in the same pass), the task and, as it
+    chooses, timestamps; a token after <|startoftranscript|> other than a language is one the
+    model never saw there in training. A translation without a language keeps its task token
+    (the one pass cannot both detect and force it).
     """
+    if not language and task == "transcribe":
+        return "<|startoftranscript|>"
     lang = f"<|{language.lower()}|>" if language else ""
     return f"<|startoftranscript|>{lang}<|{task}|>" + ("" if timestamps else "<|notimestamps|>")
 

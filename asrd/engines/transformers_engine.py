@@ -18,15 +18,21 @@ still computes the features of segments given as raw audio (direct calls, mixed 
 from __future__ import annotations
 
 import importlib.util
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
+from asrd.audio.pack import Member
 from asrd.config import ConfigError
-from asrd.engines.base import Engine, EngineUnavailable, Hypothesis, InputPreparer, Segment
+from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, InputPreparer, PackedWindow,
+                               Segment)
 from asrd.engines.prompts import audio_chat_messages
+from asrd.engines.whisper_timestamps import (WINDOW_MAX_TOKENS, WhisperIds, packed_hypotheses,
+                                             timed_pieces)
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0
@@ -106,7 +112,38 @@ class TransformersEngine(Engine):
         out: list[Hypothesis] = []
         for start in range(0, len(segments), size):
             batch = segments[start:start + size]
-            out += (self._whisper(batch) if self._is_whisper else self._qwen2_audio(batch))
+            out += self._hypotheses(self._whisper(batch) if self._is_whisper
+                                    else self._qwen2_audio(batch))
+        return out
+
+    @classmethod
+    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+        """Whisper writes timestamps to split a packed window by; Qwen2-Audio does not."""
+        config = json.loads((_model_dir(str(engine_cfg.model)) / "config.json").read_text())
+        return config.get("model_type") == "whisper"
+
+    def hypotheses_packed(self, window: Segment, members: list[Member]
+                          ) -> list[Hypothesis | None]:
+        return self.hypotheses_windows([PackedWindow(window, tuple(members))])[0]
+
+    def hypotheses_windows(self, windows: list[PackedWindow]) -> list[list[Hypothesis | None]]:
+        """Windows decoded in batches with Whisper's timestamps, each split back to its clips
+        by time, with their tokens' mean log-probability."""
+        if not self._is_whisper:
+            raise NotImplementedError("only Whisper writes timestamps to split a window by")
+        for i, w in enumerate(windows):
+            if w.segment.prepared is None:
+                _check_audio(w.segment.audio, i)
+        size = int(self._cfg.batch_size)
+        ids = WhisperIds.of(self._processor.tokenizer)
+        decode = lambda t: self._processor.tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
+        out: list[list[Hypothesis | None]] = []
+        for start in range(0, len(windows), size):
+            batch = windows[start:start + size]
+            for got, w in zip(self._whisper([w.segment for w in batch], timestamps=True), batch,
+                              strict=True):
+                out.append(packed_hypotheses(timed_pieces(got.tokens, ids, decode, got.logprobs),
+                                             list(w.members)))
         return out
 
     def input_preparer(self) -> InputPreparer | None:
@@ -133,9 +170,11 @@ class TransformersEngine(Engine):
         kwargs.update(return_dict_in_generate=True, output_scores=True)
         return kwargs
 
-    def _whisper(self, batch: list[Segment]) -> list[Hypothesis]:
-        """One generate call per language: the language is a forced decoder token."""
-        texts = [Hypothesis("")] * len(batch)
+    def _whisper(self, batch: list[Segment], timestamps: bool = False
+                 ) -> list[Generated]:
+        """Each segment's output tokens and their log-probabilities, one generate call per
+        language (it is a forced decoder token)."""
+        out: list[Generated] = [Generated([], [])] * len(batch)
         by_language: dict[str | None, list[int]] = {}
         for i, seg in enumerate(batch):
             by_language.setdefault(self._language(seg), []).append(i)
@@ -143,11 +182,16 @@ class TransformersEngine(Engine):
             features = self._whisper_features([batch[i] for i in idx])
             lang_task = ({"language": language, "task": self._cfg.task}
                          if self._multilingual else {})
+            kwargs = self._generate_kwargs()
+            if timestamps:
+                kwargs["max_new_tokens"] = WINDOW_MAX_TOKENS
             with self._torch.inference_mode():
-                out = self._model.generate(features, **lang_task, **self._generate_kwargs())
-            for i, hyp in zip(idx, self._hypotheses(out), strict=True):
-                texts[i] = hyp
-        return texts
+                got = self._model.generate(features, **lang_task, return_timestamps=timestamps,
+                                           **kwargs)
+            rows = self._timestamped_tokens(got) if timestamps else self._tokens(got)
+            for i, tokens in zip(idx, rows, strict=True):
+                out[i] = tokens
+        return out
 
     def _whisper_features(self, segments: list[Segment]) -> Any:
         """The (n, n_mels, 3000) input tensor: prepared features as they are, and those of raw
@@ -159,7 +203,7 @@ class TransformersEngine(Engine):
                             for seg in segments])
         return self._torch.from_numpy(stacked).to(self._device, self._dtype)
 
-    def _qwen2_audio(self, batch: list[Segment]) -> list[Hypothesis]:
+    def _qwen2_audio(self, batch: list[Segment]) -> list[Generated]:
         prompts = [self._processor.apply_chat_template(
             audio_chat_messages(self._cfg.instruction, self._language(seg),
                                 self._cfg.system_prompt),
@@ -170,23 +214,56 @@ class TransformersEngine(Engine):
         inputs["input_features"] = inputs["input_features"].to(self._dtype)
         with self._torch.inference_mode():
             out = self._model.generate(**inputs, **self._generate_kwargs())
-        return self._hypotheses(out)
+        return self._tokens(out)
 
-    def _hypotheses(self, out: Any) -> list[Hypothesis]:
-        """Texts of the generated tokens (the prompt's are cut) and each one's mean
-        log-probability up to and with its end token (what follows is padding)."""
+    def _tokens(self, out: Any) -> list[Generated]:
+        """Each row's generated tokens (the prompt's cut) and their log-probabilities, up to
+        and with its end token (what follows is padding)."""
         steps = len(out.scores)
         new = out.sequences[:, out.sequences.shape[1] - steps:]
         logps = self._model.compute_transition_scores(out.sequences, out.scores,
                                                       normalize_logits=True)
         eos = self._model.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos])
-        texts = self._processor.tokenizer.batch_decode(new, skip_special_tokens=True)
-        hyps = []
-        for text, ids, lp in zip(texts, new.tolist(), logps.float().tolist()):
+        rows = []
+        for ids, lp in zip(new.tolist(), logps.float().tolist()):
             n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
-            hyps.append(Hypothesis(text.strip(), sum(lp[:n]) / n if n else None))
-        return hyps
+            rows.append(Generated(ids[:n], lp[:n]))
+        return rows
+
+    def _timestamped_tokens(self, out: dict[str, Any]) -> list[Generated]:
+        """`_tokens` of a generate call with timestamps: Transformers' Whisper returns each
+        row's underlying generate result with its segments (the same result for every segment
+        of a window of at most 30 s); a row without a segment wrote nothing."""
+        eos = self._model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        rows: list[Generated] = []
+        for segments in out["segments"]:
+            if not segments:
+                rows.append(Generated([], []))
+                continue
+            result = segments[0]["result"]
+            steps = len(result["scores"])
+            ids = result["sequences"][-steps:].tolist()
+            logps = self._torch.log_softmax(self._torch.stack(result["scores"]).float(), dim=-1)
+            n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
+            rows.append(Generated(ids[:n], [logps[k, ids[k]].item() for k in range(n)]))
+        return rows
+
+    def _hypotheses(self, rows: list[Generated]) -> list[Hypothesis]:
+        """Texts with each one's mean token log-probability."""
+        texts = self._processor.tokenizer.batch_decode([r.tokens for r in rows],
+                                                       skip_special_tokens=True)
+        return [Hypothesis(text.strip(), sum(r.logprobs) / len(r.logprobs) if r.logprobs else None)
+                for text, r in zip(texts, rows)]
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One row's output tokens, up to and with its end token, and their log-probabilities."""
+
+    tokens: list[int]
+    logprobs: list[float]
 
 
 class WhisperFeatures:

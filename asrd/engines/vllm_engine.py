@@ -39,12 +39,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from asrd.audio.pack import Member, split_by_time
-from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, Segment,
+from asrd.audio.pack import Member
+from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, PackedWindow, Segment,
                                detection_threshold)
-from asrd.engines.vllm_inputs import (InputRenderer, PromptBuilder, PromptSpec, check_window,
-                                      timed_pieces)
-from asrd.engines.vllm_signals import WhisperTokens, hypothesis, request_args
+from asrd.engines.vllm_inputs import InputRenderer, PromptBuilder, PromptSpec, check_window
+from asrd.engines.vllm_signals import WhisperTokens, hypothesis, request_args, token_logprobs
+from asrd.engines.whisper_timestamps import (WINDOW_MAX_TOKENS, WhisperIds, packed_hypotheses,
+                                             timed_pieces)
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,9 @@ class VllmEngine(Engine):
         with lock:
             self._llm = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
         self._tokenizer = self._llm.get_tokenizer()
-        self._whisper_tokens = (WhisperTokens.of(self._tokenizer) if self.kind == "whisper"
-                                else None)
+        whisper = self.kind == "whisper"
+        self._whisper_tokens = WhisperTokens.of(self._tokenizer) if whisper else None
+        self._whisper_ids = WhisperIds.of(self._tokenizer) if whisper else None
         self.prompts = PromptBuilder(
             PromptSpec.from_engine_cfg(self.kind, self._cfg, self.options.feature_device),
             self._tokenizer)
@@ -247,11 +249,13 @@ class VllmEngine(Engine):
             return None
         return InputRenderer(self._llm.vllm_config, self.prompts.spec)
 
-    def sampling_params(self):
+    def sampling_params(self, timestamps: bool = False):
+        """`timestamps`: a packed window's, whose text may take the decoder's whole room."""
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         cfg = self._cfg
-        return SamplingParams(temperature=float(cfg.temperature), max_tokens=int(cfg.max_new_tokens),
+        max_tokens = WINDOW_MAX_TOKENS if timestamps else int(cfg.max_new_tokens)
+        return SamplingParams(temperature=float(cfg.temperature), max_tokens=max_tokens,
                               ignore_eos=bool(cfg.ignore_eos), detokenize=False,
                               skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
                               seed=None if cfg.temperature == 0 else self.options.seed,
@@ -272,30 +276,39 @@ class VllmEngine(Engine):
             if seg.prepared is None:
                 check_window(seg.audio, i)
         outputs = self.generate_outputs(segments)
-        return [hypothesis(o, self._tokenizer.decode(o.outputs[0].token_ids,
-                                                     skip_special_tokens=True).strip(),
-                           self._whisper_tokens) for o in outputs]
+        return [hypothesis(o, self._text(o.outputs[0].token_ids), self._whisper_tokens)
+                for o in outputs]
+
+    def _text(self, token_ids: list[int]) -> str:
+        """The words of output tokens: Whisper's special and timestamp tokens left out by id
+        (a tokenizer file need not mark the timestamps special, and without a language Whisper
+        may write them), other models' by the tokenizer."""
+        ids = self._whisper_ids
+        if ids is not None:
+            token_ids = [t for t in token_ids if t < ids.first_special]
+        return self._tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 
     @classmethod
     def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
         """Whisper writes timestamps to split a packed window by; Qwen2-Audio does not."""
         return model_kind(engine_cfg.model) == "whisper"
 
-    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
-        """The window with Whisper's timestamps (its prompt without <|notimestamps|>; a window
-        prepared in a decode actor has it already), split back to its clips by time."""
-        if window.prepared is None:
-            check_window(window.audio)
-        (ids,) = self.generate_ids([window], timestamps=True)
-        # <|0.00|> follows <|notimestamps|> in every Whisper vocabulary (not every tokenizer
-        # file lists the timestamp tokens themselves)
-        begin = self._tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
-        decode = lambda t: self._tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
-        return split_by_time(timed_pieces(ids, begin, decode), members)
+    def hypotheses_packed(self, window: Segment, members: list[Member]
+                          ) -> list[Hypothesis | None]:
+        return self.hypotheses_windows([PackedWindow(window, tuple(members))])[0]
 
-    def generate_ids(self, segments: list[Segment], timestamps: bool = False) -> list[list[int]]:
-        """Output token ids per segment."""
-        return [list(o.outputs[0].token_ids) for o in self.generate_outputs(segments, timestamps)]
+    def hypotheses_windows(self, windows: list[PackedWindow]) -> list[list[Hypothesis | None]]:
+        """Every window's request at once, with Whisper's timestamps (its prompt without
+        <|notimestamps|>; a window prepared in a decode actor has it already), each split back
+        to its clips by time, with their tokens' mean log-probability."""
+        for w in windows:
+            if w.segment.prepared is None:
+                check_window(w.segment.audio)
+        outputs = self.generate_outputs([w.segment for w in windows], timestamps=True)
+        decode = lambda t: self._tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
+        return [packed_hypotheses(timed_pieces(o.outputs[0].token_ids, self._whisper_ids, decode,
+                                               token_logprobs(o)), list(w.members))
+                for o, w in zip(outputs, windows, strict=True)]
 
     def generate_outputs(self, segments: list[Segment], timestamps: bool = False) -> list[Any]:
         """vLLM's final output per segment; rebuilds a dead engine and retries (bounded)."""
@@ -354,16 +367,18 @@ class VllmEngine(Engine):
             engine_input = {**segment.prepared, "arrival_time": time.time()}
         else:
             engine_input = await self.render(segment, request_id, timestamps)
-        return await self.generate_output(engine_input, request_id)
+        return await self.generate_output(engine_input, request_id, timestamps)
 
     async def generate_rendered(self, engine_input, request_id: str) -> list[int]:
         """Output token ids of one rendered input."""
         return list((await self.generate_output(engine_input, request_id)).outputs[0].token_ids)
 
-    async def generate_output(self, engine_input, request_id: str) -> Any:
+    async def generate_output(self, engine_input, request_id: str, timestamps: bool = False
+                              ) -> Any:
         """vLLM's final RequestOutput of one rendered input."""
         final = None
-        async for out in self._llm.generate(engine_input, self.sampling_params(), request_id):
+        async for out in self._llm.generate(engine_input, self.sampling_params(timestamps),
+                                            request_id):
             final = out
         if final is None or not final.outputs:
             raise RuntimeError(f"vLLM returned no output for request {request_id}")

@@ -137,29 +137,3 @@ class InputRenderer:
             self._setup()
         prompt = self._prompts.prompt(audio, language, uuid.uuid4().hex, timestamps)
         return render(self._renderer, self.vllm_config.model_config, prompt)
-
-
-TIME_STEP_S = 0.02  # Whisper's timestamp tokens count in steps of 20 ms
-
-
-def timed_pieces(token_ids: list[int], timestamp_begin: int, decode: Any
-                 ) -> list[tuple[float, float, str]]:
-    """Whisper's output with timestamps as (start, end, text) pieces: each piece's text stands
-    between two timestamp tokens. Text after the last timestamp (the output was cut off) ends
-    at infinity, so that it cannot be placed with confidence."""
-    pieces: list[tuple[float, float, str]] = []
-    start: float | None = None
-    text: list[int] = []
-    for token in token_ids:
-        if token >= timestamp_begin:
-            t = (token - timestamp_begin) * TIME_STEP_S
-            closing = start is not None and bool(text)
-            if closing and decode(text).strip():
-                pieces.append((start, t, decode(text)))
-            start = None if closing else t
-            text = []
-        else:
-            text.append(token)
-    if text and decode(text).strip():
-        pieces.append((start if start is not None else 0.0, float("inf"), decode(text)))
-    return pieces

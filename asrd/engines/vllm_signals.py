@@ -62,14 +62,20 @@ class WhisperTokens:
         return cls(sot, no_speech, languages)
 
 
-def avg_logprob(output: Any) -> float | None:
-    """Mean log-probability of the chosen output tokens (None when none were returned)."""
+def token_logprobs(output: Any) -> list[float | None] | None:
+    """Each chosen output token's log-probability (None where vLLM listed none; None for all
+    when none were asked for)."""
     completion = output.outputs[0]
     steps = completion.logprobs
     if not steps:
         return None
-    chosen = [step[token].logprob for token, step in zip(completion.token_ids, steps)
-              if step and token in step]
+    return [step[token].logprob if step and token in step else None
+            for token, step in zip(completion.token_ids, steps)]
+
+
+def avg_logprob(output: Any) -> float | None:
+    """Mean log-probability of the chosen output tokens (None when none were returned)."""
+    chosen = [lp for lp in token_logprobs(output) or [] if lp is not None]
     return sum(chosen) / len(chosen) if chosen else None
 
 

@@ -19,7 +19,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
 
-from asrd.engines import Hypothesis, InputPreparer, Segment, build_engine
+from asrd.engines import Hypothesis, InputPreparer, PackedWindow, Segment, build_engine
 from asrd.runtime.health import ActorHealth
 from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 
@@ -58,9 +58,12 @@ class EngineWorker:
                                        "segments")
                 for k, text in zip(plain, got):
                     texts[k] = text
-            for k, p in enumerate(picks):
-                if p.members:
-                    texts[k] = self.engine.hypotheses_packed(segments[k], list(p.members))
+            packed = [k for k, p in enumerate(picks) if p.members]
+            if packed:
+                got = self.engine.hypotheses_windows(
+                    [PackedWindow(segments[k], tuple(picks[k].members)) for k in packed])
+                for k, hyps in zip(packed, got, strict=True):
+                    texts[k] = hyps
             took = time.perf_counter() - t0
         return Transcripts(texts, took)
 

@@ -163,9 +163,6 @@ class FaultEngine(Engine):
                 and _seconds(s) > self.faults.blank_over_s else h
                 for s, h in zip(segments, got)]
 
-    def transcribe_packed(self, window: Segment, members: list[Member]) -> list[str | None]:
-        return [None if h is None else h.text for h in self.hypotheses_packed(window, members)]
-
     def hypotheses_packed(self, window: Segment, members: list[Member]
                           ) -> list[Hypothesis | None]:
         """The inner engine's split, or each member's own description; None for the rows in

@@ -87,3 +87,64 @@ def make_corpus(folder: Path, n: int = 8, with_non_speech: bool = False) -> Path
     manifest = folder / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
+
+
+# Spoken-language sentences in other languages (espeak-ng's own voices), for language tests.
+FOREIGN = {
+    "de": ["guten morgen, wie geht es dir heute",
+           "der zug nach berlin fährt um acht uhr ab"],
+    "es": ["buenos días, cómo estás hoy",
+           "el tren a madrid sale a las ocho de la mañana"],
+    "fr": ["bonjour, comment allez-vous aujourd'hui",
+           "le train pour paris part à huit heures du matin"],
+}
+# English voices and speeds (words per minute) of the labelled set: accents, a female variant.
+VOICES = ("en", "en-us", "en-gb-x-rp", "en+f3", "en-us+m3")
+SPEEDS = (130, 160, 190)
+
+
+def make_labelled_set(folder: Path, voices: tuple[str, ...] = VOICES,
+                      speeds: tuple[int, ...] = SPEEDS, non_speech_s: float = 10.0) -> Path:
+    """Speech with known text as 16 kHz mono FLAC: every English sentence in every voice at
+    every speed (8 x 5 x 3 = 120 clips by default), two sentences in each of German, Spanish
+    and French (espeak-ng's voice of the language, at 150 wpm), and `non_speech_s` of each
+    kind of non-speech (reference ""). `manifest.jsonl` holds each clip's `reference`,
+    `language`, `voice` and `speed`. Deterministic: the same files every time. Returns the
+    manifest path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def add(text: str, language: str, voice: str, speed: int) -> None:
+        name = f"{language}-{len(rows):04d}.flac"
+        raw = folder / (name + ".espeak.wav")
+        subprocess.run([need("espeak-ng"), "-v", voice, "-s", str(speed), "-w", str(raw), text],
+                       check=True, capture_output=True)
+        audio, rate = sf.read(raw, dtype="float32")
+        raw.unlink()
+        import soxr
+
+        sf.write(folder / name, soxr.resample(audio, rate, 16000), 16000, subtype="PCM_16")
+        rows.append({"id": name, "path": name, "reference": text, "language": language,
+                     "voice": voice, "speed": speed})
+
+    for voice in voices:  # neighbours differ in text, as in a real corpus (packing sees them)
+        for speed in speeds:
+            for text in SENTENCES:
+                add(text, "en", voice, speed)
+    for language, texts in FOREIGN.items():
+        for text in texts:
+            add(text, language, language, 150)
+    for kind in NON_SPEECH:
+        name = f"{kind}.flac"
+        sf.write(folder / name, non_speech(kind, non_speech_s), 16000, subtype="PCM_16")
+        rows.append({"id": name, "path": name, "reference": "", "language": "en",
+                     "voice": "", "speed": 0})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return manifest
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(make_labelled_set(Path(sys.argv[1])))

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (ROOT, GpuSampler, build_model, clips, dtype_of, figure, out_dir, save,
@@ -96,26 +97,10 @@ def main() -> None:
                       "judge.vllm.load_format=dummy", f"judge.vllm.dtype={dtype_of(args.judge)}",
                       "judge.batch_size=256"]
     subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
-    parts = run_dir / "shards" / "shard-000000.parts"
-    final = run_dir / "shards" / "shard-000000.parquet"
-    log = open(out_dir() / f"e2e-{args.model}-{args.engines}-{args.render_in}{args.tag}.log", "w")
-    done, seen = [], 0
-    with GpuSampler() as gpu:
-        t0 = time.monotonic()
-        proc = subprocess.Popen([*cli, "run-shard", "--shard", "0", *overrides], env=env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
-        while proc.poll() is None and time.monotonic() - t0 < args.limit_s:
-            n = len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0
-            if n > seen:
-                done.append((time.monotonic(), (n - seen) * args.part_rows))
-                seen = n
-            time.sleep(0.2)
-        if proc.poll() is None:
-            proc.kill()
-            raise SystemExit(f"run-shard did not finish in {args.limit_s} s; see the log")
-        t_end = time.monotonic()
-    if proc.returncode != 0 or not final.is_file():
-        raise SystemExit(f"run-shard failed (rc {proc.returncode}); see the log")
+    log_path = out_dir() / f"e2e-{args.model}-{args.engines}-{args.render_in}{args.tag}.log"
+    run = timed_run_shard(overrides, run_dir, env, log_path, args.part_rows, args.limit_s)
+    done, t0, t_end, gpu, final = run.done, run.t0, run.t_end, run.gpu, run.final
+    seen = run.parts
     import pyarrow.parquet as pq
 
     table = pq.read_table(final)
@@ -130,7 +115,7 @@ def main() -> None:
                  first, args.clip_s,
                  args.tokens, gpu, total_wall_s=round(t_end - t0, 1), rows=table.num_rows,
                  error_rows=errors, engines=args.engines, batch=args.batch, calls=args.calls,
-                 render_in=args.render_in, decode_actors=_decode_actors(log.name),
+                 render_in=args.render_in, decode_actors=_decode_actors(log_path),
                  judge=args.judge, overrides=args.set, scored_rows=scored,
                  note="rate from the first committed part (engine start-up excluded)")
     save([fig], out_dir() / "figures.jsonl", device=gpu.name)
@@ -139,7 +124,46 @@ def main() -> None:
           f"{t_end - t0:.1f} s with start-up", flush=True)
 
 
-def _decode_actors(log_path: str) -> int | None:
+@dataclass
+class TimedRun:
+    """One `asrd run-shard` timed from outside: (time, rows) as parts were committed."""
+
+    done: list[tuple[float, int]]
+    t0: float
+    t_end: float
+    gpu: GpuSampler
+    final: Path
+    parts: int  # parts seen committed
+
+
+def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], log_path: Path,
+                    part_rows: int, limit_s: float) -> TimedRun:
+    """Run shard 0 of a planned run with NVML sampled; progress from its committed parts (so
+    the steady rate excludes the engines' start-up). Exits on failure, naming the log."""
+    cli = [sys.executable, "-m", "asrd.cli"]
+    parts = run_dir / "shards" / "shard-000000.parts"
+    final = run_dir / "shards" / "shard-000000.parquet"
+    done, seen = [], 0
+    with open(log_path, "w") as log, GpuSampler() as gpu:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([*cli, "run-shard", "--shard", "0", *overrides], env=env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None and time.monotonic() - t0 < limit_s:
+            n = len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0
+            if n > seen:
+                done.append((time.monotonic(), (n - seen) * part_rows))
+                seen = n
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+            raise SystemExit(f"run-shard did not finish in {limit_s} s; see {log_path}")
+        t_end = time.monotonic()
+    if proc.returncode != 0 or not final.is_file():
+        raise SystemExit(f"run-shard failed (rc {proc.returncode}); see {log_path}")
+    return TimedRun(done, t0, t_end, gpu, final, seen)
+
+
+def _decode_actors(log_path: str | Path) -> int | None:
     """The decode actor count the pipeline logged ("pipeline: N decode actors")."""
     import re
 

