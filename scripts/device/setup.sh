@@ -17,7 +17,16 @@ extra_wheels() {  # loose wheels carried beside the bundle (a late addition need
     --disable-pip-version-check --target "$site" "${w[@]}" 2>&1 | grep -v "^WARNING: Target directory" || true
   echo "setup: installed ${#w[@]} loose wheels"
 }
-if [ -f "$site/.asrd-installed" ]; then extra_wheels; echo "setup: installed (earlier call)"; exit 0; fi
+models=/tmp/asrd-models
+real_whisper() {  # the carried CTranslate2 Whisper-base, converted once for transformers/vLLM
+  [ -f "$models/whisper-base-ct2/model.bin" ] || return 0
+  [ -f "$models/whisper-base-hf/model.safetensors" ] && return 0
+  PYTHONPATH="$site:$root" timeout 120 python3 -m asrd.testing.real_whisper "$models/whisper-base-hf" \
+    --ct2 "$models/whisper-base-ct2" || { echo "setup: converting Whisper-base failed" >&2; return 1; }
+}
+if [ -f "$site/.asrd-installed" ]; then
+  extra_wheels; real_whisper; echo "setup: installed (earlier call)"; exit 0
+fi
 n="" sha=""
 for d in "$root"/.carry[0-9]*; do
   [ -f "$d/MANIFEST" ] || continue
@@ -41,10 +50,7 @@ timeout 300 python3 -m pip install -q --no-index --no-deps --no-compile --no-cac
 python3 -c "import sys; sys.path.insert(0, '$site'); import vllm, ray" >/dev/null 2>&1 \
   || { echo "setup: vllm or ray does not import after install" >&2; exit 1; }
 extra_wheels
-# The real Whisper-base: the CTranslate2 folder as carried, and converted for transformers/vLLM.
-models=/tmp/asrd-models
 mkdir -p "$models" && rm -rf "$models/whisper-base-ct2" && mv /tmp/bundle/models/whisper-base-ct2 "$models/"
-PYTHONPATH="$site:$root" timeout 120 python3 -m asrd.testing.real_whisper "$models/whisper-base-hf" \
-  --ct2 "$models/whisper-base-ct2" || { echo "setup: converting Whisper-base failed" >&2; exit 1; }
 touch "$site/.asrd-installed"
+real_whisper
 echo "setup: installed in $(( $(date +%s) - t0 )) s"
