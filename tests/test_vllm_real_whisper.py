@@ -213,7 +213,7 @@ def test_language_from_whispers_own_output(engine, labelled):
            texts=[h.text for h in hyps])
     assert all(h.language_p is not None and 0 < h.language_p <= 1 for h in hyps)
     assert all(h.text for h in hyps)
-    assert sum(right) >= len(picked) - 1, [(r["language"], h.language) for r, h in zip(picked, hyps)]
+    assert sum(right) >= len(picked) - 2, [(r["language"], h.language) for r, h in zip(picked, hyps)]
 
 
 def test_no_speech_probability_is_real_where_asked_for(engine, labelled):

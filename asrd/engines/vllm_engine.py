@@ -255,12 +255,30 @@ class VllmEngine(Engine):
 
         cfg = self._cfg
         max_tokens = WINDOW_MAX_TOKENS if timestamps else int(cfg.max_new_tokens)
+        bias = self._banned(timestamps)
         return SamplingParams(temperature=float(cfg.temperature), max_tokens=max_tokens,
+                              logit_bias=bias or None,
                               ignore_eos=bool(cfg.ignore_eos), detokenize=False,
                               skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
                               seed=None if cfg.temperature == 0 else self.options.seed,
                               **(request_args(self.kind, self.detection)
                                  if self.signals else {}))
+
+    def _banned(self, timestamps: bool) -> dict[int, float]:
+        """Whisper tokens a request must not write (vLLM applies none of Whisper's decoding
+        rules): <|notimestamps|> in a packed window's output (Whisper-base wrote it first and
+        no timestamp after, so no clip could be placed); and, for a transcription, the
+        no-speech token and <|translate|>, which Whisper may write after <|startoftranscript|>
+        when the prompt leaves the language to it (an empty or translated row)."""
+        if self._whisper_tokens is None:
+            return {}
+        tok = self._tokenizer
+        banned = [tok.convert_tokens_to_ids("<|notimestamps|>")] if timestamps else []
+        if self._cfg.task == "transcribe":
+            banned.append(tok.convert_tokens_to_ids("<|translate|>"))
+            if self._whisper_tokens.no_speech is not None:
+                banned.append(self._whisper_tokens.no_speech)
+        return {int(t): -100.0 for t in banned}
 
     # --- transcription -----------------------------------------------------------------------
 
