@@ -2,8 +2,8 @@
 sampling, steady-state figures and the result record.
 
 The models have random weights (vLLM's load_format="dummy"; nothing can be downloaded), so every
-benchmark fixes the output length (ignore_eos, max_tokens) to a typical transcript's: the work
-per clip is then that of the real model on real speech of that length.
+benchmark fixes the output length (ignore_eos, max_tokens) to what the real Whisper-base writes
+for speech of that length (TOKENS_PER_SPEECH_S): the work per clip is then that of the real model.
 """
 
 from __future__ import annotations
@@ -41,17 +41,33 @@ MODELS = {
 }
 
 
+# Output tokens Whisper writes per second of speech: 4.5, measured with the real Whisper-base on
+# the espeak-ng labelled set (text tokens and the end token; bench/gpu/real_speech_e2e.py,
+# bench/RESULTS.md). Random weights write no text of their own, so the benchmarks fix each clip's
+# output at this rate times its length unless --tokens says otherwise.
+TOKENS_PER_SPEECH_S = 4.5
+
+
+class WorkloadParser(argparse.ArgumentParser):
+    def parse_args(self, *args, **kwargs):  # type: ignore[override]
+        parsed = super().parse_args(*args, **kwargs)
+        if parsed.tokens is None:
+            parsed.tokens = max(1, round(TOKENS_PER_SPEECH_S * parsed.clip_s))
+        return parsed
+
+
 def workload_parser(clips: int | None = None) -> argparse.ArgumentParser:
     """The arguments every GPU benchmark shares: the model, where its files are made, and the
-    workload (`clips` of `--clip-s` s, `--tokens` output tokens each) its figures are for."""
-    ap = argparse.ArgumentParser()
+    workload (`clips` of `--clip-s` s, `--tokens` output tokens each: by default the measured
+    rate of real speech times the clip's length) its figures are for."""
+    ap = WorkloadParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--models-root", default="/tmp/asrd-models")
     ap.add_argument("--tokenizer-json", default=None)
     if clips is not None:
         ap.add_argument("--clips", type=int, default=clips)
     ap.add_argument("--clip-s", type=float, default=20.0)
-    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--tokens", type=int, default=None)
     return ap
 
 

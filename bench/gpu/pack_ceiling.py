@@ -3,7 +3,7 @@ windows (asrd.audio.pack: clips joined with 1 s of silence, the prompt with time
 
 Every input is rendered first, then all are submitted at once, so the figure is the GPU's rate,
 not the pipeline's. Random weights give no real text: output length is fixed (`ignore_eos`) at
-`--tokens-per-clip` per clip, so a window of k clips decodes k times that many tokens (plus two
+`--tokens` per clip, so a window of k clips decodes k times that many tokens (plus two
 timestamps per clip) and both ways decode the same number of tokens per clip.
 
     python bench/gpu/pack_ceiling.py --model whisper-large-v3 --clips 1024 --clip-s 5
@@ -21,8 +21,7 @@ from common import GpuSampler, build_model, clips, dtype_of, out_dir, workload_p
 
 def main() -> None:
     ap = workload_parser(1024)
-    ap.add_argument("--tokens-per-clip", type=int, default=16)
-    args = ap.parse_args()
+    args = ap.parse_args()  # --tokens: each clip's output (by default the rate of real speech)
     import engine_bench
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
@@ -31,7 +30,7 @@ def main() -> None:
     from asrd.engines.vllm_engine import VllmEngine
 
     model_dir = str(build_model(args.model, args.models_root, args.tokenizer_json))
-    cfg = engine_bench.engine_config(model_dir, dtype_of(args.model), args.tokens_per_clip, 0.85,
+    cfg = engine_bench.engine_config(model_dir, dtype_of(args.model), args.tokens, 0.85,
                                      1.0, {"max_num_seqs": 512, "max_num_batched_tokens": 96000})
     engine = VllmEngine(cfg)
     audio = clips(args.clips, args.clip_s)
@@ -66,10 +65,10 @@ def main() -> None:
     results = {}
     with GpuSampler() as gpu:
         t = time.monotonic()
-        alone_s = run(alone_in, args.tokens_per_clip, "ra")
+        alone_s = run(alone_in, args.tokens, "ra")
         util_a = gpu.mean_util(t, time.monotonic())
         t = time.monotonic()
-        packed_s = run(packed_in, per_window * (args.tokens_per_clip + 2), "rp")
+        packed_s = run(packed_in, per_window * (args.tokens + 2), "rp")
         util_p = gpu.mean_util(t, time.monotonic())
     results = {"model": args.model, "clips": len(segs), "clip_s": args.clip_s,
                "windows": len(windows), "clips_per_window": per_window,
