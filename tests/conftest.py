@@ -46,3 +46,13 @@ def real_whisper_dir(tmp_path_factory) -> Path:
 
     return convert(bundled_model_dir("whisper-base"), tmp_path_factory.mktemp("whisper-base-hf"))
 
+
+def why_no_vllm_gpu() -> str | None:
+    """Why the vLLM GPU tests cannot run here (None: they can): GPU test modules skip on it."""
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except ImportError as e:
+        return f"vLLM is not installed: {e}"
+    return None if torch.cuda.is_available() else "no CUDA GPU"
+

@@ -18,18 +18,10 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-def _gpu_and_vllm() -> str | None:
-    try:
-        import torch
-        import vllm  # noqa: F401
-    except ImportError as e:
-        return f"vLLM is not installed: {e}"
-    return None if torch.cuda.is_available() else "no CUDA GPU"
+from tests.conftest import why_no_vllm_gpu  # noqa: E402
 
-
-_skip = _gpu_and_vllm()
-if _skip:
-    pytest.skip(_skip, allow_module_level=True)
+if why_no_vllm_gpu():
+    pytest.skip(why_no_vllm_gpu(), allow_module_level=True)
 
 from asrd import config as config_mod  # noqa: E402
 from asrd.testing import tiny_models  # noqa: E402
