@@ -195,11 +195,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from asrd.status import format_status, run_status
+    from asrd.status import drift_lines, format_status, run_status
 
     cfg = run_config(args, check_drift=False)  # reading the state is never refused
     print(format_status(run_status(cfg.run.dir), per_shard=args.per_shard))
     print(eta_line(RunDir(cfg.run.dir)))
+    for line in drift_lines(RunDir(cfg.run.dir), cfg):
+        print(line)
     return 0
 
 

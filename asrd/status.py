@@ -6,11 +6,19 @@ knows of).
 A marker counts only if it still holds (asrd.verify, quick depth: one scan of the shard files'
 sizes and mtimes); one that does not is invalidated and listed with its reason. A shard that SLURM
 does not know of but whose claim a live process on this host holds (`asrd run` without SLURM) is
-"running", with that process's pid."""
+"running", with that process's pid.
+
+Status reads the state whatever the config says, so it is never refused for config drift; it
+names the output keys that differ from the planned run instead, as the commands that would refuse
+them do."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from asrd.config import output_diff
 
 from asrd.launch.slurm_view import ShardJob, slurm_states
 from asrd.plan import load_plan
@@ -92,3 +100,17 @@ def format_status(st: RunStatus, per_shard: bool = False) -> str:
         task = f", task {j.task_id}" if j.task_id is not None else ""
         lines.append(f"failed: shard {s}: job {j.job_id}{task} ended {j.state}; log {j.log}")
     return "\n".join(lines)
+
+
+def drift_lines(rd: RunDir, cfg: DictConfig) -> list[str]:
+    """The output keys of `cfg` (the run's file and overrides) that differ from the planned run,
+    each with both values: what submit, resubmit, run-shard and merge would refuse."""
+    frozen = rd.frozen_config()
+    keys = output_diff(frozen, cfg)
+    if not keys:
+        return []
+    lines = [f"config drift: {len(keys)} output keys differ from the planned run; submit, "
+             "resubmit, run-shard and merge refuse them (put them back, or plan another run.dir):"]
+    lines += [f"  {k}: planned {OmegaConf.select(frozen, k)!r}, now {OmegaConf.select(cfg, k)!r}"
+              for k in keys[:20]]
+    return lines

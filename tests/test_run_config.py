@@ -81,3 +81,18 @@ def test_unmounted_store_is_named_not_plan_first(planned, tmp_path, capsys, comm
     assert asrd_main([command, "-c", str(cfg_file)]) == 2
     err = capsys.readouterr().err
     assert f"store.require_mount={mount} is not mounted" in err and "asrd plan" not in err, err
+
+
+def test_status_names_the_output_keys_that_drifted(planned, capsys):
+    """Status is never refused, but it says which output keys the others would refuse."""
+    cfg_file, _ = planned
+    assert asrd_main(["status", "-c", str(cfg_file)]) == 0
+    assert "config drift" not in capsys.readouterr().out
+    edit(cfg_file, "engine", "beam_size", 5)
+    edit(cfg_file, "slurm", "mem_gb", 3)  # where it runs: not drift
+    assert asrd_main(["status", "-c", str(cfg_file), "audio.vad.threshold=0.6"]) == 0
+    out = capsys.readouterr().out
+    assert "shards: 2 planned" in out
+    assert "config drift: 2 output keys differ from the planned run" in out, out
+    assert "  audio.vad.threshold: planned 0.5, now 0.6" in out
+    assert "  engine.beam_size: planned 1, now 5" in out and "slurm.mem_gb" not in out
