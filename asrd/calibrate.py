@@ -2,10 +2,12 @@
 
 A sample of the index, chosen across its duration range (rows at evenly spaced duration
 quantiles, so short clips, which pack, and long recordings, which segment, are both in it), runs
-as a one-shard run in RUN_DIR/calibration/ through the real pipeline, in a child process exactly
-as a task would. The rate is the sample's audio seconds over the shard's wall time; the start-up
-is the rest of the child's life (imports, Ray, engine load, shutdown). Run it on a node like the
-task's (e.g. under `srun` with the task's CPUs and GPUs): the rate is this node's.
+in RUN_DIR/calibration/ through the real pipeline, in a child process exactly as a task would,
+as a few shards ordered by duration: the shortest clips in the first, the longest files in the
+last. Their mixes differ, so the costs per row and per model window (asrd.workload) can be told
+apart: they are fitted to the shards' wall times. The start-up is the rest of the child's life
+(imports, Ray, engine load, shutdown). Run it on a node like the task's (e.g. under `srun` with
+the task's CPUs and GPUs): the rate is this node's.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from asrd import config as config_mod
-from asrd.forecast import ForecastError, Rate, calibration_path, rate_key
-from asrd.plan import UNPROBED_WEIGHT_S
+from asrd.forecast import (ForecastError, IndexWork, calibration_path, fit_rate, rate_key)
+from asrd.plan import _durations, load_plan
+from asrd.workload import WorkShape
 from asrd.rundir import RunDir
 from hpc.commit import atomic_path, read_json, write_json
+
+# The sample runs as this many shards (fewer for a sample of fewer rows): short clips, middle,
+# long files.
+CALIBRATION_SHARDS = 3
 
 
 @dataclass(frozen=True)
@@ -37,9 +44,9 @@ class Calibration:
     rate_key: str
     sample_rows: int
     sample_audio_s: float
-    shard_wall_s: float
+    shard_wall_s: float  # the shards' work, summed
     process_wall_s: float
-    marker: dict  # the calibration shard's done-marker
+    markers: list[dict]  # the calibration shards' done-markers
 
 
 def sample_rows(durations: np.ndarray, target_audio_s: float) -> np.ndarray:
@@ -51,7 +58,8 @@ def sample_rows(durations: np.ndarray, target_audio_s: float) -> np.ndarray:
 
 
 def write_sample(index: str, rows: np.ndarray, out: Path) -> None:
-    """The chosen index rows, all columns, as a small index (reads only their row groups)."""
+    """The chosen index rows, all columns, as a small index ordered by duration (reads only
+    their row groups)."""
     pf = pq.ParquetFile(index)
     tables, offset = [], 0
     for g in range(pf.metadata.num_row_groups):
@@ -61,25 +69,25 @@ def write_sample(index: str, rows: np.ndarray, out: Path) -> None:
             tables.append(pf.read_row_group(g).take(pa.array(mine)))
         offset += n
     with atomic_path(out) as tmp:
-        pq.write_table(pa.concat_tables(tables), tmp)
+        pq.write_table(pa.concat_tables(tables).sort_by("duration_s"), tmp)
 
 
 def calibrate(cfg: DictConfig, target_audio_s: float) -> Calibration:
-    """Run the sample as one shard in a child process; write RUN_DIR/calibration.json."""
+    """Run the sample as a few shards in a child process; write RUN_DIR/calibration.json."""
     index = config_mod.require_index(cfg)
     rd = RunDir(cfg.run.dir)
     cal_dir = rd.path / "calibration"
-    durations = pq.read_table(index, columns=["duration_s"]).column(0).to_numpy(
-        zero_copy_only=False).astype(np.float64)
-    durations = np.where(np.isnan(durations), UNPROBED_WEIGHT_S, durations)
+    durations = _durations(index)
     if durations.size == 0:
         raise ForecastError(f"index {index} is empty")
     rows = sample_rows(durations, target_audio_s)
     sample_index = cal_dir / "sample.parquet"
     write_sample(index, rows, sample_index)
     run = cal_dir / f"run-{int(time.time())}"  # a fresh run: nothing resumed, nothing skipped
+    shards = min(CALIBRATION_SHARDS, len(rows))
     cal_cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([
-        f"run.dir={run}", f"run.index={sample_index}", "run.num_shards=1", "wandb.mode=disabled"]))
+        f"run.dir={run}", f"run.index={sample_index}", f"run.num_shards={shards}",
+        "wandb.mode=disabled"]))
     cfg_file = cal_dir / "config.yaml"
     cfg_file.write_text(config_mod.to_yaml(cal_cfg))
     t0 = time.monotonic()
@@ -87,17 +95,20 @@ def calibrate(cfg: DictConfig, target_audio_s: float) -> Calibration:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "WANDB_MODE": "disabled"})
     process_wall = time.monotonic() - t0
-    marker_path = RunDir(run).markers.path(0)
-    if proc.returncode != 0 or not marker_path.is_file():
+    cal_run = RunDir(run)
+    if proc.returncode != 0 or len(cal_run.markers.done_shards()) < shards:
         raise ForecastError(f"the calibration run in {run} failed (exit {proc.returncode}): "
                             f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
-    marker = read_json(marker_path)
+    plan = load_plan(cal_run)
+    iw = IndexWork.of(_durations(str(sample_index)), WorkShape.of(cal_cfg))
+    markers = [read_json(cal_run.markers.path(k)) for k in range(shards)]
+    walls = [float(m["wall_s"]) for m in markers]
     audio = float(durations[rows].sum())
-    wall = float(marker["wall_s"])
-    rate = Rate(audio / wall, max(0.0, process_wall - wall),
-                f"calibration on {marker.get('host')}: {len(rows)} rows, {audio:.0f} audio s",
-                1, audio)
-    cal = Calibration(rate, rate_key(cfg), len(rows), audio, wall, process_wall, marker)
+    rate = fit_rate([iw.work(spec) for spec in plan.shards], walls,
+                    max(0.0, process_wall - sum(walls)),
+                    f"calibration on {markers[0].get('host')}: {len(rows)} rows, {audio:.0f} "
+                    f"audio s in {shards} shards")
+    cal = Calibration(rate, rate_key(cfg), len(rows), audio, sum(walls), process_wall, markers)
     write_json(calibration_path(rd), asdict(cal))
     shutil.rmtree(run, ignore_errors=True)
     return cal

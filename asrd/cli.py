@@ -25,7 +25,7 @@ from asrd.export.writer import ExportError
 from asrd.forecast import ForecastError
 from asrd.index import IndexError_
 from asrd.merge import MergeError
-from asrd.plan import PlanError
+from asrd.plan import Plan, PlanError
 from asrd.quality.presets import PresetError
 from asrd.rundir import RunDir, RunDirError
 from asrd.run_config import open_run
@@ -86,12 +86,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     secs = [s.audio_s for s in plan.shards]
     print(f"planned {plan.num_shards} shards of {plan.index_rows} rows in {rd.path} "
           f"(config {plan.config_hash}); audio per shard {min(secs):.0f}-{max(secs):.0f} s")
-    print_forecast(rd, cfg, args)
+    print_forecast(rd, plan, cfg, args)
     return 0
 
 
-def print_forecast(rd: RunDir, cfg: DictConfig, args: argparse.Namespace) -> None:
-    from asrd.forecast import format_forecast, forecast_path, forecast_run
+def print_forecast(rd: RunDir, plan: Plan, cfg: DictConfig, args: argparse.Namespace) -> None:
+    from asrd.forecast import (format_forecast, forecast_path, forecast_run,
+                               small_shards_without_rate)
 
     if args.calibrate:
         from asrd.calibrate import calibrate
@@ -101,6 +102,9 @@ def print_forecast(rd: RunDir, cfg: DictConfig, args: argparse.Namespace) -> Non
     if fc is None:
         print("forecast: no measured rate for these engine settings; run `asrd calibrate` (or "
               "`asrd plan --calibrate`), or name earlier runs with --rates-from RUN_DIR")
+        warning = small_shards_without_rate(plan)
+        if warning:
+            print(warning)
         return
     print(format_forecast(fc))
     print(f"wrote {forecast_path(rd)}")
@@ -113,7 +117,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     cal = calibrate(cfg, args.audio_s)
     print(f"calibrated on {cal.sample_rows} rows ({cal.sample_audio_s:.0f} audio s): "
-          f"{cal.rate.audio_s_per_s:.1f} audio s/s, start-up {cal.rate.startup_s:.0f} s "
+          f"{cal.rate.s_per_row:.3g} s per row + {cal.rate.s_per_window:.3g} s per model window "
+          f"({cal.rate.audio_s_per_s:.1f} audio s/s on the sample), start-up "
+          f"{cal.rate.startup_s:.0f} s "
           f"-> {calibration_path(RunDir(cfg.run.dir))}")
     return 0
 

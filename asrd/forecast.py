@@ -1,16 +1,21 @@
 """The run's forecast: task wall times, shards that would outlive the time limit, node- and
 GPU-hours and the wall-clock at the array's parallelism, from a measured rate.
 
-A rate is what one task (one node) does: audio seconds per second of shard work, plus a fixed
-start-up per task (process start, Ray, engine load: paid once per task, however many shards it
-runs). It comes from a calibration (`asrd calibrate`: a sample of the index across its duration
-range through one task's real pipeline on this node, written to RUN_DIR/calibration.json) or from
-the done-markers of earlier runs with the same rate settings (the engine, audio and judge
-sections and the task's CPUs and GPUs). Only measurements of the same settings are reused: a
-forecast from another model or batch size would be a guess dressed as a number.
+A rate is what one task (one node) does: seconds of shard work per row and per model window
+(asrd.workload: short clips share windows, long files take one per 30 s, every row costs its
+own), plus a fixed start-up per task (process start, Ray, engine load: paid once per task,
+however many shards it runs). The two costs are fitted by least squares to shards of different
+mixes: a calibration (`asrd calibrate`: a sample of the index across its duration range run as
+a few shards, short clips to long files, through one task's real pipeline on this node, written
+to RUN_DIR/calibration.json) or the done-markers of earlier runs with the same rate settings
+(the engine, audio and judge sections and the task's CPUs and GPUs). Only measurements of the
+same settings are reused: a forecast from another model or batch size would be a guess dressed
+as a number.
 
-The arithmetic assumes a task starts as soon as an array slot frees (no queue wait) and that
-shards take their audio seconds over the rate; `asrd status` shows an ETA from the rate so far.
+The array runs at `slurm.array_parallelism` tasks at once, or fewer where the partition's nodes
+hold fewer tasks of this shape (hpc.slurm_capacity: what sinfo says of their CPUs, memory and
+GPUs). The arithmetic assumes a task starts as soon as a slot frees (no queue wait); `asrd
+status` shows an ETA from the rate so far.
 """
 
 from __future__ import annotations
@@ -28,10 +33,14 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from asrd import shard_size
 from asrd.plan import Plan, ShardSpec, _durations, cut, load_plan
 from asrd.rundir import RunDir, RunDirError
+from asrd.workload import Work, WorkShape, cumulative, work_of
 from hpc.arrays import group
 from hpc.commit import read_json, write_json
+from hpc.slurm_capacity import TaskShape, partition_capacity
+from hpc.slurm_ctl import SlurmError
 
 # A task is planned to take at most this share of its time limit (less the USR2 warning): the
 # forecast's measured error on the one-node cluster is within 20 % (bench/RESULTS.md).
@@ -47,14 +56,39 @@ class ForecastError(ValueError):
 
 @dataclass(frozen=True)
 class Rate:
-    audio_s_per_s: float  # audio seconds per second of shard work, one task (node)
+    s_per_row: float  # seconds of shard work per row, one task (node)
+    s_per_window: float  # ... and per model window
     startup_s: float  # a task's fixed cost: from its process start to its first shard, and exit
     source: str  # where it was measured
     shards: int = 0  # measurements behind it
-    audio_s: float = 0.0
+    audio_s: float = 0.0  # their audio seconds
+    wall_s: float = 0.0  # their shard work, seconds
 
-    def task_wall_s(self, audio_s: float) -> float:
-        return self.startup_s + audio_s / self.audio_s_per_s
+    @property
+    def audio_s_per_s(self) -> float:
+        """The measured shards' own audio seconds per second (true of their mix only)."""
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def work_s(self, work: Work) -> float:
+        return self.s_per_row * work.rows + self.s_per_window * work.windows
+
+
+def fit_rate(works: Sequence[Work], walls: Sequence[float], startup_s: float, source: str
+             ) -> Rate:
+    """Seconds per row and per window, least squares over the measured shards; a fit that needs
+    a negative cost (noise on shards of one mix) keeps the better of the two costs alone."""
+    x = np.array([[w.rows, w.windows] for w in works], dtype=np.float64)
+    y = np.asarray(walls, dtype=np.float64)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    if (coef < 0).any():
+        alone = []
+        for j in (0, 1):
+            c = float(x[:, j] @ y / (x[:, j] @ x[:, j]))
+            alone.append((float(np.sum((y - c * x[:, j]) ** 2)), j, c))
+        _, j, c = min(alone)
+        coef = np.array([c, 0.0]) if j == 0 else np.array([0.0, c])
+    return Rate(float(coef[0]), float(coef[1]), startup_s, source, len(works),
+                float(sum(w.audio_s for w in works)), float(y.sum()))
 
 
 @dataclass
@@ -69,8 +103,11 @@ class Forecast:
     suggested_num_shards: int | None  # None: no shard count fits (start-up alone is too long)
     node_hours: float
     gpu_hours: float
-    parallelism: int
+    parallelism: int  # tasks at once: slurm.array_parallelism, or what the partition holds
     wall_clock_s: float  # the whole array at `parallelism`, no queue wait
+    slots: str = ""  # where `parallelism` came from (the partition's size, or why not asked)
+    worth_num_shards: int | None = None  # the most shards worth their start-up
+    small_shards: str | None = None  # the warning when shards are far below that size
     made_at: float = field(default_factory=time.time)
 
     @property
@@ -80,12 +117,16 @@ class Forecast:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["max_task_wall_s"] = self.max_task_wall_s
+        d["rate"]["audio_s_per_s"] = self.rate.audio_s_per_s
         return d
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Forecast":
-        d = {k: v for k, v in d.items() if k != "max_task_wall_s"}
-        return cls(**{**d, "rate": Rate(**d["rate"])})
+
+@dataclass(frozen=True)
+class Slots:
+    """Array tasks at once, and where that number came from."""
+
+    tasks: int
+    source: str
 
 
 def rate_key(cfg: DictConfig) -> str:
@@ -108,37 +149,85 @@ def array_wall_clock(task_walls: Sequence[float], parallelism: int) -> float:
     return max(slots)
 
 
-def task_walls(shards: Sequence[ShardSpec], rate: Rate, shards_per_task: int) -> list[float]:
-    return [rate.task_wall_s(sum(s.audio_s for s in task)) for task in group(shards, shards_per_task)]
+@dataclass(frozen=True)
+class IndexWork:
+    """The index's durations and running sums of its audio and windows (asrd.workload)."""
+
+    durations: np.ndarray
+    cum_audio: np.ndarray
+    cum_windows: np.ndarray
+
+    @classmethod
+    def of(cls, durations: np.ndarray, shape: WorkShape) -> IndexWork:
+        return cls(durations, np.concatenate([[0.0], np.cumsum(durations)]),
+                   cumulative(durations, shape))
+
+    def work(self, spec: ShardSpec) -> Work:
+        return work_of(self.cum_windows, self.cum_audio, spec.start, spec.stop)
 
 
-def fewest_shards(durations: np.ndarray, rate: Rate, shards_per_task: int, budget_s: float
-                  ) -> int | None:
+def task_walls(shards: Sequence[ShardSpec], rate: Rate, shards_per_task: int, iw: IndexWork
+               ) -> list[float]:
+    return [rate.startup_s + sum(rate.work_s(iw.work(s)) for s in task)
+            for task in group(shards, shards_per_task)]
+
+
+def fewest_shards(iw: IndexWork, rate: Rate, shards_per_task: int, budget_s: float) -> int | None:
     """The fewest shards whose every task ends within `budget_s`; None when none can."""
-    audio_budget = (budget_s - rate.startup_s) * rate.audio_s_per_s / shards_per_task
-    if audio_budget <= 0 or durations.max() > audio_budget:
+    durations = iw.durations
+    work_budget = (budget_s - rate.startup_s) / shards_per_task
+    one_row = rate.s_per_row + rate.s_per_window * np.diff(iw.cum_windows)
+    if work_budget <= 0 or one_row.max() > work_budget:
         return None
-    n = max(1, math.ceil(durations.sum() / audio_budget))
+    n = max(1, math.ceil(float(one_row.sum()) / work_budget))
     while n < len(durations):
-        if max(task_walls(cut(durations, n), rate, shards_per_task)) <= budget_s:
+        if max(task_walls(cut(durations, n), rate, shards_per_task, iw)) <= budget_s:
             return n
         n = max(n + 1, math.ceil(n * 1.02))  # a contiguous cut overshoots by < one recording
     return len(durations)
 
 
-def make_forecast(plan: Plan, durations: np.ndarray, cfg: DictConfig, rate: Rate) -> Forecast:
+def array_slots(cfg: DictConfig) -> Slots:
+    """slurm.array_parallelism, or fewer where the partition's usable nodes hold fewer tasks of
+    this shape (CPUs, memory, GPUs); the configured value where SLURM cannot be asked."""
+    s = cfg.slurm
+    configured = int(s.array_parallelism)
+    if s.executor != "slurm":
+        return Slots(configured, f"slurm.executor={s.executor}: slurm.array_parallelism")
+    shape = TaskShape(int(s.cpus_per_task), int(float(s.mem_gb) * 1024), int(s.gpus_per_node),
+                      int(s.nodes), bool(s.exclusive), s.constraint)
+    try:
+        cap = partition_capacity(s.partition, shape)
+    except SlurmError as e:
+        return Slots(configured, f"SLURM not asked ({e}): slurm.array_parallelism")
+    if cap.slots == 0:
+        return Slots(configured, f"NO NODE FITS a task ({s.cpus_per_task} CPUs, {s.mem_gb} GB, "
+                                 f"{s.gpus_per_node} GPUs per node) in {cap.describe()}; "
+                                 "slurm.array_parallelism assumed")
+    if cap.slots < configured:
+        return Slots(cap.slots, f"{cap.describe()}, fewer than "
+                                f"slurm.array_parallelism={configured}")
+    return Slots(configured, f"slurm.array_parallelism; {cap.describe()}")
+
+
+def make_forecast(plan: Plan, iw: IndexWork, cfg: DictConfig, rate: Rate, slots: Slots
+                  ) -> Forecast:
     per_task = int(cfg.slurm.shards_per_task)
     limit_s = 60.0 * cfg.slurm.time_min - cfg.slurm.signal_delay_s
-    walls = task_walls(plan.shards, rate, per_task)
+    walls = task_walls(plan.shards, rate, per_task, iw)
     over = [s.shard for task, wall in zip(group(plan.shards, per_task), walls) if wall > limit_s
             for s in task]
-    fit = fewest_shards(durations, rate, per_task, FIT_SHARE * limit_s)
-    parallelism = int(cfg.slurm.array_parallelism)
-    suggested = None if fit is None else min(len(durations), max(fit, parallelism * per_task))
+    total_work = sum(walls) - rate.startup_s * len(walls)
+    worth = shard_size.worth_num_shards(total_work, rate.startup_s, per_task)
+    fit = fewest_shards(iw, rate, per_task, FIT_SHARE * limit_s)
+    fill = slots.tasks * per_task  # enough to fill the slots, but not below start-up's worth
+    suggested = None if fit is None else min(len(iw.durations),
+                                             max(fit, min(fill, worth or fill)))
     node_hours = sum(walls) * cfg.slurm.nodes / 3600.0
-    return Forecast(rate, float(durations.sum()) / 3600.0, plan.num_shards, per_task, limit_s,
+    return Forecast(rate, float(iw.durations.sum()) / 3600.0, plan.num_shards, per_task, limit_s,
                     walls, over, suggested, node_hours, node_hours * cfg.slurm.gpus_per_node,
-                    parallelism, array_wall_clock(walls, parallelism))
+                    slots.tasks, array_wall_clock(walls, slots.tasks), slots.source, worth,
+                    shard_size.advice_from_rate(walls, rate.startup_s, worth, plan.num_shards))
 
 
 def _hours(seconds: float) -> str:
@@ -149,9 +238,10 @@ def _hours(seconds: float) -> str:
 
 def format_forecast(fc: Forecast) -> str:
     walls = fc.task_wall_s
+    r = fc.rate
     lines = [
-        f"rate: {fc.rate.audio_s_per_s:.1f} audio s/s per task, start-up {fc.rate.startup_s:.0f} s "
-        f"({fc.rate.source})",
+        f"rate: {r.s_per_row:.3g} s per row + {r.s_per_window:.3g} s per model window, start-up "
+        f"{r.startup_s:.0f} s ({r.audio_s_per_s:.1f} audio s/s on its mix; {r.source})",
         f"audio: {fc.total_audio_h:.2f} h in {fc.num_shards} shards, {len(walls)} tasks",
         f"task wall time (start-up included): {_hours(min(walls))} - {_hours(max(walls))} "
         f"(median {_hours(statistics.median(walls))}) against a limit of {_hours(fc.time_limit_s)} "
@@ -161,16 +251,18 @@ def format_forecast(fc: Forecast) -> str:
         shown = ",".join(map(str, fc.over_limit[:20])) + (" ..." if len(fc.over_limit) > 20 else "")
         lines.append(f"OVER THE LIMIT: {len(fc.over_limit)} shards ({shown}) would be requeued "
                      "mid-shard; plan more shards")
+    if fc.small_shards:
+        lines.append(fc.small_shards)
     if fc.suggested_num_shards is None:
         lines.append("no shard count fits: a task's start-up, or one recording, is longer than the "
                      "limit allows; raise slurm.time_min")
     else:
         lines.append(f"suggested run.num_shards={fc.suggested_num_shards} (the fewest whose tasks "
                      f"take at most {FIT_SHARE:.0%} of the limit, and enough to fill "
-                     f"slurm.array_parallelism={fc.parallelism})")
+                     f"{fc.parallelism} slots while shards stay worth their start-up)")
     lines.append(f"cost: {fc.node_hours:.2f} node-hours, {fc.gpu_hours:.2f} GPU-hours")
-    lines.append(f"wall-clock at slurm.array_parallelism={fc.parallelism}: "
-                 f"{_hours(fc.wall_clock_s)} (no queue wait)")
+    lines.append(f"wall-clock at {fc.parallelism} tasks at once: {_hours(fc.wall_clock_s)} "
+                 f"(no queue wait; {fc.slots})")
     return "\n".join(lines)
 
 
@@ -185,51 +277,59 @@ def forecast_path(rd: RunDir) -> Path:
 
 
 def rate_from_calibration(rd: RunDir, cfg: DictConfig) -> Rate | None:
-    """This run directory's calibration, if it was measured with the same rate settings."""
+    """This run directory's calibration, if it was measured with the same rate settings (and
+    per row and window: one from before those costs is measured again)."""
     path = calibration_path(rd)
     if not path.is_file():
         return None
     d = read_json(path)
-    if d.get("rate_key") != rate_key(cfg):
+    if d.get("rate_key") != rate_key(cfg) or "s_per_window" not in d.get("rate", {}):
         return None
     return Rate(**d["rate"])
 
 
+def measured_shards(rd: RunDir) -> list[tuple[Work, float, float | None]]:
+    """(work, shard wall time, its task's start-up) of a run's done shards, by its own plan,
+    index and settings. Resumed shards are left out (their wall time covers part of the shard),
+    and so is a run whose index is gone (its shards' work cannot be told)."""
+    plan = load_plan(rd)
+    if not Path(plan.index).is_file():
+        return []
+    iw = IndexWork.of(_durations(plan.index), WorkShape.of(rd.frozen_config()))
+    out = []
+    for s, m in sorted(rd.markers.read_all().items()):
+        if (not isinstance(m, dict) or s >= plan.num_shards or m.get("resumed_rows")
+                or not m.get("wall_s")):
+            continue
+        startup = m.get("task_startup_s")
+        out.append((iw.work(plan.shards[s]), float(m["wall_s"]),
+                    None if startup is None else float(startup)))
+    return out
+
+
 def rate_from_markers(run_dirs: Sequence[str | Path], cfg: DictConfig) -> Rate | None:
-    """The rate of earlier runs' done shards with the same rate settings: their planned audio
-    seconds over their shard wall time; start-up the median of what their tasks recorded.
-    Resumed shards are left out (their wall time covers only part of the shard)."""
+    """The costs fitted to earlier runs' done shards with the same rate settings; start-up the
+    median of what their tasks recorded."""
     key = rate_key(cfg)
-    audio = wall = 0.0
-    startups: list[float] = []
+    measured: list[tuple[Work, float, float | None]] = []
     used: list[str] = []
-    shards = 0
     for d in run_dirs:
         rd = RunDir(d)
         try:
             if rate_key(rd.frozen_config()) != key:
                 continue
-            plan = load_plan(rd)
+            mine = measured_shards(rd)
         except (RunDirError, OSError, ValueError):
             continue
-        n = 0
-        for s, m in rd.markers.read_all().items():
-            if (not isinstance(m, dict) or s >= plan.num_shards or m.get("resumed_rows")
-                    or not m.get("wall_s")):
-                continue
-            audio += plan.shards[s].audio_s
-            wall += m["wall_s"]
-            if m.get("task_startup_s") is not None:
-                startups.append(float(m["task_startup_s"]))
-            n += 1
-        if n:
+        if mine:
             used.append(str(rd.path))
-            shards += n
-    if not shards or wall <= 0:
+            measured += mine
+    if not measured or sum(wall for _, wall, _ in measured) <= 0:
         return None
-    startup = statistics.median(startups) if startups else 0.0
-    return Rate(audio / wall, startup, f"markers of {shards} shards in {', '.join(used)}",
-                shards, audio)
+    startups = [s for _, _, s in measured if s is not None]
+    return fit_rate([w for w, _, _ in measured], [wall for _, wall, _ in measured],
+                    statistics.median(startups) if startups else 0.0,
+                    f"markers of {len(measured)} shards in {', '.join(used)}")
 
 
 def sibling_runs(rd: RunDir) -> list[Path]:
@@ -255,49 +355,81 @@ def forecast_run(rd: RunDir, cfg: DictConfig, rates_from: Sequence[str] = ()) ->
     if rate is None:
         return None
     plan = load_plan(rd)
-    fc = make_forecast(plan, _durations(plan.index), cfg, rate)
+    iw = IndexWork.of(_durations(plan.index), WorkShape.of(cfg))
+    fc = make_forecast(plan, iw, cfg, rate, array_slots(cfg))
     write_json(forecast_path(rd), fc.to_json())
     return fc
+
+
+def small_shards_without_rate(plan: Plan) -> str | None:
+    """The warning on shard size a plan without a measured rate can give: from audio seconds."""
+    return shard_size.advice_from_audio([s.audio_s for s in plan.shards], plan.num_shards)
 
 
 # --- progress of a running run -----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Eta:
-    elapsed_s: float  # since the first done shard's task started
+    busy_s: float  # time in which at least one task of a done shard ran (union of intervals)
+    span_s: float  # from the first done shard's task start to the last shard's end (or now)
     audio_done_s: float  # planned audio seconds of the done shards
     audio_left_s: float
     eta_s: float | None  # None until a shard is done
     forecast_wall_clock_s: float | None  # what `asrd plan` forecast, if it did
 
 
+def task_interval(marker: dict[str, Any]) -> tuple[float, float] | None:
+    """When a done shard's task worked on it: from its start-up (the first shard of a task
+    records it) to the shard's end; None for a marker without an end time."""
+    end = marker.get("finished_at")
+    if not end:
+        return None
+    return end - marker.get("wall_s", 0.0) - (marker.get("task_startup_s") or 0.0), end
+
+
+def covered_s(intervals: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by the union of intervals: time with at least one task running, so that
+    a run resumed an hour later is not charged for the hour nobody worked."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def eta(rd: RunDir, plan: Plan, markers: dict[int, dict[str, Any]], now: float | None = None
         ) -> Eta:
     """Time left at the run's throughput so far: planned audio of the done shards over the time
-    since the earliest of their tasks started (so the array's parallelism is in the rate)."""
+    their tasks ran (the union of their intervals: parallel tasks count once, idle gaps not at
+    all; so the array's parallelism is in the rate)."""
     now = time.time() if now is None else now
     done = {s: m for s, m in markers.items() if s < plan.num_shards and isinstance(m, dict)}
     audio_done = sum(plan.shards[s].audio_s for s in done)
     audio_left = sum(s.audio_s for s in plan.shards) - audio_done
-    starts = [m["finished_at"] - m.get("wall_s", 0.0) - (m.get("task_startup_s") or 0.0)
-              for m in done.values() if m.get("finished_at")]
-    if starts and audio_left <= 0:  # finished: until the last shard, however long ago
-        now = max(m["finished_at"] for m in done.values() if m.get("finished_at"))
-    elapsed = now - min(starts) if starts else 0.0
+    intervals = [iv for iv in map(task_interval, done.values()) if iv is not None]
+    busy = covered_s(intervals)
+    span = 0.0
+    if intervals:
+        last = max(e for _, e in intervals) if audio_left <= 0 else now
+        span = last - min(s for s, _ in intervals)
     left = None
-    if audio_done > 0 and elapsed > 0:
-        left = audio_left / (audio_done / elapsed)
+    if audio_done > 0 and busy > 0:
+        left = audio_left / (audio_done / busy)
     fc_path = forecast_path(rd)
     planned = read_json(fc_path).get("wall_clock_s") if fc_path.is_file() else None
-    return Eta(elapsed, audio_done, audio_left, left, planned)
+    return Eta(busy, span, audio_done, audio_left, left, planned)
 
 
 def format_eta(e: Eta) -> str:
     fc = f"; forecast {_hours(e.forecast_wall_clock_s)} in all" if e.forecast_wall_clock_s else ""
     if e.eta_s is None:
         return f"eta: none yet (no shard done){fc}"
+    idle = e.span_s - e.busy_s
+    gaps = (f", {_hours(idle)} without a running task left out" if idle >= max(1.0, 0.01 * e.span_s)
+            else "")
     if e.audio_left_s <= 0:  # forecast vs actual
-        return f"done: {_hours(e.elapsed_s)} from the first task's start to the last shard{fc}"
+        return f"done: {_hours(e.busy_s)} with tasks running{gaps}{fc}"
     return (f"eta: {_hours(e.eta_s)} left at the rate so far "
-            f"({e.audio_done_s / max(e.elapsed_s, 1e-9):.1f} audio s/s over {_hours(e.elapsed_s)})"
-            f"{fc}")
+            f"({e.audio_done_s / max(e.busy_s, 1e-9):.1f} audio s/s over {_hours(e.busy_s)} "
+            f"with tasks running{gaps}){fc}")

@@ -50,6 +50,14 @@ def show_config() -> dict[str, str]:
     return config
 
 
+def sinfo_nodes(fields: str, timeout: float = 60) -> str:
+    """`sinfo -h -N -o FIELDS`: one line per node and partition."""
+    try:
+        return _check(_run(["sinfo", "-h", "-N", "-o", fields], timeout=timeout))
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"sinfo did not answer in {timeout:g} s") from None
+
+
 def max_array_size() -> int:
     value = show_config().get("MaxArraySize", "")
     return int(value) if value.isdigit() else SLURM_DEFAULT_MAX_ARRAY_SIZE
