@@ -68,7 +68,7 @@ def _items(items) -> dict[str, Any]:
 
 def read_run(wandb_file: Path) -> dict[str, Any]:
     """The run record, history rows (by step) and final summary of one offline fragment."""
-    out: dict[str, Any] = {"history": [], "summary": {}, "exit": False}
+    out: dict[str, Any] = {"history": [], "summary": {}, "exit": False, "preempting": False}
     for r in _records(wandb_file):
         kind = r.WhichOneof("record_type")
         if kind == "run":
@@ -80,6 +80,9 @@ def read_run(wandb_file: Path) -> dict[str, Any]:
             out["summary"].update(_items(r.summary.update))
         elif kind == "exit":
             out["exit"] = True
+            out["exit_code"] = r.exit.exit_code
+        elif kind == "preempting":
+            out["preempting"] = True
     return out
 
 
@@ -218,7 +221,7 @@ def test_finish_returns_while_the_w_and_b_finish_hangs(tmp_path, wb_env, monkeyp
     up after its timeout, says so once and returns while the W&B finish is still blocked."""
     release, entered = threading.Event(), threading.Event()
 
-    def hung_finish(run: Any) -> None:
+    def hung_finish(run: Any, exit_code: int = 0) -> None:
         entered.set()
         release.wait()
 
@@ -296,9 +299,14 @@ TASK = textwrap.dedent("""
         t.update({"progress/items_done": 10 * i, "progress/items_total": 100,
                   "progress/audio_s_done": 50.0 * i})
         time.sleep(0.25)
-    if end in ("kill", "hang"):  # wait until the service has written history to its log
+    if end in ("kill", "hang", "term"):  # wait until the service has written history to its log
         log = Path(t.run.settings.sync_file)
         while not (log.exists() and b"progress/items_done" in log.read_bytes()):
+            time.sleep(0.05)
+    if end == "term":  # SLURM's SIGTERM reaches the W&B service too: it exits
+        service = t.service
+        os.kill(service, signal.SIGTERM)
+        while open(f"/proc/{service}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
             time.sleep(0.05)
     if end == "kill":  # a task killed without warning (OOM, node failure): no finish()
         os.kill(os.getpid(), signal.SIGKILL)
@@ -312,7 +320,8 @@ TASK = textwrap.dedent("""
             if text.startswith("Name:\\twandb-core\\n") and me in text:
                 (run_dir / "service.pid").write_text(status.parent.name)
                 os.kill(int(status.parent.name), signal.SIGSTOP)
-    t.finish({"rows": 10 * n}, requeued=end == "requeue", timeout_s=2)
+    t.finish({"rows": 10 * n}, requeued=end in ("requeue", "term"),
+             timeout_s=2 if end == "hang" else 60, exit_code=143 if end == "term" else 0)
 """)
 
 
@@ -347,6 +356,22 @@ def test_requeued_task_continues_the_same_run(tmp_path, wb_env):
     steps_b = [h["_step"] for h in b["history"]]
     assert steps_b[0] > steps_a[-1] and steps_b == sorted(steps_b)
     assert b["history"][-1]["slurm/restart_count"] == 1
+    assert_no_secret(tmp_path)
+
+
+def test_run_ends_cleanly_when_the_signal_ended_the_w_and_b_service(tmp_path, wb_env):
+    """scancel and requeue send SIGTERM to every process of the step: the W&B service exits with
+    the task's signal. The run is still ended, as preempted with the task's exit code, by a
+    fresh service resuming the same run id; no failure and no traceback in the task's log."""
+    done = _task(tmp_path, 4, "term", "wandb.mode=offline")
+    assert done.returncode == 0, done.stderr
+    assert "W&B finish" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "socket.send() raised exception" not in done.stderr
+    first, ending = (read_run(f) for f in fragments(tmp_path / "run" / "wandb"))
+    assert first["run"].run_id == ending["run"].run_id and ending["run"].resume
+    assert first["history"] and not first["exit"]  # what the lost service had written
+    assert ending["exit"] and ending["exit_code"] == 143 and ending["preempting"]
+    assert ending["summary"]["rows"] == 40 and ending["summary"]["progress/items_done"] == 40
     assert_no_secret(tmp_path)
 
 

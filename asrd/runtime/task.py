@@ -38,7 +38,7 @@ from hpc.store import check_root
 log = logging.getLogger("asrd.task")
 
 FINISH_S = 60.0  # W&B's finish (uploads, or writing the offline files) gets this long at most
-STOP_FINISH_S = 3.0  # ... and this long when stopping on a signal (SLURM's KillWait is short)
+STOP_FINISH_S = 5.0  # ... and this long when stopping on a signal (SLURM's KillWait is short)
 
 
 ConfigLayer = Union[str, Path, dict]
@@ -101,7 +101,8 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
             if pipe is not None:
                 pipe.close(wait=not stop.stopping)
             tracker.finish({"shards_finished": finished}, requeued=stop.stopping,
-                           timeout_s=STOP_FINISH_S if stop.stopping else FINISH_S)
+                           timeout_s=STOP_FINISH_S if stop.stopping else FINISH_S,
+                           exit_code=128 + stop.signum if stop.signum is not None else 0)
     return finished
 
 

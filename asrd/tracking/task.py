@@ -41,6 +41,7 @@ and derives:
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -73,9 +74,11 @@ class TaskTracker:
     clock: Callable[[], float] = staticmethod(time.monotonic)  # rates and intervals
 
     def __init__(self, cfg: DictConfig, shards: list[int], env: SlurmEnv, run: Any = None,
-                 steps: Steps | None = None):
+                 steps: Steps | None = None, reopen: Callable[[], Any] | None = None):
         self.cfg, self.shards, self.env, self.run = cfg, list(shards), env, run
         self.steps = steps or Steps(None)
+        self.reopen = reopen  # the same run resumed, through a fresh W&B service
+        self.service = wandb_run.service_pid() if run is not None else None
         self.label = f"{env.task_key} {shard_label(self.shards)}"
         self.gpus = Gpus()
         self.bar = console.task_bar(self.label)
@@ -96,10 +99,10 @@ class TaskTracker:
             return cls(cfg, shards, env)
         run_id = wandb_run.task_run_id(cfg, run_dir, env)
         root = wandb_run.wandb_root(cfg, run_dir)
+        reopen = functools.partial(wandb_run.init, cfg, root, id=run_id, resume="allow",
+                                   job_type="shard", name=f"{cfg.run.name}-{shard_label(shards)}")
         try:
-            run = wandb_run.init(
-                cfg, root, id=run_id, resume="allow", job_type="shard",
-                name=f"{cfg.run.name}-{shard_label(shards)}",
+            run = reopen(
                 config=wandb_run.run_config(cfg, {"shards": list(shards), "slurm": {
                     "task_key": env.task_key, "job_id": env.job_id,
                     "array_job_id": env.array_job_id, "array_task_id": env.array_task_id,
@@ -111,7 +114,7 @@ class TaskTracker:
         steps.save()
         wandb_run.announce(run)
         run.summary.update({"slurm/restart_count": env.restart_count, "slurm/node": env.node})
-        return cls(cfg, shards, env, run, steps)
+        return cls(cfg, shards, env, run, steps, reopen)
 
     # --- the pipeline's calls ---------------------------------------------------------------------
     def update(self, metrics: Mapping[str, float | int]) -> None:
@@ -133,22 +136,29 @@ class TaskTracker:
             print(self.line(m), file=sys.stderr, flush=True)
 
     def finish(self, summary: Mapping[str, Any] | None = None, requeued: bool = False,
-               timeout_s: float = wandb_run.FINISH_TIMEOUT_S) -> None:
-        """Log the final state and close the W&B run; `requeued` marks it as preempting (it will
-        continue). Returns within about `timeout_s` even if the W&B service is dead or hung."""
+               timeout_s: float = wandb_run.FINISH_TIMEOUT_S, exit_code: int = 0) -> None:
+        """Log the final state and close the W&B run with `exit_code`; `requeued` marks it as
+        preempting (it will continue). Returns within about `timeout_s` even if the W&B service
+        is dead or hung; where SLURM's signal ended the service, the run is ended through a
+        fresh one, the final metrics in its summary."""
+        run = self.run
+        lost = self.service is not None and wandb_run.service_exited(self.service)
+        if lost:  # nothing more reaches the old service: log the last state with the ending
+            self.run = None
         if self.first is not None:
             self._log(self.clock())
             if not self.tty:
                 print(self.line(self.latest_logged), file=sys.stderr, flush=True)
         self.bar.close()
-        run, self.run = self.run, None
+        self.run = None
         if run is None:
             return
         try:
             self.steps.save()
         except OSError as e:  # the task's own exit matters more than the next run's steps
             console.say(f"W&B step file not saved ({e})")
-        wandb_run.close(run, summary, requeued, timeout_s)
+        final = {**self.latest_logged, **(summary or {})} if lost else summary
+        wandb_run.close(run, final, requeued, timeout_s, exit_code, self.service, self.reopen)
 
     def snapshot(self, now: float) -> Metrics:
         """The logged metrics now (names in the module docstring)."""

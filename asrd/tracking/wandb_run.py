@@ -6,6 +6,13 @@ a failing W&B call is reported once and then ignored; and finishing gives up aft
 because when SLURM signals every process of a job step the W&B service may be dead or hung, and
 the task must still exit (its offline files stay for `wandb sync`).
 
+Stopped tasks. scancel and `scontrol requeue` send SIGTERM to every process of the step, W&B's
+service (`wandb-core`, a Go program: it unblocks the signal whatever mask it inherits) among them,
+so it is gone by the time the task closes its run. The task then ends the run through a fresh
+service: the same id resumed (a new offline fragment, or the same online run) holds the final
+summary, the preempting mark and the exit record with the task's exit code (143). A requeued
+task continues that run again.
+
 Runs. group = `run.name`; job_type = "shard" (a task) or "merge". Run config: the frozen config
 (secret-looking values redacted), its hash, the task's shards and SLURM ids. A task's run id is
 `<ARRAYJOB_TASK>-<digest of run name, config hash and run dir>`, with `resume="allow"`: a requeued
@@ -24,11 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -127,27 +135,37 @@ def announce(run: Any) -> None:
         say(f"W&B run {run.id}: {run.url}")
 
 
-def finish(run: Any) -> None:
+def finish(run: Any, exit_code: int = 0) -> None:
     """Finish and stop this process's W&B service: run.finish() can return before the `.wandb`
     log is fully written; the teardown waits for it, so the files are complete on return."""
     import wandb
 
-    run.finish()
+    run.finish(exit_code=exit_code)
     wandb.teardown()
 
 
 def close(run: Any, summary: Mapping[str, Any] | None, requeued: bool,
-          timeout_s: float = FINISH_TIMEOUT_S) -> None:
-    """Write the final summary, mark a requeued run preempting (it will continue) and `finish`
-    it, waiting at most `timeout_s`: past that, say so once, stop the W&B service and return."""
+          timeout_s: float = FINISH_TIMEOUT_S, exit_code: int = 0,
+          service: int | None = None, reopen: Callable[[], Any] | None = None) -> None:
+    """Write the final summary, mark a requeued (or otherwise stopped) run preempting and
+    `finish` it with `exit_code`, waiting at most `timeout_s`: past that, say so once, stop the
+    W&B service and return. Where the run's service (pid `service`) has exited (SLURM's signal
+    ended it), the run is ended through a fresh one: `reopen()` resumes the same run id."""
     failed: list[Exception] = []
+
+    def end(target: Any) -> None:
+        target.summary.update(dict(summary or {}))
+        if requeued:
+            target.mark_preempting()
+        finish(target, exit_code)
 
     def work() -> None:
         try:
-            run.summary.update(dict(summary or {}))
-            if requeued:
-                run.mark_preempting()
-            finish(run)
+            if reopen is not None and service is not None and service_exited(service):
+                _drop_lost_service()
+                end(reopen())
+            else:
+                end(run)
         except Exception as e:  # noqa: BLE001 - reported by the caller's thread
             failed.append(e)
 
@@ -164,13 +182,51 @@ def close(run: Any, summary: Mapping[str, Any] | None, requeued: bool,
         say(f"W&B finish failed ({type(failed[0]).__name__}: {failed[0]})")
 
 
-def _kill_service() -> None:
-    """SIGKILL this process's own W&B service (its `wandb-core` children): wandb waits for that
-    process at interpreter exit without a timeout, so a hung one would still hold the task."""
-    me = str(os.getpid())
+def _service_children() -> list[tuple[int, str]]:
+    """(pid, state letter) of this process's own W&B services (`wandb-core` children)."""
+    me, found = str(os.getpid()), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             text = stat.read_text()
             name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
             if name == "wandb-core" and fields.split()[1] == me:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
+                found.append((int(stat.parent.name), fields.split()[0]))
+    return found
+
+
+def service_pid() -> int | None:
+    """This process's running W&B service, if it has one."""
+    return next((pid for pid, state in _service_children() if state != "Z"), None)
+
+
+def service_exited(pid: int) -> bool:
+    """Whether the W&B service `pid` has exited (gone, or a zombie not yet reaped)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return "(wandb-core)" not in text or text[text.rindex(")") + 2:].split()[0] == "Z"
+
+
+def _drop_lost_service() -> None:
+    """Forget the exited service, so that the next wandb.init starts another. wandb's teardown
+    still tries to reach it: its one failure is expected, and asyncio's warnings about writes to
+    the closed socket say nothing new."""
+    import wandb
+
+    quiet = logging.getLogger("asyncio")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.suppress(Exception):
+            wandb.teardown()
+    finally:
+        quiet.setLevel(level)
+
+
+def _kill_service() -> None:
+    """SIGKILL this process's own W&B service (its `wandb-core` children): wandb waits for that
+    process at interpreter exit without a timeout, so a hung one would still hold the task."""
+    for pid, _ in _service_children():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
