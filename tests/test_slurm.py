@@ -33,6 +33,7 @@ from asrd.testing.samples import speak
 from hpc import slurm_ctl
 from hpc.arrays import format_array
 from hpc.launch import read_records
+from tests.test_tracking import fragments, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "hpc" / "scripts" / "slurm_local.sh"
@@ -230,11 +231,16 @@ def blocked(run: Path) -> bool:
     return (run / "faults" / "blocked").exists()
 
 
+def task_log(run: Path, key: str) -> str:
+    """A submitit task's stderr log (the requeued run appends to it)."""
+    log = run / "logs" / "submitit" / key / f"{key}_0_log.err"
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
 def srun_says(run: Path, key: str) -> str:
     """srun's line on how the task's process ended ("Exited with exit code N", or "Killed"
     when SLURM had to SIGKILL it after KillWait), from the task's log."""
-    log = run / "logs" / "submitit" / key / f"{key}_0_log.err"
-    text = log.read_text(errors="replace") if log.exists() else ""
+    text = task_log(run, key)
     m = re.search(r"task 0: (Exited with exit code \d+|Killed|Terminated)", text)
     return m.group(1) if m else ""
 
@@ -244,7 +250,9 @@ def test_scancel_and_requeue_exit_143_with_finished_rows_committed(slurm_cluster
                                                                    tmp_path, cancel_after):
     """SLURM's SIGTERM reaches every process of the step (Ray's, W&B's); the task still commits
     the rows it finished and exits 143 by itself, before KillWait's SIGKILL. The engine holds
-    its third call, so exactly 2 finished rows are uncommitted when the signal comes."""
+    its third call, so exactly 2 finished rows are uncommitted when the signal comes. The W&B
+    run (offline) ends as preempted with exit code 143 although the signal ended its service;
+    the requeued task continues it to exit code 0."""
     runs = {"scancel": tmp_path / "a", "requeue": tmp_path / "b"}
     release = tmp_path / "release"
     # Short: Ray's socket paths must fit in 107 bytes.
@@ -252,7 +260,7 @@ def test_scancel_and_requeue_exit_143_with_finished_rows_committed(slurm_cluster
     for how, run in runs.items():
         cancel_after[1].append(run)
         plan(corpus_index, run, 1, *blocking_engine(run, release, 2),
-             f"pipeline.ray_tmp={ray_tmp[how]}")
+             f"pipeline.ray_tmp={ray_tmp[how]}", "wandb.mode=offline", "wandb.log_every_s=1")
         asrd("submit", f"run.dir={run}", *TASK)
     keys = {how: first_task_keys(run)[0] for how, run in runs.items()}
     for how, run in runs.items():
@@ -265,6 +273,11 @@ def test_scancel_and_requeue_exit_143_with_finished_rows_committed(slurm_cluster
         assert srun_says(run, keys[how]) == "Exited with exit code 143", how
         assert len(pq.read_table(RunDir(run).parts_dir(0)).column("row")) == 2, how
         assert not done(run)
+        log = task_log(run, keys[how])
+        assert "W&B finish" not in log and "Traceback" not in log, log[-3000:]
+        first, ending = (read_run(f) for f in fragments(run / "wandb"))
+        assert first["run"].run_id == ending["run"].run_id and not first["exit"], how
+        assert ending["exit_code"] == 143 and ending["preempting"], how
     assert not list(ray_tmp["scancel"].iterdir())  # its Ray session folder went with it
     release.touch()  # the requeued task runs again, resumes, and finishes
     run = runs["requeue"]
@@ -274,6 +287,10 @@ def test_scancel_and_requeue_exit_143_with_finished_rows_committed(slurm_cluster
     ids = pq.read_table(RunDir(run).shard_file(0), columns=["id"]).column("id").to_pylist()
     assert sorted(ids) == sorted(index_ids(corpus_index))  # no row lost, none twice
     assert restarts(keys["requeue"]) >= 1
+    wait_for(lambda: len(fragments(run / "wandb")) == 3 and read_run(
+        fragments(run / "wandb")[-1])["exit"], 60, "the requeued task's W&B run to end", run)
+    again = read_run(fragments(run / "wandb")[-1])
+    assert again["exit_code"] == 0 and again["summary"]["slurm/restart_count"] >= 1
     for folder in ray_tmp.values():
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -507,3 +524,40 @@ def test_status_names_failed_cancelled_never_started_and_sbatch_pending(slurm_cl
     status = status_of(run)
     assert ("5 planned, 0 done, 0 running, 0 pending, 2 failed, 1 cancelled, 2 never started, "
             "0 missing") in status, status
+
+
+@pytest.mark.slurm
+def test_forecast_runs_at_the_slots_the_partition_holds(slurm_cluster, tmp_path):
+    """The one node has 2 CPUs: an array of 1-CPU tasks at %3 runs 2 at a time, and tasks that
+    ask for 60% of its memory one at a time; the forecast uses what sinfo says, not the %3."""
+    from asrd.forecast import array_wall_clock
+    from asrd.plan import make_plan
+    from tests.conftest import make_cfg
+
+    index = tiny_index(tmp_path / "index.parquet", 30)
+    earlier = []  # rates of tasks of 1 and of 3 CPUs
+    for cpus in (1, 3):
+        rd, _ = make_plan(make_cfg(index, tmp_path / f"earlier{cpus}", "run.num_shards=3",
+                                   f"slurm.cpus_per_task={cpus}"))
+        rd.markers.write(0, {"shard": 0, "rows": 10, "wall_s": 10.0, "task_startup_s": 5.0})
+        earlier += ["--rates-from", str(rd.path)]
+    node_mb = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%m"], capture_output=True,
+                                 text=True, check=True).stdout.split()[0])
+    common = ["run.num_shards=3", "slurm.cpus_per_task=1", "slurm.array_parallelism=3"]
+    out = asrd("plan", f"run.index={index}", f"run.dir={tmp_path / 'cpus'}", *common,
+               *earlier).stdout
+    fc = json.loads((tmp_path / "cpus" / "forecast.json").read_text())
+    assert fc["parallelism"] == 2, out
+    walls = fc["task_wall_s"]
+    assert fc["wall_clock_s"] == pytest.approx(array_wall_clock(walls, 2))  # the third waits
+    assert fc["wall_clock_s"] > 1.9 * max(walls) > array_wall_clock(walls, 3)
+    assert ("wall-clock at 2 tasks at once" in out and "1 usable nodes run 2 such tasks at once "
+            "(by CPUs), fewer than slurm.array_parallelism=3" in out), out
+    mem_gb = round(0.6 * node_mb / 1024, 1)
+    out = asrd("plan", f"run.index={index}", f"run.dir={tmp_path / 'mem'}", *common,
+               f"slurm.mem_gb={mem_gb}", *earlier).stdout
+    assert json.loads((tmp_path / "mem" / "forecast.json").read_text())["parallelism"] == 1, out
+    assert "run 1 such tasks at once (by memory)" in out, out
+    out = asrd("plan", f"run.index={index}", f"run.dir={tmp_path / 'big'}", *common,
+               "slurm.cpus_per_task=3", *earlier).stdout
+    assert "NO NODE FITS a task (3 CPUs" in out, out
