@@ -285,3 +285,24 @@ def test_done_counts_the_work_not_the_wait_for_a_late_repair(tmp_path):
     # while the repair runs, its idle wait does not slow the rate: 300 audio s in 182 s
     running = eta(rd, plan, {s: markers[s] for s in range(3)}, now=1790.0)
     assert running.eta_s == pytest.approx(100.0 / (300.0 / 182.0))
+
+
+def test_calibration_runs_the_sample_as_shards_short_to_long(corpus_index, tmp_path, capsys):
+    """`asrd plan --calibrate` through the real pipeline (Whisper-base on this CPU): the sample
+    runs as three shards ordered by duration, the costs are fitted to them and the forecast uses
+    them."""
+    run = tmp_path / "run"
+    assert cli.main(["plan", f"run.index={corpus_index}", f"run.dir={run}", "run.num_shards=2",
+                     "slurm.executor=local", "--calibrate", "--calibrate-audio-s", "1000"]) == 0
+    out = capsys.readouterr().out
+    cal = read_json(run / "calibration.json")
+    assert cal["sample_rows"] == 8 and len(cal["markers"]) == 3
+    rows = [m["rows"] for m in cal["markers"]]
+    audio = [m["audio_s"] for m in cal["markers"]]
+    assert sum(rows) == 8 and audio[0] / rows[0] < audio[-1] / rows[-1]  # short clips first
+    rate = Rate(**cal["rate"])
+    assert rate.s_per_row >= 0 and rate.s_per_window >= 0 and rate.startup_s > 0
+    assert rate.wall_s == pytest.approx(sum(m["wall_s"] for m in cal["markers"]))
+    assert f"start-up {rate.startup_s:.0f} s" in out and "calibration on" in out
+    assert read_json(run / "forecast.json")["rate"]["s_per_window"] == rate.s_per_window
+    assert not list((run / "calibration").glob("run-*"))  # the calibration run is removed
