@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".
                     ".wma", ".aiff", ".aif"}
 PATH_COLUMNS = ("path", "audio_filepath", "file", "filename")
 BATCH_ROWS = 4096
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # refused in ids
 ROW_GROUP_ROWS = 16384
 
 # The columns `asrd index` writes itself; a source's columns of these names are replaced.
@@ -192,11 +194,21 @@ def _dir_entries(root: Path) -> Iterator[dict[str, Any]]:
             if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
                 path = Path(dirpath) / name
                 entry = {"id": path.relative_to(root).as_posix(), "path": str(path.resolve())}
-                problem = _utf8_problem(entry["path"])
+                problem = _utf8_problem(entry["path"]) or _control_problem(entry["id"])
                 if problem:
-                    entry = {"id": _printable(entry["id"]), "path": _printable(entry["path"]),
+                    entry = {"id": _visible(entry["id"]), "path": _visible(entry["path"]),
                              "name_error": problem}
                 yield entry
+
+
+def _control_problem(name: str) -> str | None:
+    bad = _control_char(name)
+    return f"holds the control character {bad}, rename the file: {name!r}" if bad else None
+
+
+def _visible(text: str) -> str:
+    """`text` with undecodable bytes and control characters shown as \\xNN (a valid id)."""
+    return CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", _printable(text))
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -232,12 +244,27 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
 def _given_id(value: Any, fallback: str, where: str) -> str:
     """The source's id, kept as given (`0` is "0"); the fallback only when it has none."""
     if value is None:
-        return _printable(fallback)
+        return _checked_id(_printable(fallback), where)
     ident = str(value)
     if not ident:
         raise IndexError_(f"{where}: empty id; give every row an id, or drop the id column to "
                           "use the paths")
-    return _printable(ident)
+    return _checked_id(_printable(ident), where)
+
+
+def _checked_id(ident: str, where: str) -> str:
+    """`ident`, refused if it holds a control character (a NUL, a newline, ...): ids name rows
+    in logs and files in exports, where such a character breaks or hides them."""
+    if (bad := _control_char(ident)):
+        raise IndexError_(f"{where}: the id {ident!r} holds the control character {bad}; "
+                          "remove it from the id")
+    return ident
+
+
+def _control_char(text: str) -> str | None:
+    """The first control character (C0, DEL, C1) in `text`, as U+XXXX; None if none."""
+    found = CONTROL_CHARS.search(text)
+    return f"U+{ord(found.group()):04X}" if found else None
 
 
 def _resolve(raw: str, base: Path) -> str:

@@ -2,8 +2,9 @@
 ParquetWriter, so the features (the `Audio` type, and every other column's) are in each file's
 metadata and `load_dataset("parquet", ...)` or `load_dataset(DIR)` gives the audio column back.
 
-Audio is embedded as `{bytes, path}`: 16 kHz FLAC, or the source file's bytes (`path` is then the
-source's file name, so that `datasets` knows its format).
+Audio is embedded as `{bytes, path}`: 16 kHz FLAC, or the source file's bytes; `path` is a file
+name made from the id (asrd.export.names) with the audio's extension, so that `datasets` knows
+its format.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pyarrow as pa
 from omegaconf import DictConfig
 
 from asrd.export.items import ExportItem
+from asrd.export.names import file_name
 from asrd.export.source import FLAC_RATE
 from asrd.export.writer import ShardWriter
 
@@ -36,7 +38,7 @@ class HfShardWriter(ShardWriter):
         self.buffer: list[dict] = []
 
     def add(self, item: ExportItem) -> int:
-        name = f"{item.id.replace('/', '_')}.{item.clip.ext}"
+        name = file_name(item.id, item.clip.ext)
         self.buffer.append({**item.columns, "audio": {"bytes": item.clip.data, "path": name}})
         if len(self.buffer) >= BUFFER_ROWS:
             self._flush()

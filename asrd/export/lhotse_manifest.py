@@ -1,9 +1,10 @@
 """Lhotse: a manifest per shard, written by Lhotse's own writers: `recordings-NNNNN.jsonl.gz`
 (one Recording per item) and `supervisions-NNNNN.jsonl.gz` (a SupervisionSegment per segment of
 a row, with its text and times; one per window for training windows), plus the audio the
-recordings point at: 16 kHz FLAC files in `audio-NNNNN/`, or, with `export.audio=original`, the
-source files where they are (embedded source bytes are written out). The row's other columns
-(score, model, reference, flags, ...) are in each supervision's `custom`.
+recordings point at: 16 kHz FLAC files in `audio-NNNNN/` (named from the id: asrd.export.names),
+or, with `export.audio=original`, the source files where they are (embedded source bytes are
+written out). The row's other columns (score, model, reference, flags, ...) are in each
+supervision's `custom`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from omegaconf import DictConfig
 
 from asrd.audio import probe
 from asrd.export.items import ExportItem
+from asrd.export.names import file_name
 from asrd.export.writer import ShardWriter
 
 TIMED = ("id", "text", "segments", "duration_s")
-
-
-def _file_name(item_id: str, ext: str) -> str:
-    return f"{item_id.replace('/', '_')}.{ext}"
 
 
 class LhotseShardWriter(ShardWriter):
@@ -46,7 +44,7 @@ class LhotseShardWriter(ShardWriter):
             info = probe(path)
             return (str(Path(path).resolve()), info.sample_rate, round(info.duration_s *
                     info.sample_rate), info.channels)
-        name = _file_name(item.id, item.clip.ext)
+        name = file_name(item.id, item.clip.ext)
         self.audio_dir.mkdir(exist_ok=True)
         (self.audio_dir / name).write_bytes(item.clip.data)
         info = sf.info(io.BytesIO(item.clip.data))

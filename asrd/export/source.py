@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from asrd.audio import AudioError, decode
+from asrd.export.names import safe_ext
 from asrd.plan import read_rows
 
 AUDIO_MODES = ("flac16k", "original")
@@ -58,10 +59,11 @@ def flac_bytes(samples: np.ndarray, sample_rate: int = FLAC_RATE) -> bytes:
 
 
 def _ext(path: str | None, data: bytes) -> str:
-    if path and Path(path).suffix:
-        return Path(path).suffix[1:].lower()
-    try:  # embedded bytes without a name: ask libsndfile what they are
-        return sf.info(io.BytesIO(data)).format.lower()
+    """The source's extension; for bytes without a usable one, what libsndfile says they are."""
+    if path and (ext := safe_ext(Path(path).suffix[1:])):
+        return ext
+    try:
+        return safe_ext(sf.info(io.BytesIO(data)).format) or "bin"
     except (sf.LibsndfileError, RuntimeError):
         return "bin"
 
