@@ -15,6 +15,7 @@ beside `merged/` is removed, and so are `.merged.tmp-*` folders (no live merge o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from asrd.report import REPORT_NAME, ReportData, write_report
 from asrd.rundir import RunDir
 from asrd.schema import tally
 from asrd.testing.faults import at_point
-from asrd.verify import verify_shards
+from asrd.verify import sha256_file, verify_shards
 from hpc.arrays import format_array
 from hpc.commit import fsync_dir, tmp_name, write_json
 from hpc.markers import exclusive_or_wait
@@ -74,6 +75,8 @@ class MergeSummary:
     audio_hours: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    merge_id: str = ""  # SHA-256 over the merged files' names and contents: what an export of
+    # this merge is tied to (a re-merge with other rows is another merge, whatever its sizes)
     per_shard: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -208,6 +211,7 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
             summary.dropped_by_filter = filter_counts.dropped
             summary.filter_counts = filter_counts.to_dict()
         summary.files = writer.files
+        summary.merge_id = _content_id(out_tmp, writer.files)
         summary.__dict__.update(quality.summary())
         summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
@@ -223,6 +227,13 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(out_tmp, ignore_errors=True)
+
+
+def _content_id(folder: Path, files: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(f"{name} {sha256_file(folder / name)}\n".encode())
+    return digest.hexdigest()
 
 
 def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_counts,

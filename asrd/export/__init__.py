@@ -8,6 +8,7 @@ makes one item per row, or the training windows.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -34,9 +35,14 @@ def writer_class(fmt: str) -> type[ShardWriter]:
 def export(cfg: DictConfig, out: str | Path, force: bool = False) -> ExportSummary:
     """Export RUN_DIR/merged into `out` as `cfg.export` says; resumes an export killed there."""
     rd = RunDir(cfg.run.dir)
+    out = Path(out)
+    if rd.path.resolve() in (out.resolve(), *out.resolve().parents):
+        raise ExportError(f"{out} is inside the run directory {rd.path}, whose folders asrd "
+                          "replaces (a merge replaces merged/): export into a folder outside it")
     files = rd.merged_files()
     if not files:
         raise ExportError(f"{rd.merged_dir} holds no merged files: run `asrd merge` first")
+    merge_id = _merge_id(rd)
     opts = cfg.export
     try:
         cls = writer_class(opts.format)
@@ -46,7 +52,17 @@ def export(cfg: DictConfig, out: str | Path, force: bool = False) -> ExportSumma
     index = load_plan(rd).index if rd.plan_path.is_file() else None
     source = MergedSource(files, index, opts.audio, opts.workers, opts.batch_rows,
                           samples_only=opts.windows)
-    return ShardedExport(Path(out), source, cls, opts, cfg.faults).run(force=force)
+    return ShardedExport(out, source, merge_id, cls, opts, cfg.faults).run(force=force)
+
+
+def _merge_id(rd: RunDir) -> str:
+    """The content identity `asrd merge` recorded for the merged files (asrd.merge)."""
+    summary = rd.merged_dir / "summary.json"
+    merge_id = json.loads(summary.read_text()).get("merge_id") if summary.is_file() else None
+    if not merge_id:
+        raise ExportError(f"{summary} records no merge id (merged by an earlier asrd): run "
+                          "`asrd merge` again, then export")
+    return merge_id
 
 
 __all__ = ["ExportError", "ExportSummary", "export"]

@@ -7,14 +7,23 @@ with the shard and the number of merged rows it consumed. A killed export resume
 record: it skips the rows of the recorded shards and writes the next shard again from its first
 row, under the same names (the rows and their order are fixed by the merged files), so every row
 ends in exactly one shard. Memory holds one batch of rows and one shard writer's buffer.
+
+The export owns exactly what `export.json` names (its shards, and the files of a shard being
+renamed into place, listed as `uncommitted` before the first rename) and its own temporary
+files; nothing else in the folder is touched. `export.json` is written before the first shard,
+so a kill at any point leaves a folder that the next run resumes (or, with --force, empties of
+the export's files and starts again). The merge exported is named by the `merge_id` that
+`asrd merge` writes (a hash of the merged files), so a re-merge is never resumed into.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +32,16 @@ from omegaconf import DictConfig
 
 from asrd.export.items import ExportItem, row_item, window_items, window_schema
 from asrd.export.source import MergedSource
-from asrd.testing.faults import record
-from hpc.commit import read_json, write_json
+from asrd.testing.faults import at_point, record
+from hpc.commit import atomic_path
+from hpc.markers import exclusive
 
 PROGRESS = "export.json"
+LOCK = ".export.lock"  # held while an export writes the folder
+# The export's own hidden names: a shard being written, a progress record being written
+# (hpc.commit.tmp_name), the lock. They never make a folder foreign; the first two, left by a
+# killed export, are removed by the next one.
+LEFTOVER = re.compile(r"\.shard-\d{5,}\.tmp|\.export\.json\.tmp-\d+-[0-9a-f]{8}")
 
 
 class ExportError(ValueError):
@@ -59,17 +74,38 @@ class ShardRecord:
 @dataclass
 class Progress:
     options: dict[str, Any]
-    source: list[list[Any]]  # [merged file name, size] of the merged run exported
+    merge_id: str  # the merged run exported (merged/summary.json)
     rows_done: int = 0
     items: int = 0
     shards: list[ShardRecord] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # rows not exported, by reason
     complete: bool = False
+    uncommitted: list[str] = field(default_factory=list)  # names of ours in the folder that no
+    # recorded shard owns (a shard being renamed into place, an earlier export's files on
+    # --force): the next run removes them before it writes anything
 
     @classmethod
     def load(cls, path: Path) -> "Progress":
-        d = read_json(path)
-        return cls(**{**d, "shards": [ShardRecord(**s) for s in d["shards"]]})
+        """The record at `path`; keys it does not know are left out (an older record then
+        matches no options and merge, so it is restarted only with --force)."""
+        try:
+            d = json.loads(path.read_text())
+            known = {f.name for f in fields(cls)}
+            progress = cls(**{**{k: v for k, v in d.items() if k in known},
+                              "merge_id": d.get("merge_id", ""),
+                              "shards": [ShardRecord(**s) for s in d["shards"]]})
+        except (ValueError, TypeError, KeyError) as e:
+            raise ExportError(f"{path} does not read as an export's progress record ({e}); "
+                              "remove the folder's export yourself, or export elsewhere") from None
+        strange = [n for n in progress.owned() if Path(n).name != n or n in (".", "..")]
+        if strange:  # never follow a record out of its folder
+            raise ExportError(f"{path} names files outside its folder ({strange[0]!r}): remove "
+                              "the folder's export yourself, or export elsewhere")
+        return progress
+
+    def owned(self) -> list[str]:
+        """Every name in the folder this export wrote, besides export.json and temporaries."""
+        return [n for s in self.shards for n in s.names] + self.uncommitted
 
 
 @dataclass
@@ -87,44 +123,81 @@ def _count(d: dict[str, int], reason: str, n: int = 1) -> None:
     d[reason] = d.get(reason, 0) + n
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 class ShardedExport:
-    def __init__(self, out: Path, source: MergedSource, writer_cls: type[ShardWriter],
-                 options: DictConfig, faults: DictConfig | None = None):
-        self.out, self.source, self.writer_cls = out, source, writer_cls
+    def __init__(self, out: Path, source: MergedSource, merge_id: str,
+                 writer_cls: type[ShardWriter], options: DictConfig,
+                 faults: DictConfig | None = None):
+        self.out, self.source, self.merge_id, self.writer_cls = out, source, merge_id, writer_cls
         self.options, self.faults = options, faults
         self.target_bytes = int(options.shard_mb * 2**20)
         merged = source.schema()
         self.schema = window_schema(merged) if options.windows else merged
         self.items_added = 0  # in this process (the fault hook counts these)
 
-    def _identity(self) -> tuple[dict[str, Any], list[list[Any]]]:
-        opts = {k: self.options[k] for k in ("format", "audio", "windows", "window_s", "shard_mb")}
-        return opts, [[f.name, f.stat().st_size] for f in self.source.files]
-
-    def _progress(self, force: bool) -> Progress:
-        opts, src = self._identity()
-        path = self.out / PROGRESS
-        if path.is_file() and not force:
-            p = Progress.load(path)
-            if p.options != opts or p.source != src:
-                raise ExportError(f"{self.out} holds an export of other options or of another "
-                                  f"merge ({p.options}); export into another folder, or --force "
-                                  "to start it again")
-            return p
-        if self.out.is_dir() and any(self.out.iterdir()) and not path.is_file():
-            raise ExportError(f"{self.out} is not empty and holds no export: choose another folder")
-        if force and self.out.is_dir():
-            shutil.rmtree(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        return Progress(opts, src)
+    def _options(self) -> dict[str, Any]:
+        return {k: self.options[k] for k in ("format", "audio", "windows", "window_s", "shard_mb")}
 
     def run(self, force: bool = False) -> ExportSummary:
-        progress = self._progress(force)
-        resumed, was_complete = progress.rows_done, progress.complete
-        if not was_complete:
-            self._export(progress)
+        if self.out.exists() and not self.out.is_dir():
+            raise ExportError(f"{self.out} is a file: name a folder to export into")
+        self.out.mkdir(parents=True, exist_ok=True)
+        with exclusive(self.out / LOCK) as mine:
+            if not mine:
+                raise ExportError(f"another `asrd export` is writing {self.out}: wait for it, "
+                                  "or export into another folder")
+            progress = self._progress(force)
+            resumed, was_complete = progress.rows_done, progress.complete
+            if not was_complete:
+                self._export(progress)
         return ExportSummary(str(self.out), len(progress.shards), progress.rows_done,
                              progress.items, progress.skipped, resumed, was_complete)
+
+    def _progress(self, force: bool) -> Progress:
+        """The record to go on from, after the folder is cleared of what a killed or an earlier
+        (--force) export left."""
+        path = self.out / PROGRESS
+        earlier = Progress.load(path) if path.is_file() else None
+        if earlier is None:
+            foreign = sorted(p.name for p in self.out.iterdir()
+                             if p.name != LOCK and not LEFTOVER.fullmatch(p.name))
+            if foreign:
+                raise ExportError(f"{self.out} holds files that are not an export "
+                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+                                  ": export into an empty or new folder")
+            progress = Progress(self._options(), self.merge_id)
+        elif force:
+            progress = Progress(self._options(), self.merge_id, uncommitted=earlier.owned())
+        elif earlier.options != self._options() or earlier.merge_id != self.merge_id:
+            raise ExportError(f"{self.out} holds an export of other options or of another "
+                              f"merge ({earlier.options}); export into another folder, or "
+                              "--force to start it again")
+        else:
+            progress = earlier
+        for leftover in self.out.iterdir():
+            if LEFTOVER.fullmatch(leftover.name):
+                _remove(leftover)
+        if progress is not earlier:
+            self._save(progress)  # from here on the folder holds this export
+        if progress.uncommitted:
+            at_point(self.faults, "export.discarding")
+            for name in progress.uncommitted:
+                _remove(self.out / name)
+            progress.uncommitted = []
+            self._save(progress)
+        return progress
+
+    def _save(self, progress: Progress) -> None:
+        """Rewrite export.json atomically (the commit point of every step)."""
+        with atomic_path(self.out / PROGRESS) as tmp:
+            tmp.write_text(json.dumps(asdict(progress), indent=2, sort_keys=True) + "\n")
+            at_point(self.faults, "export.progress_written")
 
     def _items(self, row, skipped: dict[str, int]) -> list[ExportItem]:
         if row.columns.get("error") is not None:
@@ -151,7 +224,6 @@ class ShardedExport:
                 if writer is None:
                     shard = len(progress.shards)
                     tmp = self.out / f".shard-{shard:05d}.tmp"
-                    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed export
                     tmp.mkdir()
                     writer = self.writer_cls(tmp, shard, self.schema, self.options)
                 size += writer.add(item)
@@ -163,26 +235,32 @@ class ShardedExport:
         if rows or writer is not None:
             self._commit(progress, writer, tmp, rows, items, size, skipped)
         progress.complete = True
-        write_json(self.out / PROGRESS, asdict(progress))
+        self._save(progress)
 
     def _commit(self, progress: Progress, writer: ShardWriter | None, tmp: Path | None,
                 rows: int, items: int, size: int, skipped: dict[str, int]) -> None:
-        """Rename the shard's files into place, then record them (the commit point)."""
-        names: list[str] = []
+        """List the shard's files as uncommitted, rename them into place, then record them as
+        the shard (the commit point)."""
         if writer is not None and tmp is not None:
             names = writer.close()
+            at_point(self.faults, "export.shard_closed")
+            taken = [n for n in names if (self.out / n).exists() or (self.out / n).is_symlink()]
+            if taken:
+                raise ExportError(f"{self.out} holds {', '.join(taken)}, which this export did "
+                                  "not write and would replace: move it out of the folder")
+            progress.uncommitted = names
+            self._save(progress)
             for name in names:
-                final = self.out / name
-                if final.is_dir():  # the same shard from a killed export, before its commit
-                    shutil.rmtree(final)
-                os.replace(tmp / name, final)
-            shutil.rmtree(tmp, ignore_errors=True)
+                os.replace(tmp / name, self.out / name)
+                at_point(self.faults, "export.file_moved")
+            shutil.rmtree(tmp)
             progress.shards.append(ShardRecord(names, rows, items, size))
+            progress.uncommitted = []
         progress.rows_done += rows
         progress.items += items
         for reason, n in skipped.items():
             _count(progress.skipped, reason, n)
-        write_json(self.out / PROGRESS, asdict(progress))
+        self._save(progress)
 
     def _fault_hook(self) -> None:
         """`faults.export_exit_after_items`: the process dies after that many items (tests)."""

@@ -8,8 +8,8 @@ sleeping and sending signals, so that they hold on a machine of any speed:
   segments of chosen rows (as a model giving up on a long window).
 - `decode_fault` makes a decode actor's process exit when it reaches a chosen row;
   `stream_fault`, once, when it cuts a chosen segment of a long recording.
-- `at_point` makes a command (plan, merge) SIGKILL itself, or wait for a file, at a named point
-  of its work (`faults.kill_at`, `faults.hold_at`; the points are listed in POINTS).
+- `at_point` makes a command (plan, merge, export) SIGKILL itself, or wait for a file, at a
+  named point of its work (`faults.kill_at`, `faults.hold_at`; the points are listed in POINTS).
 Each hook appends what it did to `faults.state_dir` (JSON lines), which tests read back; a
 blocked engine also writes `blocked` there, so a test can wait for that state.
 """
@@ -62,6 +62,10 @@ POINTS = (
     "merge.written",  # ... and holds every file and summary.json
     "merge.old_moved",  # the previous merged/ is now merged.old/
     "merge.new_moved",  # the new folder is merged/; merged.old/ not yet removed
+    "export.progress_written",  # export.json's new text is in its temporary file, not renamed
+    "export.discarding",  # --force recorded an earlier export's files to remove, none removed
+    "export.shard_closed",  # a shard's files are whole in its temporary folder, not listed
+    "export.file_moved",  # a shard's first file is in the export folder, the shard not recorded
 )
 
 
