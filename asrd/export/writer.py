@@ -147,6 +147,8 @@ class ShardedExport:
     def run(self, force: bool = False) -> ExportSummary:
         if self.out.exists() and not self.out.is_dir():
             raise ExportError(f"{self.out} is a file: name a folder to export into")
+        if self.out.is_dir() and not (self.out / PROGRESS).is_file():
+            self._refuse_foreign()  # before the lock: nothing is written into a user's folder
         self.out.mkdir(parents=True, exist_ok=True)
         with exclusive(self.out / LOCK) as mine:
             if not mine:
@@ -165,12 +167,7 @@ class ShardedExport:
         path = self.out / PROGRESS
         earlier = Progress.load(path) if path.is_file() else None
         if earlier is None:
-            foreign = sorted(p.name for p in self.out.iterdir()
-                             if p.name != LOCK and not LEFTOVER.fullmatch(p.name))
-            if foreign:
-                raise ExportError(f"{self.out} holds files that are not an export "
-                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
-                                  ": export into an empty or new folder")
+            self._refuse_foreign()
             progress = Progress(self._options(), self.merge_id)
         elif force:
             progress = Progress(self._options(), self.merge_id, uncommitted=earlier.owned())
@@ -192,6 +189,15 @@ class ShardedExport:
             progress.uncommitted = []
             self._save(progress)
         return progress
+
+    def _refuse_foreign(self) -> None:
+        """Refuse a folder holding anything but an export's own hidden files."""
+        foreign = sorted(p.name for p in self.out.iterdir()
+                         if p.name != LOCK and not LEFTOVER.fullmatch(p.name))
+        if foreign:
+            raise ExportError(f"{self.out} holds files that are not an export "
+                              f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): "
+                              "export into an empty or new folder")
 
     def _save(self, progress: Progress) -> None:
         """Rewrite export.json atomically (the commit point of every step)."""
