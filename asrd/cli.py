@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the export folder")
     p.add_argument("--audio", choices=EXPORT_AUDIO, help="export.audio")
     p.add_argument("--windows", action="store_true", help="export.windows: <= 30 s windows")
-    p.add_argument("--force", action="store_true", help="start again: remove what an earlier export wrote there (nothing else)")
+    p.add_argument("--force", action="store_true",
+                   help="start again: remove what an earlier export wrote there (nothing else)")
     p = add("demo", cmd_demo, "sample speech -> index -> run -> merge -> word error rate")
     p.add_argument("--workdir", default="demo")
     launch_commands.register(sub)  # submit, resubmit, sbatch, run-task

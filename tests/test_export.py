@@ -34,6 +34,7 @@ from asrd.runtime.write import ShardWriter
 from asrd.schema import output_schema
 from asrd.testing.faults import POINTS
 from tests.conftest import make_cfg
+from tests.runs import running, wait_until
 
 datasets = pytest.importorskip("datasets")
 wds = pytest.importorskip("webdataset")
@@ -282,7 +283,8 @@ def tough(corpus, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tough")
     build_index(corpus / "manifest.jsonl", tmp / "built.parquet")
     table = pq.read_table(tmp / "built.parquet")
-    assert table.num_rows == len(TOUGH_IDS) and table.column("probe_error").null_count == len(TOUGH_IDS)
+    assert table.num_rows == len(TOUGH_IDS)
+    assert table.column("probe_error").null_count == len(TOUGH_IDS)  # every file reads
     table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(TOUGH_IDS))
     pq.write_table(table, tmp / "index.parquet")
     rd = merged_run(tmp / "index.parquet", tmp / "run")
@@ -407,7 +409,8 @@ def test_force_removes_only_what_the_export_wrote(merged, tmp_path, capsys):
     assert cli.main(["export", f"run.dir={run}", "-o", str(out), "--format", "webdataset",
                      "--force"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("asrd: error:") and "shard-00000.tar, which this export did not write" in err
+    assert err.startswith("asrd: error:")
+    assert "shard-00000.tar, which this export did not write" in err
     assert (out / "shard-00000.tar").read_text() == "the user's"
     (out / "shard-00000.tar").unlink()  # moved away: the export resumes
     _check_progress(export(run, out, "--format", "webdataset"), len(ok))
@@ -459,3 +462,28 @@ def test_an_export_of_another_merge_is_neither_resumed_nor_complete(corpus_index
     tars = sorted(str(p) for p in done.glob("shard-*.tar"))
     assert {json.loads(s["json"])["model"] for s in wds.WebDataset(tars, shardshuffle=False)} \
         == {"cop2"}
+
+
+def test_a_merge_during_an_export_is_never_recorded_and_a_second_export_is_refused(
+        corpus_index, tmp_path, capsys):
+    """Export A is held (a hook) with its first shard read; a second export into its folder is
+    refused; the run is merged again with other rows; A, released, records nothing."""
+    rd = merged_run(corpus_index, tmp_path / "run")
+    out, state = tmp_path / "out", tmp_path / "state"
+    hold = ["faults.hold_at=export.shard_closed", f"faults.state_dir={state}",
+            f"faults.release_file={state / 'go'}"]
+    with running(_export_cmd(rd.path, out, *hold), tmp_path / "a.log") as a:
+        wait_until(lambda: (state / "held-export.shard_closed").exists(), a, "export A held",
+                   tmp_path / "a.log")
+        assert cli.main(["export", f"run.dir={rd.path}", "-o", str(out), "--format",
+                         "webdataset"]) == 2
+        assert f"another `asrd export` is writing {out}" in capsys.readouterr().err
+        merged_run(corpus_index, rd.path, model="cop2")
+        (state / "go").touch()
+        assert a.wait(timeout=300) == 2
+    assert "replaced" in (tmp_path / "a.log").read_text()
+    progress = json.loads((out / "export.json").read_text())
+    assert progress["shards"] == [] and not list(out.glob("shard-*.tar"))
+    export(rd.path, out, "--format", "webdataset", "--force")
+    assert {json.loads(s["json"])["model"] for s in wds.WebDataset(
+        sorted(str(p) for p in out.glob("shard-*.tar")), shardshuffle=False)} == {"cop2"}

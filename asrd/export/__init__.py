@@ -8,7 +8,6 @@ makes one item per row, or the training windows.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -42,7 +41,6 @@ def export(cfg: DictConfig, out: str | Path, force: bool = False) -> ExportSumma
     files = rd.merged_files()
     if not files:
         raise ExportError(f"{rd.merged_dir} holds no merged files: run `asrd merge` first")
-    merge_id = _merge_id(rd)
     opts = cfg.export
     try:
         cls = writer_class(opts.format)
@@ -52,17 +50,7 @@ def export(cfg: DictConfig, out: str | Path, force: bool = False) -> ExportSumma
     index = load_plan(rd).index if rd.plan_path.is_file() else None
     source = MergedSource(files, index, opts.audio, opts.workers, opts.batch_rows,
                           samples_only=opts.windows)
-    return ShardedExport(out, source, merge_id, cls, opts, cfg.faults).run(force=force)
-
-
-def _merge_id(rd: RunDir) -> str:
-    """The content identity `asrd merge` recorded for the merged files (asrd.merge)."""
-    summary = rd.merged_dir / "summary.json"
-    merge_id = json.loads(summary.read_text()).get("merge_id") if summary.is_file() else None
-    if not merge_id:
-        raise ExportError(f"{summary} records no merge id (merged by an earlier asrd): run "
-                          "`asrd merge` again, then export")
-    return merge_id
+    return ShardedExport(out, source, rd.merged_dir, cls, opts, cfg.faults).run(force=force)
 
 
 __all__ = ["ExportError", "ExportSummary", "export"]

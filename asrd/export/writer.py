@@ -13,7 +13,8 @@ renamed into place, listed as `uncommitted` before the first rename) and its own
 files; nothing else in the folder is touched. `export.json` is written before the first shard,
 so a kill at any point leaves a folder that the next run resumes (or, with --force, empties of
 the export's files and starts again). The merge exported is named by the `merge_id` that
-`asrd merge` writes (a hash of the merged files), so a re-merge is never resumed into.
+`asrd merge` writes (a hash of the merged files), so a re-merge is never resumed into, and a
+shard read while a merge replaced the files is never recorded.
 """
 
 from __future__ import annotations
@@ -130,11 +131,22 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def read_merge_id(merged_dir: Path) -> str:
+    """The content identity `asrd merge` recorded for the merged files (asrd.merge)."""
+    summary = merged_dir / "summary.json"
+    merge_id = json.loads(summary.read_text()).get("merge_id") if summary.is_file() else None
+    if not merge_id:
+        raise ExportError(f"{summary} records no merge id (merged by an earlier asrd): run "
+                          "`asrd merge` again, then export")
+    return merge_id
+
+
 class ShardedExport:
-    def __init__(self, out: Path, source: MergedSource, merge_id: str,
+    def __init__(self, out: Path, source: MergedSource, merged_dir: Path,
                  writer_cls: type[ShardWriter], options: DictConfig,
                  faults: DictConfig | None = None):
-        self.out, self.source, self.merge_id, self.writer_cls = out, source, merge_id, writer_cls
+        self.out, self.source, self.writer_cls = out, source, writer_cls
+        self.merged_dir, self.merge_id = merged_dir, read_merge_id(merged_dir)
         self.options, self.faults = options, faults
         self.target_bytes = int(options.shard_mb * 2**20)
         merged = source.schema()
@@ -246,10 +258,11 @@ class ShardedExport:
     def _commit(self, progress: Progress, writer: ShardWriter | None, tmp: Path | None,
                 rows: int, items: int, size: int, skipped: dict[str, int]) -> None:
         """List the shard's files as uncommitted, rename them into place, then record them as
-        the shard (the commit point)."""
-        if writer is not None and tmp is not None:
-            names = writer.close()
-            at_point(self.faults, "export.shard_closed")
+        the shard (the commit point). Rows without items (all skipped) are recorded alone."""
+        names = writer.close() if writer is not None else []
+        at_point(self.faults, "export.shard_closed")
+        self._check_same_merge()
+        if names and tmp is not None:
             taken = [n for n in names if (self.out / n).exists() or (self.out / n).is_symlink()]
             if taken:
                 raise ExportError(f"{self.out} holds {', '.join(taken)}, which this export did "
@@ -267,6 +280,14 @@ class ShardedExport:
         for reason, n in skipped.items():
             _count(progress.skipped, reason, n)
         self._save(progress)
+
+    def _check_same_merge(self) -> None:
+        """Refuse to record rows read while a merge replaced the merged files (they may be of
+        both merges)."""
+        if read_merge_id(self.merged_dir) != self.merge_id:
+            raise ExportError(f"`asrd merge` replaced {self.merged_dir} while this export read "
+                              "it; the shard being written is not recorded: export again with "
+                              "--force")
 
     def _fault_hook(self) -> None:
         """`faults.export_exit_after_items`: the process dies after that many items (tests)."""
