@@ -211,7 +211,7 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
             summary.dropped_by_filter = filter_counts.dropped
             summary.filter_counts = filter_counts.to_dict()
         summary.files = writer.files
-        summary.merge_id = _content_id(out_tmp, writer.files)
+        summary.merge_id = content_id(out_tmp, writer.files)
         summary.__dict__.update(quality.summary())
         summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
@@ -229,7 +229,8 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         shutil.rmtree(out_tmp, ignore_errors=True)
 
 
-def _content_id(folder: Path, files: list[str]) -> str:
+def content_id(folder: Path, files: list[str]) -> str:
+    """The merge id of the merged `files` in `folder`."""
     digest = hashlib.sha256()
     for name in files:
         digest.update(f"{name} {sha256_file(folder / name)}\n".encode())

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from asrd import config as config_mod  # noqa: E402
 from asrd.audio import probe  # noqa: E402
+from asrd.merge import content_id  # noqa: E402
 from asrd.schema import OUTPUT_SCHEMA  # noqa: E402
 from asrd.testing.samples import make_corpus  # noqa: E402
 from bench.results import report  # noqa: E402
@@ -38,7 +39,8 @@ RUNS = [("webdataset", "original"), ("hf", "original"), ("lhotse", "original"), 
 
 
 def make_merged(run: Path, rows: int, clips: list[tuple[str, float, str]]) -> None:
-    """RUN_DIR/merged with `rows` rows in files of 10k rows (as `asrd merge` leaves them)."""
+    """RUN_DIR/merged with `rows` rows in files of 10k rows and summary.json's merge id (as
+    `asrd merge` leaves them)."""
     merged = run / "merged"
     merged.mkdir(parents=True)
     schema = pa.schema(list(OUTPUT_SCHEMA) + [pa.field("path", pa.string()),
@@ -54,6 +56,9 @@ def make_merged(run: Path, rows: int, clips: list[tuple[str, float, str]]) -> No
                                        {"start": dur / 2, "end": dur, "text": text[len(text) // 2:]}],
                           "path": path, "reference": text})
         pq.write_table(pa.Table.from_pylist(batch, schema=schema), merged / f"part-{f:05d}.parquet")
+    files = sorted(p.name for p in merged.glob("part-*.parquet"))
+    (merged / "summary.json").write_text(json.dumps({"files": files,
+                                                     "merge_id": content_id(merged, files)}))
 
 
 def child(run: str, out: str, fmt: str, audio: str) -> None:
