@@ -183,10 +183,13 @@ class ShardedExport:
             progress = Progress(self._options(), self.merge_id)
         elif force:
             progress = Progress(self._options(), self.merge_id, uncommitted=earlier.owned())
-        elif earlier.options != self._options() or earlier.merge_id != self.merge_id:
-            raise ExportError(f"{self.out} holds an export of other options or of another "
-                              f"merge ({earlier.options}); export into another folder, or "
-                              "--force to start it again")
+        elif earlier.options != self._options():
+            raise ExportError(f"{self.out} holds an export of other options ({earlier.options});"
+                              " export into another folder, or --force to start it again")
+        elif earlier.merge_id != self.merge_id:
+            raise ExportError(f"{self.out} holds an export of another merge (the run was merged "
+                              "again since); export into another folder, or --force to start "
+                              "it again")
         else:
             progress = earlier
         for leftover in self.out.iterdir():
