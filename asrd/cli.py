@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
+import select
+import signal
 import sys
 from pathlib import Path
 
@@ -56,7 +59,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.write:
         from asrd.config_doc import starter_yaml
 
-        Path(args.write).write_text(starter_yaml(cfg))
+        text = starter_yaml(cfg)
+        try:  # "x": an existing file (edited by hand, perhaps) is never overwritten unasked
+            with open(args.write, "w" if args.force else "x", encoding="utf-8") as f:
+                f.write(text)
+        except FileExistsError:
+            raise config_mod.ConfigError(f"{args.write} exists: name another file, or --force to "
+                                         "overwrite it") from None
         print(f"wrote {args.write} (every key, with a line on what it does)")
     else:
         print(config_mod.to_yaml(cfg), end="")
@@ -148,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from asrd.merge import merge
+    from asrd.report import REPORT_NAME
 
     cfg = run_config(args)
     s = merge(cfg, allow_incomplete=args.allow_incomplete or None, row_filter=args.filter,
@@ -165,6 +175,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print("failures: " + ", ".join(f"{k}={v}" for k, v in sorted(s.failures_by_reason.items())))
     if s.missing_shards or s.rejected_shards:
         print(f"INCOMPLETE: missing shards {s.missing_shards}, rejected {s.rejected_shards}")
+    report = RunDir(cfg.run.dir).merged_dir / REPORT_NAME
+    if report.is_file():  # a report that failed is a warning above, not a merge error
+        print(f"report: {report}")
     return 0
 
 
@@ -238,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("config", cmd_config, "print the resolved config, or write a starter file")
     p.add_argument("--write", metavar="FILE",
                    help="write a starter file: every key, with a comment line on what it does")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     p = add("index", cmd_index, "build a Parquet audio index from a folder, manifest or Parquet")
     p.add_argument("source")
     p.add_argument("-o", "--output", required=True)
@@ -288,11 +302,36 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, so that a reader that went away is handled below
+        return status
     except USER_ERRORS as e:
         return _fail(str(e))
+    except BrokenPipeError as e:
+        if _stdout_closed():  # `asrd status | head -1`: the reader has what it wanted
+            return _quiet_exit()
+        return _fail(_os_error(e))
     except OSError as e:  # the machine refused (disk full, read-only, no permission): say so
         return _fail(_os_error(e))
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of stdout is gone: poll reports an error on a pipe without readers."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor, or no poll here
+        return False
+
+
+def _quiet_exit() -> int:
+    """End as a Unix tool killed by SIGPIPE does: no message, status 128 + SIGPIPE. Output still
+    buffered goes nowhere (else Python's own flush at exit would complain on stderr)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _fail(message: str) -> int:

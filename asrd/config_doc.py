@@ -2,7 +2,8 @@
 
 The lines come from the schema itself: each field's trailing comment in asrd/config.py and each
 section's docstring, so the documentation lives next to the defaults and cannot drift from them.
-Keys in the config hash are marked [output].
+Keys in the config hash are marked [output]. The `faults` section (test-only hooks) is left
+out: a starter file is what users edit.
 """
 
 from __future__ import annotations
@@ -105,5 +106,7 @@ def starter_yaml(cfg: DictConfig) -> str:
             else:
                 out.append(f"{pad}{name}: {_value(value)}")
 
-    emit(OmegaConf.to_container(cfg, resolve=True), "", 0)
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    tree.pop("faults", None)
+    emit(tree, "", 0)
     return "\n".join(out) + "\n"

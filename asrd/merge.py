@@ -125,7 +125,7 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
     allow_incomplete = cfg.merge.allow_incomplete if allow_incomplete is None else allow_incomplete
     row_filter = list(row_filter if row_filter is not None else cfg.merge.filter)
     expr = RowFilter(row_filter) if row_filter else None  # a bad clause fails before any work
-    quality = PresetFilter(get_preset(preset or cfg.merge.preset),
+    quality = PresetFilter(get_preset(cfg.merge.preset if preset is None else preset),
                            Thresholds.of(cfg.quality.thresholds), cfg.engine.language)
     with _merge_lock(rd):
         _recover(rd)

@@ -7,6 +7,8 @@ import contextlib
 import errno
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +206,25 @@ def test_full_and_read_only_store_during_run_and_merge(corpus_index, tmp_path):
         assert_one_error_line(subprocess.run([*args, "--force"], capture_output=True, text=True),
                               "not writable")
         assert json.loads((run_dir / "merged" / "summary.json").read_text())["rows"] == rows
+
+
+def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(corpus_index, tmp_path):
+    """`asrd status | head -1`: once the reader has gone, asrd ends as Unix tools do, without
+    an error line or a traceback (status 128 + SIGPIPE)."""
+    run_dir = tmp_path / "run"
+    assert asrd("plan", f"run.index={corpus_index}", f"run.dir={run_dir}",
+                "engine.kind=fault").returncode == 0
+    status = [sys.executable, "-m", "asrd.cli", "status", f"run.dir={run_dir}"]
+    first = subprocess.run(status, capture_output=True, text=True, check=True).stdout
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before asrd writes a byte: every write fails
+    try:
+        proc = subprocess.run(status, stdout=write_end, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    assert "error" not in proc.stderr.lower() and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 128 + signal.SIGPIPE
+    piped = subprocess.run(f"{shlex.join(status)} | head -1", shell=True, capture_output=True,
+                           text=True, executable="/bin/bash")
+    assert piped.stdout == first.splitlines(keepends=True)[0]
+    assert "error" not in piped.stderr.lower(), piped.stderr

@@ -184,3 +184,30 @@ def test_a_long_segment_is_fine_for_faster_whisper():
     cfg = config_mod.load(None, ["engine.kind=faster_whisper", "audio.max_segment_s=60",
                                  "audio.pack.max_clip_s=50"])
     assert cfg.audio.max_segment_s == 60
+
+
+def test_config_write_refuses_an_existing_file_unless_forced(tmp_path, capsys):
+    """An edited starter file is never overwritten by a second `--write`; `--force` does."""
+    from asrd.cli import main
+
+    out = tmp_path / "run.yaml"
+    assert main(["config", "--write", str(out)]) == 0
+    out.write_text(out.read_text().replace("num_shards: 1", "num_shards: 7"))
+    edited = out.read_text()
+    capsys.readouterr()
+    assert main(["config", "--write", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("asrd: error:") and "exists" in err and "--force" in err
+    assert out.read_text() == edited
+    assert main(["config", "--write", str(out), "--force"]) == 0
+    assert out.read_text() != edited and config_mod.load(out).run.num_shards == 1
+
+
+def test_starter_file_leaves_out_the_test_only_fault_hooks(tmp_path):
+    from asrd.cli import main
+
+    out = tmp_path / "run.yaml"
+    assert main(["config", "--write", str(out), "faults.kill_at=plan.locked"]) == 0
+    text = out.read_text()
+    assert "\nfaults:" not in text and "kill_at" not in text and "release_file" not in text
+    assert config_mod.load(out).faults.kill_at is None  # the defaults: no hook armed

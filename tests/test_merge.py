@@ -302,3 +302,17 @@ def test_a_merge_killed_at_any_point_is_repaired_by_the_next(planned, point):
                   if p.name.startswith((".merged", "merged"))) == ["merged"]
     assert pq.ParquetDataset(rd.merged_files()).read().sort_by("row").equals(clean)
     assert json.loads((rd.merged_dir / "summary.json").read_text())["files"] == summary.files
+
+
+def test_merge_prints_where_the_report_is_and_refuses_an_empty_preset(planned, capsys):
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    assert asrd_main(["merge", f"run.dir={rd.path}"]) == 0
+    report = rd.merged_dir / "report.html"
+    assert f"report: {report}\n" in capsys.readouterr().out and report.is_file()
+    before = sorted(p.name for p in rd.merged_dir.iterdir())
+    assert asrd_main(["merge", f"run.dir={rd.path}", "--preset", ""]) == 2  # not `default`
+    err = capsys.readouterr().err
+    assert err.startswith("asrd: error: unknown quality preset ''")
+    assert sorted(p.name for p in rd.merged_dir.iterdir()) == before
