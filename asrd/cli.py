@@ -32,11 +32,12 @@ from asrd.plan import Plan, PlanError
 from asrd.quality.presets import PresetError
 from asrd.rundir import RunDir, RunDirError
 from asrd.run_config import open_run
+from asrd.runtime.write import ShardIncomplete
 from hpc.store import StoreError, check_root
 
 USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
-               DemoUnavailable, ForecastError, ExportError, PresetError,
+               DemoUnavailable, ForecastError, ExportError, PresetError, ShardIncomplete,
                FileNotFoundError)
 
 

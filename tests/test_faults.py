@@ -221,3 +221,30 @@ def test_the_next_task_sweeps_ray_folders_whose_owner_died_with_its_reaper(tmp_p
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_a_part_corrupted_under_a_running_task_ends_it_with_one_error_line(corpus_index,
+                                                                             tmp_path):
+    """A committed part damaged on the store while the task still runs: the task ends with one
+    `asrd: error:` line naming the part (no traceback, no marker), the part is discarded, and
+    the next run does its rows again: every row once."""
+    from tests.test_cli_errors import assert_one_error_line
+
+    run_dir, state = tmp_path / "run", tmp_path / "faults"
+    args = cli_args(corpus_index, run_dir, *fault_args(
+        state, "faults.block_after_calls=3", f"faults.release_file={state / 'go'}",
+        "pipeline.part_rows=1", *ONE_ROW_PER_CALL))
+    log = tmp_path / "run1.log"
+    with running(args, log) as proc:
+        wait_until(lambda: (state / "blocked").exists() and len(part_rows(run_dir)) >= 3, proc,
+                   "three rows are committed", log)
+        part = sorted((run_dir / "shards" / "shard-000000.parts").glob("part-*.parquet"))[0]
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+        (state / "go").touch()
+        proc.wait(timeout=600)
+    finished = subprocess.CompletedProcess(args, proc.returncode, "", log.read_text())
+    assert_one_error_line(finished, "does not read any more", part.name, "run the shard again")
+    assert not part.exists() and not (run_dir / "done" / "shard-000000.json").exists()
+    subprocess.run(cli_args(corpus_index, run_dir, *fault_args(tmp_path / "again", *NO_BLOCK)),
+                   check=True, capture_output=True, timeout=600)
+    assert_each_row_once_with_its_own_text(run_dir)

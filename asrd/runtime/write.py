@@ -93,6 +93,19 @@ class ShardWriter:
             self.buffer = []
         self.last_commit = time.monotonic()
 
+    def _read_part(self, part: Path) -> pa.Table:
+        """A committed part for the shard file. One that no longer reads (changed on the store
+        under the running task) is discarded, so that the next run does its rows again, and the
+        shard ends here: nothing is committed from it."""
+        try:
+            return pq.read_table(part, schema=self.schema)
+        except (pa.ArrowException, OSError) as e:
+            part.unlink(missing_ok=True)
+            raise ShardIncomplete(
+                f"shard {self.spec.shard}: the committed part {part} does not read any more "
+                f"({type(e).__name__}: {e}); it was discarded and nothing was committed: run the "
+                "shard again (`asrd run` or `asrd resubmit`) to do its rows again") from None
+
     def finalize(self, wall_s: float, config_hash: str, model: str, extra: dict | None = None
                  ) -> dict[str, Any]:
         """Parts -> shard file -> marker. Returns the marker."""
@@ -105,7 +118,7 @@ class ShardWriter:
         with atomic_path(final) as tmp:
             with pq.ParquetWriter(tmp, self.schema, compression="zstd") as out:
                 for part in self._part_files():
-                    table = pq.read_table(part, schema=self.schema)
+                    table = self._read_part(part)
                     rel = table.column("row").to_numpy() - self.spec.start
                     if rel.size and (rel.min() < 0 or rel.max() >= self.spec.rows):
                         raise ShardIncomplete(f"{part} holds rows outside shard {self.spec.shard}")
