@@ -154,10 +154,10 @@ def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_i
     assert sorted(r["seg"] for r in committed) == sorted({r["seg"] for r in committed})
 
     again = tmp_path / "faults2"
-    subprocess.run(cli_args(index, run_dir, *common, f"faults.state_dir={again}",
-                            "faults.block_after_calls=-1"),
-                   check=True, capture_output=True, timeout=600)
-    assert_exactly_once(run_dir, 2)
+    resumed = subprocess.run(cli_args(index, run_dir, *common, f"faults.state_dir={again}",
+                                      "faults.block_after_calls=-1"),
+                             check=True, capture_output=True, text=True, timeout=600)
+    assert assert_exactly_once(run_dir, 2)["segments_reused"] == len(committed)
     long_row = next(r for r in shard_rows(run_dir) if r["id"] == "talk.flac")
     expected = segment(decode(str(talk_path), SR), SR, MAX_SEGMENT_S, VadSettings())
     assert long_row["error"] is None and len(expected.spans) >= 10
@@ -167,6 +167,8 @@ def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_i
         f"talk.flac {(b - a) / SR:.2f} seconds" for a, b in expected.spans]
     calls = [e for e in read_events(again, "engine-calls") if e["ids"] == ["talk.flac"]]
     assert len(calls) == len(expected.spans) - len(committed)  # only the rest
+    assert (f"long recording 'talk.flac' resumed: {len(committed)} of its {len(expected.spans)} "
+            "segments were transcribed before the task stopped and reused") in resumed.stderr
     assert not (run_dir / "shards" / "shard-000000.partial").exists()
 
 

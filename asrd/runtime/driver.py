@@ -52,6 +52,7 @@ class ShardStats:
     errors: dict[str, int] = field(default_factory=dict)
     decode_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2048))
     engine_starved_s: float = 0.0
+    segments_reused: int = 0  # of long recordings, committed before a stop: not transcribed again
 
 
 def _pct(values: collections.deque, q: float) -> float:
@@ -74,6 +75,7 @@ class ShardDriver:
         self.cut_again: set[int] = set()  # rows decoded a second time, shorter
         self.long_waiting: collections.deque[dict[str, Any]] = collections.deque()
         self.long: dict[int, dict[int, SegmentDone]] = {}  # streamed rows: committed segments
+        self.reused: dict[int, int] = {}  # streamed rows: committed segments used again
         self.stats = ShardStats()
         self.high_water = 2 * engine.batch * len(engine.actors) * engine.depth
         self.t0 = time.monotonic()
@@ -132,6 +134,9 @@ class ShardDriver:
             else:
                 self._finished(self.assembly.more(rec))
             committed = self.long.get(row, {})
+            if rec.reused:
+                self.reused[row] = self.reused.get(row, 0) + len(rec.reused)
+                self.stats.segments_reused += len(rec.reused)
             for k in rec.reused:  # transcribed before a kill: committed as a partial row
                 # (its text only: the engine's signals of such a segment are not kept)
                 self._transcribed(self.assembly.text(row, k, Hypothesis(committed[k].text),
@@ -193,6 +198,11 @@ class ShardDriver:
         if self.long.pop(row.index_row["row"], None) is not None:  # a streamed row
             self.partial.forget(row.index_row["row"])
             self.decode.drop_stream(row.index_row["row"])
+            reused = self.reused.pop(row.index_row["row"], 0)
+            if reused:
+                log.info("shard %d: long recording %r resumed: %d of its %d segments were "
+                         "transcribed before the task stopped and reused", self.spec.shard,
+                         row.index_row.get("id"), reused, len(row.segments or ()))
         s = self.stats
         s.done += 1
         if row.ok:
@@ -272,6 +282,7 @@ class ShardDriver:
             "queue/decode": len(self.decode.calls), "queue/engine": self.engine.queued(),
             "queue/judge": len(self.judge.waiting),
             "engine/calls_in_flight": len(self.engine.calls),
-            "engine/starved_s": s.engine_starved_s, "progress/items_cut_again": len(self.cut_again)}
+            "engine/starved_s": s.engine_starved_s, "progress/items_cut_again": len(self.cut_again),
+            "progress/segments_reused": s.segments_reused}
         m.update({f"failures/{k}": v for k, v in s.errors.items()})
         return m
