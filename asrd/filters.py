@@ -12,7 +12,15 @@ in-process on an in-memory connection that cannot read or write files or reach t
 (`lock_configuration`), and which installs or loads no extension. A clause is one expression:
 several statements, subqueries (the only way to name a table) and over-long or deeply nested text
 are refused before it runs, as are number literals that do not fit a 64-bit integer or a finite
-double (DuckDB would silently round them). Rows are handed over from Arrow; DuckDB only returns a
+double (DuckDB would silently round them), and every function but those in FUNCTIONS.
+
+Why a list of functions: a clause's cost must be bounded by the row it reads. Functions whose
+output size is an argument (`range`, `repeat`, `lpad`, `bar`, `format`, ...) are not: DuckDB
+folds `len(range(0, 1000000000)) > 0` into a constant while planning, which neither its
+`memory_limit` (lists are not in its buffer pool) nor `max_execution_time` nor an interrupt
+stops (measured with DuckDB 2.0: 10 GB resident and still running after 20 s). The functions
+allowed compare, compute or search within a row's own values, so a batch costs time and memory
+in proportion to its data. Rows are handed over from Arrow; DuckDB only returns a
 true/false/null per clause and row, so the kept rows keep their exact Arrow types.
 
     f = RowFilter(["duration_s < 30", "score >= 3"])
@@ -34,6 +42,23 @@ import pyarrow.compute as pc
 MAX_CLAUSE_CHARS = 2000  # longer text is not a row filter (and bounds the parser's work)
 MAX_DEPTH = 64  # nesting (parentheses, NOT, AND/OR, calls) a clause may use
 INT64 = 2**63
+
+# The functions (and operators, by DuckDB's names for them) a clause may call.
+FUNCTIONS = frozenset({
+    "+", "-", "*", "/", "//", "%", "^", "**", "||",
+    "~~", "!~~", "~~*", "!~~*", "~~~",  # LIKE, NOT LIKE, ILIKE, NOT ILIKE, GLOB
+    "len", "length", "strlen", "char_length", "octet_length", "lower", "upper", "lcase", "ucase",
+    "trim", "ltrim", "rtrim", "strip_accents", "nfc_normalize", "contains", "starts_with",
+    "ends_with", "prefix", "suffix", "instr", "strpos", "position", "substring", "substr",
+    "left", "right", "split_part", "string_split", "replace", "reverse", "concat", "concat_ws",
+    "regexp_matches", "regexp_full_match", "regexp_extract", "regexp_replace",
+    "abs", "round", "floor", "ceil", "ceiling", "trunc", "sign", "sqrt", "cbrt", "ln", "log",
+    "log2", "log10", "exp", "pow", "power", "mod", "greatest", "least", "isnan", "isinf",
+    "isfinite", "nullif", "typeof",
+    "list_contains", "list_has", "array_contains", "array_has", "list_has_any", "array_has_any",
+    "list_has_all", "array_has_all", "list_position", "array_position", "array_length",
+    "list_extract", "array_extract",
+})
 
 SANDBOX = {
     "enable_external_access": False,  # no file, network or attached database
@@ -168,6 +193,7 @@ class RowFilter:
                 if node.get("class") == "SUBQUERY":
                     raise FilterError(f"bad filter {_show(clause)}: a clause is about one row; "
                                       "subqueries are not allowed")
+                _check_function(clause, node.get("function_name"))
                 _check_number(clause, node.get("literal"))
                 stack.extend(node.values())
 
@@ -178,6 +204,13 @@ def _check_text(clause: str) -> None:
     if len(clause) > MAX_CLAUSE_CHARS:
         raise FilterError(f"bad filter {_show(clause)}: {len(clause)} characters, more than "
                           f"{MAX_CLAUSE_CHARS}")
+
+
+def _check_function(clause: str, name: Any) -> None:
+    if isinstance(name, str) and name.lower() not in FUNCTIONS:
+        raise FilterError(f"bad filter {_show(clause)}: {name}() is not a function a filter may "
+                          "use (a clause may compare, compute and search within a row's own values: "
+                          "the README's `asrd merge --filter` paragraph lists the functions)")
 
 
 def _check_number(clause: str, literal: Any) -> None:

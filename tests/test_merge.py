@@ -316,3 +316,28 @@ def test_merge_prints_where_the_report_is_and_refuses_an_empty_preset(planned, c
     err = capsys.readouterr().err
     assert err.startswith("asrd: error: unknown quality preset ''")
     assert sorted(p.name for p in rd.merged_dir.iterdir()) == before
+
+
+def test_a_filter_whose_cost_is_not_bounded_by_its_row_is_refused(planned):
+    """`len(range(0, 1000000000)) > 0` once took 300 s and 20 GB: now one error line, before
+    anything is written. The merge runs under an address-space limit, so that a regression
+    fails (out of memory, another message) instead of exhausting the machine."""
+    import resource
+
+    cfg, rd, plan = planned
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    merge(cfg)
+    before = sorted(p.name for p in rd.merged_dir.iterdir())
+    limit = 4 << 30
+
+    def bounded():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "asrd.cli", "merge", f"run.dir={rd.path}",
+                           "--filter", "len(range(0, 1000000000)) > 0"],
+                          capture_output=True, text=True, preexec_fn=bounded, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("asrd: error: bad filter") and proc.stderr.count("\n") == 1
+    assert "range() is not a function a filter may use" in proc.stderr
+    assert sorted(p.name for p in rd.merged_dir.iterdir()) == before
