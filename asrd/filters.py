@@ -43,15 +43,16 @@ MAX_CLAUSE_CHARS = 2000  # longer text is not a row filter (and bounds the parse
 MAX_DEPTH = 64  # nesting (parentheses, NOT, AND/OR, calls) a clause may use
 INT64 = 2**63
 
-# The functions (and operators, by DuckDB's names for them) a clause may call.
+# The functions (and operators, by DuckDB's names for them) a clause may call. Not `replace` or
+# `regexp_replace`: a long replacement for every character multiplies a row's size.
 FUNCTIONS = frozenset({
     "+", "-", "*", "/", "//", "%", "^", "**", "||",
     "~~", "!~~", "~~*", "!~~*", "~~~",  # LIKE, NOT LIKE, ILIKE, NOT ILIKE, GLOB
     "len", "length", "strlen", "char_length", "octet_length", "lower", "upper", "lcase", "ucase",
     "trim", "ltrim", "rtrim", "strip_accents", "nfc_normalize", "contains", "starts_with",
     "ends_with", "prefix", "suffix", "instr", "strpos", "position", "substring", "substr",
-    "left", "right", "split_part", "string_split", "replace", "reverse", "concat", "concat_ws",
-    "regexp_matches", "regexp_full_match", "regexp_extract", "regexp_replace",
+    "left", "right", "split_part", "string_split", "reverse", "concat", "concat_ws",
+    "regexp_matches", "regexp_full_match", "regexp_extract",
     "abs", "round", "floor", "ceil", "ceiling", "trunc", "sign", "sqrt", "cbrt", "ln", "log",
     "log2", "log10", "exp", "pow", "power", "mod", "greatest", "least", "isnan", "isinf",
     "isfinite", "nullif", "typeof",
