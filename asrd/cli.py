@@ -165,6 +165,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
               preset=args.preset)
     print(f"merged {s.shards_merged}/{s.shards_planned} shards: {s.rows} rows ({s.ok} ok, "
           f"{s.failed} failed), {s.audio_hours:.2f} h -> {RunDir(cfg.run.dir).merged_dir}")
+    if s.reference_rescored:
+        print(f"{s.reference_rescored} rows have a reference that changed in the index since "
+              "they were transcribed: their WER, CER and flags are computed against it")
     if s.dropped_by_preset:
         print(f"quality preset {s.preset!r}: dropped {s.dropped_by_preset} rows; by flag: "
               + ", ".join(f"{k}={v}" for k, v in s.dropped_by_flag.items()))

@@ -16,6 +16,8 @@ column that only later rows have is kept, with nulls where a row lacks it.
 Headers are probed in parallel threads (on a network store the probe waits on I/O). An entry that
 cannot be probed stays in the index with its `probe_error`, so it ends as an error row instead of
 vanishing; so does a file whose name is not valid UTF-8 (a Parquet string cannot hold it).
+Each column's content hash is computed as its batches are written and stored in the footer
+(asrd.index_identity), so that a later edit of any column is noticed, and by column.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asrd.audio import AudioError, probe
+from asrd.index_identity import ColumnHasher
 from asrd.schema import error_reason
 from hpc.commit import atomic_path
 
@@ -86,6 +89,7 @@ def build_index(source: str | Path, out: str | Path, workers: int = 16,
     schema = src.schema()
     report = IndexReport()
     seen: set[str] = set()
+    hasher = ColumnHasher(schema)
     with atomic_path(out) as tmp, ThreadPoolExecutor(max(1, workers)) as pool:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in _batched(src.entries(), batch_rows):
@@ -95,8 +99,10 @@ def build_index(source: str | Path, out: str | Path, workers: int = 16,
                         raise IndexError_(f"duplicate id {r['id']!r} in {source}")
                     seen.add(r["id"])
                     _account(report, r)
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema),
-                                   row_group_size=ROW_GROUP_ROWS)
+                table = pa.Table.from_pylist(rows, schema=schema)
+                hasher.add(table)
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            writer.add_key_value_metadata(hasher.identity().to_footer())
         if not report.rows:
             raise IndexError_(f"no audio entries found in {source}")
     return report

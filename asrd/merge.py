@@ -31,6 +31,7 @@ from asrd.filters import FilterCounts, RowFilter
 from asrd.plan import Plan, check_index_unchanged, load_plan, read_rows
 from asrd.quality.flags import Thresholds
 from asrd.quality.presets import PresetFilter, get_preset
+from asrd.relabel import Relabel, merged_schema
 from asrd.report import REPORT_NAME, ReportData, write_report
 from asrd.rundir import RunDir
 from asrd.schema import tally
@@ -72,6 +73,7 @@ class MergeSummary:
     preset: str | None = None  # the quality preset applied (asrd.quality.presets)
     dropped_by_preset: int = 0
     dropped_by_flag: dict[str, int] = field(default_factory=dict)  # a row counts for each flag
+    reference_rescored: int = 0  # rows whose index reference differs from their shard's copy
     audio_hours: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -80,10 +82,11 @@ class MergeSummary:
     per_shard: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _index_ids(plan: Plan, shard: int) -> pa.Array:
+def _index_rows(plan: Plan, shard: int, labels: list[str]) -> pa.Table:
+    """The shard's rows of the index: their ids, and their label columns as they are now."""
     spec = plan.shards[shard]
-    return pa.concat_arrays([b.column("id") for b in read_rows(plan.index, spec.start, spec.stop,
-                                                                columns=["id"])])
+    return pa.Table.from_batches(list(read_rows(plan.index, spec.start, spec.stop,
+                                                columns=["id", *labels])))
 
 
 class _RollingWriter:
@@ -200,18 +203,22 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
     out_tmp.mkdir(parents=True)
     at_point(cfg.faults, "merge.tmp_made")
     try:
-        schema = pq.read_schema(rd.shard_file(good[0]))
+        shard_schema = pq.read_schema(rd.shard_file(good[0]))
+        index_schema = pq.read_schema(plan.index)
+        relabel = Relabel(merged_schema(shard_schema, index_schema), index_schema,
+                          Thresholds.of(cfg.quality.thresholds), cfg.engine.language)
         filter_counts = FilterCounts()
-        writer = _RollingWriter(out_tmp, schema, int(cfg.merge.target_file_mb * 2**20))
+        writer = _RollingWriter(out_tmp, relabel.schema, int(cfg.merge.target_file_mb * 2**20))
         for s in good:
             _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary,
-                         quality)
+                         quality, shard_schema, relabel)
         writer.close()
         if expr is not None:
             summary.dropped_by_filter = filter_counts.dropped
             summary.filter_counts = filter_counts.to_dict()
         summary.files = writer.files
         summary.merge_id = content_id(out_tmp, writer.files)
+        summary.reference_rescored = relabel.rescored
         summary.__dict__.update(quality.summary())
         summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
@@ -238,23 +245,26 @@ def content_id(folder: Path, files: list[str]) -> str:
 
 
 def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_counts,
-                 writer: _RollingWriter, summary: MergeSummary, quality: PresetFilter) -> None:
+                 writer: _RollingWriter, summary: MergeSummary, quality: PresetFilter,
+                 shard_schema: pa.Schema, relabel: Relabel) -> None:
     """Stream one shard into the writer, checking that it holds every index row of the shard
-    exactly once, each under the id the index gives that row."""
+    exactly once, each under the id the index gives that row (with the index's labels)."""
     spec = plan.shards[shard]
-    index_ids = _index_ids(plan, shard)
+    index_rows = _index_rows(plan, shard, relabel.labels)
     seen = np.zeros(spec.rows, dtype=bool)
     audio_s = 0.0
     for batch in _batches(rd, shard):
-        table = pa.Table.from_batches([batch]).cast(writer.schema)
+        table = pa.Table.from_batches([batch]).cast(shard_schema)
         rel = table.column("row").to_numpy() - spec.start
         if rel.size and (rel.min() < 0 or rel.max() >= spec.rows):
             raise _ShardBroken(shard, "it holds rows outside its plan range")
         if seen[rel].any() or len(np.unique(rel)) != len(rel):
             raise _ShardBroken(shard, "some rows appear twice")
         seen[rel] = True
-        if not index_ids.take(pa.array(rel)).equals(table.column("id").combine_chunks()):
+        index_batch = index_rows.take(pa.array(rel))
+        if not index_batch.column("id").equals(table.column("id")):
             raise _ShardBroken(shard, "its ids do not match the index rows they claim")
+        table = relabel.apply(table, index_batch)
         n_ok, n_failed, ok_audio = tally(table, summary.failures_by_reason)
         summary.rows += table.num_rows
         summary.ok += n_ok

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +33,7 @@ from omegaconf import DictConfig
 from asrd import __version__
 from asrd import config as config_mod
 from asrd.index import check_index
+from asrd.index_identity import IndexIdentity, index_identity
 from asrd.rundir import RunDir, RunDirError
 from hpc.commit import read_json, write_bytes, write_json
 from hpc.markers import exclusive_or_wait
@@ -67,15 +68,18 @@ class Plan:
     config_hash: str
     shards: list[ShardSpec]
     config_file_sha256: str = ""  # of the config.yaml frozen with this plan ("": planned before)
+    # each index column's content hash (asrd.index_identity); {}: planned before they existed,
+    # and `index_fingerprint` is then the index file's footer fingerprint
+    index_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_shards(self) -> int:
         return len(self.shards)
 
     def shard_key(self, shard: int) -> str:
-        """What shard K means under this plan (the index, the config, its rows). Markers and
-        parts carry it, so that a re-plan that changes a shard voids what was made for the old
-        one, and keeps what still fits."""
+        """What shard K means under this plan (the index's work columns, the config, its rows).
+        Markers and parts carry it, so that a re-plan that changes a shard voids what was made
+        for the old one, and keeps what still fits (a label column's edit changes no key)."""
         spec = self.shards[shard]
         blob = f"{self.index_fingerprint}:{self.config_hash}:{spec.start}:{spec.stop}"
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -88,11 +92,17 @@ class Plan:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Plan":
         return cls(d["index"], d["index_rows"], d["index_fingerprint"], d["config_hash"],
-                   [ShardSpec(**s) for s in d["shards"]], d.get("config_file_sha256", ""))
+                   [ShardSpec(**s) for s in d["shards"]], d.get("config_file_sha256", ""),
+                   dict(d.get("index_columns") or {}))
+
+    @property
+    def identity(self) -> IndexIdentity | None:
+        return IndexIdentity(self.index_rows, self.index_columns) if self.index_columns else None
 
 
-def fingerprint(index_path: str | Path) -> str:
-    """Cheap identity of the index file: its Parquet footer (row counts, statistics) and size."""
+def footer_fingerprint(index_path: str | Path) -> str:
+    """The index identity of plans made before column hashes (sizes, counts and schema only):
+    still checked for them, so that a run planned then is not voided by an upgrade."""
     pf = pq.ParquetFile(index_path)
     meta = pf.metadata
     blob = f"{os.path.getsize(index_path)}:{meta.num_rows}:{meta.num_row_groups}:{meta.serialized_size}"
@@ -133,7 +143,8 @@ def cut(durations: np.ndarray, num_shards: int) -> list[ShardSpec]:
 
 
 def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
-    """Freeze `cfg` into its run directory and write the plan; re-planning the same config is a no-op."""
+    """Freeze `cfg` into its run directory and write the plan; re-planning the same config is a
+    no-op (an index whose label columns changed is still the same plan)."""
     from asrd.testing.faults import at_point
     from asrd.verify import verify_shards
 
@@ -148,21 +159,24 @@ def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
             "another `asrd plan` is planning %s: waiting for it", run_dir.path)):
         at_point(cfg.faults, "plan.locked")
         old = _whole_plan(run_dir)
+        identity = index_identity(index)
         if old is not None:
             run_dir.check_config(cfg, force=force)
-            if old.index_fingerprint != fingerprint(index) and not force:
-                raise RunDirError(f"the index {index} changed since {run_dir.path} was planned; "
-                                  "plan into a new run.dir, or --force")
+            work, labels = _index_change(old, identity, index)
+            if work and not force:
+                raise RunDirError(f"the index {index} changed since {run_dir.path} was planned "
+                                  f"({_named(work)}); plan into a new run.dir, or --force")
             if not force:
+                _notice_labels(index, labels)
                 return run_dir, old
         _check_unique_ids(index)
         durations = _durations(index)
         if len(durations) == 0:
             raise PlanError(f"index {index} is empty")
         frozen = config_mod.to_yaml(cfg).encode()
-        plan = Plan(str(Path(index).resolve()), len(durations), fingerprint(index),
+        plan = Plan(str(Path(index).resolve()), len(durations), identity.work_fingerprint,
                     config_mod.config_hash(cfg), cut(durations, cfg.run.num_shards),
-                    hashlib.sha256(frozen).hexdigest())
+                    hashlib.sha256(frozen).hexdigest(), identity.columns)
         write_bytes(run_dir.config_path, frozen)
         at_point(cfg.faults, "plan.config_frozen")
         write_json(run_dir.plan_path, plan.to_json())
@@ -197,15 +211,40 @@ def load_plan(run_dir: RunDir) -> Plan:
     return plan
 
 
-def check_index_unchanged(plan: Plan) -> None:
-    """Refuse to run or merge against an index that is gone or changed since the plan was cut:
-    the shards' row ranges no longer say which recordings they hold."""
+def check_index_unchanged(plan: Plan) -> list[str]:
+    """Refuse to run or merge against an index that is gone or whose work columns changed since
+    the plan was cut: the shards' rows no longer say what was transcribed. Returns the label
+    columns that changed (said in a log line): they need no shard redone, only a merge."""
     if not Path(plan.index).is_file():
         raise RunDirError(f"the index {plan.index} of this run is gone: put it back, or re-plan "
                           "onto another with `asrd plan --force run.index=...`")
-    if fingerprint(plan.index) != plan.index_fingerprint:
-        raise RunDirError(f"the index {plan.index} changed since this run was planned: "
-                          "`asrd plan --force` re-plans the run (its shards are then redone)")
+    work, labels = _index_change(plan, index_identity(plan.index), plan.index)
+    if work:
+        raise RunDirError(f"the index {plan.index} changed since this run was planned "
+                          f"({_named(work)}): `asrd plan --force` re-plans the run (its shards "
+                          "are then redone)")
+    _notice_labels(plan.index, labels)
+    return labels
+
+
+def _index_change(plan: Plan, identity: IndexIdentity, index: str | Path
+                  ) -> tuple[list[str], list[str]]:
+    """(work columns, label columns) of the index at `index` that differ from the plan's."""
+    if plan.identity is None:  # planned before column hashes: the footer is all there is
+        same = footer_fingerprint(index) == plan.index_fingerprint
+        return ([] if same else ["the file differs"]), []
+    return identity.changed(plan.identity)
+
+
+def _named(work: list[str]) -> str:
+    return work[0] if len(work) == 1 and " " in work[0] else "columns " + ", ".join(work)
+
+
+def _notice_labels(index: str, labels: list[str]) -> None:
+    if labels:
+        log.warning("the index %s changed since the plan in label columns only (%s): no shard "
+                    "is redone; `asrd merge` writes the index's current values, and the WER, "
+                    "CER and flags against a changed reference", index, ", ".join(labels))
 
 
 def read_rows(index_path: str, start: int, stop: int, columns: list[str] | None = None,

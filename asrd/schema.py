@@ -23,6 +23,11 @@ SCHEMA_VERSION = 3
 INDEX_COLUMNS = ("id", "path", "audio", "duration_s", "sample_rate", "channels", "num_bytes",
                  "probe_error")
 
+# The index columns that decide what the engines do (`language` forces the transcription
+# language): a change voids the shards it touches. Every other column is a label that only
+# travels beside the transcript, so a change needs only a re-merge (asrd.index_identity).
+WORK_COLUMNS = frozenset(INDEX_COLUMNS) | {"language"}
+
 INDEX_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("path", pa.string()),

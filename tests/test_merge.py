@@ -251,7 +251,8 @@ def test_replan_after_the_index_changed_voids_the_old_markers_and_parts(planned_
     table = pq.read_table(plan.index)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1).set_column(
         0, "id", pa.array(["extra"]))]), plan.index)
-    with pytest.raises(RunDirError, match="changed since this run was planned: `asrd plan --force`"):
+    with pytest.raises(RunDirError, match=r"changed since this run was planned \(8 rows, now 9\): "
+                                          "`asrd plan --force`"):
         merge(cfg)
     assert asrd_main(["plan", "--force", f"run.dir={rd.path}", f"run.index={plan.index}",
                       "run.num_shards=3"]) == 0
