@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 apt_demo=(espeak-ng sox ffmpeg libsndfile1)
-apt_test=("${apt_demo[@]}" fuse3 redis-server slurm-wlm munge)
+apt_test=("${apt_demo[@]}" fuse3 redis-server slurm-wlm munge chromium)  # chromium: the report page test
 case "$profile" in
   demo) pkgs=("${apt_demo[@]}"); extras="cpu,demo" ;;
   test) pkgs=("${apt_test[@]}"); extras="cpu,transformers,demo,store,test" ;;

@@ -9,6 +9,8 @@ from typing import Any
 
 from asrd.report.data import ReportData
 
+MAX_CELL_CHARS = 160  # a longer value (a transcript) is cut in its cell, whole in its tooltip
+
 CAPTIONS = {
     "signals": "Each signal over the ok rows; the dashed line is the preset's threshold.",
     "flags_by_language": "Share of ok rows with each flag, by the row's language.",
@@ -51,9 +53,18 @@ def _e(value: Any) -> str:
 
 def _table(header: list[str], rows: list) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(v))}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(_td(_cell(v)) for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _td(value: Any) -> str:
+    """A cell; a long value (a 490-word transcript) is cut to its first characters, and the
+    whole of it is the cell's tooltip."""
+    text = _e(value)
+    if value is None or len(str(value)) <= MAX_CELL_CHARS:
+        return f"<td>{text}</td>"
+    short = str(value)[:MAX_CELL_CHARS].rsplit(" ", 1)[0] + " \u2026"
+    return f'<td title="{text}">{_e(short)}</td>'
 
 
 def _cell(value: Any) -> Any:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import colorsys
 import io
+import math
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -10,6 +13,9 @@ import numpy as np
 from asrd.report.data import SIGNALS, ReportData
 
 STRAGGLER = 1.5  # a shard slower than this times the median wall time is drawn as a straggler
+LEGEND_ROWS = 20  # task names per legend column, beside the plot
+MAX_LEGEND_TASKS = 80  # more tasks than this are not named one by one
+INTEGER_BINS = 60  # integer values spanning at most this many get one bar per value
 
 
 def figures(data: ReportData) -> dict[str, bytes]:
@@ -40,6 +46,42 @@ def _png(draw: Callable) -> bytes:
     return buf.getvalue()
 
 
+def natural_key(name: str) -> list:
+    """Sort key that orders the numbers in a name by value: task 32_2 before 32_10."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name) if part]
+
+
+def task_colors(n: int) -> list:
+    """`n` distinct colours: matplotlib's qualitative palettes while they last (10, then 20),
+    beyond that hues a golden angle apart (each one new, neighbours far apart)."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](k) for k in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](k) for k in range(n)]
+    return [colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.75 if k % 2 else 0.55,
+                                0.85 if (k // 2) % 2 else 0.65) for k in range(n)]
+
+
+def _integer_axis(axis) -> None:
+    """Ticks at whole numbers only: the axis counts rows, or the values are counts."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _bins(values: np.ndarray) -> np.ndarray | int:
+    """One bar per value for whole numbers over a short range, else 40 bins (or one bar
+    when every value is the same)."""
+    low, high = float(values.min()), float(values.max())
+    if np.all(values == np.round(values)) and high - low <= INTEGER_BINS:
+        return np.arange(low - 0.5, high + 1.5)
+    spread = high - low > 1e-9 * max(1.0, float(np.abs(values).max()))
+    return 40 if spread else 1
+
+
 def _histograms(plt, data: ReportData):
     shown = [(c, t, th) for c, t, th in SIGNALS if len(data.signals.get(c, ()))]
     cols = 3
@@ -47,8 +89,12 @@ def _histograms(plt, data: ReportData):
     fig, axes = plt.subplots(rows, cols, figsize=(12, 2.8 * rows), squeeze=False)
     for ax, (col, title, threshold) in zip(axes.flat, shown):
         values = data.signals[col]
-        spread = float(np.ptp(values)) > 1e-9 * max(1.0, float(np.abs(values).max()))
-        ax.hist(values, bins=40 if spread else 1, color="#4c72b0")
+        bins = _bins(values)
+        ax.hist(values, bins=bins, color="#4c72b0")
+        ax.set_ylabel("rows", fontsize=8)
+        _integer_axis(ax.yaxis)
+        if not isinstance(bins, int):
+            _integer_axis(ax.xaxis)
         if threshold is not None:
             limit = getattr(data.thresholds, threshold)
             ax.axvline(limit, color="#c44e52", linestyle="--", label=f"threshold {limit:g}")
@@ -71,10 +117,15 @@ def _flags(plt, data: ReportData):
                           for k in languages])
         ax.barh(languages, share, left=left, label=name)
         left += share
-    ax.set_xlabel("flags per ok row (a row may have several)")
+    from matplotlib.ticker import PercentFormatter
+
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("share of ok rows with each flag (a row may have several)")
+    ax.set_ylabel("language")
     ax.set_title("flags per language (the row's language)")
-    if names:
-        ax.legend(fontsize=8, loc="lower right")
+    if names:  # beside the bars, never over them
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="flag",
+                  title_fontsize=8)
     return fig
 
 
@@ -83,24 +134,29 @@ def _errors(plt, data: ReportData):
     fig, ax = plt.subplots(figsize=(10, 0.6 + 0.4 * len(reasons)))
     ax.barh(reasons, [data.errors[r] for r in reasons], color="#c44e52")
     ax.set_xlabel("rows")
+    ax.set_ylabel("reason")
+    _integer_axis(ax.xaxis)
     ax.set_title("error rows by reason")
     return fig
 
 
 def _throughput(plt, data: ReportData):
-    tasks = sorted({s.task for s in data.spans})
+    tasks = sorted({s.task for s in data.spans}, key=natural_key)
     fig, ax = plt.subplots(figsize=(10, 3.5))
-    for k, task in enumerate(tasks):
+    for task, color in zip(tasks, task_colors(len(tasks))):
         spans = sorted((s for s in data.spans if s.task == task), key=lambda s: s.start)
-        color = f"C{k % 10}"
         for s in spans:
             ax.hlines(s.audio_s_per_s, s.start, s.end, color=color, linewidth=3,
                       label=task if s is spans[0] else None)
     ax.set_xlabel("seconds since the first shard started")
     ax.set_ylabel("audio s per s")
-    ax.set_title("throughput over time per task (each line one shard, from its marker)")
-    if len(tasks) <= 12:
-        ax.legend(fontsize=8)
+    title = "throughput over time per task (each line one shard, from its marker)"
+    if len(tasks) <= MAX_LEGEND_TASKS:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="task",
+                  title_fontsize=8, ncol=math.ceil(len(tasks) / LEGEND_ROWS))
+    else:
+        title += f"; {len(tasks)} tasks, not named"
+    ax.set_title(title)
     return fig
 
 
@@ -110,7 +166,7 @@ def _wall_times(plt, data: ReportData):
     median = float(np.median(walls))
     fig, ax = plt.subplots(figsize=(10, 3.5))
     slow = walls > STRAGGLER * median
-    ax.bar(range(len(shards)), walls, color=np.where(slow, "#c44e52", "#4c72b0"))
+    ax.bar(shards, walls, color=np.where(slow, "#c44e52", "#4c72b0"))  # at their numbers
     ax.axhline(median, color="black", linestyle=":", label=f"median {median:.0f} s")
     ax.axhline(STRAGGLER * median, color="#c44e52", linestyle="--",
                label=f"straggler: > {STRAGGLER:g}x median ({int(slow.sum())} shards)")
@@ -119,5 +175,7 @@ def _wall_times(plt, data: ReportData):
     ax.set_title("shard wall times")
     ax.legend(fontsize=8)
     if len(shards) <= 40:
-        ax.set_xticks(range(len(shards)), [str(s) for s in shards])
+        ax.set_xticks(shards, [str(s) for s in shards])
+    else:
+        _integer_axis(ax.xaxis)
     return fig
