@@ -211,10 +211,10 @@ def load_plan(run_dir: RunDir) -> Plan:
     return plan
 
 
-def check_index_unchanged(plan: Plan) -> list[str]:
+def check_index_unchanged(plan: Plan) -> None:
     """Refuse to run or merge against an index that is gone or whose work columns changed since
-    the plan was cut: the shards' rows no longer say what was transcribed. Returns the label
-    columns that changed (said in a log line): they need no shard redone, only a merge."""
+    the plan was cut: the shards' rows no longer say what was transcribed. Label columns that
+    changed are said in a log line: they need no shard redone, only a merge."""
     if not Path(plan.index).is_file():
         raise RunDirError(f"the index {plan.index} of this run is gone: put it back, or re-plan "
                           "onto another with `asrd plan --force run.index=...`")
@@ -224,7 +224,6 @@ def check_index_unchanged(plan: Plan) -> list[str]:
                           f"({_named(work)}): `asrd plan --force` re-plans the run (its shards "
                           "are then redone)")
     _notice_labels(plan.index, labels)
-    return labels
 
 
 def _index_change(plan: Plan, identity: IndexIdentity, index: str | Path

@@ -24,8 +24,11 @@ REFERENCE = "reference"
 
 
 def label_fields(index_schema: pa.Schema) -> list[pa.Field]:
-    """The index's label columns: passthrough columns that are not work columns."""
-    return [f for f in passthrough_fields(index_schema) if f.name not in WORK_COLUMNS]
+    """The index's label columns: passthrough columns that are not work columns (nor named
+    like the judge's columns, which the shard files' own values fill)."""
+    judge = {name for name, _ in JUDGE_FIELDS}
+    return [f for f in passthrough_fields(index_schema)
+            if f.name not in WORK_COLUMNS and f.name not in judge]
 
 
 def merged_schema(shard_schema: pa.Schema, index_schema: pa.Schema) -> pa.Schema:

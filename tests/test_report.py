@@ -36,6 +36,7 @@ def sample_data() -> ReportData:
                  "dropped_by_flag": {"low_logprob": 5, "empty": 3}},
         thresholds=Thresholds(),
         signals={"avg_logprob": rng.normal(-0.4, 0.2, n), "ngram_repeats": np.ones(n),
+                 "text_language_p": np.full(n, 0.99998),
                  "longest_word": rng.integers(5, 12, n).astype(float),
                  "wer": rng.uniform(0, 0.3, n)},
         flags_by_language={"en": {"empty": 3, "low_logprob": 5}, "de": {"low_logprob": 1}},
@@ -77,11 +78,15 @@ def test_counts_have_whole_ticks_axes_are_labelled_and_legends_sit_beside(plt):
 
     hist = plots._histograms(plt, data)
     shown = [ax for ax in hist.axes if ax.axison]
-    assert len(shown) == 4 and all(ax.get_ylabel() == "rows" for ax in shown)
+    assert len(shown) == 5 and all(ax.get_ylabel() == "rows" for ax in shown)
     for ax in shown:
         assert all(float(y).is_integer() for y in ax.get_yticks()), ax.get_title()
     repeats = next(ax for ax in shown if ax.get_title().startswith("most repeats"))
     assert all(float(x).is_integer() for x in repeats.get_xticks())
+    same = next(ax for ax in shown if ax.get_title().startswith("text language"))
+    (bar,) = [p for p in same.patches if p.get_height()]  # all 400 rows in one bar ...
+    low, high = same.get_xlim()
+    assert bar.get_height() == 400 and bar.get_width() >= (high - low) / 50  # ... one can see
 
     fig = plots._flags(plt, data)
     ax = fig.axes[0]
@@ -97,6 +102,7 @@ window.addEventListener("load", () => {
                                             right: i.getBoundingClientRect().right})),
     cells: [...document.querySelectorAll("td")].map(td => ({text: td.textContent,
                                                             title: td.title})),
+    emptyRows: [...document.querySelectorAll("tr")].filter(tr => !tr.textContent.trim()).length,
     scrollWidth: document.documentElement.scrollWidth, width: window.innerWidth};
   const pre = document.createElement("pre");
   pre.id = "checks";
@@ -130,6 +136,7 @@ def test_the_page_in_a_headless_browser(tmp_path):
         "shard_wall_times"}
     assert all(i["decoded"] and i["right"] <= checks["width"] for i in checks["images"])
     assert checks["scrollWidth"] <= checks["width"]  # nothing wider than the window
+    assert checks["emptyRows"] == 0  # the totals table has no blank header
     assert max(len(c["text"]) for c in checks["cells"]) <= MAX_CELL_CHARS + 2
     cut = [c for c in checks["cells"] if c["title"]]
     assert len(cut) == 2 and all(c["title"] == LONG_TEXT and c["text"].endswith("\u2026")

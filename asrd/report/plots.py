@@ -72,14 +72,20 @@ def _integer_axis(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _bins(values: np.ndarray) -> np.ndarray | int:
-    """One bar per value for whole numbers over a short range, else 40 bins (or one bar
-    when every value is the same)."""
+def _bins(values: np.ndarray, limit: float | None) -> tuple[np.ndarray, bool]:
+    """The histogram's bin edges over what the axis shows (the values and the threshold, so
+    that values bunched far from it, 0.99998 text-language confidences, still make bars one
+    can see), and whether the values are whole numbers: then one bar per value when the range
+    is short, and whole-number ticks."""
     low, high = float(values.min()), float(values.max())
+    if limit is not None:
+        low, high = min(low, limit), max(high, limit)
     if np.all(values == np.round(values)) and high - low <= INTEGER_BINS:
-        return np.arange(low - 0.5, high + 1.5)
-    spread = high - low > 1e-9 * max(1.0, float(np.abs(values).max()))
-    return 40 if spread else 1
+        return np.arange(math.floor(low) - 0.5, math.ceil(high) + 1.5), True
+    if high - low <= 1e-9 * max(1.0, abs(low), abs(high)):  # one value, no threshold
+        pad = max(0.01, 0.02 * abs(low))
+        low, high = low - pad, high + pad
+    return np.linspace(low, high, 41), False
 
 
 def _histograms(plt, data: ReportData):
@@ -89,14 +95,14 @@ def _histograms(plt, data: ReportData):
     fig, axes = plt.subplots(rows, cols, figsize=(12, 2.8 * rows), squeeze=False)
     for ax, (col, title, threshold) in zip(axes.flat, shown):
         values = data.signals[col]
-        bins = _bins(values)
+        limit = getattr(data.thresholds, threshold) if threshold is not None else None
+        bins, whole = _bins(values, limit)
         ax.hist(values, bins=bins, color="#4c72b0")
         ax.set_ylabel("rows", fontsize=8)
         _integer_axis(ax.yaxis)
-        if not isinstance(bins, int):
+        if whole:
             _integer_axis(ax.xaxis)
-        if threshold is not None:
-            limit = getattr(data.thresholds, threshold)
+        if limit is not None:
             ax.axvline(limit, color="#c44e52", linestyle="--", label=f"threshold {limit:g}")
             ax.legend(fontsize=8)
         ax.set_title(f"{title} ({len(values)} rows)", fontsize=9)
