@@ -5,7 +5,8 @@ Verification (asrd.verify, full depth) hashes every shard file against the sha25
 recorded before anything is written; a shard that fails is named, its marker is invalidated and
 `asrd resubmit` / `asrd run` redo exactly it. Memory stays flat: shards are read one record batch
 at a time, and exactly-once is checked per shard against that shard's slice of the index (its ids,
-by row number).
+by row number). The rows' label columns (a reference, a speaker) are the index's as it is now
+(asrd.relabel), so a corrected reference needs only another merge.
 
 The merged folder is built under a temporary name and swapped in by rename, so a reader never sees
 half a merge. One merge at a time holds the run's merge lock; the next one first repairs what a
