@@ -160,16 +160,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from asrd.merge import merge
     from asrd.report import REPORT_NAME
 
-    cfg = run_config(args)
+    run = open_run(args.config, args.overrides)
+    cfg = run.cfg
     s = merge(cfg, allow_incomplete=args.allow_incomplete or None, row_filter=args.filter,
-              preset=args.preset)
+              preset=args.preset, threshold_edits=run.threshold_edits)
     print(f"merged {s.shards_merged}/{s.shards_planned} shards: {s.rows} rows ({s.ok} ok, "
           f"{s.failed} failed), {s.audio_hours:.2f} h -> {RunDir(cfg.run.dir).merged_dir}")
     if s.reference_rescored:
         print(f"{s.reference_rescored} rows have a reference that changed in the index since "
               "they were transcribed: their WER, CER and flags are computed against it")
     if s.dropped_by_preset:
-        print(f"quality preset {s.preset!r}: dropped {s.dropped_by_preset} rows; by flag: "
+        edits = s.quality.get("threshold_edits")
+        print(f"quality preset {s.preset!r}"
+              + (" with " + ", ".join(f"{k}={v}" for k, v in edits.items()) if edits else "")
+              + f": dropped {s.dropped_by_preset} rows; by flag: "
               + ", ".join(f"{k}={v}" for k, v in s.dropped_by_flag.items()))
     if s.filter:
         print(f"filter kept {s.kept} of {s.rows} rows, dropped {s.dropped_by_filter}")
@@ -283,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='keep only rows matching this SQL WHERE clause, e.g. "score >= 3"; '
                         'repeat for several (each one\'s drops are counted)')
     p.add_argument("--preset", help="quality preset (default: merge.preset): default | strict | "
-                   "run | none; rows with its flags are left out")
+                   "run | none, or a preset file (.yaml); rows with its flags are left out; "
+                   "quality.thresholds.KEY=VALUE overrides apply on top")
     p = add("report", cmd_report, "write the quality report page of the last merge again")
     p.add_argument("-o", "--output", help="where (default: RUN_DIR/merged/report.html)")
     p = add("status", cmd_status, "shards done / running / failed / missing")

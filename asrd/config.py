@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -16,6 +17,8 @@ from typing import Any, Optional, Sequence
 import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+
+log = logging.getLogger("asrd.config")
 
 
 class ConfigError(ValueError):
@@ -187,7 +190,7 @@ class MergeCfg:
 
     target_file_mb: float = 256.0  # size of each merged Parquet file
     filter: list[str] = field(default_factory=list)  # SQL WHERE clauses every kept row matches
-    preset: str = "default"  # quality preset leaving out flagged rows: default|strict|run|none
+    preset: str = "default"  # quality preset: default|strict|run|none, or a preset file (.yaml)
     allow_incomplete: bool = False  # merge even with shards missing or rejected
 
 
@@ -225,9 +228,12 @@ class Thresholds:
     long_word_chars: int = 25  # long_word: a word of at least this many characters
     max_chars_per_s: float = 40.0  # too_fast: characters per second of detected speech
     min_avg_logprob: float = -1.0  # low_logprob: the model's average token log-probability
+    min_avg_logprob_short: float = -1.0  # ... below this in a text of fewer than short_text_words
+    short_text_words: int = 6  # ... words (a mean over few tokens is noisy)
     max_no_speech_prob: float = 0.6  # no_speech: the model's no-speech probability above this
-    min_language_p: float = 0.7  # text/audio_language: detected language's confidence below
-    language_min_words: int = 3  # text_language: only texts of at least this many words
+    language_min_words: int = 6  # text_other_language: only texts of at least this many words
+    text_language_margin: float = 0.5  # ... another language's confidence over the expected one's
+    spoken_language_margin: float = 0.2  # spoken_other_language: Whisper's, likewise
     max_reference_wer: float = 0.75  # reference_wer: WER against the reference at least this
     max_reference_cer: float = 0.30  # reference_cer: CER against the reference at least this
 
@@ -254,6 +260,7 @@ class QualityCfg:
     ngram: int = 10  # the n of `ngram_repeats`
     audio_language: Optional[bool] = None  # Whisper's spoken-language detection; null: where cheap
     doubt_logprob: float = -0.5  # audio_language null: detect where avg log-prob is below this
+    doubt_words: int = 6  # ... or (a segment transcribed alone) its text has fewer words
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
@@ -327,7 +334,10 @@ class Config:
 # the run executes (engines, GPUs, batching, pipeline sizing, SLURM, store, tracking, faults):
 # they may change between resubmits. An entry names a key or a whole section; every key of the
 # schema is under exactly one entry of the two (tests/test_config.py checks it), so a new key must
-# be classified here. A new output-relevant section (e.g. quality) is added to OUTPUT_KEYS whole.
+# be classified here. A new output-relevant section is added to OUTPUT_KEYS whole. The quality
+# thresholds are not output: they only judge the stored signals, and `asrd merge` computes the
+# flags again from those, so they may change at merge time (quality.* keys that change the
+# signals themselves stay output keys).
 OUTPUT_KEYS = (
     "run.index", "run.num_shards",
     "audio.sample_rate", "audio.max_segment_s", "audio.retry_segment_s", "audio.vad", "audio.pack",
@@ -337,7 +347,8 @@ OUTPUT_KEYS = (
     "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.vllm.seed",
     "judge.enabled", "judge.kind", "judge.model", "judge.system_prompt", "judge.user_template",
     "judge.choices", "judge.max_text_chars", "judge.vllm.dtype", "judge.vllm.load_format",
-    "quality",
+    "quality.enabled", "quality.languages", "quality.ngram", "quality.audio_language",
+    "quality.doubt_logprob", "quality.doubt_words",
 )
 RUN_KEYS = (
     "run.name", "run.dir",
@@ -350,7 +361,7 @@ RUN_KEYS = (
     "engine.vllm.max_restarts", "engine.transformers",
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
     "judge.gpu_memory_utilization", "judge.vllm.max_model_len", "judge.vllm.enforce_eager",
-    "pipeline", "slurm", "store", "wandb", "merge", "export", "faults",
+    "pipeline", "slurm", "store", "wandb", "merge", "export", "faults", "quality.thresholds",
 )
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 
@@ -421,7 +432,13 @@ def _read_layer(layer: str | Path | dict) -> DictConfig:
     return read_file(Path(layer))
 
 
+# Keys of earlier versions whose meaning is gone; a run directory's frozen config.yaml has them
+# (every key is frozen), so they are dropped on reading, never refused.
+_RETIRED = {"quality": {"thresholds": ("min_language_p",)}}  # replaced by the language margins
+
+
 def _upgrade(raw: DictConfig) -> DictConfig:
+    _drop_retired(raw, _RETIRED)
     merge_cfg = raw.get("merge") if isinstance(raw, DictConfig) else None
     if isinstance(merge_cfg, DictConfig) and "filter" in merge_cfg:
         old = merge_cfg.get("filter")
@@ -441,6 +458,18 @@ def _upgrade(raw: DictConfig) -> DictConfig:
                     f"by typed sections; the keys they take are listed by `asrd config`")
             OmegaConf.update(node, moves[key], value, force_add=True)
     return raw
+
+
+def _drop_retired(node: Any, retired: dict) -> None:
+    for key, inner in retired.items():
+        child = node.get(key) if isinstance(node, DictConfig) else None
+        if isinstance(inner, dict):
+            _drop_retired(child, inner)
+        elif isinstance(child, DictConfig):
+            for name in inner:
+                if name in child:
+                    child.pop(name)
+                    log.warning("config key %s.%s is no longer used: ignored", key, name)
 
 
 def validate(cfg: DictConfig) -> None:

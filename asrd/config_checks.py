@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from omegaconf import DictConfig
 
-from asrd.quality.presets import PRESETS
+from asrd.quality.presets import PRESETS, is_preset_file
 
 # The longest audio one model call takes: Whisper and Qwen2-Audio see 30 s windows (the vllm and
 # transformers engines refuse longer input). faster-whisper cuts a longer segment itself.
@@ -43,7 +43,8 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     yield from _one_of(cfg, "judge.vllm.dtype", VLLM_DTYPES)
     yield from _one_of(cfg, "export.format", EXPORT_FORMATS)
     yield from _one_of(cfg, "export.audio", EXPORT_AUDIO)
-    yield from _one_of(cfg, "merge.preset", tuple(PRESETS))
+    if not is_preset_file(str(_value(cfg, "merge.preset"))):  # a file is read at merge
+        yield from _one_of(cfg, "merge.preset", tuple(PRESETS))
     yield from _cross(cfg)
 
 

@@ -21,7 +21,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -75,6 +75,7 @@ class MergeSummary:
     dropped_by_preset: int = 0
     dropped_by_flag: dict[str, int] = field(default_factory=dict)  # a row counts for each flag
     reference_rescored: int = 0  # rows whose index reference differs from their shard's copy
+    quality: dict[str, Any] = field(default_factory=dict)  # the preset, thresholds, flags used
     audio_hours: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -120,9 +121,12 @@ class _RollingWriter:
 
 def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
           row_filter: list[str] | None = None, track: bool = True,
-          preset: str | None = None) -> MergeSummary:
+          preset: str | None = None, threshold_edits: Mapping[str, Any] | None = None
+          ) -> MergeSummary:
     """`row_filter`: SQL WHERE clauses a kept row matches (None: merge.filter); `preset`: the
-    quality preset (asrd.quality.presets; None: merge.preset), applied before the filter."""
+    quality preset (asrd.quality.presets: a name or a preset file; None: merge.preset), applied
+    before the filter; `threshold_edits`: quality thresholds set for this merge, on top of the
+    preset's (asrd.run_config.threshold_edits)."""
     rd = RunDir(cfg.run.dir)
     plan = load_plan(rd)
     check_index_unchanged(plan)
@@ -130,7 +134,8 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
     row_filter = list(row_filter if row_filter is not None else cfg.merge.filter)
     expr = RowFilter(row_filter) if row_filter else None  # a bad clause fails before any work
     quality = PresetFilter(get_preset(cfg.merge.preset if preset is None else preset),
-                           Thresholds.of(cfg.quality.thresholds), cfg.engine.language)
+                           Thresholds.of(cfg.quality.thresholds), cfg.engine.language,
+                           threshold_edits)
     with _merge_lock(rd):
         _recover(rd)
         verdicts = verify_shards(rd, plan, full=True)

@@ -4,14 +4,17 @@
 The file and the overrides are one layer of edits: keys that only say where and how the run
 executes (SLURM resources, engines per node, batching, store) take effect; a key that changes the
 output and differs from the frozen run is refused as config drift, naming it (unless forced).
+Quality thresholds are not output (merge judges the stored signals by them again), so `asrd
+merge`/`report`/`export` take them at any time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from asrd import config as config_mod
 from asrd.rundir import RunDir, RunDirError
@@ -22,6 +25,23 @@ from hpc.store import check_root
 class OpenRun:
     run_dir: RunDir
     cfg: DictConfig  # frozen <- file <- overrides
+    threshold_edits: dict[str, Any]  # quality thresholds the file or overrides set
+
+
+def threshold_edits(config_file: str | Path | None, overrides: list[str],
+                    cfg: DictConfig) -> dict[str, Any]:
+    """The `quality.thresholds` keys that this command's `-c` file or `key=value` overrides
+    name, with their values in `cfg`: a merge judges by them on top of its preset's."""
+    named: set[str] = set()
+    if config_file is not None:
+        section = OmegaConf.select(config_mod.read_file(Path(config_file)), "quality.thresholds")
+        named |= set(section or ())
+    prefix = "quality.thresholds."
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith(prefix):
+            named.add(key[len(prefix):])
+    return {k: cfg.quality.thresholds[k] for k in sorted(named) if k in cfg.quality.thresholds}
 
 
 def config_layers(run_dir: RunDir, config_file: str | Path | None) -> list[str | Path]:
@@ -44,4 +64,4 @@ def open_run(config_file: str | Path | None, overrides: list[str], check_drift: 
     cfg = config_mod.load(config_layers(rd, config_file), overrides)
     if check_drift:
         rd.check_config(cfg, force=force)
-    return OpenRun(rd, cfg)
+    return OpenRun(rd, cfg, threshold_edits(config_file, overrides, cfg))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 INDEX_COLUMNS = ("id", "path", "audio", "duration_s", "sample_rate", "channels", "num_bytes",
                  "probe_error")
@@ -48,8 +48,10 @@ QUALITY_FIELDS = [
     ("no_speech_prob", pa.float64()),
     ("audio_language", pa.string()),
     ("audio_language_p", pa.float64()),
+    ("audio_expected_p", pa.float64()),
     ("text_language", pa.string()),
     ("text_language_p", pa.float64()),
+    ("text_expected_p", pa.float64()),
     ("num_words", pa.int64()),
     ("compression_ratio", pa.float64()),
     ("ngram_repeats", pa.int64()),

@@ -12,8 +12,21 @@ whose `language` is "en" for every row (the configured language):
 - cut_off: English sentences cut mid-word at 55% of their length, with the full reference;
 - loop: one sentence said again and again for a minute, no reference;
 - wrong_reference: good speech whose reference is another sentence.
+Short utterances (bench/quality_sets.py says how they are made), in a second manifest whose
+order is shuffled with a fixed seed, so that other-language clips share packed windows with
+English ones as in a mixed corpus:
+- short_en: 50 English phrases of 1-5 words (commands, everyday phrases, numbers, names), each
+  said by two of four voices; the reference is kept in the column `truth`, which the pipeline
+  does not read (most corpora have none), and a row's label counts as right at CER <= 10%;
+- short_other: 30 German, Spanish and French phrases of 1-5 words, transcribed as English.
+Every figure is also given per length bucket (words of the reference: 1-2, 3-5, 6-10, >10),
+with text language ID's accuracy by word count on every labelled text (references and the
+model's right transcripts), and the low_logprob floor's right-kept/wrong-dropped shares by
+bucket at several values (the calibration of `min_avg_logprob_short`).
 Every row goes through a real run (index, plan, Ray pipeline, shard file) and a merge with the
-default preset; a row of a bad kind should be dropped, a good row kept. A second run does the
+default preset; a row of a bad kind should be dropped, a good row kept. The engine section comes
+from the command line (`key=value` overrides, e.g. `engine.kind=vllm engine.model=DIR
+engine.device=cuda ...`), so the same figures can be taken on a GPU. A second run does the
 same without Whisper's spoken-language detection (`quality.audio_language=false`: how vLLM runs
 by default, where the detection is costly; faster-whisper by default detects the language of
 segments whose label is in doubt: average log-probability below `quality.doubt_logprob`).
@@ -24,7 +37,7 @@ spoken-language detection off, as by default, and on every segment, and the driv
 signal computation (asrd.quality.signals.SignalMaker.row) over the same rows; cost = (engine
 time with - without) / engine time without, and signal time / engine time without.
 
-    python bench/bench_quality.py --record
+    python bench/bench_quality.py --record [--sets short,sentences] [--no-cost] [key=value ...]
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import subprocess
 import sys
 import tempfile
@@ -51,9 +65,15 @@ from asrd.engines import Segment, build_engine  # noqa: E402
 from asrd.index import build_index  # noqa: E402
 from asrd.merge import merge  # noqa: E402
 from asrd.plan import make_plan  # noqa: E402
+from asrd.quality import reference, text  # noqa: E402
+from asrd.quality.flags import Thresholds, row_flags  # noqa: E402
+from asrd.quality.langid import text_language_id  # noqa: E402
 from asrd.quality.signals import EngineSignals, SignalMaker, SignalSettings  # noqa: E402
+from asrd.run_config import open_run  # noqa: E402
 from asrd.runtime.task import run_task  # noqa: E402
 from asrd.testing.samples import SENTENCES, non_speech  # noqa: E402
+from bench.quality_sets import (OTHER_VOICES, SHORT_ENGLISH, SHORT_OTHER,  # noqa: E402
+                                SHORT_VOICES)
 from bench.results import report  # noqa: E402
 
 SR = 16000
@@ -69,6 +89,8 @@ FOREIGN = {
            "la grande ville a beaucoup de vieilles maisons et de beaux parcs",
            "apportez-moi demain les nouveaux livres de la bibliothèque s'il vous plaît"],
 }
+BUCKETS = (("1-2", 2), ("3-5", 5), ("6-10", 10), (">10", 10**9))  # words of the reference
+RIGHT_CER = 0.10  # a label at most this far from its reference (CER) is right
 BAD_KINDS = ("silence", "noise", "tone", "sweep", "other_language", "cut_off", "loop",
              "wrong_reference")
 
@@ -121,34 +143,140 @@ def build_set(folder: Path) -> list[dict]:
     return rows
 
 
-def drop_shares(work: Path, name: str, overrides: list[str]) -> tuple[dict, dict, dict]:
-    """A real run and a default-preset merge: per kind (rows, dropped) and flags of each kind."""
-    if not (work / "index.parquet").is_file():
-        build_index(work / "set" / "manifest.jsonl", work / "index.parquet")
-    cfg = config_mod.load(None, [f"run.index={work / 'index.parquet'}", f"run.dir={work / name}",
-                                 "run.num_shards=1", *overrides])
+def build_short_set(folder: Path) -> list[dict]:
+    """The short-utterance rows (bench/quality_sets.py), shuffled with a fixed seed."""
+    rows: list[dict] = []
+
+    def add(kind: str, text: str, voice: str, speed: int) -> None:
+        path = folder / f"{kind}-{len(rows):03d}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+                       check=True, capture_output=True)
+        rows.append({"audio_filepath": path.name, "language": "en", "kind": kind,
+                     "truth": text})
+
+    for i, text in enumerate(SHORT_ENGLISH):
+        for k in range(2):
+            add("short_en", text, *SHORT_VOICES[(i + k) % len(SHORT_VOICES)])
+    for lang, text in SHORT_OTHER:
+        add("short_other", text, OTHER_VOICES[lang], 150)
+    random.Random(0).shuffle(rows)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def real_run(work: Path, set_name: str, name: str, overrides: list[str],
+             merge_overrides: list[str] = ()) -> tuple[list[dict], set[str]]:
+    """A real run over one labelled set and a merge with the default preset: (the shard's rows,
+    the ids the merge kept). `merge_overrides`: quality thresholds set at merge time only."""
+    index = work / f"{set_name}.parquet"
+    if not index.is_file():
+        build_index(work / set_name / "manifest.jsonl", index)
+    base = [f"run.index={index}", f"run.dir={work / name}", "run.num_shards=1", *overrides]
+    cfg = config_mod.load(None, base)
     rd, _ = make_plan(cfg)
     run_task(rd.path, None, overrides)
-    summary = merge(cfg, track=False)
+    run = open_run(None, base + list(merge_overrides))
+    merge(run.cfg, track=False, threshold_edits=run.threshold_edits)
     import pyarrow.parquet as pq
 
     shard = pq.read_table(rd.shard_file(0)).to_pylist()
     kept = set(pq.ParquetDataset(rd.merged_files()).read().column("id").to_pylist())
+    return shard, kept
+
+
+def drop_shares(shard: list[dict], kept: set[str]) -> tuple[dict, dict, dict]:
+    """Per kind (rows, dropped), the merged flags of each kind and rows dropped per flag."""
     per_kind: dict[str, list[int]] = {}
     flags: dict[str, Counter] = {}
+    by_flag: Counter = Counter()
+    thresholds = Thresholds()
     for r in shard:
         kind = r["kind"]
         n = per_kind.setdefault(kind, [0, 0])
         n[0] += 1
         n[1] += r["id"] not in kept
-        flags.setdefault(kind, Counter()).update(r["flags"] or ["(error)" if r["error"] else "-"])
-    return per_kind, flags, summary.dropped_by_flag
+        now = merged_flags(r, thresholds)
+        flags.setdefault(kind, Counter()).update(now or ["(error)" if r["error"] else "-"])
+        by_flag.update(now or [])
+    return per_kind, flags, dict(by_flag)
 
 
-def signal_cost(work: Path, rows: list[dict], rounds: int) -> tuple[dict, float, int, int]:
+def merged_flags(r: dict, t: Thresholds) -> list[str]:
+    """A shard row's flags as a merge at thresholds `t` computes them."""
+    return row_flags(r, t, r.get("language") or "en") if r["flags"] is not None else []
+
+
+def bucket(n_words: int) -> str:
+    return next(name for name, top in BUCKETS if n_words <= top)
+
+
+def label_right(r: dict) -> bool:
+    """A short English row's label is right: CER <= 10% against its reference."""
+    if r["error"] is not None:
+        return False
+    scores = reference.score(r["text"] or "", r["truth"], "en")
+    return scores is not None and scores.cer <= RIGHT_CER
+
+
+def short_table(shard: list[dict], kept: set[str]) -> dict[str, dict[str, list[int]]]:
+    """Per bucket and kind (short_en right, short_en wrong, short_other): [rows, kept]."""
+    table: dict[str, dict[str, list[int]]] = {}
+    for r in shard:
+        words = len(text.words(r["truth"]))
+        kind = r["kind"] if r["kind"] == "short_other" else (
+            "short_en right" if label_right(r) else "short_en wrong")
+        for b in (bucket(words), "all"):
+            cell = table.setdefault(b, {}).setdefault(kind, [0, 0])
+            cell[0] += 1
+            cell[1] += r["id"] in kept
+    return table
+
+
+def langid_accuracy(texts: list[tuple[str, str]], languages: list[str]) -> dict[str, list[int]]:
+    """Text language ID (as the pipeline runs it) on (text, true language), by word count:
+    word-count bucket -> [texts, right]."""
+    lid = text_language_id(tuple(languages))
+    out: dict[str, list[int]] = {}
+    for t, lang in texts:
+        n = len(text.words(t))
+        if n == 0:
+            continue
+        guess = lid.guess(t, lang)
+        key = str(n) if n <= 6 else ("7-10" if n <= 10 else ">10")
+        cell = out.setdefault(key, [0, 0])
+        cell[0] += 1
+        cell[1] += guess is not None and guess.language == lang
+    return dict(sorted(out.items(), key=lambda kv: (len(kv[0]) > 1, kv[0])))
+
+
+def logprob_calibration(rows: list[tuple[dict, bool]], floors: list[float]
+                        ) -> dict[str, dict[float, tuple[int, int, int, int]]]:
+    """For each word bucket and floor: (right rows, right kept, wrong rows, wrong dropped) by
+    the low_logprob rule alone (the row's avg log-probability below the floor)."""
+    out: dict[str, dict[float, tuple[int, int, int, int]]] = {}
+    for floor in floors:
+        cells: dict[str, list[int]] = {}
+        for r, right in rows:
+            if r["error"] is not None or not r["num_words"] or r["avg_logprob"] is None:
+                continue
+            c = cells.setdefault(bucket(r["num_words"]), [0, 0, 0, 0])
+            low = r["avg_logprob"] < floor
+            if right:
+                c[0] += 1
+                c[1] += not low
+            else:
+                c[2] += 1
+                c[3] += low
+        for b, c in cells.items():
+            out.setdefault(b, {})[floor] = tuple(c)
+    return out
+
+
+def signal_cost(work: Path, rows: list[dict], rounds: int, overrides: list[str]
+                ) -> tuple[dict, float, int, int]:
     """(engine s per detection mode, driver signal s, segments, segments detected by default).
     Modes: none, the default (segments in doubt), every segment."""
-    base = config_mod.load(None, ["run.index=unused"])
+    base = config_mod.load(None, ["run.index=unused", *overrides])
     engine = build_engine(base.engine, None, base.quality)  # one model: detection switched
     modes = {"none": None, "default": float(base.quality.doubt_logprob), "every": math.inf}
     vad = VadSettings()
@@ -191,37 +319,31 @@ def shares(per_kind: dict) -> tuple[float, float]:
             1 - sum(d for _, d in good) / sum(n for n, _ in good))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=2, help="cost: passes over the segments")
-    ap.add_argument("--workdir", help="keep the set and the run here (default: a temp folder)")
-    ap.add_argument("--record", action="store_true", help="append the figures to RESULTS.md")
-    args = ap.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="asrd-quality-"))
-    (work / "set").mkdir(parents=True, exist_ok=True)
-    rows = build_set(work / "set")
-    per_kind, flags, by_flag = drop_shares(work, "run", [])
+def share(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({part / whole:.1%})" if whole else "-"
+
+
+def sentence_figures(work: Path, rows: list[dict], overrides: list[str], engine: str,
+                     cost_rounds: int) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """The sentence-length set's figures, and its (text, language) pairs for language ID."""
+    shard, kept = real_run(work, "set", "run", overrides)
+    per_kind, flags, by_flag = drop_shares(shard, kept)
     show(per_kind, flags, by_flag)
     bad_share, good_share = shares(per_kind)
-    # the same set without Whisper's spoken-language detection (as vLLM runs by default)
-    undetected, flags_u, by_flag_u = drop_shares(work, "run-no-detect",
-                                                 ["quality.audio_language=false"])
-    show(undetected, flags_u, by_flag_u)
-    bad_share_u, good_share_u = shares(undetected)
-    took, sig, n_segs, n_detected = signal_cost(work, rows, args.rounds)
-    off = took["none"]
-    cost_default = (took["default"] - off) / off
-    cost_every = (took["every"] - off) / off
-    cost_rows = sig / off
-    print(f"engine s per detection mode {took}; driver signals {sig:.2f} s")
     n_bad = sum(per_kind[k][0] for k in BAD_KINDS if k in per_kind)
     workload = f"{len(rows)} rows ({n_bad} bad, {len(rows) - n_bad} good), " \
-               "espeak-ng, Whisper-base int8, default preset"
+               f"espeak-ng, {engine}, default preset"
     figures = [("bad rows dropped, share", f"{bad_share:.1%}", workload),
                ("good rows kept, share", f"{good_share:.1%}", workload)]
     figures += [(f"{kind}: {'kept' if kind.startswith('good') else 'dropped'}",
                  f"{n - d if kind.startswith('good') else d}/{n}", workload)
                 for kind, (n, d) in per_kind.items()]
+    # the same set without Whisper's spoken-language detection (as vLLM runs by default)
+    shard_u, kept_u = real_run(work, "set", "run-no-detect",
+                               [*overrides, "quality.audio_language=false"])
+    undetected, flags_u, by_flag_u = drop_shares(shard_u, kept_u)
+    show(undetected, flags_u, by_flag_u)
+    bad_share_u, good_share_u = shares(undetected)
     without = workload + ", quality.audio_language=false"
     n, d = undetected["other_language"]
     figures += [("without spoken-language detection: bad rows dropped, share",
@@ -230,17 +352,109 @@ def main() -> None:
                  f"{good_share_u:.1%}", without),
                 ("without spoken-language detection: other_language dropped", f"{d}/{n}",
                  without)]
-    cost_load = f"{n_segs} segments x {args.rounds} rounds, passes alternating on/off, one engine"
-    figures += [("signals cost: spoken-language detection as by default (segments below "
-                 "quality.doubt_logprob), share of engine time", f"{cost_default:.1%}",
-                 f"{cost_load}; {n_detected} of {n_segs} segments detected"),
-                ("signals cost: spoken-language detection of every segment "
-                 "(quality.audio_language=true), share of engine time", f"{cost_every:.1%}",
-                 cost_load),
-                ("signals cost: per-row signals (driver), share of engine time",
-                 f"{cost_rows:.2%}", cost_load),
-                ("signals cost: per-row signals, ms per row",
-                 f"{1000 * sig / max(1, n_segs * args.rounds):.2f}", cost_load)]
+    texts = [(r["text"], "en") for r in shard if r["kind"] == "good" and r["text"]]
+    texts += [(sentence, lang) for lang, sentences in FOREIGN.items() for sentence in sentences]
+    texts += [(sentence, "en") for sentence in SENTENCES]
+    if cost_rounds:
+        figures += cost_figures(work, rows, cost_rounds, overrides)
+    return figures, texts
+
+
+def cost_figures(work: Path, rows: list[dict], rounds: int, overrides: list[str]
+                 ) -> list[tuple[str, str, str]]:
+    took, sig, n_segs, n_detected = signal_cost(work, rows, rounds, overrides)
+    off = took["none"]
+    print(f"engine s per detection mode {took}; driver signals {sig:.2f} s")
+    cost_load = f"{n_segs} segments x {rounds} rounds, passes alternating on/off, one engine"
+    return [("signals cost: spoken-language detection as by default (segments below "
+             "quality.doubt_logprob or under quality.doubt_words), share of engine time",
+             f"{(took['default'] - off) / off:.1%}",
+             f"{cost_load}; {n_detected} of {n_segs} segments detected"),
+            ("signals cost: spoken-language detection of every segment "
+             "(quality.audio_language=true), share of engine time",
+             f"{(took['every'] - off) / off:.1%}", cost_load),
+            ("signals cost: per-row signals (driver), share of engine time",
+             f"{sig / off:.2%}", cost_load),
+            ("signals cost: per-row signals, ms per row",
+             f"{1000 * sig / max(1, n_segs * rounds):.2f}", cost_load)]
+
+
+def short_figures(work: Path, overrides: list[str], engine: str
+                  ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]], list]:
+    """The short set's figures per bucket, its texts for language ID, and its rows labelled
+    right/wrong for the log-probability calibration."""
+    shard, kept = real_run(work, "short", "run-short", overrides)
+    per_kind, flags, by_flag = drop_shares(shard, kept)
+    show(per_kind, flags, by_flag)
+    table = short_table(shard, kept)
+    workload = (f"{len(SHORT_ENGLISH) * 2} short English rows (1-5 words, 4 voices, right at "
+                f"CER <= 10%, no reference given to the run) and {len(SHORT_OTHER)} short "
+                f"de/es/fr rows, shuffled, packed as by default; {engine}, default preset")
+    figures = []
+    for b, cells in table.items():
+        n, k = cells.get("short_en right", [0, 0])
+        figures.append((f"short, {b} words: English rows whose label is right, kept",
+                        share(k, n), workload))
+        n, k = cells.get("short_en wrong", [0, 0])
+        figures.append((f"short, {b} words: English rows whose label is wrong, dropped",
+                        share(n - k, n), workload))
+        n, k = cells.get("short_other", [0, 0])
+        figures.append((f"short, {b} words: other-language rows dropped", share(n - k, n),
+                        workload))
+    figures.append(("short: rows dropped by flag (a row counts under each)",
+                    ", ".join(f"{f}={c}" for f, c in sorted(by_flag.items(),
+                                                             key=lambda kv: -kv[1])), workload))
+    texts = [(r["truth"], "en") for r in shard if r["kind"] == "short_en"]
+    texts += [(t, lang) for lang, t in SHORT_OTHER]
+    texts += [(r["text"], "en") for r in shard if r["kind"] == "short_en" and label_right(r)]
+    labelled = [(r, r["kind"] == "short_en" and label_right(r)) for r in shard]
+    return figures, texts, labelled
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="config overrides of every run (e.g. the engine section)")
+    ap.add_argument("--sets", default="short,sentences", help="labelled sets to run")
+    ap.add_argument("--rounds", type=int, default=2, help="cost: passes over the segments")
+    ap.add_argument("--no-cost", action="store_true", help="skip the cost comparison")
+    ap.add_argument("--workdir", help="keep the sets and the runs here (default: a temp folder)")
+    ap.add_argument("--record", action="store_true", help="append the figures to RESULTS.md")
+    args = ap.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="asrd-quality-"))
+    sets = args.sets.split(",")
+    cfg = config_mod.load(None, ["run.index=unused", *args.overrides])
+    engine = f"{cfg.engine.kind} {cfg.engine.model} {cfg.engine.compute_type}"
+    figures: list[tuple[str, str, str]] = []
+    texts: list[tuple[str, str]] = []
+    labelled: list[tuple[dict, bool]] = []
+    if "sentences" in sets:
+        (work / "set").mkdir(parents=True, exist_ok=True)
+        rows = build_set(work / "set")
+        got, more = sentence_figures(work, rows, args.overrides, engine,
+                                     0 if args.no_cost else args.rounds)
+        figures += got
+        texts += more
+    if "short" in sets:
+        (work / "short").mkdir(parents=True, exist_ok=True)
+        if not (work / "short" / "manifest.jsonl").is_file():
+            build_short_set(work / "short")
+        got, more, labelled = short_figures(work, args.overrides, engine)
+        figures += got
+        texts += more
+    lid_load = (f"{len(texts)} labelled texts (references, foreign phrases, right transcripts) "
+                f"by word count; candidates {list(cfg.quality.languages)}")
+    figures += [(f"text language ID accuracy, {n} words", share(right, total), lid_load)
+                for n, (total, right) in langid_accuracy(
+                    texts, list(cfg.quality.languages)).items()]
+    if labelled:
+        calib = logprob_calibration(labelled, [-0.8, -1.0, -1.2, -1.5, -2.0])
+        for b, by_floor in calib.items():
+            figures.append((
+                f"low_logprob alone, short set, {b} words of text: right kept / wrong dropped "
+                "at floor " + ", ".join(f"{f:g}" for f in by_floor),
+                "; ".join(f"{rk}/{r} / {wd}/{w}" for r, rk, w, wd in by_floor.values()),
+                "short set rows; wrong = short English CER > 10% or other-language"))
     report("quality", figures, args.record)
 
 

@@ -88,9 +88,8 @@ def good_signals(**over):
     ({"avg_logprob": -1.1}, "low_logprob"),
     ({"no_speech_prob": 0.61}, "no_speech"),
     ({"hallucination": "thank you"}, "hallucination"),
-    ({"text_language": "de"}, "text_language"),
-    ({"text_language_p": 0.5}, "text_language"),
-    ({"audio_language": "fr"}, "audio_language"),
+    ({"text_language": "de"}, "text_other_language"),
+    ({"audio_language": "fr"}, "spoken_other_language"),
     ({"wer": 0.75}, "reference_wer"),
     ({"cer": 0.30}, "reference_cer"),
 ])
@@ -149,23 +148,65 @@ def test_preset_drops_flagged_rows_and_counts_each_flag():
     f = PresetFilter(get_preset("default"), Thresholds(), "en")
     kept = f.apply(flagged_table([]))
     assert kept.column("id").to_pylist() == ["ok", "err", "old"]  # no signals: never dropped
-    assert f.summary() == {"preset": "default", "dropped_by_preset": 2,
-                           "dropped_by_flag": {"compression": 1, "repeats": 1, "empty": 1}}
+    summary = f.summary()
+    assert {k: summary[k] for k in ("preset", "dropped_by_preset", "dropped_by_flag")} == {
+        "preset": "default", "dropped_by_preset": 2,
+        "dropped_by_flag": {"compression": 1, "repeats": 1, "empty": 1}}
+    assert summary["quality"]["thresholds"]["min_avg_logprob"] == Thresholds().min_avg_logprob
+    assert summary["quality"]["drop"] == list(FLAGS) and summary["quality"]["preset_file"] is None
     keep_all = PresetFilter(get_preset("none"), Thresholds(), "en")
     assert keep_all.apply(flagged_table([])).num_rows == 5 and keep_all.dropped == 0
     with pytest.raises(PresetError, match="unknown quality preset 'lenient'"):
         get_preset("lenient")
 
 
-def test_preset_with_other_thresholds_flags_again_from_the_stored_signals():
+def test_preset_flags_again_from_the_stored_signals():
     run = Thresholds(min_avg_logprob=-0.5)  # the run flagged the ok row's -0.8 ...
     table = flagged_table(["low_logprob"])
     f = PresetFilter(get_preset("default"), run, "en")  # ... the default preset's -1.0 does not
     kept = f.apply(table)
-    assert f.recompute and kept.column("id").to_pylist() == ["ok", "err", "old"]
+    assert kept.column("id").to_pylist() == ["ok", "err", "old"]
     assert kept.column("flags").to_pylist() == [[], None, None]
-    own = PresetFilter(get_preset("run"), run, "en")  # the run's own: stored flags as they are
-    assert not own.recompute and own.apply(table).column("id").to_pylist() == ["err", "old"]
+    own = PresetFilter(get_preset("run"), run, "en")  # the run's own thresholds
+    assert own.apply(table).column("id").to_pylist() == ["err", "old"]
+    # flags stored by an earlier version (other names, other rules) are replaced, not trusted
+    old = PresetFilter(get_preset("default"), Thresholds(), "en")
+    assert old.apply(flagged_table(["audio_language"])).column("id").to_pylist() == [
+        "ok", "err", "old"]
+
+
+def test_merge_time_edits_apply_on_top_of_the_preset():
+    f = PresetFilter(get_preset("default"), Thresholds(), "en",
+                     {"min_avg_logprob": -0.7, "min_avg_logprob_short": -0.7})
+    assert f.apply(flagged_table([])).column("id").to_pylist() == ["err", "old"]
+    assert f.dropped_by_flag["low_logprob"] == 1
+    assert f.summary()["quality"]["threshold_edits"] == {"min_avg_logprob": -0.7,
+                                                         "min_avg_logprob_short": -0.7}
+    with pytest.raises(PresetError, match="unknown threshold 'min_language_p'"):
+        PresetFilter(get_preset("default"), Thresholds(), "en", {"min_language_p": 0.5})
+
+
+def test_a_user_preset_file(tmp_path):
+    path = tmp_path / "commands.yaml"
+    path.write_text("description: short commands\ndrop: [empty, low_logprob]\n"
+                    "thresholds: {min_avg_logprob: -0.7, language_min_words: 8}\n")
+    preset = get_preset(str(path))
+    assert preset.name == "commands" and preset.file == str(path.resolve())
+    assert preset.drop == {"empty", "low_logprob"}
+    assert preset.thresholds == Thresholds(min_avg_logprob=-0.7, language_min_words=8)
+    f = PresetFilter(preset, Thresholds(), "en")
+    assert f.apply(flagged_table([])).column("id").to_pylist() == ["loop", "err", "old"]
+    for body, why in [("drop: [audio_language]\n", "renamed 'spoken_other_language'"),
+                      ("thresholds: {min_avg_logprob: low}\n", "must be a number"),
+                      ("thresholds: {language_min_words: 2.5}\n", "must be a number"),
+                      ("base: none\n", "base must be one of"),
+                      ("flags: [empty]\n", "unknown keys \\['flags'\\]"),
+                      ("- empty\n", "must be a mapping")]:
+        path.write_text(body)
+        with pytest.raises(PresetError, match=why):
+            get_preset(str(path))
+    with pytest.raises(PresetError, match="not found"):
+        get_preset(str(tmp_path / "missing.yaml"))
 
 
 def test_a_nemo_manifest_text_is_indexed_as_reference(corpus, tmp_path):
@@ -204,3 +245,48 @@ def test_spoken_language_detection_by_default_only_where_cheap_and_in_doubt(sett
     off = config_mod.load(None, ["run.index=x", "quality.enabled=false"]).quality
     assert detection_threshold(off, cheap) is None
     assert detection_threshold(None, cheap) == math.inf
+
+
+def test_language_rules_hold_on_short_text():
+    """Text language ID reads "Open the door." as Dutch at 0.98: below `language_min_words` it
+    is not asked. Whisper's spoken language flags a row only when another language wins by a
+    margin: a right but unsure detection (English at 0.64) or a near tie is no flag."""
+    maker = SignalMaker(SignalSettings(("en", "de", "nl"), 10, Thresholds()), "en")
+    short = maker.row("Open the door.", 1.0, EngineSignals(-0.2, 0.01, "en", 0.64, 0.64), None,
+                      None)
+    assert short["text_language"] == "nl" and short["text_language_p"] > 0.9
+    assert short["text_expected_p"] < 0.1 and short["audio_expected_p"] == 0.64
+    assert short["flags"] == []
+    t = Thresholds()
+    near_tie = good_signals(num_words=3, audio_language="pl", audio_language_p=0.28,
+                            audio_expected_p=0.20)
+    assert row_flags(near_tie, t, "en") == []
+    german = good_signals(num_words=3, audio_language="de", audio_language_p=0.6,
+                          audio_expected_p=0.1)
+    assert row_flags(german, t, "en") == ["spoken_other_language"]
+    # a shard file written before the expected language's probability was stored: its bound
+    old = good_signals(num_words=3, audio_language="de", audio_language_p=0.55)
+    assert row_flags(old, t, "en") == [] and row_flags({**old, "audio_language_p": 0.7}, t,
+                                                       "en") == ["spoken_other_language"]
+    # a long text read as another language by a wide margin is still flagged
+    long_german = maker.row("das wetter ist heute sonnig mit einer leichten brise", 3.0,
+                            None, None, "en")
+    assert long_german["flags"] == ["text_other_language"]
+
+
+def test_low_logprob_floor_depends_on_length():
+    """A mean log-probability over a few tokens is noisy: a text of fewer than
+    `short_text_words` words is judged by `min_avg_logprob_short`."""
+    t = Thresholds(min_avg_logprob=-1.0, min_avg_logprob_short=-1.5, short_text_words=6)
+    assert row_flags(good_signals(num_words=3, avg_logprob=-1.2), t, "en") == []
+    assert row_flags(good_signals(num_words=3, avg_logprob=-1.6), t, "en") == ["low_logprob"]
+    assert row_flags(good_signals(num_words=6, avg_logprob=-1.2), t, "en") == ["low_logprob"]
+
+
+def test_old_config_with_a_retired_threshold_still_loads(tmp_path):
+    """A run directory's frozen config.yaml holds every key of its version, including the
+    language-probability floor the margins replaced."""
+    frozen = tmp_path / "config.yaml"
+    frozen.write_text("run: {index: x}\nquality: {thresholds: {min_language_p: 0.7}}\n")
+    cfg = config_mod.load(frozen)
+    assert "min_language_p" not in cfg.quality.thresholds

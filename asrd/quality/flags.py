@@ -7,6 +7,12 @@ judges by CER (30%) and by WER only at 75%: one wrong or split word ("sea shore"
 "seashore") in an eight-word sentence is already 12% WER but 3% CER, while a sentence cut
 mid-word loses a third or more of its characters. distil-whisper's 10% WER is the `strict`
 preset, for a strong model's labels.
+
+Short texts are judged by what holds on them (measured in bench/bench_quality.py): text language
+ID only from `language_min_words` words up (below that lingua reads "Open the door." as Dutch at
+0.98), a looser log-probability floor below `short_text_words` words (a mean over three tokens is
+noisy), and the language flags by margins (the other language's probability above the expected
+one's), so a right but unsure detection ("London Bridge": English at 0.64) is no flag.
 """
 
 from __future__ import annotations
@@ -15,11 +21,15 @@ from typing import Any, Mapping
 
 from asrd.config import Thresholds
 
-__all__ = ["FLAGS", "Thresholds", "row_flags"]
+__all__ = ["FLAGS", "RENAMED_FLAGS", "Thresholds", "row_flags"]
 
 FLAGS = ("empty", "compression", "repeats", "few_unique_words", "long_word", "too_fast",
-         "low_logprob", "no_speech", "hallucination", "text_language", "audio_language",
-         "reference_wer", "reference_cer")
+         "low_logprob", "no_speech", "hallucination", "text_other_language",
+         "spoken_other_language", "reference_wer", "reference_cer")
+
+# flags of earlier versions, whose rules changed with their names (merge computes flags again,
+# so old shard files get the new ones)
+RENAMED_FLAGS = {"text_language": "text_other_language", "audio_language": "spoken_other_language"}
 
 
 def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None) -> list[str]:
@@ -47,18 +57,21 @@ def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None
         out.append("long_word")
     if over("chars_per_s", t.max_chars_per_s):
         out.append("too_fast")
-    if under("avg_logprob", t.min_avg_logprob):
+    if under("avg_logprob", t.min_avg_logprob if n_words >= t.short_text_words
+             else t.min_avg_logprob_short):
         out.append("low_logprob")
     if over("no_speech_prob", t.max_no_speech_prob):
         out.append("no_speech")
     if s.get("hallucination"):
         out.append("hallucination")
-    if expected_language and n_words >= t.language_min_words and not _agrees(
-            s.get("text_language"), s.get("text_language_p"), expected_language, t):
-        out.append("text_language")
-    if expected_language and s.get("audio_language") and not _agrees(
-            s.get("audio_language"), s.get("audio_language_p"), expected_language, t):
-        out.append("audio_language")
+    if expected_language and n_words >= t.language_min_words and other_language(
+            s.get("text_language"), s.get("text_language_p"), s.get("text_expected_p"),
+            expected_language) >= t.text_language_margin:
+        out.append("text_other_language")
+    if expected_language and other_language(
+            s.get("audio_language"), s.get("audio_language_p"), s.get("audio_expected_p"),
+            expected_language) >= t.spoken_language_margin:
+        out.append("spoken_other_language")
     if s.get("wer") is not None and s["wer"] >= t.max_reference_wer:
         out.append("reference_wer")
     if s.get("cer") is not None and s["cer"] >= t.max_reference_cer:
@@ -66,5 +79,12 @@ def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None
     return out
 
 
-def _agrees(language: str | None, p: float | None, expected: str, t: Thresholds) -> bool:
-    return language == expected.lower() and p is not None and p >= t.min_language_p
+def other_language(top: str | None, top_p: float | None, expected_p: float | None,
+                   expected: str) -> float:
+    """By how much the detected language's probability exceeds the expected language's; 0 when
+    the detected one is the expected one, or nothing was detected. Without the expected
+    language's probability (shard files written before it was stored, engines that do not say
+    it) the margin is its lower bound: the probabilities sum to 1, so expected_p <= 1 - top_p."""
+    if not top or top_p is None or top == expected.lower():
+        return 0.0
+    return top_p - (expected_p if expected_p is not None else 1.0 - top_p)

@@ -21,6 +21,7 @@ CONFIDENCE_DIGITS = 6
 class LanguageGuess:
     language: str  # ISO 639-1 code, lower case
     p: float  # the detector's confidence in it, in [0, 1]
+    expected_p: float | None = None  # its confidence in the expected language
 
 
 class TextLanguageId:
@@ -41,16 +42,19 @@ class TextLanguageId:
         self._detector = (LanguageDetectorBuilder.from_languages(*wanted)
                           .with_low_accuracy_mode().with_preloaded_language_models().build())
 
-    def guess(self, text: str) -> LanguageGuess | None:
-        """The most likely language and its confidence; None for a text without letters."""
+    def guess(self, text: str, expected: str | None = None) -> LanguageGuess | None:
+        """The most likely language and its confidence, and the confidence in `expected` (an
+        ISO 639-1 code; 0 where it is not a candidate); None for a text without letters."""
         values = self._detector.compute_language_confidence_values(text)
         if not values or values[0].value <= 0:
             return None
-        top = values[0]
+        by_code = {v.language.iso_code_639_1.name.lower(): float(v.value) for v in values}
+        top = values[0].language.iso_code_639_1.name.lower()
         # rounded: lingua's value differs in its last bits between processes, and a row must
         # come out the same when its shard is run again
-        return LanguageGuess(top.language.iso_code_639_1.name.lower(),
-                             round(float(top.value), CONFIDENCE_DIGITS))
+        return LanguageGuess(top, round(by_code[top], CONFIDENCE_DIGITS),
+                             round(by_code.get(expected.lower(), 0.0), CONFIDENCE_DIGITS)
+                             if expected else None)
 
 
 @functools.lru_cache(maxsize=4)

@@ -2,24 +2,29 @@
 at which thresholds. Nothing is deleted from the shard files, so another preset needs only
 another merge.
 
-When a preset's thresholds are the run's own (`quality.thresholds`), the flags stored by the
-pipeline are used as they are; otherwise the flags are computed again from the stored signals
-(asrd.quality.flags, a pure function), and the merged output carries the preset's flags.
+The flags are always computed again from the stored signals (asrd.quality.flags, a pure
+function, about 100k rows/s): so thresholds and presets may change at merge time, and shard files
+written by an earlier version are judged by the current rules. A preset is a built-in name or a
+user's YAML file (`load_preset_file`); `quality.thresholds.*` keys the merge command itself sets
+apply on top of the preset's thresholds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import pyarrow as pa
+import yaml
 
-from asrd.quality.flags import FLAGS, Thresholds, row_flags
+from asrd.quality.flags import FLAGS, RENAMED_FLAGS, Thresholds, row_flags
 from asrd.schema import QUALITY_FIELDS
 
 
 class PresetError(ValueError):
-    """An unknown preset name."""
+    """An unknown preset name, or a preset file that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Preset:
     description: str
     thresholds: Thresholds | None  # None: the run's own `quality.thresholds`
     drop: frozenset[str]  # a row with any of these flags is left out
+    file: str | None = None  # the user's preset file it was read from; None: built in
 
 
 PRESETS = {p.name: p for p in (
@@ -42,11 +48,74 @@ PRESETS = {p.name: p for p in (
     Preset("none", "keep every row", None, frozenset()),
 )}
 
+PRESET_FILE_KEYS = ("name", "description", "base", "drop", "thresholds")
+
+
+def is_preset_file(name: str) -> bool:
+    """Whether a preset name names a file (a YAML path) rather than a built-in preset."""
+    return name.endswith((".yaml", ".yml")) or "/" in name
+
 
 def get_preset(name: str) -> Preset:
+    """A built-in preset by name, or a user's preset file by its path."""
+    if is_preset_file(name):
+        return load_preset_file(Path(name))
     if name not in PRESETS:
-        raise PresetError(f"unknown quality preset {name!r}: one of {sorted(PRESETS)}")
+        raise PresetError(f"unknown quality preset {name!r}: one of {sorted(PRESETS)}, or a "
+                          "preset file (.yaml)")
     return PRESETS[name]
+
+
+def load_preset_file(path: Path) -> Preset:
+    """A user's preset: a YAML mapping with `thresholds` (any of quality.thresholds' keys, on
+    top of those of `base`, a built-in preset: default unless named), `drop` (the flags that
+    leave a row out; default every flag), and optional `name` and `description`."""
+    where = f"preset file {path}"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PresetError(f"{where} not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise PresetError(f"{where} cannot be read: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise PresetError(f"{where} must be a mapping with keys {list(PRESET_FILE_KEYS)}")
+    unknown = sorted(set(map(str, raw)) - set(PRESET_FILE_KEYS))
+    if unknown:
+        raise PresetError(f"{where}: unknown keys {unknown}; it takes {list(PRESET_FILE_KEYS)}")
+    base_name = str(raw.get("base") or "default")
+    if base_name not in PRESETS or PRESETS[base_name].thresholds is None:
+        raise PresetError(f"{where}: base must be one of "
+                          f"{sorted(k for k, p in PRESETS.items() if p.thresholds)}")
+    thresholds = with_edits(PRESETS[base_name].thresholds, raw.get("thresholds") or {}, where)
+    drop = raw.get("drop", list(FLAGS))
+    if not isinstance(drop, list):
+        raise PresetError(f"{where}: drop must be a list of flags, of {list(FLAGS)}")
+    for flag in drop:
+        if flag not in FLAGS:
+            renamed = (f" (renamed {RENAMED_FLAGS[flag]!r}, with a new rule)"
+                       if flag in RENAMED_FLAGS else "")
+            raise PresetError(f"{where}: unknown flag {flag!r}{renamed}; flags are {list(FLAGS)}")
+    return Preset(str(raw.get("name") or path.stem), str(raw.get("description") or ""),
+                  thresholds, frozenset(drop), file=str(path.resolve()))
+
+
+def with_edits(base: Thresholds, edits: Mapping[str, Any], where: str) -> Thresholds:
+    """`base` with some thresholds changed; an unknown name or a value of the wrong type is a
+    PresetError naming `where` they came from."""
+    if not isinstance(edits, Mapping):
+        raise PresetError(f"{where}: thresholds must be a mapping of quality.thresholds keys")
+    fields = {f.name: f for f in dataclasses.fields(Thresholds)}
+    values: dict[str, Any] = {}
+    for key, value in edits.items():
+        if key not in fields:
+            raise PresetError(f"{where}: unknown threshold {key!r}; thresholds are "
+                              f"{sorted(fields)}")
+        want = int if fields[key].type in ("int", int) else float
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                want is int and not float(value).is_integer()):
+            raise PresetError(f"{where}: threshold {key} must be a number, not {value!r}")
+        values[key] = want(value)
+    return dataclasses.replace(base, **values)
 
 
 # what flags are computed from: every quality column but the flags themselves
@@ -54,24 +123,27 @@ SIGNAL_COLUMNS = tuple(name for name, _ in QUALITY_FIELDS if name != "flags")
 
 
 class PresetFilter:
-    """Applies a preset to merged record batches and counts the rows each flag left out (a
-    row with several flags counts under each)."""
+    """Applies a preset to merged record batches: computes every row's flags again at the
+    preset's thresholds (with `edits` on top), leaves out rows with a dropped flag, and counts
+    the rows each flag left out (a row with several flags counts under each)."""
 
-    def __init__(self, preset: Preset, run_thresholds: Thresholds, default_language: str | None):
+    def __init__(self, preset: Preset, run_thresholds: Thresholds, default_language: str | None,
+                 edits: Mapping[str, Any] | None = None):
         self.preset, self.default_language = preset, default_language
-        self.thresholds = preset.thresholds or run_thresholds
-        self.recompute = bool(preset.drop) and self.thresholds != run_thresholds
+        self.edits = dict(edits or {})
+        self.thresholds = with_edits(preset.thresholds or run_thresholds, self.edits,
+                                     "quality.thresholds")
         self.dropped = 0
         self.dropped_by_flag: dict[str, int] = {}
 
     def apply(self, table: pa.Table) -> pa.Table:
-        if "flags" not in table.column_names or not self.preset.drop:
-            return table  # a run without signals, or a preset that keeps every row
-        flags = table.column("flags").to_pylist()
-        if self.recompute:
-            flags = self._flags_again(table, flags)
-            table = table.set_column(table.column_names.index("flags"), "flags",
-                                     pa.array(flags, pa.list_(pa.string())))
+        if "flags" not in table.column_names:
+            return table  # a run without signals
+        flags = self._flags_again(table, table.column("flags").to_pylist())
+        table = table.set_column(table.column_names.index("flags"), "flags",
+                                 pa.array(flags, pa.list_(pa.string())))
+        if not self.preset.drop:
+            return table
         keep = []
         for fl in flags:
             hit = [f for f in fl or () if f in self.preset.drop]
@@ -94,7 +166,11 @@ class PresetFilter:
                 for fl, s, lang in zip(stored, rows, languages)]
 
     def summary(self) -> dict[str, Any]:
+        """What `summary.json` records: the counts, and exactly what judged the rows."""
         return {"preset": self.preset.name, "dropped_by_preset": self.dropped,
                 "dropped_by_flag": dict(sorted(self.dropped_by_flag.items(),
-                                               key=lambda kv: -kv[1]))}
-
+                                               key=lambda kv: -kv[1])),
+                "quality": {"preset": self.preset.name, "preset_file": self.preset.file,
+                            "thresholds": dataclasses.asdict(self.thresholds),
+                            "threshold_edits": self.edits,
+                            "drop": sorted(self.preset.drop, key=FLAGS.index)}}

@@ -24,11 +24,13 @@ class EngineSignals:
     no_speech_prob: float | None = None  # Whisper's probability that there was no speech
     language: str | None = None  # the spoken language, by the model's own detection
     language_p: float | None = None
+    expected_language_p: float | None = None  # its probability of the expected language
 
     @classmethod
     def of(cls, said: Any) -> "EngineSignals":
         """The signals of anything that carries them by these names (an engine's Hypothesis)."""
-        return cls(said.avg_logprob, said.no_speech_prob, said.language, said.language_p)
+        return cls(said.avg_logprob, said.no_speech_prob, said.language, said.language_p,
+                   said.expected_language_p)
 
 
 def combine(parts: Sequence[tuple[EngineSignals, float, float]]) -> EngineSignals:
@@ -36,7 +38,8 @@ def combine(parts: Sequence[tuple[EngineSignals, float, float]]) -> EngineSignal
 
     The log-probability is averaged over characters (about over tokens, as the model averages
     it), the no-speech probability over seconds; the language is the one detected over most
-    seconds, with those segments' mean confidence."""
+    seconds, with those segments' mean confidence, and the expected language's mean
+    probability over the same segments."""
     def weighted(values: list[tuple[float | None, float]]) -> float | None:
         known = [(v, w) for v, w in values if v is not None]
         total = sum(w for _, w in known)
@@ -44,16 +47,19 @@ def combine(parts: Sequence[tuple[EngineSignals, float, float]]) -> EngineSignal
             return None
         return sum(v * w for v, w in known) / total if total else sum(v for v, _ in known) / len(known)
 
-    by_language: dict[str, list[tuple[float | None, float]]] = {}
+    by_language: dict[str, list[tuple[EngineSignals, float]]] = {}
     for s, secs, _ in parts:
         if s.language:
-            by_language.setdefault(s.language, []).append((s.language_p, secs))
+            by_language.setdefault(s.language, []).append((s, secs))
     language = max(by_language, key=lambda k: sum(w for _, w in by_language[k]), default=None)
+    chosen = by_language[language] if language else []
     return EngineSignals(
         avg_logprob=weighted([(s.avg_logprob, chars) for s, _, chars in parts]),
         no_speech_prob=weighted([(s.no_speech_prob, secs) for s, secs, _ in parts]),
         language=language,
-        language_p=weighted(by_language[language]) if language else None)
+        language_p=weighted([(s.language_p, secs) for s, secs in chosen]) if language else None,
+        expected_language_p=weighted([(s.expected_language_p, secs) for s, secs in chosen])
+        if language else None)
 
 
 @dataclass(frozen=True)
@@ -87,14 +93,16 @@ class SignalMaker:
         """The signal columns of one ok row, `flags` included."""
         expected = self.expected_language(row_language)
         tokens = text.words(transcript)
-        guess = self.langid.guess(transcript) if tokens else None
+        guess = self.langid.guess(transcript, expected) if tokens else None
         scores = reference.score(transcript, ref, expected) if isinstance(ref, str) else None
         e = engine or EngineSignals()
         s: dict[str, Any] = {
             "avg_logprob": e.avg_logprob, "no_speech_prob": e.no_speech_prob,
             "audio_language": e.language, "audio_language_p": e.language_p,
+            "audio_expected_p": e.expected_language_p,
             "text_language": guess.language if guess else None,
             "text_language_p": guess.p if guess else None,
+            "text_expected_p": guess.expected_p if guess else None,
             "num_words": len(tokens),
             "compression_ratio": text.compression_ratio(transcript),
             "ngram_repeats": text.max_ngram_repeats(tokens, self.settings.ngram),

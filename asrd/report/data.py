@@ -28,8 +28,8 @@ FLAGGED_SAMPLE = 24  # flagged rows shown (and logged to W&B)
 SIGNALS = [
     ("avg_logprob", "average token log-probability", "min_avg_logprob"),
     ("no_speech_prob", "no-speech probability", "max_no_speech_prob"),
-    ("audio_language_p", "spoken language confidence", "min_language_p"),
-    ("text_language_p", "text language confidence", "min_language_p"),
+    ("audio_language_p", "spoken language confidence", None),
+    ("text_language_p", "text language confidence", None),
     ("compression_ratio", "compression ratio (zlib)", "max_compression_ratio"),
     ("ngram_repeats", "most repeats of one n-gram", "max_ngram_repeats"),
     ("unique_word_share", "unique-word share", "max_unique_word_share"),
@@ -67,11 +67,20 @@ class ReportData:
     figures: dict[str, bytes] = field(default_factory=dict)  # name -> PNG
 
 
+def _merge_thresholds(cfg: DictConfig, summary: Mapping[str, Any]) -> Thresholds:
+    """The thresholds the merge judged by (recorded in its summary since merges record them;
+    before that, its preset's)."""
+    used = (summary.get("quality") or {}).get("thresholds")
+    if used:
+        return Thresholds.of(used)
+    preset = get_preset(summary.get("preset") or cfg.merge.preset)
+    return preset.thresholds or Thresholds.of(cfg.quality.thresholds)
+
+
 def gather(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any]) -> ReportData:
     rd = RunDir(run_dir)
-    preset = get_preset(summary.get("preset") or cfg.merge.preset)
     data = ReportData(title=f"{cfg.run.name}: label quality", summary=summary,
-                      thresholds=preset.thresholds or Thresholds.of(cfg.quality.thresholds))
+                      thresholds=_merge_thresholds(cfg, summary))
     shards = sorted(int(s["shard"]) for s in summary.get("per_shard") or [])
     per_shard_cap = max(1, MAX_SIGNAL_ROWS // max(1, len(shards)))
     samples: dict[str, list[np.ndarray]] = {c: [] for c, _, _ in SIGNALS}

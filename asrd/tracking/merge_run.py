@@ -30,9 +30,23 @@ def merge_totals(summary: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in summary.items():
         if k in ("failures_by_reason", "per_shard", "filter_counts"):
             continue
+        if k == "quality" and isinstance(v, Mapping):  # what judged the rows, by name
+            out.update({f"quality/{name}": value for name, value in _flat(v).items()})
+            continue
         out[k] = len(v) if isinstance(v, (list, tuple, dict)) else v
     if "audio_hours" not in out and "audio_s" in out:
         out["audio_hours"] = float(out["audio_s"]) / 3600
+    return out
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as "a/b" keys; lists as comma-joined text."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v
     return out
 
 
