@@ -234,6 +234,8 @@ class Thresholds:
     language_min_words: int = 6  # text_other_language: only texts of at least this many words
     text_language_margin: float = 0.5  # ... another language's confidence over the expected one's
     spoken_language_margin: float = 0.2  # spoken_other_language: Whisper's, likewise
+    unsure_max_logprob: float = -0.65  # unsure_short_text: a text under short_text_words words
+    unsure_max_expected_p: float = 0.6  # ... below both this log-prob and this spoken-language p
     max_reference_wer: float = 0.75  # reference_wer: WER against the reference at least this
     max_reference_cer: float = 0.30  # reference_cer: CER against the reference at least this
 

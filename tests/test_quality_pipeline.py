@@ -49,7 +49,7 @@ def test_signals_and_flags_in_the_shard_file(quality_run):
     _, rd = quality_run
     shard = pq.read_table(rd.shard_file(0))
     assert {name for name, _ in QUALITY_FIELDS} <= set(shard.column_names)
-    assert shard.schema.metadata[b"asrd_schema_version"] == b"3"
+    assert shard.schema.metadata[b"asrd_schema_version"] == b"4"
     rows = {r["path"].rsplit("/", 1)[-1] + ("*" if r["id"] == "wrong-ref" else ""): r
             for r in shard.to_pylist()}
     good, wrong, silence = rows["utt000.wav"], rows["utt000.wav*"], rows["silence.wav"]
@@ -102,6 +102,8 @@ def test_merge_writes_the_report_page_and_logs_it_to_w_and_b(quality_run, wb_env
     got = read_run(frag)
     assert got["summary"]["dropped_by_flag/reference_wer"] == 1 == summary.dropped_by_flag[
         "reference_wer"]
+    assert got["summary"]["quality/preset"] == "run"  # what judged the rows
+    assert got["summary"]["quality/thresholds/max_reference_wer"] == 0.75
     images = {p.name.rsplit("_", 2)[0] for p in frag.parent.glob("files/media/images/quality/*.png")}
     assert images == {"signals", "flags_by_language", "throughput_over_time", "shard_wall_times"}
     (table,) = frag.parent.glob("files/media/table/flagged_rows_*.json")
@@ -143,3 +145,86 @@ def test_faster_whisper_detects_the_spoken_language_on_the_encoder_output_it_kep
     engine.detect_below = -math.inf  # nothing in doubt: no detection
     (again,) = engine.hypotheses([german])
     assert again.language is None and again.text == h.text
+
+
+def test_merge_takes_thresholds_and_a_preset_file_at_merge_time(quality_run, tmp_path, capsys):
+    """Thresholds only judge stored signals: `asrd merge quality.thresholds.X=...` is no config
+    drift, the flags are computed again, and summary.json records what judged the rows; a key
+    that changes what the run wrote is still refused."""
+    from asrd.cli import main
+
+    cfg, rd = quality_run
+    run = [f"run.dir={rd.path}", f"run.index={cfg.run.index}"]
+    summary_path = rd.merged_dir / "summary.json"
+
+    def kept() -> list[str]:
+        return sorted(r.rsplit("/", 1)[-1] for r in pq.ParquetDataset(
+            rd.merged_files()).read().column("id").to_pylist())
+
+    assert main(["merge", *run, "--preset", "default", "quality.thresholds.max_reference_wer=5",
+                 "quality.thresholds.max_reference_cer=5"]) == 0
+    saved = json.loads(summary_path.read_text())
+    assert saved["quality"]["threshold_edits"] == {"max_reference_cer": 5.0,
+                                                  "max_reference_wer": 5.0}
+    assert saved["quality"]["thresholds"]["max_reference_wer"] == 5.0
+    assert saved["quality"]["preset"] == "default" and saved["dropped_by_flag"] == {"empty": 1}
+    assert kept() == ["utt000.wav", "wrong-ref"]
+
+    preset = tmp_path / "keep-speech.yaml"
+    preset.write_text("description: keep every row with words\ndrop: [empty]\n")
+    assert main(["merge", *run, "--preset", str(preset)]) == 0
+    saved = json.loads(summary_path.read_text())
+    assert saved["quality"]["preset"] == "keep-speech" and saved["quality"]["drop"] == ["empty"]
+    assert saved["quality"]["preset_file"] == str(preset.resolve())
+    assert kept() == ["utt000.wav", "wrong-ref"]
+    assert main(["report", *run, "quality.thresholds.max_no_speech_prob=0.9"]) == 0
+
+    capsys.readouterr()
+    for refused in ("engine.beam_size=5", "quality.languages=[en,fr]"):
+        assert main(["merge", *run, refused]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("asrd: error: config drift") and refused.split("=")[0] in err
+    preset.write_text("drop: [audio_language]\n")
+    assert main(["merge", *run, "--preset", str(preset)]) == 2
+    assert "renamed 'spoken_other_language'" in capsys.readouterr().err
+    assert kept() == ["utt000.wav", "wrong-ref"]  # a refused merge leaves the last one
+
+
+def test_faster_whisper_detects_the_spoken_language_of_short_text_and_packed_clips_in_doubt(
+        tmp_path):
+    """Text language ID cannot judge a three-word text, so a segment transcribed alone whose
+    text is shorter than quality.doubt_words has its spoken language detected (one decoder
+    step), with the probability of the language it was forced to; in a packed window, a clip
+    in doubt has its language detected on its own audio, and a clip not in doubt has none."""
+    import numpy as np
+
+    from asrd import config as config_mod
+    from asrd.audio import decode
+    from asrd.audio.pack import Member, build_window
+    from asrd.engines import Segment, build_engine
+
+    def say(voice: str, text: str) -> np.ndarray:
+        wav = tmp_path / f"{voice}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True,
+                       capture_output=True)
+        return decode(str(wav), 16000)
+
+    cfg = config_mod.load(None, ["run.index=x"])  # detection where cheap and in doubt
+    engine = build_engine(cfg.engine, None, cfg.quality)
+    short = say("en-us", "Turn off the lights.")
+    (h,) = engine.hypotheses([Segment(short, "en")])
+    assert h.avg_logprob > cfg.quality.doubt_logprob  # not in doubt by its log-probability ...
+    assert h.language == "en" and h.expected_language_p == h.language_p  # ... but short
+    engine.detect_under_words = 0
+    (again,) = engine.hypotheses([Segment(short, "en")])
+    assert again.language is None and again.expected_language_p is None
+
+    english = say("en-us", SENTENCES[3])
+    german = say("de", "das wetter ist heute sonnig mit einer leichten brise aus dem westen")
+    window, offsets = build_window([english, german], 16000, 1.0)
+    members = [Member(i, str(i), o, len(a) / 16000)
+               for i, (o, a) in enumerate(zip(offsets, (english, german)))]
+    en_clip, de_clip = engine.hypotheses_packed(Segment(window, "en"), members)
+    assert en_clip.avg_logprob >= cfg.quality.doubt_logprob and en_clip.language is None
+    assert de_clip.avg_logprob < cfg.quality.doubt_logprob
+    assert de_clip.language == "de" and de_clip.expected_language_p < 0.2

@@ -12,7 +12,10 @@ Short texts are judged by what holds on them (measured in bench/bench_quality.py
 ID only from `language_min_words` words up (below that lingua reads "Open the door." as Dutch at
 0.98), a looser log-probability floor below `short_text_words` words (a mean over three tokens is
 noisy), and the language flags by margins (the other language's probability above the expected
-one's), so a right but unsure detection ("London Bridge": English at 0.64) is no flag.
+one's), so a right but unsure detection ("London Bridge": English at 0.64) is no flag. On a short
+text neither the words' log-probability nor the spoken language alone separates a right label
+from another language transcribed as English (Whisper-base calls espeak's "Komm bitte her."
+English), but the two together do: `unsure_short_text` trips where both are unsure.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ __all__ = ["FLAGS", "RENAMED_FLAGS", "Thresholds", "row_flags"]
 
 FLAGS = ("empty", "compression", "repeats", "few_unique_words", "long_word", "too_fast",
          "low_logprob", "no_speech", "hallucination", "text_other_language",
-         "spoken_other_language", "reference_wer", "reference_cer")
+         "spoken_other_language", "unsure_short_text", "reference_wer", "reference_cer")
 
 # flags of earlier versions, whose rules changed with their names (merge computes flags again,
 # so old shard files get the new ones)
@@ -72,6 +75,10 @@ def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None
             s.get("audio_language"), s.get("audio_language_p"), s.get("audio_expected_p"),
             expected_language) >= t.spoken_language_margin:
         out.append("spoken_other_language")
+    spoken_p = expected_p(s, expected_language) if expected_language else None
+    if (0 < n_words < t.short_text_words and under("avg_logprob", t.unsure_max_logprob)
+            and spoken_p is not None and spoken_p < t.unsure_max_expected_p):
+        out.append("unsure_short_text")
     if s.get("wer") is not None and s["wer"] >= t.max_reference_wer:
         out.append("reference_wer")
     if s.get("cer") is not None and s["cer"] >= t.max_reference_cer:
@@ -88,3 +95,12 @@ def other_language(top: str | None, top_p: float | None, expected_p: float | Non
     if not top or top_p is None or top == expected.lower():
         return 0.0
     return top_p - (expected_p if expected_p is not None else 1.0 - top_p)
+
+
+def expected_p(s: Mapping[str, Any], expected: str) -> float | None:
+    """Whisper's probability that the audio is in the expected language; None where the
+    language was not detected (or, in a shard file written before it was stored, another
+    language was)."""
+    if s.get("audio_expected_p") is not None:
+        return s["audio_expected_p"]
+    return s.get("audio_language_p") if s.get("audio_language") == expected.lower() else None
