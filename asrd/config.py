@@ -219,7 +219,8 @@ class ExportCfg:
 
 @dataclass
 class Thresholds:
-    """Where each quality flag trips (asrd.quality.flags); the defaults are the peers' values."""
+    """Where each quality flag trips (asrd.quality.flags); merge applies them again to the stored
+    signals, so they may change at merge time. Defaults: the peers' values; short texts' measured."""
 
     max_compression_ratio: float = 2.4  # compression: zlib ratio above this (a loop)
     max_ngram_repeats: int = 3  # repeats: some n-gram (quality.ngram words) more often

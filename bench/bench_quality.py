@@ -29,12 +29,13 @@ from the command line (`key=value` overrides, e.g. `engine.kind=vllm engine.mode
 engine.device=cuda ...`), so the same figures can be taken on a GPU. A second run does the
 same without Whisper's spoken-language detection (`quality.audio_language=false`: how vLLM runs
 by default, where the detection is costly; faster-whisper by default detects the language of
-segments whose label is in doubt: average log-probability below `quality.doubt_logprob`).
+segments whose label is in doubt: average log-probability below `quality.doubt_logprob`, or
+a text shorter than `quality.doubt_words`).
 
-Cost of the signals, side by side in one process on the same segments (whole passes
-alternating, so that the shared machine's load hits all alike): one engine with the
-spoken-language detection off, as by default, and on every segment, and the driver's per-row
-signal computation (asrd.quality.signals.SignalMaker.row) over the same rows; cost = (engine
+Cost of the signals (faster-whisper, whose detection it switches), side by side in one process
+on the same segments (whole passes alternating, so that the shared machine's load hits all
+alike): one engine with the spoken-language detection off, as by default, and on every
+segment, and the driver's per-row signal computation (asrd.quality.signals.SignalMaker.row) over the same rows; cost = (engine
 time with - without) / engine time without, and signal time / engine time without.
 
     python bench/bench_quality.py --record [--sets short,sentences] [--no-cost] [key=value ...]
@@ -68,6 +69,7 @@ from asrd.plan import make_plan  # noqa: E402
 from asrd.quality import reference, text  # noqa: E402
 from asrd.quality.flags import Thresholds, row_flags  # noqa: E402
 from asrd.quality.langid import text_language_id  # noqa: E402
+from asrd.quality.presets import PresetFilter, get_preset  # noqa: E402
 from asrd.quality.signals import EngineSignals, SignalMaker, SignalSettings  # noqa: E402
 from asrd.run_config import open_run  # noqa: E402
 from asrd.runtime.task import run_task  # noqa: E402
@@ -355,7 +357,8 @@ def sentence_figures(work: Path, rows: list[dict], overrides: list[str], engine:
     texts = [(r["text"], "en") for r in shard if r["kind"] == "good" and r["text"]]
     texts += [(sentence, lang) for lang, sentences in FOREIGN.items() for sentence in sentences]
     texts += [(sentence, "en") for sentence in SENTENCES]
-    if cost_rounds:
+    if cost_rounds and config_mod.load(None, ["run.index=x", *overrides]).engine.kind \
+            == "faster_whisper":  # the comparison switches faster-whisper's detection
         figures += cost_figures(work, rows, cost_rounds, overrides)
     return figures, texts
 
@@ -401,6 +404,14 @@ def short_figures(work: Path, overrides: list[str], engine: str
         n, k = cells.get("short_other", [0, 0])
         figures.append((f"short, {b} words: other-language rows dropped", share(n - k, n),
                         workload))
+    packed = [r for r in shard if r["pack_window"] is not None]
+    windows = len({r["pack_window"] for r in packed})
+    in_doubt = [r for r in packed if r["audio_language"] is not None]
+    figures.append(("short: packed clips in doubt, detected on their own audio (an encoder pass "
+                    "each), of packed clips",
+                    f"{len(in_doubt)}/{len(packed)} in {windows} windows (English "
+                    f"{sum(r['kind'] == 'short_en' for r in in_doubt)}/"
+                    f"{sum(r['kind'] == 'short_en' for r in packed)})", workload))
     figures.append(("short: rows dropped by flag (a row counts under each)",
                     ", ".join(f"{f}={c}" for f, c in sorted(by_flag.items(),
                                                              key=lambda kv: -kv[1])), workload))
@@ -411,11 +422,34 @@ def short_figures(work: Path, overrides: list[str], engine: str
     return figures, texts, labelled
 
 
+def flags_rate(n_rows: int) -> list[tuple[str, str, str]]:
+    """What computing every row's flags again costs a merge: PresetFilter over shard-like record
+    batches (8192 rows, every signal column set)."""
+    import pyarrow as pa
+
+    row = {"id": "x", "language": "en", "avg_logprob": -0.4, "no_speech_prob": 0.1,
+           "audio_language": "en", "audio_language_p": 0.8, "audio_expected_p": 0.8,
+           "text_language": "en", "text_language_p": 0.9, "text_expected_p": 0.9,
+           "num_words": 4, "compression_ratio": 1.2, "ngram_repeats": 1,
+           "unique_word_share": 1.0, "longest_word": 6, "chars_per_s": 12.0,
+           "words_per_s": 2.0, "hallucination": None, "wer": None, "cer": None, "flags": []}
+    batch = pa.Table.from_pylist([row] * 8192)
+    f = PresetFilter(get_preset("default"), Thresholds(), "en")
+    t = time.perf_counter()
+    for _ in range(max(1, n_rows // 8192)):
+        f.apply(batch)
+    took = time.perf_counter() - t
+    rows = max(1, n_rows // 8192) * 8192
+    return [("merge: flags computed again from the stored signals, rows/s",
+             f"{rows / took:,.0f}", f"{rows} rows in 8192-row batches, default preset")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides of every run (e.g. the engine section)")
-    ap.add_argument("--sets", default="short,sentences", help="labelled sets to run")
+    ap.add_argument("--sets", default="short,sentences",
+                    help="what to measure: short, sentences (labelled sets), flags (merge cost)")
     ap.add_argument("--rounds", type=int, default=2, help="cost: passes over the segments")
     ap.add_argument("--no-cost", action="store_true", help="skip the cost comparison")
     ap.add_argument("--workdir", help="keep the sets and the runs here (default: a temp folder)")
@@ -444,9 +478,12 @@ def main() -> None:
         texts += more
     lid_load = (f"{len(texts)} labelled texts (references, foreign phrases, right transcripts) "
                 f"by word count; candidates {list(cfg.quality.languages)}")
-    figures += [(f"text language ID accuracy, {n} words", share(right, total), lid_load)
-                for n, (total, right) in langid_accuracy(
-                    texts, list(cfg.quality.languages)).items()]
+    if texts:
+        figures += [(f"text language ID accuracy, {n} words", share(right, total), lid_load)
+                    for n, (total, right) in langid_accuracy(
+                        texts, list(cfg.quality.languages)).items()]
+    if "flags" in sets:
+        figures += flags_rate(200_000)
     if labelled:
         calib = logprob_calibration(labelled, [-0.8, -1.0, -1.2, -1.5, -2.0])
         for b, by_floor in calib.items():

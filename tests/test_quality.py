@@ -90,6 +90,7 @@ def good_signals(**over):
     ({"hallucination": "thank you"}, "hallucination"),
     ({"text_language": "de"}, "text_other_language"),
     ({"audio_language": "fr"}, "spoken_other_language"),
+    ({"num_words": 3, "avg_logprob": -0.7, "audio_expected_p": 0.5}, "unsure_short_text"),
     ({"wer": 0.75}, "reference_wer"),
     ({"cer": 0.30}, "reference_cer"),
 ])
@@ -272,6 +273,26 @@ def test_language_rules_hold_on_short_text():
     long_german = maker.row("das wetter ist heute sonnig mit einer leichten brise", 3.0,
                             None, None, "en")
     assert long_german["flags"] == ["text_other_language"]
+
+
+def test_a_short_text_is_unsure_only_where_words_and_spoken_language_both_are():
+    """Another language transcribed as English ("Komm bitte her." -> "Come be to here.") has
+    a middling log-probability and a low probability of English; a right short label has at
+    most one of the two ("Mount Everest.": English at 0.23 but -0.58; "Page 12.": -0.66 but
+    English at 0.87)."""
+    t = Thresholds()
+    short = dict(num_words=4, audio_language="en")
+    assert row_flags(good_signals(**short, avg_logprob=-0.68, audio_language_p=0.26,
+                                  audio_expected_p=0.26), t, "en") == ["unsure_short_text"]
+    assert row_flags(good_signals(**short, avg_logprob=-0.58, audio_language_p=0.23), t,
+                     "en") == []
+    assert row_flags(good_signals(**short, avg_logprob=-0.66, audio_language_p=0.87), t,
+                     "en") == []
+    # a long text, or one whose spoken language was never detected, is judged otherwise
+    assert row_flags(good_signals(num_words=6, avg_logprob=-0.7, audio_expected_p=0.2), t,
+                     "en") == []
+    assert row_flags(good_signals(num_words=3, avg_logprob=-0.7, audio_language=None,
+                                  audio_language_p=None), t, "en") == []
 
 
 def test_low_logprob_floor_depends_on_length():
