@@ -139,7 +139,7 @@ class PresetFilter:
     def apply(self, table: pa.Table) -> pa.Table:
         if "flags" not in table.column_names:
             return table  # a run without signals
-        flags = self._flags_again(table, table.column("flags").to_pylist())
+        flags = flags_again(table, self.thresholds, self.default_language)
         table = table.set_column(table.column_names.index("flags"), "flags",
                                  pa.array(flags, pa.list_(pa.string())))
         if not self.preset.drop:
@@ -153,18 +153,6 @@ class PresetFilter:
         self.dropped += keep.count(False)
         return table.filter(pa.array(keep, pa.bool_()))
 
-    def _flags_again(self, table: pa.Table, stored: list[Any]) -> list[Any]:
-        """The preset's flags of rows that have signals (null stays null: an error row, or a
-        row written without signals)."""
-        cols = [c for c in SIGNAL_COLUMNS if c in table.column_names]
-        rows = table.select(cols).to_pylist()
-        languages = (table.column("language").to_pylist() if "language" in table.column_names
-                     else [None] * table.num_rows)
-        return [None if fl is None else row_flags(
-                    s, self.thresholds, lang if isinstance(lang, str) and lang
-                    else self.default_language)
-                for fl, s, lang in zip(stored, rows, languages)]
-
     def summary(self) -> dict[str, Any]:
         """What `summary.json` records: the counts, and exactly what judged the rows."""
         return {"preset": self.preset.name, "dropped_by_preset": self.dropped,
@@ -174,3 +162,16 @@ class PresetFilter:
                             "thresholds": dataclasses.asdict(self.thresholds),
                             "threshold_edits": self.edits,
                             "drop": sorted(self.preset.drop, key=FLAGS.index)}}
+
+
+def flags_again(table: pa.Table, thresholds: Thresholds, default_language: str | None
+                ) -> list[Any]:
+    """The flags of output rows at `thresholds`, from their stored signals (null stays null: an
+    error row, or a row written without signals)."""
+    cols = [c for c in SIGNAL_COLUMNS if c in table.column_names]
+    rows = table.select(cols).to_pylist()
+    languages = (table.column("language").to_pylist() if "language" in table.column_names
+                 else [None] * table.num_rows)
+    return [None if fl is None else row_flags(
+                s, thresholds, lang if isinstance(lang, str) and lang else default_language)
+            for fl, s, lang in zip(table.column("flags").to_pylist(), rows, languages)]

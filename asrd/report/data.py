@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd.config import Thresholds
-from asrd.quality.presets import get_preset
+from asrd.quality.presets import SIGNAL_COLUMNS, flags_again, get_preset
 from asrd.rundir import RunDir
 
 MAX_SIGNAL_ROWS = 200_000
@@ -90,7 +90,7 @@ def gather(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any]) -> Report
         if not path.is_file():
             continue
         table = pq.read_table(path, columns=_columns(pq.read_schema(path)))
-        _count(data, table, cfg.engine.language)
+        _count(data, table, cfg.engine.language, data.thresholds)
         keep = (np.sort(rng.choice(table.num_rows, per_shard_cap, replace=False))
                 if table.num_rows > per_shard_cap else None)
         for col in samples:
@@ -106,17 +106,21 @@ def gather(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any]) -> Report
 
 def _columns(schema: pa.Schema) -> list[str]:
     wanted = ["id", "text", "error", "flags", "language", "reference", "speech_s",
-              *(c for c, _, _ in SIGNALS)]
+              *dict.fromkeys([*(c for c, _, _ in SIGNALS), *SIGNAL_COLUMNS])]
     return [c for c in wanted if c in schema.names]
 
 
-def _count(data: ReportData, table: pa.Table, default_language: str | None) -> None:
-    """Rows and flags per language (the row's own, else the run's), and flagged examples."""
+def _count(data: ReportData, table: pa.Table, default_language: str | None,
+           thresholds: Thresholds) -> None:
+    """Rows and flags per language (the row's own, else the run's), and flagged examples; the
+    flags as the merge computed them, at its thresholds."""
     if "flags" not in table.column_names:
         return
     languages = (table.column("language").to_pylist() if "language" in table.column_names
                  else [None] * table.num_rows)
-    flags = table.column("flags").to_pylist()
+    flags = flags_again(table, thresholds, default_language)
+    table = table.set_column(table.column_names.index("flags"), "flags",
+                             pa.array(flags, pa.list_(pa.string())))
     ok = pc.is_null(table.column("error")).to_pylist()
     for lang, fl, is_ok in zip(languages, flags, ok):
         if not is_ok:
