@@ -220,7 +220,8 @@ class ExportCfg:
 @dataclass
 class Thresholds:
     """Where each quality flag trips (asrd.quality.flags); merge applies them again to the stored
-    signals, so they may change at merge time. Defaults: the peers' values; short texts' measured."""
+    signals, so they may change at merge time. Defaults: the peers' values, and for short texts
+    measured (bench/bench_quality.py)."""
 
     max_compression_ratio: float = 2.4  # compression: zlib ratio above this (a loop)
     max_ngram_repeats: int = 3  # repeats: some n-gram (quality.ngram words) more often

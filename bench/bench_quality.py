@@ -35,8 +35,9 @@ a text shorter than `quality.doubt_words`).
 Cost of the signals (faster-whisper, whose detection it switches), side by side in one process
 on the same segments (whole passes alternating, so that the shared machine's load hits all
 alike): one engine with the spoken-language detection off, as by default, and on every
-segment, and the driver's per-row signal computation (asrd.quality.signals.SignalMaker.row) over the same rows; cost = (engine
-time with - without) / engine time without, and signal time / engine time without.
+segment, and the driver's per-row signal computation (asrd.quality.signals.SignalMaker.row)
+over the same rows; cost = (engine time with - without) / engine time without, and signal time
+/ engine time without.
 
     python bench/bench_quality.py --record [--sets short,sentences] [--no-cost] [key=value ...]
 """

@@ -161,8 +161,8 @@ def test_merge_takes_thresholds_and_a_preset_file_at_merge_time(quality_run, tmp
         return sorted(r.rsplit("/", 1)[-1] for r in pq.ParquetDataset(
             rd.merged_files()).read().column("id").to_pylist())
 
-    assert main(["merge", *run, "--preset", "default", "quality.thresholds.max_reference_wer=5",
-                 "quality.thresholds.max_reference_cer=5"]) == 0
+    assert main(["merge", *run, "quality.thresholds.max_reference_wer=5",
+                 "quality.thresholds.max_reference_cer=5", "--preset", "default"]) == 0
     saved = json.loads(summary_path.read_text())
     assert saved["quality"]["threshold_edits"] == {"max_reference_cer": 5.0,
                                                   "max_reference_wer": 5.0}
