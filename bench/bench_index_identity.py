@@ -13,9 +13,7 @@ Usage: python bench/bench_index_identity.py [--rows 1000000] [--record]
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from asrd.index_identity import ColumnHasher, compute_identity, index_identity  
 from asrd.quality.flags import Thresholds  # noqa: E402
 from asrd.relabel import Relabel, merged_schema  # noqa: E402
 from asrd.schema import output_schema  # noqa: E402
+from results import report  # noqa: E402
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven ships sail past".split()
 
@@ -104,14 +103,8 @@ def main() -> None:
         "merge label step, nothing changed, s per 1M rows": relabel_s * 1e6 / a.rows,
         "index file MiB": size_mb}
     print(json.dumps(figures, indent=1))
-    if a.record:
-        machine = f"{platform.node()} ({platform.machine()}, 2 cores)"
-        day = datetime.date.today().isoformat()
-        cmd = f"python bench/bench_index_identity.py --rows {a.rows}"
-        with open(Path(__file__).parent / "RESULTS.md", "a") as f:
-            for k, v in figures.items():
-                f.write(f"| index identity | {k} | {v:,.3f} | {a.rows:,} rows (id, path, probe "
-                        f"columns, 12-word reference, language) | {machine} | {day} | `{cmd}` |\n")
+    workload = f"{a.rows:,} rows (id, path, probe columns, 12-word reference, language)"
+    report("index identity", [(k, f"{v:,.3f}", workload) for k, v in figures.items()], a.record)
 
 
 if __name__ == "__main__":
