@@ -90,6 +90,9 @@ class TransformersEngine(Engine):
         self._dtype = dtype
         self._processor = processor
         self._is_whisper = config.model_type == "whisper"
+        eos = model.generation_config.eos_token_id
+        self._eos = set(eos if isinstance(eos, list) else [eos])
+        self._whisper_ids = WhisperIds.of(processor.tokenizer) if self._is_whisper else None
         # English-only Whisper checkpoints (*.en) refuse language and task arguments.
         self._multilingual = getattr(model.generation_config, "is_multilingual", True)
         if not self._is_whisper:
@@ -135,14 +138,14 @@ class TransformersEngine(Engine):
             if w.segment.prepared is None:
                 _check_audio(w.segment.audio, i)
         size = int(self._cfg.batch_size)
-        ids = WhisperIds.of(self._processor.tokenizer)
         decode = lambda t: self._processor.tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
         out: list[list[Hypothesis | None]] = []
         for start in range(0, len(windows), size):
             batch = windows[start:start + size]
             for got, w in zip(self._whisper([w.segment for w in batch], timestamps=True), batch,
                               strict=True):
-                out.append(packed_hypotheses(timed_pieces(got.tokens, ids, decode, got.logprobs),
+                out.append(packed_hypotheses(timed_pieces(got.tokens, self._whisper_ids, decode,
+                                                           got.logprobs),
                                              list(w.members)))
         return out
 
@@ -223,20 +226,12 @@ class TransformersEngine(Engine):
         new = out.sequences[:, out.sequences.shape[1] - steps:]
         logps = self._model.compute_transition_scores(out.sequences, out.scores,
                                                       normalize_logits=True)
-        eos = self._model.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, list) else [eos])
-        rows = []
-        for ids, lp in zip(new.tolist(), logps.float().tolist()):
-            n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
-            rows.append(Generated(ids[:n], lp[:n]))
-        return rows
+        return [self._until_end(ids, lp) for ids, lp in zip(new.tolist(), logps.float().tolist())]
 
     def _timestamped_tokens(self, out: dict[str, Any]) -> list[Generated]:
         """`_tokens` of a generate call with timestamps: Transformers' Whisper returns each
         row's underlying generate result with its segments (the same result for every segment
         of a window of at most 30 s); a row without a segment wrote nothing."""
-        eos = self._model.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, list) else [eos])
         rows: list[Generated] = []
         for segments in out["segments"]:
             if not segments:
@@ -246,9 +241,14 @@ class TransformersEngine(Engine):
             steps = len(result["scores"])
             ids = result["sequences"][-steps:].tolist()
             logps = self._torch.log_softmax(self._torch.stack(result["scores"]).float(), dim=-1)
-            n = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
-            rows.append(Generated(ids[:n], [logps[k, ids[k]].item() for k in range(n)]))
+            rows.append(self._until_end(ids, logps.gather(1, self._torch.tensor(ids)[:, None])
+                                        .squeeze(1).tolist()))
         return rows
+
+    def _until_end(self, ids: list[int], logprobs: list[float]) -> Generated:
+        """A row's tokens up to and with its end token (what follows is padding)."""
+        n = next((k + 1 for k, t in enumerate(ids) if t in self._eos), len(ids))
+        return Generated(ids[:n], logprobs[:n])
 
     def _hypotheses(self, rows: list[Generated]) -> list[Hypothesis]:
         """Texts with each one's mean token log-probability."""

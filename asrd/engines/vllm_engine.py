@@ -225,6 +225,7 @@ class VllmEngine(Engine):
         whisper = self.kind == "whisper"
         self._whisper_tokens = WhisperTokens.of(self._tokenizer) if whisper else None
         self._whisper_ids = WhisperIds.of(self._tokenizer) if whisper else None
+        self._bias = {timestamps: self._banned(timestamps) for timestamps in (False, True)}
         self.prompts = PromptBuilder(
             PromptSpec.from_engine_cfg(self.kind, self._cfg, self.options.feature_device),
             self._tokenizer)
@@ -255,9 +256,8 @@ class VllmEngine(Engine):
 
         cfg = self._cfg
         max_tokens = WINDOW_MAX_TOKENS if timestamps else int(cfg.max_new_tokens)
-        bias = self._banned(timestamps)
         return SamplingParams(temperature=float(cfg.temperature), max_tokens=max_tokens,
-                              logit_bias=bias or None,
+                              logit_bias=dict(self._bias[timestamps]) or None,
                               ignore_eos=bool(cfg.ignore_eos), detokenize=False,
                               skip_special_tokens=True, output_kind=RequestOutputKind.FINAL_ONLY,
                               seed=None if cfg.temperature == 0 else self.options.seed,
@@ -265,11 +265,12 @@ class VllmEngine(Engine):
                                  if self.signals else {}))
 
     def _banned(self, timestamps: bool) -> dict[int, float]:
-        """Whisper tokens a request must not write (vLLM applies none of Whisper's decoding
-        rules): <|notimestamps|> in a packed window's output (Whisper-base wrote it first and
-        no timestamp after, so no clip could be placed); and, for a transcription, the
-        no-speech token and <|translate|>, which Whisper may write after <|startoftranscript|>
-        when the prompt leaves the language to it (an empty or translated row)."""
+        """Whisper tokens a request must not write (made once per engine start; vLLM applies
+        none of Whisper's decoding rules): <|notimestamps|> in a packed window's output
+        (Whisper-base wrote it first and no timestamp after, so no clip could be placed); and,
+        for a transcription, the no-speech token and <|translate|>, which Whisper may write
+        after <|startoftranscript|> when the prompt leaves the language to it (an empty or
+        translated row)."""
         if self._whisper_tokens is None:
             return {}
         tok = self._tokenizer
