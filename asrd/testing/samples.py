@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -121,8 +122,6 @@ def make_labelled_set(folder: Path, voices: tuple[str, ...] = VOICES,
                        check=True, capture_output=True)
         audio, rate = sf.read(raw, dtype="float32")
         raw.unlink()
-        import soxr
-
         sf.write(folder / name, soxr.resample(audio, rate, 16000), 16000, subtype="PCM_16")
         rows.append({"id": name, "path": name, "reference": text, "language": language,
                      "voice": voice, "speed": speed})
