@@ -34,7 +34,8 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     from asrd.engines.registry import engine_kinds  # imports no engine
 
     yield from _ranges(cfg)
-    yield from _one_of(cfg, "engine.kind", engine_kinds())
+    if ":" not in str(_value(cfg, "engine.kind")):  # a plug-in class is checked when it loads
+        yield from _one_of(cfg, "engine.kind", engine_kinds())
     yield from _one_of(cfg, "wandb.mode", WANDB_MODES)
     yield from _one_of(cfg, "slurm.executor", EXECUTORS)
     yield from _one_of(cfg, "judge.kind", JUDGE_KINDS)
@@ -140,7 +141,16 @@ def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> Iterator[Pro
 def model_window_s(cfg: DictConfig) -> float | None:
     """The longest segment the configured engine takes in one call; None: no limit."""
     kind = cfg.engine.kind if cfg.engine.kind != "fault" else cfg.faults.inner
-    return MODEL_WINDOW_S.get(kind)
+    return MODEL_WINDOW_S.get("vllm" if kind and _is_vllm(kind) else kind)
+
+
+def _is_vllm(kind: str) -> bool:
+    from asrd.engines.registry import EngineUnavailable, is_vllm
+
+    try:
+        return is_vllm(kind)
+    except EngineUnavailable:
+        return False  # an unknown or broken plug-in is refused when the engine is built
 
 
 def _cross(cfg: DictConfig) -> Iterator[Problem]:
@@ -157,7 +167,7 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
                f"{audio.max_segment_s} (it is the second try's shorter segment; 0: none)")
     if audio.vad.enabled and audio.sample_rate != 16000:
         yield "audio.sample_rate", "must be 16000 with audio.vad.enabled (the VAD model's rate)"
-    uses_vllm = engine.kind == "vllm" or (engine.kind == "fault" and cfg.faults.inner == "vllm")
+    uses_vllm = _is_vllm(engine.kind) or (engine.kind == "fault" and cfg.faults.inner == "vllm")
     if uses_vllm and engine.beam_size != 1:
         yield "engine.beam_size", "must be 1 with engine.kind=vllm (greedy or sampling only)"
     if 0 < engine.gpus_per_engine < 1 and engine.tensor_parallel_size > 1:

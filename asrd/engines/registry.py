@@ -1,5 +1,7 @@
 """Engines by name: `engine.kind` picks one; its module is imported only when it is built, so CPU
-nodes need no GPU packages. `register_engine` adds a kind (a plug-in, or a test's own engine)."""
+nodes need no GPU packages. `register_engine` adds a kind (a plug-in, or a test's own engine), and
+`engine.kind` may also name a class directly ("package.module:Class"): a plug-in that subclasses
+a built-in engine is placed and configured as that engine (its `engine.vllm.*` knobs, say)."""
 
 from __future__ import annotations
 
@@ -29,11 +31,27 @@ def engine_kinds() -> tuple[str, ...]:
 
 
 def engine_class(kind: str) -> type[Engine]:
-    target = _ENGINES.get(kind)
+    target = _ENGINES.get(kind) or (kind if ":" in kind else None)
     if target is None:
-        raise EngineUnavailable(f"unknown engine.kind {kind!r}: one of {engine_kinds()}")
+        raise EngineUnavailable(f"unknown engine.kind {kind!r}: one of {engine_kinds()} "
+                                "or a class, 'package.module:Class'")
     module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise EngineUnavailable(f"engine.kind {kind!r}: cannot import {target}: {e}") from e
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise EngineUnavailable(f"engine.kind {kind!r}: {target} is not an asrd Engine class")
+    return cls
+
+
+def is_vllm(kind: str) -> bool:
+    """Whether `kind` is vLLM's engine or a plug-in class built on it."""
+    if kind == "vllm" or ":" not in kind:
+        return kind == "vllm"
+    from asrd.engines.vllm_engine import VllmEngine  # imports no vLLM until an engine starts
+
+    return issubclass(engine_class(kind), VllmEngine)
 
 
 def build_engine(engine_cfg: DictConfig, faults: DictConfig | None = None,
