@@ -81,6 +81,7 @@ class VllmEngineCfg:
     max_num_seqs: Optional[int] = None  # running-batch cap; null: 512 (Whisper), 256 (others)
     max_num_batched_tokens: Optional[int] = None  # tokens per step; null: 96000 Whisper, else 32768
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
+    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | fp8: half the bytes read per token
     max_restarts: int = 2  # rebuilds of a dead engine before its calls fail
     seed: int = 0  # sampling seed (used when engine.temperature > 0)
 
@@ -349,6 +350,7 @@ OUTPUT_KEYS = (
     "engine.kind", "engine.model", "engine.compute_type", "engine.language", "engine.task",
     "engine.instruction", "engine.system_prompt", "engine.max_new_tokens", "engine.beam_size",
     "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.vllm.seed",
+    "engine.vllm.kv_cache_dtype",
     "judge.enabled", "judge.kind", "judge.model", "judge.system_prompt", "judge.user_template",
     "judge.choices", "judge.max_text_chars", "judge.vllm.dtype", "judge.vllm.load_format",
     "quality.enabled", "quality.languages", "quality.ngram", "quality.audio_language",

@@ -20,13 +20,16 @@ from tests.runs import assert_exactly_once, cli_args, marker, running, shard_row
 PACK = ["audio.pack.enabled=true", "pipeline.items_per_decode_task=4"]  # (on by default)
 
 
-def test_plan_windows_fills_windows_in_order():
+def test_plan_windows_fills_windows_longest_first():
     s = PackSettings(max_clip_s=15.0, gap_s=1.0, window_s=30.0)
     assert plan_windows([5, 5, 5, 5, 5, 5], s) == [[0, 1, 2, 3, 4]]  # 5x5 + 4 gaps = 29 s
     # 20 s is too long to pack; 10 + 10 + 8 with 2 gaps fill 30 s; 9, left alone, is not packed
     assert plan_windows([10, None, 10, 20, 8, 9], s) == [[0, 2, 4]]
     assert plan_windows([10, 10, 10, 9, 9], s) == [[0, 1], [2, 3, 4]]
     assert plan_windows([29, 2], s) == []  # no window holds two of them
+    # in order, 2+14+2 and 14+2 would fill two windows and leave the last 14 s clip alone;
+    # longest first, 14+14 and 14+2+2+2 take every clip in two windows
+    assert plan_windows([2, 14, 2, 14, 2, 14], s) == [[0, 2, 4, 5], [1, 3]]
     window, offsets = build_window([np.ones(16000, np.float32)] * 3, 16000, 1.0)
     assert len(window) == 5 * 16000 and offsets == [0.0, 2.0, 4.0]
     assert window[16000:32000].max() == 0.0  # the gap is silence

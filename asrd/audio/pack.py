@@ -1,6 +1,6 @@
 """Packing short clips into full windows: Whisper pads every input to 30 s, so a 5 s clip costs
-the encoder a whole window. Short single-segment recordings of one decode chunk go, in order, into
-one window with a gap of silence between them; the engine transcribes it with timestamps and the
+the encoder a whole window. Short single-segment recordings of one decode chunk go into shared
+windows (longest first, each into the first window it fits), a gap of silence between them; the engine transcribes it with timestamps and the
 text is split back to its rows by time (asrd.engines: `Engine.hypotheses_packed`).
 """
 
@@ -30,22 +30,25 @@ class Member:
 
 
 def plan_windows(lengths: list[float | None], settings: PackSettings) -> list[list[int]]:
-    """Groups of at least two positions whose clips fit one window with gaps, in order, greedy;
-    a length of None (or longer than `max_clip_s`) is not packed."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    used = 0.0
-    for i, n in enumerate(lengths):
-        if n is None or n > settings.max_clip_s:
-            continue
-        need = n if not current else used + settings.gap_s + n
-        if current and need > settings.window_s:
-            groups.append(current)
-            current, need = [], n
-        current.append(i)
-        used = need
-    groups.append(current)
-    return [g for g in groups if len(g) >= 2]
+    """Groups of at least two positions whose clips fit one window with gaps: longest clip
+    first, each into the first window it fits (first-fit decreasing: fewer, fuller windows than
+    packing in order, so fewer encoder passes and fewer clips left alone); each group's positions
+    in order, the groups by their first. A length of None (or longer than `max_clip_s`) is not
+    packed."""
+    fits = [i for i, n in enumerate(lengths) if n is not None and n <= settings.max_clip_s]
+    windows: list[list[int]] = []
+    used: list[float] = []
+    for i in sorted(fits, key=lambda i: (-(lengths[i] or 0.0), i)):
+        n = lengths[i] or 0.0
+        k = next((k for k, u in enumerate(used) if u + settings.gap_s + n <= settings.window_s),
+                 None)
+        if k is None:
+            windows.append([i])
+            used.append(n)
+        else:
+            windows[k].append(i)
+            used[k] += settings.gap_s + n
+    return sorted((sorted(w) for w in windows if len(w) >= 2), key=lambda w: w[0])
 
 
 def build_window(clips: list[np.ndarray], sr: int, gap_s: float) -> tuple[np.ndarray, list[float]]:

@@ -190,6 +190,7 @@ class VllmEngine(Engine):
             # The renderer pool needs the processor cache off; unique audio never hits it anyway.
             mm_processor_cache_gb=0, renderer_num_workers=max(1, opt.render_threads),
             enforce_eager=bool(opt.enforce_eager), seed=int(opt.seed),
+            kv_cache_dtype=str(opt.kv_cache_dtype),
         )
         if cfg.max_model_len:
             kwargs["max_model_len"] = int(cfg.max_model_len)

@@ -9,6 +9,12 @@ excludes the engines' start-up; NVML is sampled meanwhile.
 
 `--render-in decode` (the default) renders vLLM's engine inputs in the decode actors;
 `--render-in engine` in the engine actor's process (the earlier layout), for comparison.
+
+`--pack` packs the short clips into windows with the benchmark plug-in engine
+(bench/gpu/timed_shape.py), whose random-weight output has a real Whisper's timestamped shape, so
+the split-back is timed too. `--long-s S` writes recordings of S seconds instead of clips (VAD
+off: each is cut into `audio.max_segment_s` pieces, each decoding `--tokens`). The decode actors'
+CPU time per second of audio is read from their processes (psutil) for the CPU budget per GPU.
 """
 
 from __future__ import annotations
@@ -45,17 +51,22 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="more config overrides (repeatable)")
     ap.add_argument("--tag", default="", help="appended to the figure's mode")
+    ap.add_argument("--pack", action="store_true", help="pack short clips (timed_shape engine)")
+    ap.add_argument("--long-s", type=float, default=0.0,
+                    help="recordings of this many seconds, cut into audio.max_segment_s pieces")
     args = ap.parse_args()
+    seconds = args.long_s or args.clip_s  # one file's audio
     import soundfile as sf
 
     model_dir = build_model(args.model, args.models_root, args.tokenizer_json)
     work = Path(args.work)
     audio = work / "audio"
-    if not (audio / "manifest.jsonl").is_file() or \
-            len((audio / "manifest.jsonl").read_text().splitlines()) != args.files:
+    stamp = work / "files.json"
+    want = {"files": args.files, "seconds": seconds}
+    if not stamp.is_file() or json.loads(stamp.read_text()) != want:
         shutil.rmtree(work, ignore_errors=True)
         audio.mkdir(parents=True)
-        arrays = clips(args.files, args.clip_s, distinct=64)
+        arrays = clips(args.files, seconds, distinct=8 if args.long_s else 64)
 
         def write(i):
             sf.write(audio / f"utt{i:06d}.wav", arrays[i], 16000, subtype="PCM_16")
@@ -65,6 +76,7 @@ def main() -> None:
         (audio / "manifest.jsonl").write_text("".join(
             json.dumps({"path": f"utt{i:06d}.wav", "language": "en"}) + "\n"
             for i in range(args.files)))
+        stamp.write_text(json.dumps(want))
     run_dir = work / f"run-{args.model}-{args.engines}-{args.render_in}{args.tag}"
     shutil.rmtree(run_dir, ignore_errors=True)
     index = work / "index.parquet"
@@ -74,8 +86,10 @@ def main() -> None:
     if not index.is_file():
         subprocess.run([*cli, "index", str(audio / "manifest.jsonl"), "-o", str(index)], check=True,
                        env=env, cwd=ROOT)
+    kind = "bench.gpu.timed_shape:TimedShapeVllmEngine" if args.pack else "vllm"
     overrides = [
-        f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=1", "engine.kind=vllm",
+        f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=1", f"engine.kind={kind}",
+        f"audio.pack.enabled={str(args.pack).lower()}",
         f"engine.model={model_dir}", "engine.load_format=dummy",
         f"engine.compute_type={dtype_of(args.model)}", "engine.ignore_eos=true",
         f"engine.max_new_tokens={args.tokens}", "engine.temperature=0.0", "engine.language=en",
@@ -99,6 +113,7 @@ def main() -> None:
     subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
     log_path = out_dir() / f"e2e-{args.model}-{args.engines}-{args.render_in}{args.tag}.log"
     run = timed_run_shard(overrides, run_dir, env, log_path, args.part_rows, args.limit_s)
+    cpu_s = run.decode_cpu_s
     done, t0, t_end, gpu, final = run.done, run.t0, run.t_end, run.gpu, run.final
     seen = run.parts
     import pyarrow.parquet as pq
@@ -111,12 +126,14 @@ def main() -> None:
     if rest > 0:
         done.append((t_end, rest))
     first = done[0][0] if done else t_end
-    fig = figure(args.model, f"b_asrd_run_shard_{args.engines}eng_{args.render_in}{args.tag}", done,
-                 first, args.clip_s,
+    mode = f"b_asrd_run_shard_{args.engines}eng_{args.render_in}{args.tag}"
+    fig = figure(args.model, mode, done, first, seconds,
                  args.tokens, gpu, total_wall_s=round(t_end - t0, 1), rows=table.num_rows,
                  error_rows=errors, engines=args.engines, batch=args.batch, calls=args.calls,
                  render_in=args.render_in, decode_actors=_decode_actors(log_path),
-                 judge=args.judge, overrides=args.set, scored_rows=scored,
+                 judge=args.judge, overrides=args.set, scored_rows=scored, packed=args.pack,
+                 long_s=args.long_s or None, decode_cpu_s=round(cpu_s, 1),
+                 decode_cpu_s_per_audio_s=round(cpu_s / (table.num_rows * seconds), 5),
                  note="rate from the first committed part (engine start-up excluded)")
     save([fig], out_dir() / "figures.jsonl", device=gpu.name)
     print(f"E2E {args.model} engines={args.engines} render_in={args.render_in}: "
@@ -134,6 +151,7 @@ class TimedRun:
     gpu: GpuSampler
     final: Path
     parts: int  # parts seen committed
+    decode_cpu_s: float  # CPU seconds the decode actors' processes used
 
 
 def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], log_path: Path,
@@ -144,6 +162,7 @@ def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], lo
     parts = run_dir / "shards" / "shard-000000.parts"
     final = run_dir / "shards" / "shard-000000.parquet"
     done, seen = [], 0
+    cpu = DecodeCpu()
     with open(log_path, "w") as log, GpuSampler() as gpu:
         t0 = time.monotonic()
         proc = subprocess.Popen([*cli, "run-shard", "--shard", "0", *overrides], env=env, cwd=ROOT,
@@ -153,6 +172,7 @@ def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], lo
             if n > seen:
                 done.append((time.monotonic(), (n - seen) * part_rows))
                 seen = n
+            cpu.sample()
             time.sleep(0.2)
         if proc.poll() is None:
             proc.kill()
@@ -160,7 +180,31 @@ def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], lo
         t_end = time.monotonic()
     if proc.returncode != 0 or not final.is_file():
         raise SystemExit(f"run-shard failed (rc {proc.returncode}); see {log_path}")
-    return TimedRun(done, t0, t_end, gpu, final, seen)
+    return TimedRun(done, t0, t_end, gpu, final, seen, cpu.total())
+
+
+class DecodeCpu:
+    """CPU seconds of the Ray decode actors (process title "ray::Decode..."), sampled
+    while they run: the last reading per process counts (a sample period's worth is lost at
+    the end of each, ~0.2 s of CPU per actor)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, float] = {}
+
+    def sample(self) -> None:
+        import psutil
+
+        for p in psutil.process_iter(["cmdline"]):
+            try:
+                cmd = " ".join(p.info["cmdline"] or [])
+                if cmd.startswith("ray::") and "Decode" in cmd:
+                    t = p.cpu_times()
+                    self.seen[p.pid] = t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+
+    def total(self) -> float:
+        return sum(self.seen.values())
 
 
 def _decode_actors(log_path: str | Path) -> int | None:
