@@ -81,12 +81,12 @@ case "$stage" in
     # TUNED: engine.vllm.* settings under test (see bench/RESULTS.md for what they change)
     step 200 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8 "${common[@]}"
     step 175 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 1 --calls 32 --work /tmp/asrd-e2e-large --tag=-default "${common[@]}"
-    step 175 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 1 --calls 32 --work /tmp/asrd-e2e-large --tag=-tuned ${TUNED} "${common[@]}" ;;
+    step 175 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 1 --calls 32 --work /tmp/asrd-e2e-large --tag=-tuned ${TUNED:-} "${common[@]}" ;;
   tput2)  # 5 s clips packed (timestamped-shape plug-in), and long recordings cut into 30 s pieces
-    step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s --set pipeline.items_per_decode_task=30 --tag=-packed ${TUNED} "${common[@]}"
-    step 290 python3 e2e_run_shard.py --model whisper-large-v3 --files 200 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --tag=-long ${TUNED} "${common[@]}" ;;
+    step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s --set pipeline.items_per_decode_task=30 --tag=-packed ${TUNED:-} "${common[@]}"
+    step 290 python3 e2e_run_shard.py --model whisper-large-v3 --files 200 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --tag=-long ${TUNED:-} "${common[@]}" ;;
   tput3)  # 2 engines x 0.42 of the GPU against 1 x 0.85; an fp8 KV cache's WER on real speech
-    step 230 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 2 --calls 32 --work /tmp/asrd-e2e-large --tag=-2x ${TUNED} "${common[@]}"
+    step 230 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 2 --calls 32 --work /tmp/asrd-e2e-large --tag=-2x ${TUNED:-} "${common[@]}"
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 4096 --modes unpacked,unpacked-fp8 ;;
   tests)
