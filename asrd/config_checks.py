@@ -172,6 +172,13 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
     uses_vllm = _is_vllm(engine.kind) or (engine.kind == "fault" and cfg.faults.inner == "vllm")
     if uses_vllm and engine.beam_size != 1:
         yield "engine.beam_size", "must be 1 with engine.kind=vllm (greedy or sampling only)"
+    if (uses_vllm and str(engine.vllm.kv_cache_dtype).startswith("fp8")
+            and engine.compute_type != "bfloat16"):
+        # vLLM 0.25's FlashAttention refuses it at the first step ("For FP8 input, output must
+        # have dtype BF16"), after the whole engine start-up.
+        yield ("engine.vllm.kv_cache_dtype", "an fp8 KV cache needs engine.compute_type=bfloat16 "
+               f"(not {engine.compute_type}): vLLM's FlashAttention writes fp8 attention out as "
+               "bfloat16 only")
     if 0 < engine.gpus_per_engine < 1 and engine.tensor_parallel_size > 1:
         yield ("engine.tensor_parallel_size", "must be 1 when engines share a GPU "
                "(engine.gpus_per_engine < 1)")

@@ -156,6 +156,8 @@ def test_old_extra_maps_move_to_the_typed_sections(tmp_path):
     (["audio.pack.gap_s=-1"], "audio.pack.gap_s"),
     (["audio.vad.min_silence_ms=-5"], "audio.vad.min_silence_ms"),
     (["engine.kind=vllm", "engine.beam_size=4"], "engine.beam_size"),
+    (["engine.kind=vllm", "engine.compute_type=float16", "engine.vllm.kv_cache_dtype=fp8"],
+     "engine.vllm.kv_cache_dtype"),
     (["engine.gpu_memory_utilization=1.5"], "engine.gpu_memory_utilization"),
     (["engine.temperature=-0.1"], "engine.temperature"),
     (["engine.gpus_per_engine=0.5", "engine.tensor_parallel_size=2"], "engine.tensor_parallel_size"),
@@ -178,6 +180,12 @@ def test_a_judge_sharing_the_gpu_fits_beside_the_engines():
         "judge.enabled=true", "judge.model=m", "judge.kind=vllm", "judge.gpus_per_engine=0.5",
         "judge.gpu_memory_utilization=0.3"])
     assert cfg.judge.gpu_memory_utilization == 0.3
+
+
+def test_an_fp8_kv_cache_is_fine_with_bfloat16():
+    cfg = config_mod.load(None, ["engine.kind=vllm", "engine.compute_type=bfloat16",
+                                 "engine.vllm.kv_cache_dtype=fp8"])
+    assert cfg.engine.vllm.kv_cache_dtype == "fp8"
 
 
 def test_a_long_segment_is_fine_for_faster_whisper():

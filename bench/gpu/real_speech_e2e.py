@@ -71,13 +71,16 @@ def main() -> None:
     tok = WhisperTokenizer.from_pretrained(args.model_dir)
     norm = normaliser("en")
     figs = []
-    for mode in args.modes.split(","):  # packed | unpacked, "-fp8": an fp8 KV cache
+    for mode in args.modes.split(","):
+        # packed | unpacked; "-bf16": bfloat16 weights; "-fp8": an fp8 KV cache (bfloat16 weights,
+        # which vLLM's FlashAttention needs with fp8), so its WER compares with "-bf16"'s
         run_dir = work / f"run-{mode}"
         packed = mode.split("-")[0] == "packed"
         kv = ["engine.vllm.kv_cache_dtype=fp8"] if mode.endswith("-fp8") else []
+        dtype = "bfloat16" if mode.endswith(("-fp8", "-bf16")) else "float16"
         overrides = [
             f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=1", "engine.kind=vllm",
-            f"engine.model={args.model_dir}", "engine.compute_type=float16", "engine.language=en",
+            f"engine.model={args.model_dir}", f"engine.compute_type={dtype}", "engine.language=en",
             "engine.num_engines=1", "engine.gpus_per_engine=1", "engine.cpus_per_engine=2",
             f"engine.batch_size={args.batch}", f"engine.calls_in_flight={args.calls}",
             f"pipeline.part_rows={args.part_rows}", "pipeline.part_seconds=3600",

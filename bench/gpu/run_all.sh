@@ -77,6 +77,11 @@ case "$stage" in
   realpack)  # packed vs one clip per input, end to end, real weights and real speech
     step 560 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files "${FILES:-8192}" ;;
+  tput0)  # why run-shard trails its engine: the default beside inputs rendered in the engine and beside quality off
+    e2e=(python3 e2e_run_shard.py --model whisper-large-v3 --files 1536 --engines 1 --calls 32 --work /tmp/asrd-e2e-large --limit-s 175 --set pipeline.log_every_s=5)
+    step 185 "${e2e[@]}" --tag=-default "${common[@]}"
+    step 185 "${e2e[@]}" --render-in engine --tag=-eng "${common[@]}"
+    step 185 "${e2e[@]}" --set quality.enabled=false --tag=-noq "${common[@]}" ;;
   tput)  # Whisper-large-v3 size, 20 s clips: the engine's ceiling and run-shard in one call
     # TUNED: engine.vllm.* settings under test (see bench/RESULTS.md for what they change)
     step 200 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8 "${common[@]}"
@@ -88,7 +93,7 @@ case "$stage" in
   tput3)  # 2 engines x 0.42 of the GPU against 1 x 0.85; an fp8 KV cache's WER on real speech
     step 230 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 2 --calls 32 --work /tmp/asrd-e2e-large --tag=-2x ${TUNED:-} "${common[@]}"
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
-      --model-dir /tmp/asrd-models/whisper-base-hf --files 4096 --modes unpacked,unpacked-fp8 ;;
+      --model-dir /tmp/asrd-models/whisper-base-hf --files 4096 --modes unpacked-bf16,unpacked-fp8 ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
