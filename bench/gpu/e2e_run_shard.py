@@ -99,6 +99,9 @@ def main() -> None:
         "pipeline.part_seconds=3600", "wandb.mode=disabled",
         f"engine.vllm.render_in={args.render_in}",
         "audio.vad.enabled=false",  # the synthetic clips are tones, not speech: VAD would drop them
+        # Random weights write no real text, which reads as a failed long segment: every row would
+        # be transcribed a second time in 10 s pieces (3 model inputs per row instead of 1).
+        "audio.retry_segment_s=0",
         f"pipeline.decode_actors={args.decode_actors}",
         f"engine.gpu_memory_utilization={args.gpu_share / args.engines:.3f}", *args.set]
     if args.judge:

@@ -77,11 +77,14 @@ case "$stage" in
   realpack)  # packed vs one clip per input, end to end, real weights and real speech
     step 560 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files "${FILES:-8192}" ;;
-  tput0)  # why run-shard trails its engine: the default beside inputs rendered in the engine and beside quality off
-    e2e=(python3 e2e_run_shard.py --model whisper-large-v3 --files 1536 --engines 1 --calls 32 --work /tmp/asrd-e2e-large --limit-s 175 --set pipeline.log_every_s=5)
-    step 185 "${e2e[@]}" --tag=-default "${common[@]}"
-    step 185 "${e2e[@]}" --render-in engine --tag=-eng "${common[@]}"
-    step 185 "${e2e[@]}" --set quality.enabled=false --tag=-noq "${common[@]}" ;;
+  tput0)  # large-v3, 20 s clips: the engine's ceiling, run-shard with 1 engine x 0.85 and with 2 x 0.42
+    step 200 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8 "${common[@]}"
+    e2e=(python3 e2e_run_shard.py --model whisper-large-v3 --files 2048 --calls 32 --work /tmp/asrd-e2e-large --limit-s 165)
+    step 170 "${e2e[@]}" --engines 1 --tag=-default "${common[@]}"
+    step 195 "${e2e[@]}" --engines 2 --tag=-2x "${common[@]}" ;;
+  fp8)  # an fp8 KV cache's WER on real speech (Whisper-base, bfloat16 weights both)
+    step 240 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
+      --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked-bf16,unpacked-fp8 ;;
   tput)  # Whisper-large-v3 size, 20 s clips: the engine's ceiling and run-shard in one call
     # TUNED: engine.vllm.* settings under test (see bench/RESULTS.md for what they change)
     step 200 python3 engine_bench.py --model whisper-large-v3 --clips 1024 --variants cuda:8 "${common[@]}"
