@@ -23,7 +23,7 @@ from asrd import config
 from asrd.schema import tally
 from asrd.tracking import TaskTracker
 from asrd.tracking.memory import memory_use
-from asrd.tracking.prometheus import TaskLabels
+from asrd.tracking.prometheus import Reading, TaskLabels, families
 from hpc.slurm_env import SlurmEnv
 from tests.runs import cli_args, running, shard_rows, wait_until
 
@@ -71,7 +71,7 @@ def test_alert_rules_pass_promtool():
         assert "SUCCESS" in res.stdout
 
 
-# --- labels and the file ---------------------------------------------------------------------------
+# --- labels and the file --------------------------------------------------------------------------
 def _env(**fields) -> SlurmEnv:
     base = dict(job_id=None, array_job_id=None, array_task_id=None, restart_count=0, cpus=2,
                 gpus=0, mem_mb=None, tmpdir="/tmp", node="n1")
@@ -85,6 +85,35 @@ def test_labels_name_the_array_task_the_job_or_the_process():
     assert TaskLabels.of("r", _env(job_id="77")).values() == ["r", "77", "0"]
     local = TaskLabels.of("r", _env())
     assert local.slurm_job == "local" and local.task.isdigit()
+
+
+def test_tracker_keys_become_prometheus_names_units_and_labels():
+    """GPU readings (no GPU here: the tracker's keys as NVML gives them), quantiles, windows,
+    and a key without a name of its own."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    class Once:
+        def collect(self):
+            return families(TaskLabels("r", "7", "1"), "n1", "3", Reading(
+                {"gpu/1/util_pct": 97.0, "gpu/1/mem_used_gib": 10.0, "latency/engine_ms_p90": 1400,
+                 "throughput/items_per_s_avg": 2.5, "throughput/items_per_s": 3.0,
+                 "engine/restarts": 1, "progress/items_done": 5},
+                {3: {"progress/items_done": 5, "failures/corrupt audio": 2}}, 1e9))
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Once())
+    found = samples(generate_latest(registry).decode())
+    task = {"run": "r", "slurm_job": "7", "task": "1"}
+    assert value(found, "asrd_gpu_utilization_ratio", **task, gpu="1") == pytest.approx(0.97)
+    assert value(found, "asrd_gpu_memory_used_bytes", gpu="1") == 10 * 2**30
+    latency = value(found, "asrd_latency_seconds", stage="engine", quantile="0.9")
+    assert latency == pytest.approx(1.4)
+    assert value(found, "asrd_rows_per_second", window="task") == 2.5
+    assert value(found, "asrd_rows_per_second", window="recent") == 3.0
+    assert value(found, "asrd_engine_restarts", **task) == 1
+    assert value(found, "asrd_rows_done_total", **task, shard="3") == 5  # the shard's, not twice
+    assert value(found, "asrd_row_errors_total", shard="3", reason="corrupt audio") == 2
+    assert value(found, "asrd_task_running") == 1
 
 
 def test_an_unwritable_textfile_folder_costs_one_warning_not_the_task(tmp_path, capsys):
@@ -124,7 +153,7 @@ def test_memory_counts_against_the_cgroup_limit(tmp_path):
     assert node.scope == "node" and 0 < node.used_bytes < node.limit_bytes
 
 
-# --- a real task -------------------------------------------------------------------------------------
+# --- a real task ----------------------------------------------------------------------------------
 def test_a_finished_task_leaves_its_metrics_in_the_textfile(corpus_index, tmp_path):
     """The real CPU engine (faster-whisper) under the fault hooks, one row failing: the final
     file says the task ended, and its counters are the shard file's rows, error reasons and
