@@ -186,6 +186,17 @@ class WandbCfg:
 
 
 @dataclass
+class MonitoringCfg:
+    """Prometheus metrics of each task: a file for node_exporter's textfile collector and/or an
+    HTTP endpoint to scrape. Off unless a folder or a port is set."""
+
+    textfile_dir: Optional[str] = None  # node_exporter's textfile directory; null: no file
+    port: Optional[int] = None  # serve /metrics on this port (0: any free one); null: no endpoint
+    addr: str = "0.0.0.0"  # the address the endpoint listens on
+    every_s: float = 15.0  # the metrics are refreshed at most this often
+
+
+@dataclass
 class MergeCfg:
     """`asrd merge`: the merged dataset."""
 
@@ -326,6 +337,7 @@ class Config:
     slurm: SlurmCfg = field(default_factory=SlurmCfg)
     store: StoreCfg = field(default_factory=StoreCfg)
     wandb: WandbCfg = field(default_factory=WandbCfg)
+    monitoring: MonitoringCfg = field(default_factory=MonitoringCfg)
     merge: MergeCfg = field(default_factory=MergeCfg)
     export: ExportCfg = field(default_factory=ExportCfg)
     judge: JudgeCfg = field(default_factory=JudgeCfg)
@@ -367,7 +379,8 @@ RUN_KEYS = (
     "engine.vllm.max_restarts", "engine.transformers",
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
     "judge.gpu_memory_utilization", "judge.vllm.max_model_len", "judge.vllm.enforce_eager",
-    "pipeline", "slurm", "store", "wandb", "merge", "export", "faults", "quality.thresholds",
+    "pipeline", "slurm", "store", "wandb", "monitoring", "merge", "export", "faults",
+    "quality.thresholds",
 )
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 

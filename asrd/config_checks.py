@@ -102,6 +102,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "store.cache_gb": (0, None, False),
     "wandb.log_every_s": (0, None, True),
     "wandb.sample_rows": (0, None, True),
+    "monitoring.port": (0, 65535, True),
+    "monitoring.every_s": (0, None, True),
     "merge.target_file_mb": (0, None, False),
     "export.shard_mb": (0, None, False),
     "export.window_s": (0, 30, False),

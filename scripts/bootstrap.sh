@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make .venv with everything a profile needs, on a fresh Debian machine (root) or an existing one.
 #   bash scripts/bootstrap.sh demo   # the CPU demo: apt speech tools + asrd[cpu,demo]
-#   bash scripts/bootstrap.sh test   # the test suite: + transformers, SLURM, JuiceFS, Redis
+#   bash scripts/bootstrap.sh test   # the test suite: + transformers, SLURM, JuiceFS, Redis,
+#                                    # Prometheus
 # Re-running is cheap: a stamp of the inputs skips work already done.
 set -euo pipefail
 profile=${1:-demo}
@@ -9,7 +10,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 apt_demo=(espeak-ng sox ffmpeg libsndfile1)
-apt_test=("${apt_demo[@]}" fuse3 redis-server slurm-wlm munge chromium)  # chromium: the report page test
+# chromium: the report page test; prometheus (promtool, the server) and its node exporter: the
+# monitoring tests
+apt_test=("${apt_demo[@]}" fuse3 redis-server slurm-wlm munge chromium prometheus
+          prometheus-node-exporter)
 case "$profile" in
   demo) pkgs=("${apt_demo[@]}"); extras="cpu,demo" ;;
   test) pkgs=("${apt_test[@]}"); extras="cpu,transformers,demo,store,test" ;;

@@ -36,7 +36,13 @@ and derives:
   gpu/<i>/util_pct, gpu/<i>/mem_used_gib, gpu/<i>/mem_total_gib
                                           NVML, the GPUs in CUDA_VISIBLE_DEVICES; absent
                                           without NVML
+  memory/used_gib, memory/limit_gib       the task's memory working set and the limit it counts
+                                          against: its cgroup's (SLURM's), else the node's
   slurm/restart_count                     SLURM_RESTART_COUNT (requeues so far)
+
+With `monitoring.textfile_dir` or `monitoring.port` set, the same metrics go to Prometheus
+(asrd.tracking.prometheus) at most every `monitoring.every_s`, with each shard's counters apart
+and the time of the last finished row.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ from omegaconf import DictConfig
 
 from asrd.tracking import console, rates, wandb_run
 from asrd.tracking.gpus import Gpus
+from asrd.tracking.memory import memory_use
+from asrd.tracking.prometheus import Reading, TaskExporter
 from asrd.tracking.rates import Progress
 from asrd.tracking.steps import Steps
 from asrd.tracking.wandb_run import shard_label
@@ -88,8 +96,12 @@ class TaskTracker:
         self.latest_logged: Metrics = {}
         self.first: Progress | None = None  # at this process's first update
         self.window: Progress | None = None  # at the last log
-        self.last_log = self.last_line = -math.inf
+        self.last_log = self.last_line = self.last_export = -math.inf
         self.broken = False
+        self.rows_seen, self.progress_at = 0, time.time()  # rows done, and when they last grew
+        self.exporter = TaskExporter.start(cfg, env, ",".join(map(str, self.shards)))
+        if self.exporter is not None:  # running from the start: a hung start-up shows too
+            self.exporter.publish(Reading({}, {}, self.progress_at))
 
     @classmethod
     def start(cls, cfg: DictConfig, run_dir: Path, shards: list[int]) -> TaskTracker:
@@ -123,6 +135,8 @@ class TaskTracker:
         shard = metrics.get(SHARD)
         self.by_shard.setdefault(shard, {}).update(metrics)
         self.latest = {**self.by_shard[shard], **self._sums()}
+        if self.latest.get(ITEMS_DONE, 0) > self.rows_seen:
+            self.rows_seen, self.progress_at = self.latest[ITEMS_DONE], time.time()
         if self.first is None:
             self.first = self.window = self._progress(now)
         if self.tty:
@@ -132,8 +146,10 @@ class TaskTracker:
             self._log(now)
         if not self.tty and now - self.last_line >= self.cfg.pipeline.log_every_s:
             self.last_line = now
-            m = self.latest_logged if self.last_log == now else self.snapshot(now)
-            print(self.line(m), file=sys.stderr, flush=True)
+            print(self.line(self._snapshot_at(now)), file=sys.stderr, flush=True)
+        if self.exporter is not None and now - self.last_export >= self.cfg.monitoring.every_s:
+            self.last_export = now
+            self.exporter.publish(self._reading(self._snapshot_at(now)))
 
     def finish(self, summary: Mapping[str, Any] | None = None, requeued: bool = False,
                timeout_s: float = wandb_run.FINISH_TIMEOUT_S, exit_code: int = 0) -> None:
@@ -150,6 +166,9 @@ class TaskTracker:
             if not self.tty:
                 print(self.line(self.latest_logged), file=sys.stderr, flush=True)
         self.bar.close()
+        if self.exporter is not None:
+            self.exporter.publish(self._reading(self.latest_logged, exit_code))
+            self.exporter.close()
         self.run = None
         if run is None:
             return
@@ -175,6 +194,9 @@ class TaskTracker:
             if eta is not None:
                 out["progress/eta_s"] = eta
         out.update(self.gpus.sample())
+        memory = memory_use()
+        out["memory/used_gib"] = memory.used_bytes / 2**30
+        out["memory/limit_gib"] = memory.limit_bytes / 2**30
         out["slurm/restart_count"] = self.env.restart_count
         return out
 
@@ -183,6 +205,15 @@ class TaskTracker:
         return console.summary_line(self.label, self._current(), len(self.by_shard), m)
 
     # --- internals --------------------------------------------------------------------------------
+    def _snapshot_at(self, now: float) -> Metrics:
+        """The snapshot logged at `now`, else a fresh one."""
+        return self.latest_logged if self.last_log == now else self.snapshot(now)
+
+    def _reading(self, m: Metrics, exit_code: int | None = None) -> Reading:
+        """What Prometheus gets: a copy, as the endpoint's thread reads it while shards go on."""
+        return Reading(m, {s: dict(v) for s, v in self.by_shard.items()}, self.progress_at,
+                       exit_code)
+
     def _current(self) -> Metrics:
         """The current shard's own metrics (the last shard seen)."""
         return next(reversed(self.by_shard.values()), {})
