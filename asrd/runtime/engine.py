@@ -21,6 +21,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from asrd.engines import Hypothesis, InputPreparer, PackedWindow, Segment, build_engine
 from asrd.runtime.health import ActorHealth
+from asrd.runtime.placement import assigned_gpus
 from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 
 
@@ -69,6 +70,10 @@ class EngineWorker:
 
     def ping(self) -> bool:
         return True
+
+    def gpu_ids(self) -> list[str]:
+        """The GPUs Ray assigned this actor (its CUDA_VISIBLE_DEVICES come from them)."""
+        return assigned_gpus()
 
     def close(self) -> None:
         self.engine.close()
