@@ -28,24 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asrd import config as config_mod  # noqa: E402
 from asrd.index import build_index  # noqa: E402
-from asrd.plan import Plan, ShardSpec, make_plan, read_rows  # noqa: E402
-from asrd.rundir import RunDir  # noqa: E402
-from asrd.runtime.write import ShardWriter  # noqa: E402
+from asrd.plan import make_plan  # noqa: E402
 from asrd.schema import output_schema  # noqa: E402
-from bench.bench_index_merge import make_files  # noqa: E402
+from bench.bench_index_merge import commit_shard, make_files  # noqa: E402
 from bench.results import report  # noqa: E402
 
 ROWS_PER_SHARD = 2
 ASRD = [sys.executable, "-m", "asrd.cli"]
-
-
-def commit_shard(rd: RunDir, plan: Plan, spec: ShardSpec, schema) -> None:
-    w = ShardWriter(rd, spec, schema, part_rows=10_000, shard_key=plan.shard_key(spec.shard))
-    for b in read_rows(plan.index, spec.start, spec.stop):
-        for r in b.to_pylist():
-            w.add({**r, "text": "copied text of a typical length for one utterance",
-                   "error": None, "model": "copy", "engine": "copy"})
-    w.finalize(1.0, plan.config_hash, "copy")
 
 
 def timed(cmd: list[str]) -> float:
