@@ -94,6 +94,7 @@ def _index_rows(plan: Plan, shard: int, labels: list[str]) -> pa.Table:
 ROW_GROUP_ROWS = 65_536  # rows gathered into one Parquet row group ...
 ROW_GROUP_BYTES = 64 * 2**20  # ... or this many bytes: tiny shards must not each make one (the
 # writer keeps every row group's metadata until the file closes: memory grew with shard count)
+COMPACT_TABLES = 256  # pending shards' tables are copied into one after this many
 
 
 class _RollingWriter:
@@ -111,6 +112,8 @@ class _RollingWriter:
         if table.num_rows == 0:
             return
         self.pending.append(table)
+        if len(self.pending) >= COMPACT_TABLES:  # many tiny tables cost far more than their rows
+            self.pending = [pa.concat_tables(self.pending).combine_chunks()]
         self.pending_rows += table.num_rows
         self.pending_bytes += table.nbytes
         if (self.pending_rows >= ROW_GROUP_ROWS or self.pending_bytes >= ROW_GROUP_BYTES
