@@ -225,18 +225,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from asrd.status import drift_lines, format_status, run_status
 
     cfg = run_config(args, check_drift=False)  # reading the state is never refused
-    print(format_status(run_status(cfg.run.dir), per_shard=args.per_shard))
-    print(eta_line(RunDir(cfg.run.dir)))
+    st = run_status(cfg.run.dir)
+    print(format_status(st, per_shard=args.per_shard))
+    print(eta_line(RunDir(cfg.run.dir), st.markers))
     for line in drift_lines(RunDir(cfg.run.dir), cfg):
         print(line)
     return 0
 
 
-def eta_line(rd: RunDir) -> str:
+def eta_line(rd: RunDir, markers: dict[int, dict]) -> str:
+    """The time left, from the done shards' markers (read once, by the status)."""
     from asrd.forecast import eta, format_eta
     from asrd.plan import load_plan
 
-    return format_eta(eta(rd, load_plan(rd), rd.markers.read_all()))
+    return format_eta(eta(rd, load_plan(rd), markers))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -91,6 +91,12 @@ def _index_rows(plan: Plan, shard: int, labels: list[str]) -> pa.Table:
                                                 columns=["id", *labels])))
 
 
+ROW_GROUP_ROWS = 65_536  # rows gathered into one Parquet row group ...
+ROW_GROUP_BYTES = 64 * 2**20  # ... or this many bytes: tiny shards must not each make one (the
+# writer keeps every row group's metadata until the file closes: memory grew with shard count)
+COMPACT_TABLES = 256  # pending shards' tables are copied into one after this many
+
+
 class _RollingWriter:
     """Parquet files of about `target_bytes` each, named part-00000.parquet, ..."""
 
@@ -99,10 +105,26 @@ class _RollingWriter:
         self.writer: pq.ParquetWriter | None = None
         self.files: list[str] = []
         self.bytes = 0
+        self.pending: list[pa.Table] = []
+        self.pending_rows = self.pending_bytes = 0
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
+        self.pending.append(table)
+        if len(self.pending) >= COMPACT_TABLES:  # many tiny tables cost far more than their rows
+            self.pending = [pa.concat_tables(self.pending).combine_chunks()]
+        self.pending_rows += table.num_rows
+        self.pending_bytes += table.nbytes
+        if (self.pending_rows >= ROW_GROUP_ROWS or self.pending_bytes >= ROW_GROUP_BYTES
+                or self.bytes + self.pending_bytes // 3 >= self.target):
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
         if self.writer is None:
             name = f"part-{len(self.files):05d}.parquet"
             self.files.append(name)
@@ -111,12 +133,16 @@ class _RollingWriter:
         self.writer.write_table(table)
         self.bytes += table.nbytes // 3  # zstd ratio of text-heavy rows; a rough estimate suffices
         if self.bytes >= self.target:
-            self.close()
+            self._close_file()
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    def close(self) -> None:
+        self._flush()
+        self._close_file()
 
 
 def merge(cfg: DictConfig, allow_incomplete: bool | None = None,

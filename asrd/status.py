@@ -41,6 +41,7 @@ class RunStatus:
     errors: dict[str, int] = field(default_factory=dict)
     invalid: dict[int, str] = field(default_factory=dict)  # markers that failed verification
     local: dict[int, int] = field(default_factory=dict)  # running here, outside SLURM: shard -> pid
+    markers: dict[int, dict] = field(default_factory=dict)  # the done shards' markers (read once)
 
     def count(self, state: str) -> int:
         return sum(1 for v in self.states.values() if v == state)
@@ -54,6 +55,7 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     jobs = {s: j for s, j in slurm_states(rd).items() if s in states} if slurm else {}
     states.update({s: j.label for s, j in jobs.items()})
     st = RunStatus(plan.num_shards, states, jobs=jobs, invalid=verdicts.bad,
+                   markers=verdicts.good,
                    audio_hours_planned=sum(s.audio_s for s in plan.shards) / 3600)
     for s, holder in rd.markers.holders().items():
         if states.get(s) == "missing" and s not in verdicts.good and holder.alive_here():

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asrd import config as config_mod  # noqa: E402
 from asrd.index import build_index  # noqa: E402
-from asrd.plan import make_plan, read_rows  # noqa: E402
+from asrd.plan import Plan, ShardSpec, make_plan, read_rows  # noqa: E402
+from asrd.rundir import RunDir  # noqa: E402
 from asrd.schema import output_schema  # noqa: E402
 from asrd.runtime.write import ShardWriter  # noqa: E402
 
@@ -42,6 +43,16 @@ def make_files(root: Path, n: int) -> None:
         if i % 1000 == 0:
             d.mkdir(parents=True, exist_ok=True)
         (d / f"u{i:07d}.wav").write_bytes(data)
+
+
+def commit_shard(rd: RunDir, plan: Plan, spec: ShardSpec, schema) -> None:
+    """One shard's rows with a copied text, through the real writer (shard file and marker)."""
+    w = ShardWriter(rd, spec, schema, part_rows=10_000, shard_key=plan.shard_key(spec.shard))
+    for b in read_rows(plan.index, spec.start, spec.stop):
+        for r in b.to_pylist():
+            w.add({**r, "text": "copied text of a typical length for one utterance",
+                   "error": None, "model": "copy", "engine": "copy"})
+    w.finalize(1.0, plan.config_hash, "copy")
 
 
 def merge_in_child(run_yaml: Path) -> tuple[float, float]:
@@ -74,12 +85,7 @@ def main() -> None:
         schema = output_schema(pq.read_schema(plan.index))
         t = time.perf_counter()
         for spec in plan.shards:
-            w = ShardWriter(rd, spec, schema, part_rows=10_000, shard_key=plan.shard_key(spec.shard))
-            for b in read_rows(plan.index, spec.start, spec.stop):
-                for r in b.to_pylist():
-                    w.add({**r, "text": "copied text of a typical length for one utterance",
-                           "error": None, "model": "copy", "engine": "copy"})
-            w.finalize(1.0, plan.config_hash, "copy")
+            commit_shard(rd, plan, spec, schema)
         commit_s = time.perf_counter() - t
         merge_s, merge_rss = merge_in_child(rd.config_path)
         figures = {

@@ -342,3 +342,17 @@ def test_a_filter_whose_cost_is_not_bounded_by_its_row_is_refused(planned):
     assert proc.stderr.startswith("asrd: error: bad filter") and proc.stderr.count("\n") == 1
     assert "range() is not a function a filter may use" in proc.stderr
     assert sorted(p.name for p in rd.merged_dir.iterdir()) == before
+
+
+def test_small_shards_share_row_groups(corpus_index, tmp_path):
+    """Eight one-row shards make one row group, not eight: a Parquet writer keeps every row
+    group's metadata until its file closes, so one per shard grew merge's memory with the
+    number of shards."""
+    cfg = make_cfg(corpus_index, tmp_path / "run", "run.num_shards=8")
+    rd, plan = make_plan(cfg)
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    assert merge(cfg).shards_merged == 8
+    (f,) = rd.merged_files()
+    meta = pq.ParquetFile(f).metadata
+    assert (meta.num_row_groups, meta.num_rows) == (1, 8)

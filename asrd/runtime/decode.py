@@ -443,8 +443,8 @@ class DecodeStage:
             lang = WorkItem.of(row).language
             n = 0 if rec.error is not None or rec.packed_into is not None else len(rec.spans)
             members = tuple(rec.window) if rec.window else None
-            refs = [SegmentRef(call.segments, i, s, row["row"], str(row.get("id")), lang, members)
-                    for s in range(n)]
+            refs = [SegmentRef(call.segments, i, s, row["row"], str(row.get("id")), lang, members,
+                               seconds=rec.spans[s][1] - rec.spans[s][0]) for s in range(n)]
             out.append(DecodedRow(row, rec, refs))
         return out
 
@@ -461,7 +461,7 @@ class DecodeStage:
         lang = WorkItem.of(row).language
         reused = set(rec.reused)
         refs = [SegmentRef(call.segments, 0, s, row["row"], str(row.get("id")), lang,
-                           first=rec.first)
+                           first=rec.first, seconds=rec.spans[s][1] - rec.spans[s][0])
                 for s in range(len(rec.spans)) if rec.first + s not in reused]
         return [DecodedRow(row, rec, refs)]
 

@@ -10,6 +10,7 @@ So one bad segment costs its own row only, and an engine never has to invent a p
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from asrd.engines import Hypothesis, InputPreparer, PackedWindow, Segment, build_engine
 from asrd.runtime.health import ActorHealth
+from asrd.runtime.placement import assigned_gpus
 from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 
 
@@ -70,6 +72,10 @@ class EngineWorker:
     def ping(self) -> bool:
         return True
 
+    def gpu_ids(self) -> list[str]:
+        """The GPUs Ray assigned this actor (its CUDA_VISIBLE_DEVICES come from them)."""
+        return assigned_gpus()
+
     def close(self) -> None:
         self.engine.close()
 
@@ -79,6 +85,7 @@ class EngineCall:
     engine: int
     segments: list[SegmentRef]
     attempt: int
+    audio_s: float  # what it adds to its engine's queue
 
 
 @dataclass
@@ -99,22 +106,36 @@ class SegmentFailed:
     error: str
 
 
+class EnginesLost(RuntimeError):
+    """Every engine actor died for good: the shard cannot go on (its finished rows stay)."""
+
+
 class EngineStage:
-    """Batches waiting segments into engine calls; splits and retries failed calls."""
+    """Batches waiting segments into engine calls; splits and retries failed calls.
+
+    Each call goes to the engine with the least audio queued (seconds, not calls: a 30 s segment
+    costs fifteen 2 s ones). At a shard's end (nothing more coming) the last segments go longest
+    first, and no call takes more than its engine's fair share of the audio left, so the engines
+    finish together instead of one finishing a long last batch while the others idle."""
 
     def __init__(self, actors: list[Any], batch_size: int, calls_in_flight: int, retries: int,
                  prepared: bool):
         self.actors, self.batch, self.depth = actors, batch_size, calls_in_flight
         self.retries, self.prepared = retries, prepared
         self.waiting: collections.deque[SegmentRef] = collections.deque()
+        self.waiting_s = 0.0
+        self.longest_first = False  # whether `waiting` is ordered for the shard's end
         self.retry: collections.deque[tuple[list[SegmentRef], int]] = collections.deque()
         self.calls: dict[ray.ObjectRef, EngineCall] = {}
-        self.load = [0] * len(actors)
+        self.load = [0] * len(actors)  # calls in flight, per engine
+        self.queued_s = [0.0] * len(actors)  # audio seconds in those calls
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=2048)
         self.health = ActorHealth(actors)
 
     def add(self, segments: list[SegmentRef]) -> None:
         self.waiting.extend(segments)
+        self.waiting_s += sum(s.audio_s for s in segments)
+        self.longest_first = False
 
     def queued(self) -> int:
         """Segments waiting for a call (backpressure for the decode stage)."""
@@ -126,30 +147,60 @@ class EngineStage:
     def in_flight(self) -> list[ray.ObjectRef]:
         return list(self.calls) + list(self.health.pings)
 
-    def _take(self, force: bool) -> tuple[list[SegmentRef], int] | None:
+    def _least_loaded(self) -> int | None:
+        """The usable engine with room and the least audio queued (then fewest calls)."""
+        room = [k for k in range(len(self.actors))
+                if self.load[k] < self.depth and self.health.usable(k)]
+        return min(room, key=lambda k: (self.queued_s[k], self.load[k], k), default=None)
+
+    def _fair_share(self, k: int) -> float:
+        """Audio seconds engine `k` may still take for all usable engines to end level."""
+        usable = [j for j in range(len(self.actors)) if self.health.usable(j)]
+        level = (sum(self.queued_s[j] for j in usable) + self.waiting_s) / len(usable)
+        return level - self.queued_s[k]
+
+    def _take(self, k: int, force: bool, end: bool) -> tuple[list[SegmentRef], int] | None:
         if self.retry:
             return self.retry.popleft()
-        if len(self.waiting) >= self.batch or (force and self.waiting):
-            return [self.waiting.popleft() for _ in range(min(self.batch, len(self.waiting)))], 0
-        return None
+        if not self.waiting or (len(self.waiting) < self.batch and not force):
+            return None
+        cap = self._fair_share(k) if end else math.inf
+        taken = [self.waiting.popleft()]
+        seconds = taken[0].audio_s
+        while (self.waiting and len(taken) < self.batch
+               and seconds + self.waiting[0].audio_s <= cap):
+            taken.append(self.waiting.popleft())
+            seconds += taken[-1].audio_s
+        self.waiting_s -= seconds
+        return taken, 0
 
     def feed(self, nothing_more_coming: bool) -> None:
-        """Fill every engine up to its depth, least loaded first. A partial batch goes out when
-        nothing more is coming, or when its engine would otherwise idle."""
+        """Send calls while an engine has room, each to the least loaded. A partial batch goes
+        out when nothing more is coming, or when its engine would otherwise idle."""
         self.health.feed()
-        for k in sorted(range(len(self.actors)), key=lambda k: self.load[k]):
-            while self.load[k] < self.depth and self.health.ok[k]:
-                got = self._take(force=nothing_more_coming or self.load[k] == 0)
-                if got is None:
-                    break
-                segments, attempt = got
-                chunks = list(dict.fromkeys(s.chunk for s in segments))
-                pos = {c: i for i, c in enumerate(chunks)}
-                picks = [SegmentPick(pos[s.chunk], s.item, s.seg, s.id, s.language, s.members)
-                         for s in segments]
-                ref = self.actors[k].transcribe.remote(chunks, picks, self.prepared)
-                self.calls[ref] = EngineCall(k, segments, attempt)
-                self.load[k] += 1
+        if self.health.all_gone() and (self.waiting or self.retry):
+            raise EnginesLost("every engine actor died and Ray's restarts are used up: the "
+                              "shard's finished rows are committed; run its task again")
+        if nothing_more_coming and not self.longest_first:
+            self.waiting = collections.deque(sorted(self.waiting, key=lambda s: -s.audio_s))
+            self.longest_first = True
+        while (k := self._least_loaded()) is not None:
+            got = self._take(k, force=nothing_more_coming or self.load[k] == 0,
+                             end=nothing_more_coming)
+            if got is None:
+                break
+            self._send(k, *got)
+
+    def _send(self, k: int, segments: list[SegmentRef], attempt: int) -> None:
+        chunks = list(dict.fromkeys(s.chunk for s in segments))
+        pos = {c: i for i, c in enumerate(chunks)}
+        picks = [SegmentPick(pos[s.chunk], s.item, s.seg, s.id, s.language, s.members)
+                 for s in segments]
+        ref = self.actors[k].transcribe.remote(chunks, picks, self.prepared)
+        call = EngineCall(k, segments, attempt, sum(s.audio_s for s in segments))
+        self.calls[ref] = call
+        self.load[k] += 1
+        self.queued_s[k] += call.audio_s
 
     def complete(self, ref: ray.ObjectRef) -> Transcribed | SegmentFailed | None:
         """A finished call's texts; a segment that failed for good; or None (split and queued,
@@ -159,6 +210,7 @@ class EngineStage:
             return None
         call = self.calls.pop(ref)
         self.load[call.engine] -= 1
+        self.queued_s[call.engine] -= call.audio_s
         try:
             result: Transcripts = ray.get(ref)
         except (RayActorError, RayTaskError) as e:

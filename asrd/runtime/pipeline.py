@@ -25,6 +25,7 @@ from asrd.runtime.driver import ShardDriver, ShardStats
 from asrd.runtime.engine import EngineStage, EngineWorker, engine_actor_config
 from asrd.runtime.judge import JudgeStage, JudgeWorker
 from asrd.runtime.partial import PartialRows
+from asrd.runtime.placement import Placement, engine_gpus
 from asrd.runtime.quality import QualityStage
 from asrd.runtime.records import RowResult
 from asrd.runtime.write import ShardWriter
@@ -49,7 +50,7 @@ class Pipeline:
         decode_cpu = min(1.0, max(0.0, cpus - _engine_and_judge_cpus(cfg)) / n_decode)
         self.engines = [
             ray.remote(EngineWorker).options(
-                num_cpus=e.cpus_per_engine, num_gpus=e.gpus_per_engine, max_restarts=2,
+                num_cpus=e.cpus_per_engine, num_gpus=engine_gpus(e), max_restarts=2,
                 max_concurrency=e.calls_in_flight + 1).remote(*engine_actor_config(cfg))
             for _ in range(e.num_engines)]
         self.decoders = [
@@ -63,6 +64,9 @@ class Pipeline:
         # Wait for every engine (and judge): a shard started on the first engine alone never
         # reaches the steady state of several engines per GPU.
         self.model_name = _started([en.name.remote() for en in self.engines], e.kind)[0]
+        self.placement = Placement(tuple(tuple(g) for g in ray.get(
+            [en.gpu_ids.remote() for en in self.engines])))
+        log.info("engine placement: %s", self.placement.describe())
         preparer = ray.get(self.engines[0].input_preparer.remote())
         # by reference (a list, so that Ray passes it on unresolved): decode actors fetch it once
         self.preparer_refs = [ray.put(preparer)] if preparer is not None else []

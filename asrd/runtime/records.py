@@ -79,11 +79,20 @@ class SegmentRef:
     language: str | None
     members: tuple[Member, ...] | None = None  # a packed window's clips (this row first)
     first: int = 0  # the row's index of the item's first segment (a piece of a stream)
+    seconds: float = 0.0  # the segment's length (of the row's own clip, for a packed window)
 
     @property
     def index(self) -> int:
         """The segment's position in its row."""
         return self.first + self.seg
+
+    @property
+    def audio_s(self) -> float:
+        """The audio an engine transcribes for it (a packed window: up to its last clip's end):
+        the measure by which engine calls are balanced."""
+        if self.members:
+            return max(m.offset_s + m.length_s for m in self.members)
+        return self.seconds
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,101 @@
+"""The run's bookkeeping at scale: a plan of 10,000 shards, `asrd status` over them, and
+`asrd merge` of 10,000 small shards, beside the same at 1,000 shards (merge memory must not grow
+with the shard count).
+
+Each shard holds two rows of tiny audio files; its shard file and marker are written by the real
+ShardWriter (threads: the commits wait on the disk's syncs). `asrd status` and `asrd merge` run as
+whole commands in fresh processes (time; merge's peak RSS from its own rusage).
+
+    python bench/bench_bookkeeping.py [--shards 1000,10000] [--root DIR] [--record]
+
+`--root` puts the runs on another file system (a JuiceFS mount); the default is local disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asrd import config as config_mod  # noqa: E402
+from asrd.index import build_index  # noqa: E402
+from asrd.plan import make_plan  # noqa: E402
+from asrd.schema import output_schema  # noqa: E402
+from bench.bench_index_merge import commit_shard, make_files  # noqa: E402
+from bench.results import report  # noqa: E402
+
+ROWS_PER_SHARD = 2
+ASRD = [sys.executable, "-m", "asrd.cli"]
+
+
+def timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    return time.perf_counter() - t
+
+
+def merge_rss_mib(run_dir: Path) -> tuple[float, float]:
+    """(wall s, peak RSS MiB) of `asrd merge` in a fresh process (its own rusage)."""
+    code = ("import resource,sys,time;from asrd.cli import main;t=time.perf_counter();"
+            f"rc=main(['merge','-c',{str(run_dir / 'config.yaml')!r}]);"
+            "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    wall, rss = out.stdout.split()[-2:]
+    return float(wall), float(rss)
+
+
+def one_size(root: Path, shards: int, where: str) -> list[tuple[str, str, str]]:
+    files = shards * ROWS_PER_SHARD
+    base = root / f"s{shards}"
+    base.mkdir(parents=True)
+    make_files(base, files)
+    build_index(base / "audio", base / "index.parquet")
+    cfg = config_mod.load(None, [f"run.index={base / 'index.parquet'}", f"run.dir={base / 'run'}",
+                                 f"run.num_shards={shards}", "merge.preset=none"])
+    t = time.perf_counter()
+    rd, plan = make_plan(cfg)
+    plan_s = time.perf_counter() - t
+    schema = output_schema(pq.read_schema(plan.index))
+    t = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda s: commit_shard(rd, plan, s, schema), plan.shards))
+    commit_s = time.perf_counter() - t
+    status_s = timed([*ASRD, "status", "-c", str(rd.config_path)])
+    status_again_s = timed([*ASRD, "status", "-c", str(rd.config_path)])
+    merge_s, rss = merge_rss_mib(rd.path)
+    work = f"{shards} shards of {ROWS_PER_SHARD} rows, {where}"
+    return [("plan s", f"{plan_s:.2f}", work),
+            ("shard commits/s (8 threads)", f"{shards / commit_s:,.1f}", work),
+            ("`asrd status` s (first)", f"{status_s:.2f}", work),
+            ("`asrd status` s (again)", f"{status_again_s:.2f}", work),
+            ("`asrd merge` s", f"{merge_s:.1f}", work),
+            ("`asrd merge` peak RSS MiB", f"{rss:.0f}", work)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shards", default="1000,10000")
+    ap.add_argument("--root", default=None, help="where the runs go (default: a local temp dir)")
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="asrd-bookkeeping-", dir=args.root))
+    where = f"on {args.root}" if args.root else "local disk"
+    try:
+        figures = [f for n in args.shards.split(",") for f in one_size(root, int(n), where)]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report("bookkeeping", figures, args.record)
+
+
+if __name__ == "__main__":
+    main()
