@@ -236,7 +236,7 @@ def eta_line(rd: RunDir) -> str:
     from asrd.forecast import eta, format_eta
     from asrd.plan import load_plan
 
-    return format_eta(eta(rd, load_plan(rd), rd.markers.read_all()))
+    return format_eta(eta(rd, load_plan(rd), rd.done_markers()))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
+from asrd.done_marker import DoneMarker
 from asrd.filters import FilterCounts, RowFilter
 from asrd.plan import Plan, check_index_unchanged, load_plan, read_rows
 from asrd.quality.flags import Thresholds
@@ -202,7 +203,7 @@ def _recover(rd: RunDir) -> None:
 
 
 def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
-                  markers: dict[int, dict[str, Any]], expr, summary: MergeSummary,
+                  markers: dict[int, DoneMarker], expr, summary: MergeSummary,
                   quality: PresetFilter) -> None:
     """Stream the good shards into a new merged folder and swap it in."""
     out_tmp = tmp_name(rd.merged_dir)
@@ -215,10 +216,12 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
                           Thresholds.of(cfg.quality.thresholds), cfg.engine.language)
         filter_counts = FilterCounts()
         writer = _RollingWriter(out_tmp, relabel.schema, int(cfg.merge.target_file_mb * 2**20))
+        audio_s = 0.0
         for s in good:
-            _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary,
-                         quality, shard_schema, relabel)
+            audio_s += _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary,
+                                    quality, shard_schema, relabel)
         writer.close()
+        summary.audio_hours = audio_s / 3600.0
         if expr is not None:
             summary.dropped_by_filter = filter_counts.dropped
             summary.filter_counts = filter_counts.to_dict()
@@ -226,7 +229,6 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         summary.merge_id = content_id(out_tmp, writer.files)
         summary.reference_rescored = relabel.rescored
         summary.__dict__.update(quality.summary())
-        summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
         fsync_dir(out_tmp)
         at_point(cfg.faults, "merge.written")
@@ -250,11 +252,12 @@ def content_id(folder: Path, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_counts,
+def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: DoneMarker, expr, filter_counts,
                  writer: _RollingWriter, summary: MergeSummary, quality: PresetFilter,
-                 shard_schema: pa.Schema, relabel: Relabel) -> None:
+                 shard_schema: pa.Schema, relabel: Relabel) -> float:
     """Stream one shard into the writer, checking that it holds every index row of the shard
-    exactly once, each under the id the index gives that row (with the index's labels)."""
+    exactly once, each under the id the index gives that row (with the index's labels).
+    Returns the audio seconds of its rows that succeeded."""
     spec = plan.shards[shard]
     index_rows = _index_rows(plan, shard, relabel.labels)
     seen = np.zeros(spec.rows, dtype=bool)
@@ -284,12 +287,12 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_
         writer.write(table)
     if not seen.all():
         raise _ShardBroken(shard, f"{int((~seen).sum())} index rows are missing")
-    summary.audio_hours += audio_s
-    wall = marker.get("wall_s") or 0.0
-    summary.per_shard.append({"shard": shard, "rows": marker["rows"], "failed": marker["failed"],
-                              "audio_s": audio_s, "wall_s": wall, "host": marker.get("host"),
+    wall = marker.wall_s
+    summary.per_shard.append({"shard": shard, "rows": marker.rows, "failed": marker.failed,
+                              "audio_s": audio_s, "wall_s": wall, "host": marker.host or None,
                               "rtf_x": audio_s / wall if wall else None})
     summary.shards_merged += 1
+    return audio_s
 
 
 def _batches(rd: RunDir, shard: int):

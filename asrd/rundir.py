@@ -20,7 +20,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
-from hpc.markers import Markers, shard_name
+from asrd.done_marker import DoneMarker
+from hpc.markers import Markers, UnreadableMarker, shard_name
 
 
 class RunDirError(RuntimeError):
@@ -68,6 +69,14 @@ class RunDir:
 
     def partial_dir(self, shard: int) -> Path:
         return self.shards_dir / f"{shard_name(shard)}.partial"
+
+    # --- done-markers ----------------------------------------------------------------------------
+    def done_marker(self, shard: int) -> DoneMarker | UnreadableMarker:
+        return DoneMarker.from_json(self.markers.read(shard))
+
+    def done_markers(self) -> dict[int, DoneMarker | UnreadableMarker]:
+        """Every done-marker (one directory scan; `Markers.read_all`)."""
+        return {s: DoneMarker.from_json(m) for s, m in self.markers.read_all().items()}
 
     # --- frozen config --------------------------------------------------------------------------
     def exists(self) -> bool:

@@ -62,11 +62,11 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     for s, m in verdicts.good.items():
         if s in states:
             states[s] = "done"
-            st.rows_ok += m["ok"]
-            st.rows_failed += m["failed"]
-            st.audio_hours_done += m["audio_s"] / 3600
-            st.wall_s += m["wall_s"]
-            for reason, n in m.get("errors", {}).items():
+            st.rows_ok += m.ok
+            st.rows_failed += m.failed
+            st.audio_hours_done += m.audio_s / 3600
+            st.wall_s += m.wall_s
+            for reason, n in m.errors.items():
                 st.errors[reason] = st.errors.get(reason, 0) + n
     return st
 

@@ -33,6 +33,7 @@ from asrd.testing.samples import speak
 from hpc import slurm_ctl
 from hpc.arrays import format_array
 from hpc.launch import read_records
+from tests.runs import done_marker
 from tests.test_tracking import fragments, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -539,7 +540,7 @@ def test_forecast_runs_at_the_slots_the_partition_holds(slurm_cluster, tmp_path)
     for cpus in (1, 3):
         rd, _ = make_plan(make_cfg(index, tmp_path / f"earlier{cpus}", "run.num_shards=3",
                                    f"slurm.cpus_per_task={cpus}"))
-        rd.markers.write(0, {"shard": 0, "rows": 10, "wall_s": 10.0, "task_startup_s": 5.0})
+        rd.markers.write(0, done_marker(0, 10, wall_s=10.0, task_startup_s=5.0).to_json())
         earlier += ["--rates-from", str(rd.path)]
     node_mb = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%m"], capture_output=True,
                                  text=True, check=True).stdout.split()[0])

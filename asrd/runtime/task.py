@@ -126,12 +126,10 @@ def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe
         rows = (row for batch in read_rows(plan.index, spec.start, spec.stop)
                 for row in batch.to_pylist() if row["row"] not in done)
         stats = pipe.run(spec, rows, writer, partial, todo, on_metrics=tracker.update)
-        extra = {"resumed_rows": len(done), "segments_reused": stats.segments_reused}
-        if startup_s is not None:  # process start to pipeline ready: the forecast's start-up
-            extra["task_startup_s"] = startup_s
         marker = writer.finalize(time.monotonic() - t0, plan.config_hash, pipe.model_name,
-                                 extra=extra)
+                                 resumed_rows=len(done), segments_reused=stats.segments_reused,
+                                 task_startup_s=startup_s)
         partial.clear()
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,
-                 marker["ok"], marker["failed"], marker["audio_s"], marker["wall_s"])
+                 marker.ok, marker.failed, marker.audio_s, marker.wall_s)
         return True

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asrd import __version__
+from asrd.done_marker import DoneMarker
 from asrd.plan import ShardSpec
 from asrd.rundir import RunDir
 from asrd.schema import tally
@@ -106,8 +107,8 @@ class ShardWriter:
                 f"({type(e).__name__}: {e}); it was discarded and nothing was committed: run the "
                 "shard again (`asrd run` or `asrd resubmit`) to do its rows again") from None
 
-    def finalize(self, wall_s: float, config_hash: str, model: str, extra: dict | None = None
-                 ) -> dict[str, Any]:
+    def finalize(self, wall_s: float, config_hash: str, model: str, *, resumed_rows: int,
+                 segments_reused: int, task_startup_s: float | None) -> DoneMarker:
         """Parts -> shard file -> marker. Returns the marker."""
         self.commit_part()
         seen = np.zeros(self.spec.rows, dtype=bool)
@@ -134,15 +135,14 @@ class ShardWriter:
                                       f"(first index rows {missing})")
         slurm = SlurmEnv.from_environ()
         st = final.stat()
-        marker = {
-            "shard": self.spec.shard, "rows": self.spec.rows, "ok": ok, "failed": failed,
-            "errors": errors, "audio_s": audio_s, "wall_s": wall_s, "config_hash": config_hash,
-            "asrd_version": __version__, "model": model, "host": socket.gethostname(),
-            "slurm_job_id": slurm.job_id, "slurm_array": slurm.task_key if slurm.in_slurm else None,
-            "shard_key": self.shard_key, "file": final.name, "bytes": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(final),
-            "finished_at": time.time(), **(extra or {}),
-        }
-        self.run_dir.markers.write(self.spec.shard, marker)
+        marker = DoneMarker(
+            shard=self.spec.shard, rows=self.spec.rows, ok=ok, failed=failed, errors=errors,
+            audio_s=audio_s, wall_s=wall_s, config_hash=config_hash, asrd_version=__version__,
+            model=model, host=socket.gethostname(), slurm_job_id=slurm.job_id,
+            slurm_array=slurm.task_key if slurm.in_slurm else None, shard_key=self.shard_key,
+            file=final.name, bytes=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256_file(final),
+            finished_at=time.time(), resumed_rows=resumed_rows, segments_reused=segments_reused,
+            task_startup_s=task_startup_s)
+        self.run_dir.markers.write(self.spec.shard, marker.to_json())
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         return marker
