@@ -24,8 +24,8 @@ from asrd.plan import load_plan
 from asrd.run_config import open_run
 from asrd.verify import verify_shards
 from hpc import slurm_ctl
+from hpc.array_submit import read_record
 from hpc.arrays import ArraySpecError, format_array
-from hpc.commit import read_json
 
 
 def _errors_to_exit(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -59,8 +59,8 @@ def _submit_and_report(sub: Submission, dry_run: bool, command: str) -> int:
         print("nothing to submit")
         return 0
     record = submit(sub, command)
-    for a in read_json(record)["arrays"]:
-        print(f"submitted job {a['job_id']}: {a['count']} tasks")
+    for a in read_record(record).arrays:
+        print(f"submitted job {a.job_id}: {a.count} tasks")
     print(f"record: {record}")
     return 0
 
