@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
@@ -35,6 +34,7 @@ from asrd.quality.flags import Thresholds
 from asrd.quality.presets import PresetFilter, get_preset
 from asrd.relabel import Relabel, merged_schema
 from asrd.report import REPORT_NAME, ReportData, write_report
+from asrd.row_coverage import RowCoverage, RowsNotOnce
 from asrd.rundir import RunDir
 from asrd.schema import tally
 from asrd.testing.faults import at_point
@@ -260,16 +260,14 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: DoneMarker, expr, f
     Returns the audio seconds of its rows that succeeded."""
     spec = plan.shards[shard]
     index_rows = _index_rows(plan, shard, relabel.labels)
-    seen = np.zeros(spec.rows, dtype=bool)
+    coverage = RowCoverage(spec)
     audio_s = 0.0
     for batch in _batches(rd, shard):
         table = pa.Table.from_batches([batch]).cast(shard_schema)
-        rel = table.column("row").to_numpy() - spec.start
-        if rel.size and (rel.min() < 0 or rel.max() >= spec.rows):
-            raise _ShardBroken(shard, "it holds rows outside its plan range")
-        if seen[rel].any() or len(np.unique(rel)) != len(rel):
-            raise _ShardBroken(shard, "some rows appear twice")
-        seen[rel] = True
+        try:
+            rel = coverage.add(table.column("row").to_numpy())
+        except RowsNotOnce as e:
+            raise _ShardBroken(shard, str(e)) from None
         index_batch = index_rows.take(pa.array(rel))
         if not index_batch.column("id").equals(table.column("id")):
             raise _ShardBroken(shard, "its ids do not match the index rows they claim")
@@ -285,8 +283,10 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: DoneMarker, expr, f
             filter_counts.add(counts)
         summary.kept += table.num_rows
         writer.write(table)
-    if not seen.all():
-        raise _ShardBroken(shard, f"{int((~seen).sum())} index rows are missing")
+    try:
+        coverage.check_complete()
+    except RowsNotOnce as e:
+        raise _ShardBroken(shard, str(e)) from None
     wall = marker.wall_s
     summary.per_shard.append({"shard": shard, "rows": marker.rows, "failed": marker.failed,
                               "audio_s": audio_s, "wall_s": wall, "host": marker.host or None,

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from asrd import __version__
 from asrd.done_marker import DoneMarker
 from asrd.plan import ShardSpec
+from asrd.row_coverage import RowCoverage, RowsNotOnce
 from asrd.rundir import RunDir
 from asrd.schema import tally
 from asrd.verify import sha256_file
@@ -107,11 +108,11 @@ class ShardWriter:
                 f"({type(e).__name__}: {e}); it was discarded and nothing was committed: run the "
                 "shard again (`asrd run` or `asrd resubmit`) to do its rows again") from None
 
-    def finalize(self, wall_s: float, config_hash: str, model: str, *, resumed_rows: int,
-                 segments_reused: int, task_startup_s: float | None) -> DoneMarker:
+    def finalize(self, wall_s: float, config_hash: str, model: str, *, resumed_rows: int = 0,
+                 segments_reused: int = 0, task_startup_s: float | None = None) -> DoneMarker:
         """Parts -> shard file -> marker. Returns the marker."""
         self.commit_part()
-        seen = np.zeros(self.spec.rows, dtype=bool)
+        coverage = RowCoverage(self.spec)
         ok = failed = 0
         audio_s = 0.0
         errors: dict[str, int] = {}
@@ -120,19 +121,17 @@ class ShardWriter:
             with pq.ParquetWriter(tmp, self.schema, compression="zstd") as out:
                 for part in self._part_files():
                     table = self._read_part(part)
-                    rel = table.column("row").to_numpy() - self.spec.start
-                    if rel.size and (rel.min() < 0 or rel.max() >= self.spec.rows):
-                        raise ShardIncomplete(f"{part} holds rows outside shard {self.spec.shard}")
-                    if seen[rel].any() or len(np.unique(rel)) != len(rel):
-                        raise ShardIncomplete(f"{part} repeats rows already committed")
-                    seen[rel] = True
+                    try:
+                        coverage.add(table.column("row").to_numpy())
+                    except RowsNotOnce as e:
+                        raise ShardIncomplete(f"{part}: {e}") from None
                     out.write_table(table)
                     n_ok, n_failed, ok_audio = tally(table, errors)
                     ok, failed, audio_s = ok + n_ok, failed + n_failed, audio_s + ok_audio
-            if not seen.all():
-                missing = (np.flatnonzero(~seen)[:10] + self.spec.start).tolist()
-                raise ShardIncomplete(f"shard {self.spec.shard}: {int((~seen).sum())} rows missing "
-                                      f"(first index rows {missing})")
+            try:
+                coverage.check_complete()
+            except RowsNotOnce as e:
+                raise ShardIncomplete(f"shard {self.spec.shard}: {e}") from None
         slurm = SlurmEnv.from_environ()
         st = final.stat()
         marker = DoneMarker(
