@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asrd.plan import ShardSpec
+from asrd.plan_record import ShardSpec
 
 
 class RowsNotOnce(ValueError):

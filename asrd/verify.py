@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 from asrd.done_marker import DoneMarker
-from asrd.plan import Plan
+from asrd.plan_record import Plan
 from asrd.rundir import RunDir
 from hpc.markers import UnreadableMarker
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from asrd import __version__
 from asrd.done_marker import DoneMarker
-from asrd.plan import ShardSpec
+from asrd.plan_record import ShardSpec
 from asrd.row_coverage import RowCoverage, RowsNotOnce
 from asrd.rundir import RunDir
 from asrd.schema import tally
