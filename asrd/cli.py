@@ -28,7 +28,7 @@ from asrd.engines.registry import engine_class
 from asrd.filters import FilterError
 from asrd.export.writer import ExportError
 from asrd.forecast import ForecastError
-from asrd.index import IndexError_
+from asrd.index import IndexInputError
 from asrd.merge import MergeError
 from asrd.plan import Plan, PlanError
 from asrd.quality.presets import PresetError
@@ -39,7 +39,7 @@ from hpc.arrays import ArraySpecError
 from hpc.slurm_ctl import SlurmError
 from hpc.store import StoreError, check_root
 
-USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
+USER_ERRORS = (config_mod.ConfigError, IndexInputError, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
                DemoUnavailable, ForecastError, ExportError, PresetError, ShardIncomplete,
                LaunchError, ArraySpecError, SlurmError, FileNotFoundError)
