@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_wheel(out: Path) -> Path:
     """The wheel of a copy of the sources (building in the checkout would leave build/ there)."""
     src = out / "src"
-    for name in ("asrd", "hpc"):
+    for name in ("asrd", "hpc", "sbatch"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(out / "dist"), str(src)],

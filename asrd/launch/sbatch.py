@@ -1,7 +1,7 @@
 """`asrd sbatch`: a Submission as a plain sbatch array script, and what its tasks run.
 
-The script's template ships inside the package (templates/asrd_array.sbatch), so an installed
-asrd renders it as well as a checkout. The record is written only once the script rendered: a
+The script's template is `sbatch/asrd_array.sbatch` of the checkout, packaged from there as
+`asrd.sbatch_templates`, so an installed asrd renders it as well as a checkout. The record is written only once the script rendered: a
 failed `asrd sbatch` leaves nothing behind. SLURM's job ids are unknown until the user submits
 the script; each array's comment names the record and its task offset, which is how `asrd status`
 finds the arrays while pending, and each task records its SLURM key when it starts.
@@ -29,7 +29,7 @@ from hpc.stop import run_until_stopped
 
 log = logging.getLogger("asrd.launch.sbatch")
 
-TEMPLATE = resources.files("asrd.launch") / "templates" / "asrd_array.sbatch"
+TEMPLATE = resources.files("asrd.sbatch_templates") / "asrd_array.sbatch"  # sbatch/ in a checkout
 COMMENT_PREFIX = "asrd:"
 
 
