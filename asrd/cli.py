@@ -13,32 +13,37 @@ import select
 import signal
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
 from asrd.config_checks import EXPORT_AUDIO, EXPORT_FORMATS
 from asrd.launch import commands as launch_commands
+from asrd.launch.errors import LaunchError
 from asrd.audio import AudioError, VadUnavailable
 from asrd.demo import DemoUnavailable
+from asrd.done_marker import DoneMarker
 from asrd.engines import EngineUnavailable
 from asrd.engines.registry import engine_class
 from asrd.filters import FilterError
 from asrd.export.writer import ExportError
 from asrd.forecast import ForecastError
-from asrd.index import IndexError_
+from asrd.index import IndexInputError
 from asrd.merge import MergeError
 from asrd.plan import Plan, PlanError
 from asrd.quality.presets import PresetError
 from asrd.rundir import RunDir, RunDirError
 from asrd.run_config import open_run
 from asrd.runtime.write import ShardIncomplete
+from hpc.arrays import ArraySpecError
+from hpc.slurm_ctl import SlurmError
 from hpc.store import StoreError, check_root
 
-USER_ERRORS = (config_mod.ConfigError, IndexError_, PlanError, MergeError, RunDirError,
+USER_ERRORS = (config_mod.ConfigError, IndexInputError, PlanError, MergeError, RunDirError,
                EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
                DemoUnavailable, ForecastError, ExportError, PresetError, ShardIncomplete,
-               FileNotFoundError)
+               LaunchError, ArraySpecError, SlurmError, FileNotFoundError)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:
@@ -233,7 +238,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def eta_line(rd: RunDir, markers: dict[int, dict]) -> str:
+def eta_line(rd: RunDir, markers: dict[int, DoneMarker]) -> str:
     """The time left, from the done shards' markers (read once, by the status)."""
     from asrd.forecast import eta, format_eta
     from asrd.plan import load_plan
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a reader that went away is handled below
         return status
     except USER_ERRORS as e:
-        return _fail(str(e))
+        return _fail(str(e), getattr(e, "details", ()))
     except BrokenPipeError as e:
         if _stdout_closed():  # `asrd status | head -1`: the reader has what it wanted
             return _quiet_exit()
@@ -345,9 +350,12 @@ def _quiet_exit() -> int:
     return 128 + signal.SIGPIPE
 
 
-def _fail(message: str) -> int:
-    """One line on stderr, exit status 2: what every refused command ends with."""
+def _fail(message: str, details: Sequence[str] = ()) -> int:
+    """One line on stderr (then `details`, what was and was not done, one per line), exit
+    status 2: what every refused command ends with."""
     print("asrd: error: " + " ".join(message.split()), file=sys.stderr)
+    for line in details:
+        print(f"  {line}", file=sys.stderr)
     return 2
 
 

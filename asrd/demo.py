@@ -60,7 +60,7 @@ def run_demo(workdir: Path, overrides: list[str] | None = None,
                                  "run.name=demo", "run.num_shards=2", *(overrides or [])])
     rd, plan = make_plan(cfg)
     run_task(rd.path, None, overrides)
-    summary = merge(config_mod.load(rd.config_path, overrides))
+    summary = merge(rd.config(None, overrides, check_drift=False))
     # every row, as the shard files hold them (the merged dataset leaves out the flagged ones)
     table = pq.ParquetDataset([rd.shard_file(s) for s in range(plan.num_shards)]).read()
     rows = table.sort_by("row").to_pylist()

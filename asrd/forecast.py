@@ -34,11 +34,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from asrd import shard_size
+from asrd.done_marker import DoneMarker
 from asrd.plan import Plan, ShardSpec, _durations, cut, load_plan
 from asrd.rundir import RunDir, RunDirError
 from asrd.workload import Work, WorkShape, cumulative, work_of
 from hpc.arrays import group
 from hpc.commit import read_json, write_json
+from hpc.marker_summary import UnreadableMarker
 from hpc.slurm_capacity import TaskShape, partition_capacity
 from hpc.slurm_ctl import SlurmError
 
@@ -297,13 +299,11 @@ def measured_shards(rd: RunDir) -> list[tuple[Work, float, float | None]]:
         return []
     iw = IndexWork.of(_durations(plan.index), WorkShape.of(rd.frozen_config()))
     out = []
-    for s, m in sorted(rd.markers.read_all().items()):
-        if (not isinstance(m, dict) or s >= plan.num_shards or m.get("resumed_rows")
-                or not m.get("wall_s")):
+    for s, m in sorted(rd.done_markers().items()):
+        if (not isinstance(m, DoneMarker) or s >= plan.num_shards or m.resumed_rows
+                or not m.wall_s):
             continue
-        startup = m.get("task_startup_s")
-        out.append((iw.work(plan.shards[s]), float(m["wall_s"]),
-                    None if startup is None else float(startup)))
+        out.append((iw.work(plan.shards[s]), m.wall_s, m.task_startup_s))
     return out
 
 
@@ -378,13 +378,13 @@ class Eta:
     forecast_wall_clock_s: float | None  # what `asrd plan` forecast, if it did
 
 
-def task_interval(marker: dict[str, Any]) -> tuple[float, float] | None:
+def task_interval(marker: DoneMarker) -> tuple[float, float] | None:
     """When a done shard's task worked on it: from its start-up (the first shard of a task
     records it) to the shard's end; None for a marker without an end time."""
-    end = marker.get("finished_at")
+    end = marker.finished_at
     if not end:
         return None
-    return end - marker.get("wall_s", 0.0) - (marker.get("task_startup_s") or 0.0), end
+    return end - marker.wall_s - (marker.task_startup_s or 0.0), end
 
 
 def covered_s(intervals: Sequence[tuple[float, float]]) -> float:
@@ -398,13 +398,13 @@ def covered_s(intervals: Sequence[tuple[float, float]]) -> float:
     return total
 
 
-def eta(rd: RunDir, plan: Plan, markers: dict[int, dict[str, Any]], now: float | None = None
+def eta(rd: RunDir, plan: Plan, markers: dict[int, DoneMarker | UnreadableMarker], now: float | None = None
         ) -> Eta:
     """Time left at the run's throughput so far: planned audio of the done shards over the time
     their tasks ran (the union of their intervals: parallel tasks count once, idle gaps not at
     all; so the array's parallelism is in the rate)."""
     now = time.time() if now is None else now
-    done = {s: m for s, m in markers.items() if s < plan.num_shards and isinstance(m, dict)}
+    done = {s: m for s, m in markers.items() if s < plan.num_shards and isinstance(m, DoneMarker)}
     audio_done = sum(plan.shards[s].audio_s for s in done)
     audio_left = sum(s.audio_s for s in plan.shards) - audio_done
     intervals = [iv for iv in map(task_interval, done.values()) if iv is not None]

@@ -55,7 +55,7 @@ AUDIO_FIELD = pa.field("audio", pa.binary())
 OWN_NAMES = {f.name for f in OWN_FIELDS} | {AUDIO_FIELD.name}
 
 
-class IndexError_(ValueError):
+class IndexInputError(ValueError):
     """The source cannot be indexed at all (not a per-entry problem)."""
 
 
@@ -84,7 +84,7 @@ def build_index(source: str | Path, out: str | Path, workers: int = 16,
     """Write `out` (atomically) from `source`; returns counts, failures reported not fatal."""
     source = Path(source)
     if Path(out).is_dir():
-        raise IndexError_(f"the output {out} is a folder: name the index file to write")
+        raise IndexInputError(f"the output {out} is a folder: name the index file to write")
     src = open_source(source, batch_rows)
     schema = src.schema()
     report = IndexReport()
@@ -96,7 +96,7 @@ def build_index(source: str | Path, out: str | Path, workers: int = 16,
                 rows = list(pool.map(_probe_entry, batch))
                 for r in rows:
                     if r["id"] in seen:
-                        raise IndexError_(f"duplicate id {r['id']!r} in {source}")
+                        raise IndexInputError(f"duplicate id {r['id']!r} in {source}")
                     seen.add(r["id"])
                     _account(report, r)
                 table = pa.Table.from_pylist(rows, schema=schema)
@@ -104,7 +104,7 @@ def build_index(source: str | Path, out: str | Path, workers: int = 16,
                 writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             writer.add_key_value_metadata(hasher.identity().to_footer())
         if not report.rows:
-            raise IndexError_(f"no audio entries found in {source}")
+            raise IndexInputError(f"no audio entries found in {source}")
     return report
 
 
@@ -159,7 +159,7 @@ def open_source(source: Path, batch_rows: int = BATCH_ROWS) -> Source:
     if source.is_dir():
         return Source(lambda: _dir_entries(source), [])
     if not source.exists():
-        raise IndexError_(f"index source not found: {source}")
+        raise IndexInputError(f"index source not found: {source}")
     suffix = source.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return _manifest_source(source, lambda: _jsonl_rows(source), batch_rows)
@@ -167,7 +167,7 @@ def open_source(source: Path, batch_rows: int = BATCH_ROWS) -> Source:
         return _manifest_source(source, lambda: _csv_rows(source), batch_rows)
     if suffix == ".parquet":
         return _parquet_source(source)
-    raise IndexError_(f"cannot index {source}: expected a directory, .jsonl, .csv or .parquet")
+    raise IndexInputError(f"cannot index {source}: expected a directory, .jsonl, .csv or .parquet")
 
 
 def _raw(text: str) -> bytes:
@@ -226,12 +226,12 @@ def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise IndexError_(f"{path}:{lineno}: not JSON ({e.msg})") from None
+                        raise IndexInputError(f"{path}:{lineno}: not JSON ({e.msg})") from None
                     if not isinstance(row, dict):
-                        raise IndexError_(f"{path}:{lineno}: not a JSON object")
+                        raise IndexInputError(f"{path}:{lineno}: not a JSON object")
                     yield row
         except UnicodeDecodeError as e:
-            raise IndexError_(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
+            raise IndexInputError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
 
 
 def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -239,12 +239,12 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
         try:
             for n, row in enumerate(csv.DictReader(f, strict=True)):
                 if None in row:
-                    raise IndexError_(f"{path}: row {n} has more fields than the header")
+                    raise IndexInputError(f"{path}: row {n} has more fields than the header")
                 yield row
         except UnicodeDecodeError as e:
-            raise IndexError_(f"{path}: not UTF-8 text ({e.reason})") from None
+            raise IndexInputError(f"{path}: not UTF-8 text ({e.reason})") from None
         except csv.Error as e:
-            raise IndexError_(f"{path}: not CSV ({e})") from None
+            raise IndexInputError(f"{path}: not CSV ({e})") from None
 
 
 def _given_id(value: Any, fallback: str, where: str) -> str:
@@ -253,7 +253,7 @@ def _given_id(value: Any, fallback: str, where: str) -> str:
         return _checked_id(_printable(fallback), where)
     ident = str(value)
     if not ident:
-        raise IndexError_(f"{where}: empty id; give every row an id, or drop the id column to "
+        raise IndexInputError(f"{where}: empty id; give every row an id, or drop the id column to "
                           "use the paths")
     return _checked_id(_printable(ident), where)
 
@@ -262,7 +262,7 @@ def _checked_id(ident: str, where: str) -> str:
     """`ident`, refused if it holds a control character (a NUL, a newline, ...): ids name rows
     in logs and files in exports, where such a character breaks or hides them."""
     if (bad := _control_char(ident)):
-        raise IndexError_(f"{where}: the id {ident!r} holds the control character {bad}; "
+        raise IndexInputError(f"{where}: the id {ident!r} holds the control character {bad}; "
                           "remove it from the id")
     return ident
 
@@ -300,7 +300,7 @@ def _scan_columns(source: Path, rows: Iterator[dict[str, Any]], batch_rows: int
                 schema = pa.unify_schemas([schema, pa.schema([(name, arr.type)])],
                                           promote_options="permissive")
             except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError) as e:
-                raise IndexError_(f"{source}: column {name!r} cannot be stored: its values mix "
+                raise IndexInputError(f"{source}: column {name!r} cannot be stored: its values mix "
                                   f"types or hold invalid text ({e})") from None
     return [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in schema]
 
@@ -309,10 +309,10 @@ def _split_row(manifest: Path, n: int, row: dict[str, Any]) -> tuple[str, Any, d
     """A manifest row's path as written, its id as given (None: none), and its other columns."""
     key = next((k for k in PATH_COLUMNS if row.get(k)), None)
     if key is None:
-        raise IndexError_(f"{manifest}: row {n} has none of the path columns {PATH_COLUMNS}")
+        raise IndexInputError(f"{manifest}: row {n} has none of the path columns {PATH_COLUMNS}")
     raw, ident = str(row.pop(key)), row.pop("id", None)
     if ident is not None and str(ident) == "":
-        raise IndexError_(f"{manifest}: row {n}: empty id; give every row an id, or drop the id "
+        raise IndexInputError(f"{manifest}: row {n}: empty id; give every row an id, or drop the id "
                           "column to use the paths")
     return raw, ident, _reference_named({k: v for k, v in row.items() if k not in OWN_NAMES})
 
@@ -341,11 +341,11 @@ def _parquet_source(path: Path) -> Source:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise IndexError_(f"{path}: not a readable Parquet file ({e})") from None
+        raise IndexInputError(f"{path}: not a readable Parquet file ({e})") from None
     names = pf.schema_arrow.names
     path_key = next((c for c in PATH_COLUMNS if c in names), None)
     if "audio" not in names and path_key is None:
-        raise IndexError_(f"{path}: no `audio` bytes column and no path column")
+        raise IndexInputError(f"{path}: no `audio` bytes column and no path column")
     columns = [f.with_name("reference") if f.name == "text" and "reference" not in names else f
                for f in pf.schema_arrow if f.name not in OWN_NAMES and f.name != path_key]
     return Source(lambda: _parquet_entries(path, pf, path_key), columns,
@@ -381,22 +381,22 @@ def check_index(path: str | Path) -> pa.Schema:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
-        raise IndexError_(f"index {path} is not a readable Parquet file ({e}); make it with "
+        raise IndexInputError(f"index {path} is not a readable Parquet file ({e}); make it with "
                           "`asrd index`") from None
     hint = "; make the index with `asrd index`"
     missing = [c for c in ("id", "duration_s") if c not in schema.names]
     if missing:
-        raise IndexError_(f"index {path} has no {' and no '.join(map(repr, missing))} column{hint}")
+        raise IndexInputError(f"index {path} has no {' and no '.join(map(repr, missing))} column{hint}")
     if "path" not in schema.names and "audio" not in schema.names:
-        raise IndexError_(f"index {path} has neither a 'path' nor an 'audio' column{hint}")
+        raise IndexInputError(f"index {path} has neither a 'path' nor an 'audio' column{hint}")
     types = {"id": (pa.types.is_string, pa.types.is_large_string, "text"),
              "duration_s": (pa.types.is_floating, pa.types.is_integer, "numbers (seconds)")}
     for name, (test, other, what) in types.items():
         kind = schema.field(name).type
         if not (test(kind) or other(kind) or pa.types.is_null(kind)):
-            raise IndexError_(f"index {path}: column {name!r} must hold {what}, not {kind}{hint}")
+            raise IndexInputError(f"index {path}: column {name!r} must hold {what}, not {kind}{hint}")
     if (missing_ids := _null_count(path, "id")):
-        raise IndexError_(f"index {path}: {missing_ids} rows have no id (null){hint}")
+        raise IndexInputError(f"index {path}: {missing_ids} rows have no id (null){hint}")
     return schema
 
 

@@ -23,17 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
+from asrd.done_marker import DoneMarker
 from asrd.filters import FilterCounts, RowFilter
 from asrd.plan import Plan, check_index_unchanged, load_plan, read_rows
 from asrd.quality.flags import Thresholds
 from asrd.quality.presets import PresetFilter, get_preset
 from asrd.relabel import Relabel, merged_schema
 from asrd.report import REPORT_NAME, ReportData, write_report
+from asrd.row_coverage import RowCoverage, RowsNotOnce
 from asrd.rundir import RunDir
 from asrd.schema import tally
 from asrd.testing.faults import at_point
@@ -228,7 +229,7 @@ def _recover(rd: RunDir) -> None:
 
 
 def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
-                  markers: dict[int, dict[str, Any]], expr, summary: MergeSummary,
+                  markers: dict[int, DoneMarker], expr, summary: MergeSummary,
                   quality: PresetFilter) -> None:
     """Stream the good shards into a new merged folder and swap it in."""
     out_tmp = tmp_name(rd.merged_dir)
@@ -241,10 +242,12 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
                           Thresholds.of(cfg.quality.thresholds), cfg.engine.language)
         filter_counts = FilterCounts()
         writer = _RollingWriter(out_tmp, relabel.schema, int(cfg.merge.target_file_mb * 2**20))
+        audio_s = 0.0
         for s in good:
-            _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary,
-                         quality, shard_schema, relabel)
+            audio_s += _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary,
+                                    quality, shard_schema, relabel)
         writer.close()
+        summary.audio_hours = audio_s / 3600.0
         if expr is not None:
             summary.dropped_by_filter = filter_counts.dropped
             summary.filter_counts = filter_counts.to_dict()
@@ -252,7 +255,6 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         summary.merge_id = content_id(out_tmp, writer.files)
         summary.reference_rescored = relabel.rescored
         summary.__dict__.update(quality.summary())
-        summary.audio_hours /= 3600.0
         write_json(out_tmp / "summary.json", summary.__dict__)
         fsync_dir(out_tmp)
         at_point(cfg.faults, "merge.written")
@@ -276,23 +278,22 @@ def content_id(folder: Path, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_counts,
+def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: DoneMarker, expr, filter_counts,
                  writer: _RollingWriter, summary: MergeSummary, quality: PresetFilter,
-                 shard_schema: pa.Schema, relabel: Relabel) -> None:
+                 shard_schema: pa.Schema, relabel: Relabel) -> float:
     """Stream one shard into the writer, checking that it holds every index row of the shard
-    exactly once, each under the id the index gives that row (with the index's labels)."""
+    exactly once, each under the id the index gives that row (with the index's labels).
+    Returns the audio seconds of its rows that succeeded."""
     spec = plan.shards[shard]
     index_rows = _index_rows(plan, shard, relabel.labels)
-    seen = np.zeros(spec.rows, dtype=bool)
+    coverage = RowCoverage(spec)
     audio_s = 0.0
     for batch in _batches(rd, shard):
         table = pa.Table.from_batches([batch]).cast(shard_schema)
-        rel = table.column("row").to_numpy() - spec.start
-        if rel.size and (rel.min() < 0 or rel.max() >= spec.rows):
-            raise _ShardBroken(shard, "it holds rows outside its plan range")
-        if seen[rel].any() or len(np.unique(rel)) != len(rel):
-            raise _ShardBroken(shard, "some rows appear twice")
-        seen[rel] = True
+        try:
+            rel = coverage.add(table.column("row").to_numpy())
+        except RowsNotOnce as e:
+            raise _ShardBroken(shard, str(e)) from None
         index_batch = index_rows.take(pa.array(rel))
         if not index_batch.column("id").equals(table.column("id")):
             raise _ShardBroken(shard, "its ids do not match the index rows they claim")
@@ -308,14 +309,16 @@ def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: dict, expr, filter_
             filter_counts.add(counts)
         summary.kept += table.num_rows
         writer.write(table)
-    if not seen.all():
-        raise _ShardBroken(shard, f"{int((~seen).sum())} index rows are missing")
-    summary.audio_hours += audio_s
-    wall = marker.get("wall_s") or 0.0
-    summary.per_shard.append({"shard": shard, "rows": marker["rows"], "failed": marker["failed"],
-                              "audio_s": audio_s, "wall_s": wall, "host": marker.get("host"),
+    try:
+        coverage.check_complete()
+    except RowsNotOnce as e:
+        raise _ShardBroken(shard, str(e)) from None
+    wall = marker.wall_s
+    summary.per_shard.append({"shard": shard, "rows": marker.rows, "failed": marker.failed,
+                              "audio_s": audio_s, "wall_s": wall, "host": marker.host or None,
                               "rtf_x": audio_s / wall if wall else None})
     summary.shards_merged += 1
+    return audio_s
 
 
 def _batches(rd: RunDir, shard: int):

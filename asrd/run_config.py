@@ -44,11 +44,6 @@ def threshold_edits(config_file: str | Path | None, overrides: list[str],
     return {k: cfg.quality.thresholds[k] for k in sorted(named) if k in cfg.quality.thresholds}
 
 
-def config_layers(run_dir: RunDir, config_file: str | Path | None) -> list[str | Path]:
-    """The files a planned run's config is read from, in order."""
-    return [run_dir.config_path] + ([config_file] if config_file is not None else [])
-
-
 def open_run(config_file: str | Path | None, overrides: list[str], check_drift: bool = True,
              force: bool = False) -> OpenRun:
     """The planned run named by the file and overrides (`run.dir`), with the config to use.
@@ -61,7 +56,5 @@ def open_run(config_file: str | Path | None, overrides: list[str], check_drift: 
     rd = RunDir(Path(user.run.dir).resolve())
     if not rd.exists():
         raise RunDirError(f"{rd.path} is not a planned run directory: run `asrd plan` first")
-    cfg = config_mod.load(config_layers(rd, config_file), overrides)
-    if check_drift:
-        rd.check_config(cfg, force=force)
+    cfg = rd.config(config_file, overrides, check_drift=check_drift, force=force)
     return OpenRun(rd, cfg, threshold_edits(config_file, overrides, cfg))

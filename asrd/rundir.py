@@ -16,11 +16,16 @@ Final names appear only by atomic rename (hpc.commit).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Union
 
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
-from hpc.markers import Markers, shard_name
+from asrd.done_marker import DoneMarker
+from hpc.markers import Markers, UnreadableMarker, shard_name
+
+
+ConfigLayer = Union[str, Path, dict]  # a config file, or a resolved config
 
 
 class RunDirError(RuntimeError):
@@ -69,15 +74,34 @@ class RunDir:
     def partial_dir(self, shard: int) -> Path:
         return self.shards_dir / f"{shard_name(shard)}.partial"
 
+    # --- done-markers ----------------------------------------------------------------------------
+    def done_marker(self, shard: int) -> DoneMarker | UnreadableMarker:
+        return DoneMarker.from_json(self.markers.read(shard))
+
+    def done_markers(self) -> dict[int, DoneMarker | UnreadableMarker]:
+        """Every done-marker (one directory scan; `Markers.read_all`)."""
+        return {s: DoneMarker.from_json(m) for s, m in self.markers.read_all().items()}
+
     # --- frozen config --------------------------------------------------------------------------
     def exists(self) -> bool:
         return self.config_path.is_file() and self.plan_path.is_file()
 
     def frozen_config(self) -> DictConfig:
+        return self.config(check_drift=False)
+
+    def config(self, layer: ConfigLayer | None = None, overrides: list[str] | None = None, *,
+               check_drift: bool = True, force: bool = False) -> DictConfig:
+        """The config a command on this run uses: the frozen config <- `layer` (a `-c` file, or
+        a submission's resolved config) <- `overrides`. Drift in output-relevant keys is refused
+        (unless `force`), so that one run directory never mixes two outputs."""
         if not self.config_path.is_file():
             raise RunDirError(f"{self.path} is not a planned run directory (no config.yaml): "
                               "run `asrd plan` first")
-        return config_mod.load(self.config_path)
+        cfg = config_mod.load([self.config_path] + ([layer] if layer is not None else []),
+                              overrides)
+        if check_drift:
+            self.check_config(cfg, force=force)
+        return cfg
 
     def check_config(self, cfg: DictConfig, force: bool = False) -> None:
         """Refuse to mix outputs of two configs in one run directory (config drift)."""

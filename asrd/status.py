@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig, OmegaConf
 
 from asrd.config import output_diff
+from asrd.done_marker import DoneMarker
 
 from asrd.launch.slurm_view import ShardJob, slurm_states
 from asrd.plan import load_plan
@@ -41,7 +42,7 @@ class RunStatus:
     errors: dict[str, int] = field(default_factory=dict)
     invalid: dict[int, str] = field(default_factory=dict)  # markers that failed verification
     local: dict[int, int] = field(default_factory=dict)  # running here, outside SLURM: shard -> pid
-    markers: dict[int, dict] = field(default_factory=dict)  # the done shards' markers (read once)
+    markers: dict[int, DoneMarker] = field(default_factory=dict)  # the done shards' markers (read once)
 
     def count(self, state: str) -> int:
         return sum(1 for v in self.states.values() if v == state)
@@ -64,11 +65,11 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     for s, m in verdicts.good.items():
         if s in states:
             states[s] = "done"
-            st.rows_ok += m["ok"]
-            st.rows_failed += m["failed"]
-            st.audio_hours_done += m["audio_s"] / 3600
-            st.wall_s += m["wall_s"]
-            for reason, n in m.get("errors", {}).items():
+            st.rows_ok += m.ok
+            st.rows_failed += m.failed
+            st.audio_hours_done += m.audio_s / 3600
+            st.wall_s += m.wall_s
+            for reason, n in m.errors.items():
                 st.errors[reason] = st.errors.get(reason, 0) + n
     return st
 

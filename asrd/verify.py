@@ -24,9 +24,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from asrd.plan import Plan
+from asrd.done_marker import DoneMarker
+from asrd.plan_record import Plan
 from asrd.rundir import RunDir
 from hpc.markers import UnreadableMarker
 
@@ -37,7 +38,7 @@ HASH_THREADS = 8
 
 @dataclass
 class ShardVerdicts:
-    good: dict[int, dict[str, Any]] = field(default_factory=dict)  # shard -> its verified marker
+    good: dict[int, DoneMarker] = field(default_factory=dict)  # shard -> its verified marker
     bad: dict[int, str] = field(default_factory=dict)  # shard -> why its marker is not believed
 
     @property
@@ -68,33 +69,33 @@ def _stats(rd: RunDir) -> dict[str, os.stat_result]:
     return out
 
 
-def _marker_problem(plan: Plan, shard: int, marker: dict[str, Any] | UnreadableMarker
+def _marker_problem(plan: Plan, shard: int, marker: DoneMarker | UnreadableMarker
                     ) -> str | None:
     """Why the marker cannot stand for this plan's shard, judged from the marker alone."""
     if isinstance(marker, UnreadableMarker):
         return f"its marker is unreadable: {marker.reason}"
     if not 0 <= shard < plan.num_shards:
         return f"not in the plan (it has shards 0-{plan.num_shards - 1})"
-    if marker.get("config_hash") != plan.config_hash:
-        return f"config hash {marker.get('config_hash')} differs from the run's {plan.config_hash}"
-    if marker.get("shard_key") != plan.shard_key(shard):
+    if marker.config_hash != plan.config_hash:
+        return f"config hash {marker.config_hash} differs from the run's {plan.config_hash}"
+    if marker.shard_key != plan.shard_key(shard):
         return "its marker was made for another plan (the index or the shards changed since)"
     return None
 
 
-def _file_problem(path: Path, marker: dict[str, Any], st: os.stat_result | None,
+def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
                   full: bool) -> str | None:
     """Why the shard file is not the one its marker describes."""
     if st is None:
         return f"{path.name} is missing"
-    if st.st_size != marker.get("bytes"):
-        return f"{path.name} has {st.st_size} bytes, its marker says {marker.get('bytes')}"
-    if full or st.st_mtime_ns != marker.get("mtime_ns"):
+    if st.st_size != marker.bytes:
+        return f"{path.name} has {st.st_size} bytes, its marker says {marker.bytes}"
+    if full or st.st_mtime_ns != marker.mtime_ns:
         try:
             digest = sha256_file(path)
         except FileNotFoundError:
             return f"{path.name} is missing"
-        if digest != marker.get("sha256"):
+        if digest != marker.sha256:
             return (f"{path.name} does not match its marker's sha256 (changed or corrupted "
                     "since it was committed)")
     return None
@@ -104,16 +105,16 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
                   shards: Iterable[int] | None = None) -> ShardVerdicts:
     """Check the markers of `shards` (default: every marker) against the plan and their files;
     invalidate those that fail (where the store lets this process write)."""
-    markers = rd.markers.read_all()
+    markers = rd.done_markers()
     if shards is not None:
         wanted = set(shards)
         markers = {s: m for s, m in markers.items() if s in wanted}
     stats = _stats(rd)
     verdicts = ShardVerdicts()
-    to_check: dict[int, dict[str, Any]] = {}
+    to_check: dict[int, DoneMarker] = {}
     for s, m in markers.items():
         why = _marker_problem(plan, s, m)
-        if why is None and isinstance(m, dict):
+        if why is None and isinstance(m, DoneMarker):
             to_check[s] = m
         else:
             verdicts.bad[s] = why or "its marker is unreadable"
@@ -140,9 +141,9 @@ def _invalidate(rd: RunDir, plan: Plan, shard: int, full: bool) -> None:
         with rd.markers.claim(shard) as mine:
             if not mine or not rd.markers.is_done(shard):
                 return
-            marker = rd.markers.read(shard)
+            marker = rd.done_marker(shard)
             why = _marker_problem(plan, shard, marker)
-            if why is None and isinstance(marker, dict):
+            if why is None and isinstance(marker, DoneMarker):
                 path = rd.shard_file(shard)
                 try:
                     st: os.stat_result | None = path.stat()

@@ -35,7 +35,7 @@ from asrd.rundir import RunDir  # noqa: E402
 from asrd.testing.samples import SENTENCES, speak  # noqa: E402
 from bench.results import report  # noqa: E402
 from hpc import slurm_ctl  # noqa: E402
-from hpc.launch import read_records  # noqa: E402
+from hpc.array_submit import read_records  # noqa: E402
 
 
 def asrd(*args: str) -> str:
@@ -106,7 +106,7 @@ def main() -> int:
     rd = RunDir(run)
     while len(rd.markers.done_shards()) < args.shards:
         time.sleep(1.0)
-    job_ids = [a["job_id"] for r in read_records(rd.submissions_dir) for a in r["arrays"]]
+    job_ids = [a.job_id for r in read_records(rd.submissions_dir) for a in r.arrays]
     while slurm_ctl.queue_states(job_ids):  # until every task has exited (teardown included)
         time.sleep(0.5)
     print(f"drained {time.monotonic() - t0:.0f} s after submission")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hpc import slurm_ctl  # noqa: E402
-from hpc.launch import Resumable, make_executor, plan_arrays, submit_arrays  # noqa: E402
+from hpc.array_submit import Resumable, make_executor, plan_arrays, submit_arrays  # noqa: E402
 from hpc.markers import Markers  # noqa: E402
 
 SCRIPT = ROOT / "hpc" / "scripts" / "slurm_local.sh"
@@ -64,7 +64,7 @@ def bench_submitit(n: int, mem_gb: float, run_dir: Path) -> tuple[float, float, 
     arrays, _ = submit_arrays(executor, Resumable(functools.partial(commit_marker, str(run_dir))),
                            list(range(n)), chunks)
     t_submit = time.monotonic() - t0
-    t_end = wait_drained([a["job_id"] for a in arrays])
+    t_end = wait_drained([a.job_id for a in arrays])
     return t_submit, t_end - t0, len(Markers(run_dir).done_shards())
 
 

@@ -14,6 +14,8 @@ from typing import Callable, Iterator
 
 import pyarrow.parquet as pq
 
+from asrd.done_marker import DoneMarker
+
 
 def cli_args(index: Path, run_dir: Path, *extra: str) -> list[str]:
     """`asrd run` of a one-shard run."""
@@ -29,6 +31,14 @@ def part_rows(run_dir: Path) -> list[int]:
 
 def marker(run_dir: Path) -> dict:
     return json.loads((run_dir / "done" / "shard-000000.json").read_text())
+
+
+def done_marker(shard: int, rows: int, **fields) -> DoneMarker:
+    """A done-marker with the given figures and placeholder file facts, for tests that read
+    markers without running the shard."""
+    base = dict(shard=shard, rows=rows, ok=rows, failed=0, audio_s=0.0, wall_s=0.0,
+                config_hash="", shard_key="", bytes=0, mtime_ns=0, sha256="")
+    return DoneMarker(**{**base, **fields})
 
 
 def shard_rows(run_dir: Path) -> list[dict]:

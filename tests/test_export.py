@@ -26,7 +26,7 @@ import soundfile as sf
 
 from asrd import cli
 from asrd.audio import decode
-from asrd.export.items import plan_windows
+from asrd.export.items import plan_training_windows
 from asrd.index import build_index
 from asrd.merge import merge
 from asrd.plan import make_plan, read_rows
@@ -188,11 +188,11 @@ def test_lhotse_manifests_load_and_cut_audio(merged, tmp_path):
         assert cut.supervisions[0].custom["reference"] == row["reference"]
 
 
-def test_plan_windows_packs_consecutive_segments():
+def test_plan_training_windows_packs_consecutive_segments():
     segs = [{"start": s, "end": e, "text": t} for s, e, t in
             [(11, 25, "b"), (0.5, 10, "a"), (26, 31, "c"), (31.5, 40, "d"), (41, 80, "long"),
              (81, 82, "e")]]
-    windows, too_long = plan_windows(segs, 30.0)
+    windows, too_long = plan_training_windows(segs, 30.0)
     assert [[s["text"] for s in w] for w in windows] == [["a", "b"], ["c", "d"], ["e"]]
     assert too_long == 1
     assert all(w[-1]["end"] - w[0]["start"] <= 30.0 for w in windows)

@@ -20,6 +20,7 @@ from hpc.commit import read_json
 from hpc.slurm_capacity import (NodeResources, TaskShape, capacity, parse_gpus, parse_sinfo,
                                 slots_for)
 from tests.conftest import make_cfg
+from tests.runs import done_marker
 
 
 def _index(path, durations):
@@ -204,7 +205,7 @@ def _earlier_run(tmp_path, name, durations, markers, *overrides):
     idx = _index(tmp_path / f"{name}.parquet", durations)
     rd, plan = make_plan(make_cfg(idx, tmp_path / "runs" / name, "run.num_shards=3", *overrides))
     for shard, m in markers.items():
-        rd.markers.write(shard, {"shard": shard, "rows": plan.shards[shard].rows, **m})
+        rd.markers.write(shard, done_marker(shard, plan.shards[shard].rows, **m).to_json())
     return rd, plan
 
 
@@ -252,8 +253,8 @@ def test_plan_prints_and_writes_the_forecast_from_earlier_markers(tmp_path, caps
 def test_eta_from_the_run_so_far(tmp_path):
     durations = np.full(40, 10.0)  # 4 shards of 100 audio s
     rd, plan = _earlier_run(tmp_path, "a", durations, {}, "run.num_shards=4")
-    markers = {0: {"finished_at": 1000.0, "wall_s": 40.0, "task_startup_s": 10.0},
-               1: {"finished_at": 1100.0, "wall_s": 40.0}}
+    markers = {0: done_marker(0, 10, finished_at=1000.0, wall_s=40.0, task_startup_s=10.0),
+               1: done_marker(1, 10, finished_at=1100.0, wall_s=40.0)}
     e = eta(rd, plan, markers, now=1150.0)
     assert e.busy_s == 90.0  # 950-1000 and 1060-1100: the 60 s between them ran nothing
     assert e.span_s == 200.0  # since shard 0's task started at 950
@@ -261,8 +262,8 @@ def test_eta_from_the_run_so_far(tmp_path):
     assert e.eta_s == pytest.approx(90.0)  # 200 audio s at 200/90 audio s/s
     assert "over 90 s with tasks running, 110 s without a running task left out" in format_eta(e)
     assert eta(rd, plan, {}, now=1150.0).eta_s is None
-    markers.update({2: {"finished_at": 1200.0, "wall_s": 40.0}, 3: {"finished_at": 1300.0,
-                                                                   "wall_s": 40.0}})
+    markers.update({2: done_marker(2, 10, finished_at=1200.0, wall_s=40.0),
+                    3: done_marker(3, 10, finished_at=1300.0, wall_s=40.0)})
     done = eta(rd, plan, markers, now=5000.0)
     assert done.eta_s == 0 and done.busy_s == 170.0 and done.span_s == 350.0  # not to now
     assert format_eta(done).startswith("done: 2.8 min with tasks running, 3.0 min without")
@@ -273,9 +274,9 @@ def test_done_counts_the_work_not_the_wait_for_a_late_repair(tmp_path):
     run took 3.2 minutes of work, not the 13.2 from its first start to the repair's end."""
     durations = np.full(40, 10.0)
     rd, plan = _earlier_run(tmp_path, "a", durations, {}, "run.num_shards=4")
-    markers = {s: {"finished_at": 1180.0 + s, "wall_s": 170.0 - s, "task_startup_s": 10.0}
+    markers = {s: done_marker(s, 10, finished_at=1180.0 + s, wall_s=170.0 - s, task_startup_s=10.0)
                for s in range(3)}  # tasks started at 1000; parallel intervals count once
-    markers[3] = {"finished_at": 1792.0, "wall_s": 4.0, "task_startup_s": 8.0}
+    markers[3] = done_marker(3, 10, finished_at=1792.0, wall_s=4.0, task_startup_s=8.0)
     done = eta(rd, plan, markers, now=9000.0)
     assert done.busy_s == pytest.approx(182.0 + 12.0)
     assert done.span_s == pytest.approx(792.0)

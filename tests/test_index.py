@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asrd.index import IndexError_, build_index
+from asrd.index import IndexInputError, build_index
 
 HANG_GUARD_S = 300  # only a guard against a hang; the work takes a second
 
@@ -64,10 +64,10 @@ def test_parquet_with_embedded_bytes_common_voice_layout(corpus, tmp_path):
 def test_duplicate_ids_in_source_and_empty_source(tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text('{"path": "a.wav", "id": "x"}\n{"path": "b.wav", "id": "x"}\n')
-    with pytest.raises(IndexError_, match="duplicate id 'x'"):
+    with pytest.raises(IndexInputError, match="duplicate id 'x'"):
         build_index(m, tmp_path / "i.parquet")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(IndexError_, match="no audio entries"):
+    with pytest.raises(IndexInputError, match="no audio entries"):
         build_index(tmp_path / "empty", tmp_path / "i2.parquet")
     assert not (tmp_path / "i2.parquet").exists()
 
@@ -99,7 +99,7 @@ def test_columns_that_appear_only_in_a_later_batch_are_kept(corpus, tmp_path):
 
 def test_a_column_of_mixed_types_is_refused_by_name(corpus, tmp_path):
     wav = str(corpus / "utt000.wav")
-    with pytest.raises(IndexError_, match="column 'speaker'"):
+    with pytest.raises(IndexInputError, match="column 'speaker'"):
         _index(tmp_path, [{"path": wav, "id": "a", "speaker": 7},
                           {"path": wav, "id": "b", "speaker": "bob"}], batch_rows=1)
     assert not (tmp_path / "i.parquet").exists()
@@ -116,7 +116,7 @@ def test_ids_are_kept_as_given(corpus, tmp_path):
     pq.write_table(pa.table({"id": [0, 1], "path": [wav, wav]}), tmp_path / "src.parquet")
     build_index(tmp_path / "src.parquet", tmp_path / "p.parquet")
     assert pq.read_table(tmp_path / "p.parquet").column("id").to_pylist() == ["0", "1"]
-    with pytest.raises(IndexError_, match="row 1: empty id"):
+    with pytest.raises(IndexInputError, match="row 1: empty id"):
         _index(tmp_path, [{"path": wav, "id": "a"}, {"path": wav, "id": ""}])
 
 

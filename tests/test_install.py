@@ -16,7 +16,7 @@ import pytest
 
 from asrd.rundir import RunDir
 from hpc import slurm_ctl
-from hpc.launch import read_records
+from hpc.array_submit import read_records
 from tests.test_slurm import TASK, slurm_cluster, wait_for  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def build_wheel(out: Path) -> Path:
     """The wheel of a copy of the sources (building in the checkout would leave build/ there)."""
     src = out / "src"
-    for name in ("asrd", "hpc"):
+    for name in ("asrd", "hpc", "sbatch"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(out / "dist"), str(src)],
@@ -81,7 +81,7 @@ def test_installed_wheel_renders_sbatch_that_runs(slurm_cluster, tmp_path):
     marker = RunDir(run).markers.read(0)
     assert marker["rows"] == marker["failed"] == 2  # two error rows ("missing file"), none lost
     (record,) = read_records(RunDir(run).submissions_dir)
-    assert record["kind"] == "sbatch"
+    assert record.kind == "sbatch"
 
 
 @pytest.mark.slurm

@@ -62,7 +62,7 @@ def test_merge_exactly_once_and_sized_files(planned):
     cfg, rd, plan = planned
     for s in range(plan.num_shards):
         m = copy_worker(rd, plan, s)
-        assert m["rows"] == plan.shards[s].rows and not rd.parts_dir(s).exists()
+        assert m.rows == plan.shards[s].rows and not rd.parts_dir(s).exists()
     summary = merge(cfg)
     assert summary.rows == plan.index_rows == 8 and summary.shards_merged == 3
     files = rd.merged_files()

@@ -12,7 +12,6 @@ import yaml
 
 from asrd.cli import main as asrd_main
 from asrd.rundir import RunDir
-from asrd.runtime.task import task_config
 from hpc.commit import read_json
 
 
@@ -52,7 +51,7 @@ def test_resource_edits_in_the_file_reach_the_submission(planned, capsys):
     (record_file,) = RunDir(run).submissions_dir.glob("*.json")
     record = read_json(record_file)
     # what its tasks run: the frozen config with the file's edits
-    cfg = task_config(RunDir(run), None, record["force"], config=record["config"])
+    cfg = RunDir(run).config(record["config"], None, force=record["force"])
     assert cfg.engine.num_engines == 3 and cfg.slurm.mem_gb == 3
 
 

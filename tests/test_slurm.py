@@ -32,7 +32,8 @@ from asrd.rundir import RunDir
 from asrd.testing.samples import speak
 from hpc import slurm_ctl
 from hpc.arrays import format_array
-from hpc.launch import read_records
+from hpc.array_submit import read_records
+from tests.runs import done_marker
 from tests.test_tracking import fragments, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def cancel_after():
     yield jobs, runs
     for run in runs:
         for record in read_records(RunDir(run).submissions_dir):
-            jobs += [a["job_id"] for a in record["arrays"] if a.get("job_id")]
+            jobs += [a.job_id for a in record.arrays if a.job_id]
     if jobs:
         slurm_ctl.cancel(jobs)
 
@@ -111,7 +112,7 @@ def parts(run: Path, shard: int) -> int:
 
 
 def first_task_keys(run: Path) -> list[str]:
-    return read_records(RunDir(run).submissions_dir)[0]["arrays"][0]["task_keys"]
+    return list(read_records(RunDir(run).submissions_dir)[0].arrays[0].task_keys)
 
 
 def merged_ids(run: Path) -> list[str]:
@@ -161,13 +162,13 @@ def test_array_of_8_shards_with_parallelism_2(slurm_cluster, corpus_index, tmp_p
 
     asrd("submit", "--array", "0-7%2", f"run.dir={run}", *TASK)
     (record,) = read_records(RunDir(run).submissions_dir)
-    assert record["tasks"] == [[s] for s in range(8)]
-    (array,) = record["arrays"]
-    assert array["parallelism"] == 2 and len(array["task_keys"]) == 8
+    assert record.tasks == [[s] for s in range(8)]
+    (array,) = record.arrays
+    assert array.parallelism == 2 and len(array.task_keys) == 8
     most_running = [0]
 
     def finished() -> bool:
-        running = list(slurm_ctl.queue_states([array["job_id"]]).values()).count("RUNNING")
+        running = list(slurm_ctl.queue_states([array.job_id]).values()).count("RUNNING")
         most_running[0] = max(most_running[0], running)
         return len(done(run)) == 8
 
@@ -204,7 +205,7 @@ def test_cancelled_task_is_resubmitted(slurm_cluster, corpus_index, tmp_path, ca
     out = asrd("resubmit", f"run.dir={run}", *TASK).stdout
     assert "--array=0" in out, out
     records = read_records(RunDir(run).submissions_dir)
-    assert len(records) == 2 and records[1]["tasks"] == [[0]]  # exactly the shard without marker
+    assert len(records) == 2 and records[1].tasks == [[0]]  # exactly the shard without marker
     wait_for(lambda: done(run) == {0, 1, 2}, 120, "shard 0 after resubmit", run)
     assert RunDir(run).markers.read(0)["resumed_rows"] == 1  # the committed part was kept
     asrd("merge", "--preset", "none", f"run.dir={run}")
@@ -343,11 +344,11 @@ def test_more_tasks_than_max_array_size_are_split(slurm_cluster, tmp_path, cance
                      rf"--comment=asrd:\S+-sbatch.json:{half} THIS_SCRIPT$", script, re.M), script
 
     asrd("submit", "--array", f"0-{n - 1}%2", f"run.dir={run}", *TASK)
-    (record,) = [r for r in read_records(RunDir(run).submissions_dir) if r["kind"] == "slurm"]
-    first, second = record["arrays"]
-    assert (first["offset"], first["count"]) == (0, half)
-    assert (second["offset"], second["count"]) == (half, n - half)
-    assert first["parallelism"] == second["parallelism"] == 1  # %2 shared by two arrays
+    (record,) = [r for r in read_records(RunDir(run).submissions_dir) if r.kind == "slurm"]
+    first, second = record.arrays
+    assert (first.offset, first.count) == (0, half)
+    assert (second.offset, second.count) == (half, n - half)
+    assert first.parallelism == second.parallelism == 1  # %2 shared by two arrays
     # Keep each array's first and last task, cancel the rest: the kept ones show the offsets.
     for a in (first, second):
         subprocess.run(["scancel", f"{a['job_id']}_[1-{a['count'] - 2}]"], check=True)
@@ -465,19 +466,19 @@ def test_refused_array_leaves_the_queued_ones_on_record(slurm_cluster, tmp_path,
     assert len(errors) == 1 and "refused array 2 of 2" in errors[0], proc.stderr
     assert "Invalid partition" in errors[0] and "Traceback" not in proc.stderr, proc.stderr
     (record,) = read_records(RunDir(run).submissions_dir)
-    (array,) = record["arrays"]
-    queued = format_array(range(array["count"]))
-    assert f"queued: job {array['job_id']}, shards {queued}" in proc.stderr, proc.stderr
-    assert f"not queued: shards {array['count']}-{n - 1}" in proc.stderr, proc.stderr
+    (array,) = record.arrays
+    queued = format_array(range(array.count))
+    assert f"queued: job {array.job_id}, shards {queued}" in proc.stderr, proc.stderr
+    assert f"not queued: shards {array.count}-{n - 1}" in proc.stderr, proc.stderr
 
     status = status_of(run)
-    assert f"{array['count']} pending" in status and f"{n - array['count']} missing" in status
+    assert f"{array.count} pending" in status and f"{n - array.count} missing" in status
     plan_again = asrd("resubmit", "--dry-run", f"run.dir={run}", *TASK).stdout
-    assert f"--array={array['count']}-{n - 1}\n" in plan_again, plan_again  # never the queued
+    assert f"--array={array.count}-{n - 1}\n" in plan_again, plan_again  # never the queued
     assert f"left out (running or pending in SLURM): {queued}" in plan_again, plan_again
 
-    slurm_ctl.cancel([array["job_id"]])  # pending: its tasks never start
-    wait_for(lambda: f"{array['count']} never started" in status_of(run), 300,
+    slurm_ctl.cancel([array.job_id])  # pending: its tasks never start
+    wait_for(lambda: f"{array.count} never started" in status_of(run), 300,
              "the cancelled array's tasks as never started", run)
     assert f"--array=0-{n - 1}\n" in asrd("resubmit", "--dry-run", f"run.dir={run}").stdout
 
@@ -494,7 +495,7 @@ def test_status_names_failed_cancelled_never_started_and_sbatch_pending(slurm_cl
     asrd("plan", "-c", str(cfg_file))
     # shards 0, 1: tasks that fail at once (their setup exits 3)
     asrd("submit", "-c", str(cfg_file), "--array", "0-1", *TASK)
-    job = read_records(RunDir(run).submissions_dir)[0]["arrays"][0]["job_id"]
+    job = read_records(RunDir(run).submissions_dir)[0].arrays[0].job_id
     wait_for(lambda: label(run, 0) == label(run, 1) == "failed", 300, "2 failed tasks", run)
     for shard in (0, 1):
         log = run / "logs" / "submitit" / f"{job}_{shard}" / f"{job}_{shard}_0_log.err"
@@ -506,7 +507,7 @@ def test_status_names_failed_cancelled_never_started_and_sbatch_pending(slurm_cl
         "exit 3", f"while [ ! -e {release} ]; do sleep 0.1; done; exit 3"))
     asrd("submit", "-c", str(cfg_file), "--array", "2", *TASK)
     wait_for(lambda: label(run, 2) == "running", 300, "shard 2 running", run)
-    (key,) = read_records(RunDir(run).submissions_dir)[1]["arrays"][0]["task_keys"]
+    (key,) = read_records(RunDir(run).submissions_dir)[1].arrays[0].task_keys
     subprocess.run(["scancel", key], check=True)
     wait_for(lambda: label(run, 2) == "cancelled", 300, "shard 2 cancelled", run)
     # shards 3, 4: a plain sbatch array, pending (held), then cancelled before it ran
@@ -539,7 +540,7 @@ def test_forecast_runs_at_the_slots_the_partition_holds(slurm_cluster, tmp_path)
     for cpus in (1, 3):
         rd, _ = make_plan(make_cfg(index, tmp_path / f"earlier{cpus}", "run.num_shards=3",
                                    f"slurm.cpus_per_task={cpus}"))
-        rd.markers.write(0, {"shard": 0, "rows": 10, "wall_s": 10.0, "task_startup_s": 5.0})
+        rd.markers.write(0, done_marker(0, 10, wall_s=10.0, task_startup_s=5.0).to_json())
         earlier += ["--rates-from", str(rd.path)]
     node_mb = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%m"], capture_output=True,
                                  text=True, check=True).stdout.split()[0])

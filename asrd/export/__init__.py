@@ -13,12 +13,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asrd.export.source import MergedSource
-from asrd.export.writer import ExportError, ExportSummary, ShardedExport, ShardWriter
+from asrd.export.writer import ExportError, ExportShardWriter, ExportSummary, ShardedExport
 from asrd.plan import load_plan
 from asrd.rundir import RunDir
 
 
-def writer_class(fmt: str) -> type[ShardWriter]:
+def writer_class(fmt: str) -> type[ExportShardWriter]:
     """The format's shard writer (imported only when used: each needs its own library)."""
     if fmt == "hf":
         from asrd.export.hf import HfShardWriter as cls

@@ -17,12 +17,12 @@ from omegaconf import DictConfig
 from asrd.export.items import ExportItem
 from asrd.export.names import file_name
 from asrd.export.source import FLAC_RATE
-from asrd.export.writer import ShardWriter
+from asrd.export.writer import ExportShardWriter
 
 BUFFER_ROWS = 64  # rows per write (one Parquet row group)
 
 
-class HfShardWriter(ShardWriter):
+class HfShardWriter(ExportShardWriter):
     def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
         from datasets import Audio, Features
         from datasets.arrow_writer import ParquetWriter

@@ -54,7 +54,8 @@ def _stamp(t: float) -> str:
     return f"<|{round(t / TIMESTAMP_STEP_S) * TIMESTAMP_STEP_S:.2f}|>"
 
 
-def plan_windows(segments: list[dict[str, Any]], window_s: float) -> tuple[list[list[dict]], int]:
+def plan_training_windows(segments: list[dict[str, Any]], window_s: float
+                          ) -> tuple[list[list[dict]], int]:
     """Consecutive segments grouped into windows of at most `window_s`; and how many segments
     were longer than a window on their own (left out)."""
     windows: list[list[dict]] = []
@@ -75,7 +76,7 @@ def window_items(row: SourceRow, window_s: float) -> tuple[list[ExportItem], int
     segments too long for a window."""
     assert row.samples is not None
     c = row.columns
-    groups, too_long = plan_windows(c.get("segments") or [], window_s)
+    groups, too_long = plan_training_windows(c.get("segments") or [], window_s)
     keep = {k: v for k, v in c.items() if k not in WINDOW_REPLACES}
     items = []
     for k, segs in enumerate(groups):

@@ -19,12 +19,12 @@ from omegaconf import DictConfig
 from asrd.audio import probe
 from asrd.export.items import ExportItem
 from asrd.export.names import file_name
-from asrd.export.writer import ShardWriter
+from asrd.export.writer import ExportShardWriter
 
 TIMED = ("id", "text", "segments", "duration_s")
 
 
-class LhotseShardWriter(ShardWriter):
+class LhotseShardWriter(ExportShardWriter):
     def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
         from lhotse import RecordingSet, SupervisionSet
 

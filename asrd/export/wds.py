@@ -15,12 +15,12 @@ import pyarrow as pa
 from omegaconf import DictConfig
 
 from asrd.export.items import ExportItem
-from asrd.export.writer import ShardWriter
+from asrd.export.writer import ExportShardWriter
 
 KEY_DIGITS = 12
 
 
-class WdsShardWriter(ShardWriter):
+class WdsShardWriter(ExportShardWriter):
     def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
         import webdataset as wds
 

@@ -49,7 +49,7 @@ class ExportError(ValueError):
     """The export cannot run as asked; the message says why and what to do."""
 
 
-class ShardWriter(ABC):
+class ExportShardWriter(ABC):
     """Writes one shard of a format into `folder` (a temporary folder of its own)."""
 
     def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
@@ -143,7 +143,7 @@ def read_merge_id(merged_dir: Path) -> str:
 
 class ShardedExport:
     def __init__(self, out: Path, source: MergedSource, merged_dir: Path,
-                 writer_cls: type[ShardWriter], options: DictConfig,
+                 writer_cls: type[ExportShardWriter], options: DictConfig,
                  faults: DictConfig | None = None):
         self.out, self.source, self.writer_cls = out, source, writer_cls
         self.merged_dir, self.merge_id = merged_dir, read_merge_id(merged_dir)
@@ -235,7 +235,7 @@ class ShardedExport:
         return items
 
     def _export(self, progress: Progress) -> None:
-        writer: ShardWriter | None = None
+        writer: ExportShardWriter | None = None
         tmp: Path | None = None
         rows = items = size = 0
         skipped: dict[str, int] = {}
@@ -258,7 +258,7 @@ class ShardedExport:
         progress.complete = True
         self._save(progress)
 
-    def _commit(self, progress: Progress, writer: ShardWriter | None, tmp: Path | None,
+    def _commit(self, progress: Progress, writer: ExportShardWriter | None, tmp: Path | None,
                 rows: int, items: int, size: int, skipped: dict[str, int]) -> None:
         """List the shard's files as uncommitted, rename them into place, then record them as
         the shard (the commit point). Rows without items (all skipped) are recorded alone."""

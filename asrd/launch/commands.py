@@ -10,7 +10,6 @@ resubmission simply runs it again and it resumes from its committed parts.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from typing import Callable
 
@@ -23,22 +22,8 @@ from asrd.launch.submit import submit
 from asrd.plan import load_plan
 from asrd.run_config import open_run
 from asrd.verify import verify_shards
-from hpc import slurm_ctl
-from hpc.arrays import ArraySpecError, format_array
-from hpc.commit import read_json
-
-
-def _errors_to_exit(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    @functools.wraps(fn)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except (LaunchError, ArraySpecError, slurm_ctl.SlurmError) as e:
-            print(f"asrd: error: {e}", file=sys.stderr)
-            for line in getattr(e, "details", []):
-                print(f"  {line}", file=sys.stderr)
-            return 2
-    return wrapper
+from hpc.array_submit import read_record
+from hpc.arrays import format_array
 
 
 def _print_submission(sub: Submission, dry_run: bool) -> None:
@@ -59,20 +44,18 @@ def _submit_and_report(sub: Submission, dry_run: bool, command: str) -> int:
         print("nothing to submit")
         return 0
     record = submit(sub, command)
-    for a in read_json(record)["arrays"]:
-        print(f"submitted job {a['job_id']}: {a['count']} tasks")
+    for a in read_record(record).arrays:
+        print(f"submitted job {a.job_id}: {a.count} tasks")
     print(f"record: {record}")
     return 0
 
 
-@_errors_to_exit
 def cmd_submit(args: argparse.Namespace) -> int:
     run = open_run(args.config, args.overrides, force=args.force)
     sub = prepare(run, array=args.array, force=args.force, dry_run=args.dry_run)
     return _submit_and_report(sub, args.dry_run, "submit")
 
 
-@_errors_to_exit
 def cmd_resubmit(args: argparse.Namespace) -> int:
     run = open_run(args.config, args.overrides, force=args.force)
     rd = run.run_dir
@@ -86,7 +69,6 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
     return _submit_and_report(sub, args.dry_run, "resubmit")
 
 
-@_errors_to_exit
 def cmd_sbatch(args: argparse.Namespace) -> int:
     run = open_run(args.config, args.overrides, force=args.force)
     sub = prepare(run, array=args.array, force=args.force)
@@ -98,7 +80,6 @@ def cmd_sbatch(args: argparse.Namespace) -> int:
     return 0
 
 
-@_errors_to_exit
 def cmd_run_task(args: argparse.Namespace) -> int:
     done = run_task_from_record(args.submission, args.task, args.offset)
     print(f"finished shards: {done}")

@@ -1,7 +1,7 @@
 """`asrd sbatch`: a Submission as a plain sbatch array script, and what its tasks run.
 
-The script's template ships inside the package (templates/asrd_array.sbatch), so an installed
-asrd renders it as well as a checkout. The record is written only once the script rendered: a
+The script's template is `sbatch/asrd_array.sbatch` of the checkout, packaged from there as
+`asrd.sbatch_templates`, so an installed asrd renders it as well as a checkout. The record is written only once the script rendered: a
 failed `asrd sbatch` leaves nothing behind. SLURM's job ids are unknown until the user submits
 the script; each array's comment names the record and its task offset, which is how `asrd status`
 finds the arrays while pending, and each task records its SLURM key when it starts.
@@ -14,22 +14,22 @@ import re
 import shlex
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from asrd.launch.errors import LaunchError
 from asrd.launch.selection import Submission
 from asrd.launch.slurm_params import (job_name, sbatch_lines, sbatch_options, sbatch_quote,
                                       setup_lines)
-from asrd.launch.submit import new_submission_record, run_recorded_task
+from asrd.launch.submit import RecordedRun, new_submission_record, run_recorded_task
+from hpc.array_submit import (RecordedArray, python_executable, read_record, record_path,
+                              requeue_self, write_record)
 from hpc.arrays import task_items
-from hpc.commit import read_json, write_json
-from hpc.launch import python_executable, record_path, requeue_self, write_record
+from hpc.commit import write_json
 from hpc.slurm_env import SlurmEnv
 from hpc.stop import run_until_stopped
 
 log = logging.getLogger("asrd.launch.sbatch")
 
-TEMPLATE = resources.files("asrd.launch") / "templates" / "asrd_array.sbatch"
+TEMPLATE = resources.files("asrd.sbatch_templates") / "asrd_array.sbatch"  # sbatch/ in a checkout
 COMMENT_PREFIX = "asrd:"
 
 
@@ -85,29 +85,30 @@ def render_sbatch(sub: Submission, record_file: Path) -> str:
 
 def write_sbatch(sub: Submission) -> tuple[Path, str]:
     """Render the script, then record the submission (no job ids yet); returns both."""
-    arrays: list[dict[str, Any]] = [
-        {"job_id": None, "offset": c.offset, "count": c.count, "parallelism": c.parallelism,
-         "spec": c.spec} for c in sub.chunks]
     path = record_path(sub.run_dir.submissions_dir, "sbatch")
     script = render_sbatch(sub, path)
     (sub.run_dir.logs_dir / "sbatch").mkdir(parents=True, exist_ok=True)
-    write_record(path, new_submission_record(sub, "sbatch", "sbatch", arrays))
+    record = new_submission_record(sub, "sbatch", "sbatch")
+    for c in sub.chunks:
+        record = record.with_array(RecordedArray(None, c.offset, c.count, c.parallelism,
+                                                 spec=c.spec))
+    write_record(path, record)
     return path, script
 
 
 def run_task_from_record(record_file: str | Path, task: int | None = None,
                          offset: int = 0) -> list[int]:
     """What an sbatch array task runs: its shards from the record; requeued on USR2."""
-    record = read_json(record_file)
+    record = read_record(record_file)
     env = SlurmEnv.from_environ()
     index = task if task is not None else env.array_task_id
     if index is None:
         raise LaunchError("no array task: run this inside a SLURM array task or pass --task N")
-    shards = task_items(record["tasks"], index, offset)
+    shards = task_items(record.tasks, index, offset)
     if env.in_slurm:
         write_json(started_dir(record_file) / f"{env.task_key}.json",
                    {"task_key": env.task_key, "shards": shards, "host": env.node,
                     "restart": env.restart_count})
     log.info("task %s: shards %s", env.task_key, shards)
     return run_until_stopped(run_recorded_task, record, shards,
-                             on_requeue=lambda: requeue_self(record.get("max_requeues")))
+                             on_requeue=lambda: requeue_self(RecordedRun.of(record).max_requeues))

@@ -14,8 +14,8 @@ from asrd.rundir import RunDir
 from asrd.run_config import OpenRun
 from asrd.verify import verify_shards
 from hpc import slurm_ctl
+from hpc.array_submit import plan_arrays
 from hpc.arrays import ArrayChunk, format_array, group, parse_array
-from hpc.launch import plan_arrays
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from asrd.launch.errors import LaunchError
-from hpc.launch import export_lines
+from hpc.array_submit import export_lines
 
 # sbatch options that submitit takes as its own named parameters; the rest it passes through.
 SUBMITIT_NAMED = {"time": "timeout_min", "nodes": "nodes", "cpus-per-task": "cpus_per_task",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from asrd.launch.sbatch import parse_comment, started_dir
 from asrd.launch.slurm_params import job_name
+from asrd.launch.submit import RecordedRun
 from asrd.rundir import RunDir
 from hpc import slurm_ctl
+from hpc.array_submit import SubmissionRecord, read_records
 from hpc.commit import read_json
-from hpc.launch import read_records
 
 log = logging.getLogger("asrd.launch.slurm_view")
 
@@ -57,25 +57,25 @@ def label(task: slurm_ctl.TaskState) -> str:
     return "cancelled" if task.state == "CANCELLED" else "failed"
 
 
-def _submitit_tasks(rd: RunDir, record: dict[str, Any]) -> list[_RecordedTask]:
-    tasks = record["tasks"]
-    return [_RecordedTask(key, list(tasks[a["offset"] + i]),
+def _submitit_tasks(rd: RunDir, record: SubmissionRecord) -> list[_RecordedTask]:
+    tasks = record.tasks
+    return [_RecordedTask(key, list(tasks[a.offset + i]),
                           rd.logs_dir / "submitit" / key / f"{key}_0_log.err")
-            for a in record["arrays"] for i, key in enumerate(a["task_keys"])]
+            for a in record.arrays for i, key in enumerate(a.task_keys or ())]
 
 
-def _sbatch_tasks(rd: RunDir, record: dict[str, Any],
+def _sbatch_tasks(rd: RunDir, record: SubmissionRecord,
                   named: dict[str, str]) -> list[_RecordedTask]:
     """Tasks that started (they noted their key) and arrays SLURM lists under the record's
     comment (pending ones too)."""
-    tasks, name = record["tasks"], Path(record["path"]).name
+    tasks, name = record.tasks, record.path.name
     found: dict[str, list[int]] = {}
-    started = started_dir(record["path"])
+    started = started_dir(record.path)
     if started.is_dir():
         for p in sorted(started.glob("*.json")):
             info = read_json(p)
             found[info["task_key"]] = list(info["shards"])
-    counts = {a["offset"]: a["count"] for a in record["arrays"]}
+    counts = {a.offset: a.count for a in record.arrays}
     for job_id, comment in named.items():
         ours = parse_comment(comment)
         if ours is None or ours[0] != name or ours[1] not in counts:
@@ -94,7 +94,7 @@ def slurm_states(run_dir: str | Path | RunDir, strict: bool = False) -> dict[int
     latest submission's. SLURM unreadable: {} with a warning, or SlurmError when `strict` (a
     caller about to submit must not take "unknown" for "not queued")."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    records = [r for r in read_records(rd.submissions_dir) if r["kind"] in ("slurm", "sbatch")]
+    records = [r for r in read_records(rd.submissions_dir) if r.kind in ("slurm", "sbatch")]
     if not records:
         return {}
     try:
@@ -103,10 +103,11 @@ def slurm_states(run_dir: str | Path | RunDir, strict: bool = False) -> dict[int
         keyed: list[_RecordedTask] = []
         named_cache: dict[str, dict[str, str]] = {}
         for r in records:
-            if r["kind"] == "slurm":
+            if r.kind == "slurm":
                 keyed += _submitit_tasks(rd, r)
                 continue
-            name = job_name(r["config"]["run"]["name"]) if r.get("config") else None
+            config = RecordedRun.of(r).config
+            name = job_name(config["run"]["name"]) if config else None
             if name is not None and name not in named_cache:
                 named_cache[name] = slurm_ctl.jobs_named(name)
             keyed += _sbatch_tasks(rd, r, named_cache.get(name, {}))

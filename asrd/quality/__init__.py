@@ -10,6 +10,7 @@ Modules, one job each:
   langid          the text's language (lingua, offline)
   reference       WER and CER against a reference transcript, after Whisper's normaliser
   signals         all of a row's signals together (`EngineSignals`, `SignalMaker`)
-  flags           thresholds and the flags a row trips
+  thresholds      where each flag trips (the config's `quality.thresholds`)
+  flags           the flags a row trips
   presets         named sets of thresholds and flags that `asrd merge` applies
 """

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from asrd.config import Thresholds
+from asrd.quality.thresholds import Thresholds
 
 __all__ = ["FLAGS", "RENAMED_FLAGS", "Thresholds", "row_flags"]
 

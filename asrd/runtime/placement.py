@@ -50,8 +50,3 @@ class Placement:
             return f"{len(self.engine_gpus)} engines on CPUs"
         return "; ".join(f"GPU {g}: engine{'s' if len(ks) > 1 else ''} "
                          f"{', '.join(map(str, ks))}" for g, ks in shared.items())
-
-    def record(self) -> dict[str, object]:
-        """What a shard's marker keeps of it."""
-        return {"engine_gpus": [list(g) for g in self.engine_gpus],
-                "gpu_engines": self.sharing()}

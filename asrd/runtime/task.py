@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Union
 
 import psutil
 import pyarrow.parquet as pq
@@ -24,7 +23,7 @@ from omegaconf import DictConfig
 
 from asrd import config as config_mod
 from asrd.plan import Plan, PlanError, check_index_unchanged, load_plan, read_rows
-from asrd.rundir import RunDir
+from asrd.rundir import ConfigLayer, RunDir
 from asrd.runtime.partial import PartialRows
 from asrd.runtime.pipeline import Pipeline
 from asrd.runtime.write import ShardWriter
@@ -39,18 +38,6 @@ log = logging.getLogger("asrd.task")
 
 FINISH_S = 60.0  # W&B's finish (uploads, or writing the offline files) gets this long at most
 STOP_FINISH_S = 5.0  # ... and this long when stopping on a signal (SLURM's KillWait is short)
-
-
-ConfigLayer = Union[str, Path, dict]
-
-
-def task_config(run_dir: RunDir, overrides: list[str] | None, force: bool,
-                config: ConfigLayer | None = None) -> DictConfig:
-    """The frozen config <- `config` <- overrides; drift in output-relevant keys is refused."""
-    layers = [run_dir.config_path] + ([config] if config is not None else [])
-    cfg = config_mod.load(layers, overrides)
-    run_dir.check_config(cfg, force=force)
-    return cfg
 
 
 def run_task(run_dir: str | Path, shards: list[int] | None = None,
@@ -71,7 +58,7 @@ def run_task(run_dir: str | Path, shards: list[int] | None = None,
 
 def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None, force: bool,
               config: ConfigLayer | None, stop: GracefulStop) -> list[int]:
-    cfg = task_config(rd, overrides, force, config)
+    cfg = rd.config(config, overrides, force=force)
     check_root(rd.path, cfg.store.require_mount)  # a missing mount is an error, not a new dir
     plan = load_plan(rd)
     check_index_unchanged(plan)
@@ -126,13 +113,10 @@ def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe
         rows = (row for batch in read_rows(plan.index, spec.start, spec.stop)
                 for row in batch.to_pylist() if row["row"] not in done)
         stats = pipe.run(spec, rows, writer, partial, todo, on_metrics=tracker.update)
-        extra = {"resumed_rows": len(done), "segments_reused": stats.segments_reused,
-                 **pipe.placement.record()}
-        if startup_s is not None:  # process start to pipeline ready: the forecast's start-up
-            extra["task_startup_s"] = startup_s
         marker = writer.finalize(time.monotonic() - t0, plan.config_hash, pipe.model_name,
-                                 extra=extra)
+                                 resumed_rows=len(done), segments_reused=stats.segments_reused,
+                                 task_startup_s=startup_s, placement=pipe.placement)
         partial.clear()
         log.info("shard %d done: %d ok, %d failed, %.0f audio s in %.1f s", spec.shard,
-                 marker["ok"], marker["failed"], marker["audio_s"], marker["wall_s"])
+                 marker.ok, marker.failed, marker.audio_s, marker.wall_s)
         return True

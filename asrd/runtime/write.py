@@ -17,19 +17,24 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asrd import __version__
-from asrd.plan import ShardSpec
+from asrd.done_marker import DoneMarker
+from asrd.plan_record import ShardSpec
+from asrd.row_coverage import RowCoverage, RowsNotOnce
 from asrd.rundir import RunDir
 from asrd.schema import tally
 from asrd.verify import sha256_file
 from hpc.commit import atomic_path
 from hpc.slurm_env import SlurmEnv
+
+if TYPE_CHECKING:
+    from asrd.runtime.placement import Placement
 
 log = logging.getLogger("asrd.write")
 
@@ -106,11 +111,12 @@ class ShardWriter:
                 f"({type(e).__name__}: {e}); it was discarded and nothing was committed: run the "
                 "shard again (`asrd run` or `asrd resubmit`) to do its rows again") from None
 
-    def finalize(self, wall_s: float, config_hash: str, model: str, extra: dict | None = None
-                 ) -> dict[str, Any]:
-        """Parts -> shard file -> marker. Returns the marker."""
+    def finalize(self, wall_s: float, config_hash: str, model: str, *, resumed_rows: int = 0,
+                 segments_reused: int = 0, task_startup_s: float | None = None,
+                 placement: Placement | None = None) -> DoneMarker:
+        """Parts -> shard file -> marker (with where the engines ran). Returns the marker."""
         self.commit_part()
-        seen = np.zeros(self.spec.rows, dtype=bool)
+        coverage = RowCoverage(self.spec)
         ok = failed = 0
         audio_s = 0.0
         errors: dict[str, int] = {}
@@ -119,30 +125,29 @@ class ShardWriter:
             with pq.ParquetWriter(tmp, self.schema, compression="zstd") as out:
                 for part in self._part_files():
                     table = self._read_part(part)
-                    rel = table.column("row").to_numpy() - self.spec.start
-                    if rel.size and (rel.min() < 0 or rel.max() >= self.spec.rows):
-                        raise ShardIncomplete(f"{part} holds rows outside shard {self.spec.shard}")
-                    if seen[rel].any() or len(np.unique(rel)) != len(rel):
-                        raise ShardIncomplete(f"{part} repeats rows already committed")
-                    seen[rel] = True
+                    try:
+                        coverage.add(table.column("row").to_numpy())
+                    except RowsNotOnce as e:
+                        raise ShardIncomplete(f"{part}: {e}") from None
                     out.write_table(table)
                     n_ok, n_failed, ok_audio = tally(table, errors)
                     ok, failed, audio_s = ok + n_ok, failed + n_failed, audio_s + ok_audio
-            if not seen.all():
-                missing = (np.flatnonzero(~seen)[:10] + self.spec.start).tolist()
-                raise ShardIncomplete(f"shard {self.spec.shard}: {int((~seen).sum())} rows missing "
-                                      f"(first index rows {missing})")
+            try:
+                coverage.check_complete()
+            except RowsNotOnce as e:
+                raise ShardIncomplete(f"shard {self.spec.shard}: {e}") from None
         slurm = SlurmEnv.from_environ()
         st = final.stat()
-        marker = {
-            "shard": self.spec.shard, "rows": self.spec.rows, "ok": ok, "failed": failed,
-            "errors": errors, "audio_s": audio_s, "wall_s": wall_s, "config_hash": config_hash,
-            "asrd_version": __version__, "model": model, "host": socket.gethostname(),
-            "slurm_job_id": slurm.job_id, "slurm_array": slurm.task_key if slurm.in_slurm else None,
-            "shard_key": self.shard_key, "file": final.name, "bytes": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(final),
-            "finished_at": time.time(), **(extra or {}),
-        }
-        self.run_dir.markers.write(self.spec.shard, marker)
+        marker = DoneMarker(
+            shard=self.spec.shard, rows=self.spec.rows, ok=ok, failed=failed, errors=errors,
+            audio_s=audio_s, wall_s=wall_s, config_hash=config_hash, asrd_version=__version__,
+            model=model, host=socket.gethostname(), slurm_job_id=slurm.job_id,
+            slurm_array=slurm.task_key if slurm.in_slurm else None, shard_key=self.shard_key,
+            file=final.name, bytes=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha256_file(final),
+            finished_at=time.time(), resumed_rows=resumed_rows, segments_reused=segments_reused,
+            task_startup_s=task_startup_s,
+            engine_gpus=[list(g) for g in placement.engine_gpus] if placement else [],
+            gpu_engines=placement.sharing() if placement else {})
+        self.run_dir.markers.write(self.spec.shard, marker.to_json())
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         return marker

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,7 +34,8 @@ from hpc.commit import read_json, write_json
 from hpc.slurm_env import SlurmEnv
 from hpc.stop import REQUEUE_SIGNAL, run_until_stopped
 
-log = logging.getLogger("hpc.launch")
+log = logging.getLogger("hpc.array_submit")
+
 
 def requeue_self(max_restarts: int | None = None) -> bool:
     """`scontrol requeue` this task (ARRAYJOB_TASK for an array task, as SLURM requires)."""
@@ -93,10 +95,79 @@ def plan_arrays(n_tasks: int, max_array_size: int | None,
     return split(n_tasks, max_array_size or max(n_tasks, 1), parallelism)
 
 
+@dataclass(frozen=True)
+class RecordedArray:
+    """One array of a submission: queued (its job id and one SLURM key per task), or written
+    into a script that `sbatch` submits later (its array spec; no job id yet)."""
+
+    job_id: str | None
+    offset: int  # its first task's position in the submission's tasks
+    count: int
+    parallelism: int | None
+    task_keys: tuple[str, ...] | None = None  # "123_4", or "123" for a lone task
+    spec: str | None = None  # the `--array` spec of a scripted array
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"job_id": self.job_id, "offset": self.offset, "count": self.count,
+                               "parallelism": self.parallelism}
+        if self.task_keys is not None:
+            out["task_keys"] = list(self.task_keys)
+        if self.spec is not None:
+            out["spec"] = self.spec
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RecordedArray:
+        keys = d.get("task_keys")
+        return cls(d.get("job_id"), d["offset"], d["count"], d.get("parallelism"),
+                   None if keys is None else tuple(keys), d.get("spec"))
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """What was submitted, when, by whom and from where: the join key for status and resubmit.
+    `details` are the submitter's own fields (stored beside these, at the top level)."""
+
+    kind: str
+    created: str
+    user: str
+    host: str
+    argv: list[str]
+    tasks: list[Any]
+    arrays: tuple[RecordedArray, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # the file it was read from (not stored)
+
+    @classmethod
+    def new(cls, kind: str, tasks: Sequence[Any], **details: Any) -> SubmissionRecord:
+        return cls(kind, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   getpass.getuser(), socket.gethostname(), list(sys.argv),
+                   [list(t) if isinstance(t, (list, tuple)) else t for t in tasks],
+                   details=details)
+
+    def with_array(self, array: RecordedArray) -> SubmissionRecord:
+        return replace(self, arrays=(*self.arrays, array))
+
+    def with_details(self, **details: Any) -> SubmissionRecord:
+        return replace(self, details={**self.details, **details})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "created": self.created, "user": self.user, "host": self.host,
+                "argv": self.argv, "tasks": self.tasks,
+                "arrays": [a.to_json() for a in self.arrays], **self.details}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], path: Path | None = None) -> SubmissionRecord:
+        own = {"kind", "created", "user", "host", "argv", "tasks", "arrays"}
+        return cls(d["kind"], d["created"], d["user"], d["host"], d["argv"], d["tasks"],
+                   tuple(RecordedArray.from_json(a) for a in d["arrays"]),
+                   {k: v for k, v in d.items() if k not in own}, path)
+
+
 class ArraySubmitError(RuntimeError):
     """SLURM refused an array after `queued` ones were accepted (they stay queued)."""
 
-    def __init__(self, queued: list[dict[str, Any]], refused: list[ArrayChunk], reason: str):
+    def __init__(self, queued: list[RecordedArray], refused: list[ArrayChunk], reason: str):
         self.queued, self.refused, self.reason = queued, refused, reason
         super().__init__(f"array {len(queued) + 1} of {len(queued) + len(refused)} was refused: "
                          f"{reason}")
@@ -104,14 +175,15 @@ class ArraySubmitError(RuntimeError):
 
 def submit_arrays(executor: submitit.AutoExecutor, fn: Callable[[Any], Any], tasks: Sequence[Any],
                   chunks: Sequence[ArrayChunk],
-                  on_queued: Callable[[dict[str, Any]], None] | None = None,
-                  ) -> tuple[list[dict[str, Any]], list[submitit.Job]]:
-    """One `map_array` per chunk; returns, per array, its job id and one SLURM key per task,
-    and the submitit jobs (a local executor's jobs end with them: wait on them).
+                  on_queued: Callable[[RecordedArray], None] | None = None,
+                  ) -> tuple[list[RecordedArray], list[submitit.Job]]:
+    """One `map_array` per chunk; returns the queued arrays and the submitit jobs (a local
+    executor's jobs end with them: wait on them).
 
     `on_queued` gets each array as soon as SLURM accepted it, so that a later refusal (a job
     limit, a controller restart) cannot lose track of it; a refusal raises ArraySubmitError."""
-    arrays, all_jobs = [], []
+    arrays: list[RecordedArray] = []
+    all_jobs: list[submitit.Job] = []
     for i, chunk in enumerate(chunks):
         items = list(tasks[chunk.offset:chunk.offset + chunk.count])
         if chunk.parallelism and executor.cluster == "slurm":
@@ -122,33 +194,13 @@ def submit_arrays(executor: submitit.AutoExecutor, fn: Callable[[Any], Any], tas
             reason = " ".join(str(e).split()) or type(e).__name__
             raise ArraySubmitError(arrays, list(chunks[i:]), reason) from e
         all_jobs += jobs
-        arrays.append({
-            "job_id": jobs[0].job_id.split("_")[0],
-            "offset": chunk.offset,
-            "count": chunk.count,
-            "parallelism": chunk.parallelism,
-            "task_keys": [job.job_id for job in jobs],  # "123_4", or "123" for a lone task
-        })
-        log.info("submitted array %s: %d tasks (%%%s)", arrays[-1]["job_id"], chunk.count,
+        arrays.append(RecordedArray(jobs[0].job_id.split("_")[0], chunk.offset, chunk.count,
+                                  chunk.parallelism, tuple(job.job_id for job in jobs)))
+        log.info("submitted array %s: %d tasks (%%%s)", arrays[-1].job_id, chunk.count,
                  chunk.parallelism)
         if on_queued is not None:
             on_queued(arrays[-1])
     return arrays, all_jobs
-
-
-def new_record(kind: str, tasks: Sequence[Any], arrays: list[dict[str, Any]],
-               **extra: Any) -> dict[str, Any]:
-    """What was submitted, when, by whom and from where: the join key for status and resubmit."""
-    return {
-        "kind": kind,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "user": getpass.getuser(),
-        "host": socket.gethostname(),
-        "argv": sys.argv,
-        "tasks": [list(t) if isinstance(t, (list, tuple)) else t for t in tasks],
-        "arrays": arrays,
-        **extra,
-    }
 
 
 def record_path(directory: str | Path, name: str) -> Path:
@@ -157,23 +209,23 @@ def record_path(directory: str | Path, name: str) -> Path:
     return Path(directory) / f"{stamp}-{name}.json"
 
 
-def write_record(path: str | Path, record: dict[str, Any]) -> Path:
+def write_record(path: str | Path, record: SubmissionRecord) -> Path:
     """Commit a record atomically (again, as it grows: readers see the old or the new one)."""
-    write_json(path, record)
+    write_json(path, record.to_json())
     return Path(path)
 
 
-def read_records(directory: str | Path) -> list[dict[str, Any]]:
-    """All records, oldest first (each with its `path`)."""
+def read_record(path: str | Path) -> SubmissionRecord:
+    return SubmissionRecord.from_json(read_json(path), Path(path))
+
+
+def read_records(directory: str | Path) -> list[SubmissionRecord]:
+    """All records, oldest first."""
     d = Path(directory)
     if not d.is_dir():
         return []
-    records = []
-    for path in sorted(p for p in d.glob("*.json") if not p.name.startswith(".")):
-        record = read_json(path)
-        record["path"] = str(path)
-        records.append(record)
-    return records
+    return [read_record(p) for p in sorted(p for p in d.glob("*.json")
+                                            if not p.name.startswith("."))]
 
 
 def export_lines(env: dict[str, str]) -> list[str]:

@@ -1,0 +1,1 @@
+"""The sbatch templates (README.md), packaged from this folder as `asrd.sbatch_templates`."""
