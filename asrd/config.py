@@ -312,6 +312,7 @@ class FaultCfg:
     blank_ids: list[str] = field(default_factory=list)  # these rows' long segments come back empty
     blank_over_s: float = 0.0  # ... those longer than this (a model giving up on a long window)
     kill_at: Optional[str] = None  # the process SIGKILLs itself at this named point (faults.POINTS)
+    kill_times: int = 0  # ... only its first this many arrivals, counted in state_dir; 0: every one
     hold_at: Optional[str] = None  # ... or waits there until `release_file` exists
     export_exit_after_items: int = 0  # `asrd export` exits after writing this many items
     state_dir: Optional[str] = None  # where the hooks log what they did (tests read it)
