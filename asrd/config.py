@@ -162,6 +162,7 @@ class SlurmCfg:
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (e.g. a mount)
     env: dict[str, str] = field(default_factory=dict)  # environment variables of the task
     executor: str = "slurm"  # slurm | local (submitit's local executor, for trying it out)
+    follow_up_sbatch: list[str] = field(default_factory=list)  # extra lines for --until-done's follow-up job (e.g. a CPU partition)
 
 
 @dataclass
