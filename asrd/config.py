@@ -164,6 +164,7 @@ class SlurmCfg:
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (e.g. a mount)
     env: dict[str, str] = field(default_factory=dict)  # environment variables of the task
     executor: str = "slurm"  # slurm | local (submitit's local executor, for trying it out)
+    follow_up_sbatch: list[str] = field(default_factory=list)  # extra lines for --until-done's follow-up job (e.g. a CPU partition)
 
 
 @dataclass
@@ -295,6 +296,7 @@ class FaultCfg:
     blank_ids: list[str] = field(default_factory=list)  # these rows' long segments come back empty
     blank_over_s: float = 0.0  # ... those longer than this (a model giving up on a long window)
     kill_at: Optional[str] = None  # the process SIGKILLs itself at this named point (faults.POINTS)
+    kill_times: int = 0  # ... only its first this many arrivals, counted in state_dir; 0: every one
     hold_at: Optional[str] = None  # ... or waits there until `release_file` exists
     export_exit_after_items: int = 0  # `asrd export` exits after writing this many items
     state_dir: Optional[str] = None  # where the hooks log what they did (tests read it)

@@ -1,7 +1,7 @@
 """`asrd status`: which shards are done, running, pending, failed, cancelled, never started or
 missing, from one scan of the markers plus SLURM's view of the recorded submissions
 (asrd.launch.slurm_view says what each SLURM label means; "missing": no marker and no task SLURM
-knows of).
+knows of), and the rounds and checks of the latest `asrd submit --until-done`.
 
 A marker counts only if it still holds (asrd.verify, quick depth: one scan of the shard files'
 sizes and mtimes); one that does not is invalidated and listed with its reason. A shard that SLURM
@@ -22,6 +22,7 @@ from asrd.config import output_diff
 from asrd.done_marker import DoneMarker
 
 from asrd.launch.slurm_view import ShardJob, slurm_states
+from asrd.launch.until_done import status_lines as until_done_lines
 from asrd.plan import load_plan
 from asrd.rundir import RunDir
 from asrd.verify import verify_shards
@@ -43,6 +44,7 @@ class RunStatus:
     invalid: dict[int, str] = field(default_factory=dict)  # markers that failed verification
     local: dict[int, int] = field(default_factory=dict)  # running here, outside SLURM: shard -> pid
     markers: dict[int, DoneMarker] = field(default_factory=dict)  # the done shards' markers (read once)
+    until_done: list[str] = field(default_factory=list)  # the `submit --until-done` rounds
 
     def count(self, state: str) -> int:
         return sum(1 for v in self.states.values() if v == state)
@@ -57,7 +59,8 @@ def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
     states.update({s: j.label for s, j in jobs.items()})
     st = RunStatus(plan.num_shards, states, jobs=jobs, invalid=verdicts.bad,
                    markers=verdicts.good,
-                   audio_hours_planned=sum(s.audio_s for s in plan.shards) / 3600)
+                   audio_hours_planned=sum(s.audio_s for s in plan.shards) / 3600,
+                   until_done=until_done_lines(rd) if slurm else [])
     for s, holder in rd.markers.holders().items():
         if states.get(s) == "missing" and s not in verdicts.good and holder.alive_here():
             states[s] = "running"
@@ -102,7 +105,7 @@ def format_status(st: RunStatus, per_shard: bool = False) -> str:
         j = st.jobs[s]
         task = f", task {j.task_id}" if j.task_id is not None else ""
         lines.append(f"failed: shard {s}: job {j.job_id}{task} ended {j.state}; log {j.log}")
-    return "\n".join(lines)
+    return "\n".join(lines + st.until_done)
 
 
 def drift_lines(rd: RunDir, cfg: DictConfig) -> list[str]:

@@ -25,11 +25,12 @@ def available() -> bool:
     return shutil.which("sbatch") is not None
 
 
-def _run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], timeout: float = 60, stdin: str | None = None
+         ) -> subprocess.CompletedProcess:
     if shutil.which(cmd[0]) is None:
         raise SlurmError(f"{cmd[0]} not found: run this on a SLURM login node (or start the local "
                          "cluster with hpc/scripts/slurm_local.sh start)")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 def _check(proc: subprocess.CompletedProcess) -> str:
@@ -169,6 +170,12 @@ def _expand_key(key: str) -> list[str]:
     except ArraySpecError:
         return []
     return [f"{base}_{i}" for i in indices]
+
+
+def sbatch(args: list[str], script: str) -> str:
+    """`sbatch ARGS` with the batch script on stdin; returns sbatch's output (the job id with
+    --parsable). A refusal raises SlurmError with SLURM's reason."""
+    return _check(_run(["sbatch", *args], stdin=script)).strip()
 
 
 def cancel(job_ids: Iterable[str]) -> None:

@@ -112,6 +112,26 @@ def test_sigkill_at_chosen_points_resumes_exactly_once(corpus_index, tmp_path):
     assert_each_row_once_with_its_own_text(run_dir)
 
 
+def test_kill_hook_at_a_part_commit_kills_only_its_first_arrivals(corpus_index, tmp_path):
+    """`faults.kill_at=task.part_committed` with `kill_times=1`: the task SIGKILLs itself right
+    after its first part is durable; the same command again (same hooks) is not killed, resumes
+    from that part and finishes the shard, every row once."""
+    run_dir, state = tmp_path / "run", tmp_path / "faults"
+    args = cli_args(corpus_index, run_dir, *fault_args(
+        state, "faults.kill_at=task.part_committed", "faults.kill_times=1",
+        "pipeline.part_rows=2", *ONE_ROW_PER_CALL))
+    with running(args, tmp_path / "first.log") as proc:
+        assert proc.wait(timeout=600) == -signal.SIGKILL
+    assert len(part_rows(run_dir)) == 2 and not (run_dir / "done").exists()
+    kills = read_events(state, "points")
+    assert [(e["point"], e["outcome"], e["shard"]) for e in kills] == [
+        ("task.part_committed", "kill", 0)]
+    subprocess.run(args, check=True, capture_output=True, timeout=600)
+    assert read_events(state, "points") == kills  # its one kill was spent
+    assert marker(run_dir)["resumed_rows"] == 2
+    assert_each_row_once_with_its_own_text(run_dir)
+
+
 def test_decode_that_kills_its_actor_every_time_costs_only_its_row(corpus_index, tmp_path):
     state = tmp_path / "faults"
     cfg = make_cfg(corpus_index, tmp_path / "run", *fault_args(

@@ -4,19 +4,24 @@
 recorded in RUN_DIR/submissions/ (which job, which task, which shards, and the resolved config the
 tasks run), which is how `asrd status` joins SLURM's view to the markers and `asrd resubmit` finds
 what is left. A shard that was cancelled, crashed or timed out has no marker, so a requeue or
-resubmission simply runs it again and it resumes from its committed parts.
+resubmission simply runs it again and it resumes from its committed parts. `submit --until-done`
+leaves the resubmitting to a follow-up job (asrd.launch.until_done); `until-done-check` is what
+that job runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable
 
+from asrd.launch import until_done
 from asrd.launch.errors import LaunchError
 from asrd.launch.sbatch import run_task_from_record, write_sbatch
 from asrd.launch.selection import Submission, prepare
-from asrd.launch.slurm_params import format_options, sbatch_options, setup_lines
+from asrd.launch.slurm_params import (follow_up_options, format_options, sbatch_options,
+                                      setup_lines)
 from asrd.launch.slurm_view import active_shards
 from asrd.launch.submit import submit
 from asrd.plan import load_plan
@@ -36,24 +41,54 @@ def _print_submission(sub: Submission, dry_run: bool) -> None:
         print("dry run: nothing submitted")
 
 
-def _submit_and_report(sub: Submission, dry_run: bool, command: str) -> int:
+def _submit_and_report(sub: Submission, dry_run: bool, command: str) -> Path | None:
+    """Submit (unless a dry run) and say what was queued; returns the record, if one was made."""
     _print_submission(sub, dry_run)
     if dry_run:
-        return 0
+        return None
     if not sub.tasks:
         print("nothing to submit")
-        return 0
+        return None
     record = submit(sub, command)
     for a in read_record(record).arrays:
         print(f"submitted job {a.job_id}: {a.count} tasks")
     print(f"record: {record}")
-    return 0
+    return record
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.rounds is not None and not args.until_done:
+        raise LaunchError("--rounds is the number of resubmissions of --until-done: add "
+                          "--until-done")
+    rounds = until_done.DEFAULT_ROUNDS if args.rounds is None else args.rounds
+    if rounds < 0:
+        raise LaunchError(f"--rounds {rounds}: must be 0 or more")
     run = open_run(args.config, args.overrides, force=args.force)
+    if args.until_done and run.cfg.slurm.executor != "slurm":
+        raise LaunchError(f"--until-done needs SLURM (slurm.executor=slurm, not "
+                          f"{run.cfg.slurm.executor}): its follow-up job waits in SLURM's queue")
     sub = prepare(run, array=args.array, force=args.force, dry_run=args.dry_run)
-    return _submit_and_report(sub, args.dry_run, "submit")
+    if args.until_done and args.dry_run:
+        print(f"until done: a follow-up job ({' '.join(follow_up_options(sub.cfg))}) "
+              f"would check once these arrays end and resubmit what they left undone, up to "
+              f"{rounds} rounds")
+    record = _submit_and_report(sub, args.dry_run, "submit")
+    if args.until_done and record is not None:
+        chain = until_done.start(sub, record, rounds)
+        assert chain.follow_up is not None
+        print(f"until done: follow-up job {chain.follow_up.job} checks once job(s) "
+              f"{', '.join(chain.follow_up.after)} end and resubmits what is neither done nor "
+              f"queued, up to {rounds} rounds; `asrd status` shows each round")
+        print(f"chain: {chain.path}")
+    return 0
+
+
+def cmd_until_done_check(args: argparse.Namespace) -> int:
+    chain = until_done.check(args.chain)
+    last = chain.checks[-1] if chain.checks else None
+    print(f"until done: {last.outcome if last else 'nothing checked'}"
+          + (f"; next check: job {chain.follow_up.job}" if chain.follow_up else ""))
+    return 0 if last is None or last.outcome != until_done.GAVE_UP else 1
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
@@ -66,7 +101,8 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
                   exclude=exclude, dry_run=args.dry_run)
     if sub.shards:
         print(f"shards without a marker: --array={format_array(sub.shards)}")
-    return _submit_and_report(sub, args.dry_run, "resubmit")
+    _submit_and_report(sub, args.dry_run, "resubmit")
+    return 0
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
@@ -102,6 +138,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--array", help=array_help)
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted")
     p.add_argument("--force", action="store_true", help="submit despite config drift")
+    p.add_argument("--until-done", action="store_true",
+                   help="queue a follow-up job that, once the arrays end, resubmits the shards "
+                        "neither done nor queued, round after round, until all are done")
+    p.add_argument("--rounds", type=int, help=f"resubmissions --until-done may make "
+                   f"(default {until_done.DEFAULT_ROUNDS})")
     p = add("resubmit", cmd_resubmit, "submit exactly the shards that have no marker")
     p.add_argument("--parallelism", type=int, help="tasks running at once (SLURM's %%P)")
     p.add_argument("--include-active", action="store_true",
@@ -116,3 +157,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--submission", required=True, help="the record the sbatch script names")
     p.add_argument("--task", type=int, help="array index (default: $SLURM_ARRAY_TASK_ID)")
     p.add_argument("--offset", type=int, default=0, help="added to the array index")
+    p = add("until-done-check", cmd_until_done_check, "what --until-done's follow-up job runs: "
+            "check the last round, resubmit what is left, queue the next check", config=False)
+    p.add_argument("--chain", required=True, help="the chain's record (RUN_DIR/until-done/)")

@@ -27,19 +27,19 @@ def no_newline(key: str, value: Any) -> None:
         raise LaunchError(f"slurm.{key}={value!r}: newlines are not allowed in SLURM parameters")
 
 
-def parse_extra_sbatch(lines: list[str]) -> dict[str, Any]:
+def parse_extra_sbatch(lines: list[str], key: str = "extra_sbatch") -> dict[str, Any]:
     """slurm.extra_sbatch ("#SBATCH --mail-type=END", "--gres gpu:1", "--exclusive") -> options."""
     options: dict[str, Any] = {}
     for line in lines:
-        no_newline("extra_sbatch", line)
+        no_newline(key, line)
         text = line.strip()
         text = text[len("#SBATCH"):].strip() if text.startswith("#SBATCH") else text
         m = re.match(r"^--([A-Za-z][A-Za-z0-9_-]*)(?:[= ]\s*(.*))?$", text)
         if not m:
-            raise LaunchError(f"slurm.extra_sbatch line {line!r}: expected one long option, "
+            raise LaunchError(f"slurm.{key} line {line!r}: expected one long option, "
                               "like '--mail-type=END' or '#SBATCH --gres=gpu:1'")
         if m.group(1) in OWN_OPTIONS:
-            raise LaunchError(f"slurm.extra_sbatch line {line!r}: asrd sets --{m.group(1)} itself "
+            raise LaunchError(f"slurm.{key} line {line!r}: asrd sets --{m.group(1)} itself "
                               f"(it owns {', '.join('--' + o for o in OWN_OPTIONS)})")
         value = m.group(2)
         options[m.group(1)] = True if value is None or value == "" else value.strip()
@@ -67,6 +67,24 @@ def sbatch_options(cfg: DictConfig) -> dict[str, Any]:
         options["exclusive"] = True
     options.update(parse_extra_sbatch(list(s.extra_sbatch)))
     return {k: v for k, v in options.items() if v is not None}
+
+
+# The follow-up job of `--until-done` checks markers and submits: one CPU for minutes. It takes the
+# run's partition, account and QOS unless slurm.follow_up_sbatch says otherwise.
+FOLLOW_UP_OPTIONS = {"cpus-per-task": 1, "mem": "1024M", "time": 30}
+
+
+def follow_up_options(cfg: DictConfig) -> list[str]:
+    """The follow-up job's sbatch words ("--partition=gpu"), unquoted (passed as argv)."""
+    tasks = sbatch_options(cfg)
+    options = {k: tasks[k] for k in ("partition", "account", "qos") if k in tasks}
+    options.update(FOLLOW_UP_OPTIONS)
+    extra = parse_extra_sbatch(list(cfg.slurm.follow_up_sbatch), "follow_up_sbatch")
+    if "dependency" in extra:
+        raise LaunchError("slurm.follow_up_sbatch: asrd sets the follow-up job's --dependency "
+                          "itself (afterany on the arrays it checks)")
+    options.update(extra)
+    return [f"--{k}" if v is True else f"--{k}={v}" for k, v in options.items()]
 
 
 def setup_lines(cfg: DictConfig) -> list[str]:

@@ -1,8 +1,8 @@
 """SLURM's view of a run's shards: the recorded submissions joined to SLURM's task states.
 
 A shard's task is running, pending, or ended; an ended task is "never started" when SLURM never
-gave it a node (an array cancelled while pending), "cancelled" when it was cancelled while
-running, else "failed" (with no marker the shard did not finish: an error, a time limit, an
+gave it a node (an array cancelled while pending), "cancelled" when it was cancelled or
+preempted (PreemptMode=CANCEL) while running, else "failed" (with no marker the shard did not finish: an error, a time limit, an
 out-of-memory kill, a lost node). Shards SLURM knows nothing of are left out ("missing").
 """
 
@@ -54,7 +54,7 @@ def label(task: slurm_ctl.TaskState) -> str:
         return "running"
     if not task.started:
         return "never started"
-    return "cancelled" if task.state == "CANCELLED" else "failed"
+    return "cancelled" if task.state in ("CANCELLED", "PREEMPTED") else "failed"
 
 
 def _submitit_tasks(rd: RunDir, record: SubmissionRecord) -> list[_RecordedTask]:

@@ -17,7 +17,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -47,8 +47,10 @@ class ShardIncomplete(RuntimeError):
 
 class ShardWriter:
     def __init__(self, run_dir: RunDir, spec: ShardSpec, schema: pa.Schema, part_rows: int = 256,
-                 part_seconds: float = 120.0, *, shard_key: str):
+                 part_seconds: float = 120.0, *, shard_key: str,
+                 on_commit: Callable[[], None] | None = None):
         self.run_dir, self.spec, self.schema, self.shard_key = run_dir, spec, schema, shard_key
+        self.on_commit = on_commit  # called after each part is durable
         self.part_rows, self.part_seconds = part_rows, part_seconds
         self.parts_dir = run_dir.parts_dir(spec.shard)
         self.buffer: list[dict[str, Any]] = []
@@ -96,6 +98,8 @@ class ShardWriter:
                 pq.write_table(table, tmp, compression="zstd")
             self.next_part += 1
             self.buffer = []
+            if self.on_commit is not None:
+                self.on_commit()
         self.last_commit = time.monotonic()
 
     def _read_part(self, part: Path) -> pa.Table:

@@ -66,23 +66,44 @@ POINTS = (
     "export.discarding",  # --force recorded an earlier export's files to remove, none removed
     "export.shard_closed",  # a shard's files are whole in its temporary folder, not listed
     "export.file_moved",  # a shard's first file is in the export folder, the shard not recorded
+    "task.part_committed",  # a task committed a part of its shard (rows durable, shard not done)
 )
 
 
-def at_point(faults: DictConfig | None, name: str) -> None:
+def at_point(faults: DictConfig | None, name: str, **context: Any) -> None:
     """At a named point of a command: SIGKILL this process if `faults.kill_at` names it (nothing
-    after it runs, as with kill -9), or, if `faults.hold_at` names it, write `held-<name>` into
-    `state_dir` and wait until `release_file` exists."""
+    after it runs, as with kill -9; with `kill_times`, only its first arrivals are killed), or, if
+    `faults.hold_at` names it, write `held-<name>` into `state_dir` and wait until `release_file`
+    exists. `context` (e.g. the shard) goes into the recorded event."""
     if faults is None:
         return
-    if faults.kill_at == name:
-        record(faults, "points", point=name, outcome="kill")
+    if faults.kill_at == name and _kill_slot(faults, name):
+        record(faults, "points", point=name, outcome="kill", **context)
         os.kill(os.getpid(), signal.SIGKILL)
     if faults.hold_at == name:
-        record(faults, "points", point=name, outcome="hold")
+        record(faults, "points", point=name, outcome="hold", **context)
         (Path(faults.state_dir) / f"held-{name}").touch()
         while not Path(faults.release_file).exists():
             time.sleep(POLL_S)
+
+
+def _kill_slot(faults: DictConfig, name: str) -> bool:
+    """Whether this arrival at `name` is killed: always without `kill_times`, else while one of
+    its `kill_times` slots in `state_dir` is free (taken by an exclusive create, so processes
+    racing to the point never take the same one)."""
+    if not faults.kill_times:
+        return True
+    if not faults.state_dir:
+        raise ValueError("faults.kill_times counts arrivals in faults.state_dir: set it")
+    folder = Path(faults.state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for slot in range(faults.kill_times):
+        try:
+            (folder / f"killed-{name}-{slot}").touch(exist_ok=False)
+            return True
+        except FileExistsError:
+            continue
+    return False
 
 
 def decode_fault(faults: DictConfig | None, row_id: str) -> None:
