@@ -13,6 +13,7 @@ import logging
 import re
 import shlex
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from asrd.launch.errors import LaunchError
@@ -29,7 +30,18 @@ from hpc.stop import run_until_stopped
 
 log = logging.getLogger("asrd.launch.sbatch")
 
-TEMPLATE = resources.files("asrd.sbatch_templates") / "asrd_array.sbatch"  # sbatch/ in a checkout
+
+
+def _template() -> Traversable:
+    """The shipped array template: packaged as `asrd.sbatch_templates` from the top-level sbatch/
+    folder; a checkout used without installing it (PYTHONPATH) reads that folder itself."""
+    try:
+        return resources.files("asrd.sbatch_templates") / "asrd_array.sbatch"
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "sbatch" / "asrd_array.sbatch"
+
+
+TEMPLATE = _template()
 COMMENT_PREFIX = "asrd:"
 
 
