@@ -35,13 +35,11 @@ HEADER = """\
 @cache
 def field_help() -> dict[str, str]:
     """Dotted key -> its one-line description, for every key and section of the schema."""
-    comments = _trailing_comments(inspect.getsource(config_mod))
     lines: dict[str, str] = {}
-    classes = {node.name: node for node in ast.parse(inspect.getsource(config_mod)).body
-               if isinstance(node, ast.ClassDef)}
 
     def walk(cls: type, prefix: str) -> None:
-        node = classes[cls.__name__]
+        module = inspect.getmodule(cls)
+        node, comments = _class_source(module)[cls.__name__], _module_comments(module)
         hints = typing.get_type_hints(cls)
         for stmt in node.body:
             if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name):
@@ -57,6 +55,19 @@ def field_help() -> dict[str, str]:
 
     walk(config_mod.Config, "")
     return lines
+
+
+@cache
+def _class_source(module: Any) -> dict[str, ast.ClassDef]:
+    """The classes of a schema module (the config, or the section it imports, e.g. the quality
+    thresholds), by name, as parsed from its source."""
+    return {node.name: node for node in ast.parse(inspect.getsource(module)).body
+            if isinstance(node, ast.ClassDef)}
+
+
+@cache
+def _module_comments(module: Any) -> dict[int, str]:
+    return _trailing_comments(inspect.getsource(module))
 
 
 def _trailing_comments(source: str) -> dict[int, str]:

@@ -9,12 +9,14 @@ from tests.runs import done_marker
 
 def test_a_marker_round_trips_through_its_json_with_the_keys_of_the_format():
     m = done_marker(3, 10, ok=9, failed=1, errors={"corrupt audio": 1}, wall_s=2.5,
-                    finished_at=100.0, resumed_rows=4, segments_reused=2, task_startup_s=1.5)
+                    finished_at=100.0, resumed_rows=4, segments_reused=2, task_startup_s=1.5,
+                    engine_gpus=[["0"], ["0"]], gpu_engines={"0": [0, 1]})
     d = m.to_json()
     assert list(d) == ["shard", "rows", "ok", "failed", "errors", "audio_s", "wall_s",
                        "config_hash", "asrd_version", "model", "host", "slurm_job_id",
                        "slurm_array", "shard_key", "file", "bytes", "mtime_ns", "sha256",
-                       "finished_at", "resumed_rows", "segments_reused", "task_startup_s"]
+                       "finished_at", "resumed_rows", "segments_reused", "task_startup_s",
+                       "engine_gpus", "gpu_engines"]
     assert DoneMarker.from_json(d) == m
     assert "task_startup_s" not in done_marker(3, 10).to_json()  # only a task's first shard
 

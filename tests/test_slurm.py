@@ -351,13 +351,13 @@ def test_more_tasks_than_max_array_size_are_split(slurm_cluster, tmp_path, cance
     assert first.parallelism == second.parallelism == 1  # %2 shared by two arrays
     # Keep each array's first and last task, cancel the rest: the kept ones show the offsets.
     for a in (first, second):
-        subprocess.run(["scancel", f"{a['job_id']}_[1-{a['count'] - 2}]"], check=True)
+        subprocess.run(["scancel", f"{a.job_id}_[1-{a.count - 2}]"], check=True)
     release.touch()
-    keys = slurm_ctl.queue_states([first["job_id"], second["job_id"]])
+    keys = slurm_ctl.queue_states([first.job_id, second.job_id])
     assert all(int(k.split("_")[1]) < max_size for k in keys)
-    wanted = {0, first["count"] - 1, first["count"], n - 1}
+    wanted = {0, first.count - 1, first.count, n - 1}
     wait_for(lambda: done(run) == wanted, 150, f"markers of shards {sorted(wanted)}", run)
-    jobs = [first["job_id"], second["job_id"]]
+    jobs = [first.job_id, second.job_id]
     wait_for(lambda: not slurm_ctl.queue_states(jobs), 60, "the kept tasks to end", run)
     assert not {"running", "pending"} & {j.label for j in slurm_states(run).values()}
     out = asrd("resubmit", "--dry-run", f"run.dir={run}", *TASK).stdout

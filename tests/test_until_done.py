@@ -26,6 +26,7 @@ from asrd.testing.faults import read_events
 from hpc import slurm_ctl
 from hpc.follow_up import follow_up_script, submit_env
 from hpc.array_submit import read_records
+from hpc.arrays import format_array
 from tests.test_slurm import (TASK, asrd, blocking_engine, cancel_after,  # noqa: F401
                               done, first_task_keys, index_ids, merged_ids, parts, plan, restarts,
                               slurm_cluster, srun_says, tiny_index, wait_for)
@@ -146,7 +147,7 @@ def test_tasks_killed_by_a_fault_hook_are_resubmitted_until_done(
     assert "4 planned, 4 done" in status and "until done: 1 of at most 2 rounds" in status, status
     first, second = chain.checks
     assert (f"  check by job {second.job}: 4 of 4 done -> complete" in status
-            and f"  round 1: shards {','.join(map(str, killed))} in job(s) {chain.rounds[1].jobs[0]}"
+            and f"  round 1: shards {format_array(killed)} in job(s) {chain.rounds[1].jobs[0]}"
             in status), status
     merged_once(run, corpus_index)
 
@@ -185,7 +186,8 @@ def test_scancelled_task_is_resubmitted_and_requeued_one_is_left_to_slurm(
 @pytest.mark.slurm
 def test_chain_gives_up_after_its_rounds_and_says_why(slurm_cluster, tmp_path, cancel_after,
                                                       cancel_follow_ups):
-    """Tasks that always fail (their setup exits 3): round 0 and `--rounds 1` more, then the
+    """Tasks that always fail (their setup exits 3 in an array task; the follow-up job runs the same
+    setup lines and goes on): round 0 and `--rounds 1` more, then the
     chain gives up, naming the failed task's log; nothing is left queued."""
     run = tmp_path / "run"
     cancel_after[1].append(run)
@@ -193,7 +195,7 @@ def test_chain_gives_up_after_its_rounds_and_says_why(slurm_cluster, tmp_path, c
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(yaml.safe_dump({"run": {"dir": str(run), "num_shards": 2,
                                                 "index": str(tiny_index(tmp_path / "i.parquet", 2))},
-                                        "slurm": {"setup": ["exit 3"]}}))
+                                        "slurm": {"setup": ['[ -z "$SLURM_ARRAY_TASK_ID" ] || exit 3']}}))
     asrd("plan", "-c", str(cfg_file))
     out = asrd("submit", "-c", str(cfg_file), "--until-done", "--rounds", "1", *TASK).stdout
     chain_path = Path(re.search(r"^chain: (.+)$", out, re.M).group(1))
