@@ -63,9 +63,31 @@ def slurm_cluster():
         subprocess.run(["bash", str(SCRIPT), "stop"], check=True, timeout=120)
 
 
+def queued_jobs() -> list[str]:
+    """Every job (array task) in the test cluster's queue, in any state."""
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return out.split()
+
+
+def cancel_and_wait(jobs: list[str], what: str) -> None:
+    """Cancel and wait until the jobs have left the queue: scancel returns at once, and a task
+    still running (or completing) holds the one node's CPUs the next test's tasks wait for."""
+    slurm_ctl.cancel(jobs)
+    ids = {str(j).split("_")[0] for j in jobs}  # an array's tasks are listed as <id>_<task>
+    wait_for(lambda: not any(j.split("_")[0] in ids for j in queued_jobs()), 120,
+             f"{what} to leave the queue")
+
+
 @pytest.fixture
 def cancel_after():
-    """Job ids (or run directories whose submissions to cancel) that the test leaves behind."""
+    """Job ids (or run directories whose submissions to cancel) that the test leaves behind.
+    The test starts on an empty queue (a job an earlier test left running is cancelled, and
+    named in the captured output) and its own jobs are gone from the queue when it ends."""
+    left = queued_jobs()
+    if left:
+        print(f"jobs left in the queue by an earlier test, cancelled: {left}")
+        cancel_and_wait(left, "jobs left by an earlier test")
     jobs: list[str] = []
     runs: list[Path] = []
     yield jobs, runs
@@ -73,7 +95,7 @@ def cancel_after():
         for record in read_records(RunDir(run).submissions_dir):
             jobs += [a.job_id for a in record.arrays if a.job_id]
     if jobs:
-        slurm_ctl.cancel(jobs)
+        cancel_and_wait(jobs, f"this test's jobs {sorted(set(jobs))}")
 
 
 def asrd(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -23,13 +23,12 @@ from asrd import config as config_mod
 from asrd.launch.errors import LaunchError
 from asrd.rundir import RunDir
 from asrd.testing.faults import read_events
-from hpc import slurm_ctl
 from hpc.follow_up import follow_up_script, submit_env
 from hpc.array_submit import read_records
 from hpc.arrays import format_array
-from tests.test_slurm import (TASK, asrd, blocking_engine, cancel_after,  # noqa: F401
-                              done, first_task_keys, index_ids, merged_ids, parts, plan, restarts,
-                              slurm_cluster, srun_says, tiny_index, wait_for)
+from tests.test_slurm import (  # noqa: F401 (cancel_after, slurm_cluster: fixtures)
+    TASK, asrd, blocking_engine, cancel_after, cancel_and_wait, done, first_task_keys, index_ids,
+    merged_ids, parts, plan, restarts, slurm_cluster, srun_says, tiny_index, wait_for)
 
 CHAIN_S = 900  # the bound on a whole chain: rounds of tasks that each start Ray on 2 CPUs
 
@@ -45,7 +44,7 @@ def cancel_follow_ups():
             chain = load_chain(path)
             jobs += [chain.follow_up.job] if chain.follow_up else []
     if jobs:
-        slurm_ctl.cancel(jobs)
+        cancel_and_wait(jobs, f"follow-up jobs {jobs}")
 
 
 def submit_until_done(run: Path, *args: str) -> Path:
