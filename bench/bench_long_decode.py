@@ -5,7 +5,7 @@ side by side in one run.
 Test set (made here): a couple of minutes of espeak-ng sentences (several voices and speeds) with
 pauses of 0.6-2.5 s and a 10 s silence every 8 sentences, repeated to `--minutes` each, written
 as 48 kHz stereo FLAC. Each measurement is a fresh process pinned to one core that builds a
-`DecodeWorker` (asrd.runtime.decode) and does what the actor does for that row: before, its whole
+`DecodeWorker` (asrd.runtime.decode_worker) and does what the actor does for that row: before, its whole
 decode call (`_decode_one`, code from git `--before`); after, its stream pieces (`_piece`) until
 the last. The segments are pickled as Ray would copy them into the object store, and dropped
 (an engine would take them). Peak RSS is the process's high-water mark from after the start
@@ -41,7 +41,7 @@ os.sched_setaffinity(0, {0})
 from omegaconf import OmegaConf
 from asrd import config
 from asrd.audio.vad import check_available
-from asrd.runtime.decode import DecodeWorker
+from asrd.runtime.decode_worker import DecodeWorker
 from asrd.runtime.records import WorkItem
 
 def status(key):

@@ -22,7 +22,7 @@ from hpc.slurm_env import SlurmEnv  # noqa: E402
 
 
 def driver_metrics(shard: int, done: int) -> dict[str, float]:
-    """The keys the pipeline reports for a shard (asrd.runtime.driver), two error reasons."""
+    """The keys the pipeline reports for a shard (asrd.runtime.metrics), two error reasons."""
     return {"progress/shard": shard, "progress/items_done": done, "progress/items_total": 10**6,
             "progress/items_failed": done // 50, "progress/audio_s_done": 7.5 * done,
             "progress/shard_elapsed_s": done / 100, "latency/decode_ms_p50": 12.0,

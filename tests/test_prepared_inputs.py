@@ -148,7 +148,7 @@ def test_a_preparer_that_cannot_load_gives_engine_input_error_rows(corpus):
     """Every item of the call becomes an error row that says why, not "decode worker died"."""
     import ray
 
-    from asrd.runtime.decode import DecodeWorker, decode_actor_config
+    from asrd.runtime.decode_worker import DecodeWorker, decode_actor_config
     from asrd.runtime.records import WorkItem
     from hpc.ray_node import local_ray
 

@@ -23,7 +23,7 @@ from asrd.audio.segment import SegmentStream
 from asrd.audio.vad import SpeechRegions, check_available
 from asrd.index import build_index
 from asrd.plan import make_plan
-from asrd.runtime.decode import DecodeWorker, decode_actor_config
+from asrd.runtime.decode_worker import DecodeWorker, decode_actor_config
 from asrd.runtime.partial import PartialRows, SegmentDone
 from asrd.runtime.records import WorkItem
 from asrd.runtime.task import run_task

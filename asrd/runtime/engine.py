@@ -22,6 +22,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from asrd.engines import Hypothesis, InputPreparer, PackedWindow, Segment, build_engine
 from asrd.runtime.health import ActorHealth
+from asrd.runtime.metrics import percentile
 from asrd.runtime.placement import assigned_gpus
 from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 
@@ -219,6 +220,11 @@ class EngineStage:
             return self._failed(call, e)
         self.latency_ms.append(result.took_s * 1000)
         return Transcribed(call.segments, result.texts, result.took_s / len(call.segments))
+
+    def counters(self) -> dict[str, float]:
+        return {"latency/engine_ms_p50": percentile(self.latency_ms, 50),
+                "latency/engine_ms_p90": percentile(self.latency_ms, 90),
+                "queue/engine": self.queued(), "engine/calls_in_flight": len(self.calls)}
 
     def _failed(self, call: EngineCall, e: Exception) -> SegmentFailed | None:
         if len(call.segments) > 1:

@@ -72,6 +72,9 @@ class JudgeStage:
                 JudgeCall(k, rows)
             self.busy_judges.add(k)
 
+    def counters(self) -> dict[str, float]:
+        return {"queue/judge": len(self.waiting)}
+
     def complete(self, ref: ray.ObjectRef) -> list[RowResult]:
         call = self.calls.pop(ref)
         self.busy_judges.discard(call.judge)

@@ -20,14 +20,18 @@ from asrd.audio.vad import check_available as check_vad
 from asrd.engines import EngineUnavailable, preparer_modules
 from asrd.engines.registry import engine_class
 from asrd.plan import ShardSpec
-from asrd.runtime.decode import DecodeStage, DecodeWorker, decode_actor_config
-from asrd.runtime.driver import ShardDriver, ShardStats
+from asrd.runtime.decode_stage import DecodeStage
+from asrd.runtime.decode_worker import DecodeWorker, decode_actor_config
+from asrd.runtime.driver import ShardDriver
 from asrd.runtime.engine import EngineStage, EngineWorker, engine_actor_config
 from asrd.runtime.judge import JudgeStage, JudgeWorker
+from asrd.runtime.metrics import ShardMetrics
 from asrd.runtime.partial import PartialRows
 from asrd.runtime.placement import Placement, engine_gpus
 from asrd.runtime.quality import QualityStage
-from asrd.runtime.records import RowResult
+from asrd.runtime.records import IndexRow, RowResult
+from asrd.runtime.redo import Redo
+from asrd.runtime.streams import LongRecordings
 from asrd.runtime.write import ShardWriter
 
 log = logging.getLogger("asrd.pipeline")
@@ -85,20 +89,22 @@ class Pipeline:
         return self.quality.assess(row).output(self.model_name, self.cfg.engine.kind,
                                                judged=bool(self.judges))
 
-    def run(self, spec: ShardSpec, rows: Iterator[dict[str, Any]], writer: ShardWriter,
+    def run(self, spec: ShardSpec, rows: Iterator[IndexRow], writer: ShardWriter,
             partial: PartialRows, todo: int, on_metrics: Callable[[dict], None] | None = None
-            ) -> ShardStats:
+            ) -> ShardMetrics:
         """One shard's rows through the stages into `writer` (long rows' segments on the way
         into `partial`)."""
         c = self.cfg
+        redo = Redo(c.audio.retry_segment_s)
         decode = DecodeStage(self.decoders, self.preparer_refs, self.decode_in_flight,
-                             c.pipeline.decode_retries)
+                             c.pipeline.decode_retries, redo.work_item)
         engine = EngineStage(self.engines, c.engine.batch_size, c.engine.calls_in_flight,
                              c.pipeline.engine_retries, prepared=bool(self.preparer_refs))
         judge = JudgeStage(self.judges, c.judge.batch_size)
-        return ShardDriver(spec, rows, todo, decode, engine, judge, writer, partial, self.output,
-                           c.pipeline.items_per_decode_task, c.pipeline.stream_min_s,
-                           on_metrics, retry_segment_s=c.audio.retry_segment_s).run()
+        long = LongRecordings(decode, partial, c.pipeline.stream_min_s, spec.shard)
+        return ShardDriver(rows, c.pipeline.items_per_decode_task, decode, engine, judge, long,
+                           redo, writer, partial, self.output, ShardMetrics(spec.shard, todo),
+                           on_metrics).run()
 
 
 def _started(refs: list[ray.ObjectRef], what: str) -> list[Any]:

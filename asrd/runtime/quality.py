@@ -11,7 +11,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from asrd.quality.signals import SignalMaker, SignalSettings
-from asrd.runtime.records import RowResult, row_language
+from asrd.runtime.records import RowResult
 
 
 class QualityStage:
@@ -23,8 +23,8 @@ class QualityStage:
 
     def assess(self, row: RowResult) -> RowResult:
         if self.maker is not None and row.ok:
-            reference = row.index_row.get("reference")
+            reference = row.index_row.columns.get("reference")
             row.quality = self.maker.row(row.text or "", row.speech_s, row.engine_signals,
                                          reference if isinstance(reference, str) else None,
-                                         row_language(row.index_row))
+                                         row.index_row.language)
         return row

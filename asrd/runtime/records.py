@@ -20,10 +20,30 @@ from asrd.engines.base import Hypothesis
 from asrd.quality.signals import EngineSignals
 
 
-def row_language(index_row: dict[str, Any]) -> str | None:
-    """The row's language from the index (a missing value reads as NaN or None there)."""
-    lang = index_row.get("language")
-    return lang if isinstance(lang, str) else None
+@dataclass(frozen=True)
+class IndexRow:
+    """An index row as the runtime carries it: its number in the index, its id, and all its
+    columns (passed through to its output row). Made once, where the shard's rows are read."""
+
+    row: int
+    id: str
+    columns: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, columns: dict[str, Any]) -> IndexRow:
+        return cls(columns["row"], str(columns.get("id")), columns)
+
+    @property
+    def duration_s(self) -> float | None:
+        """The length the index gives (None where it gives none)."""
+        d = self.columns.get("duration_s")
+        return float(d) if isinstance(d, (int, float)) else None
+
+    @property
+    def language(self) -> str | None:
+        """The language the index gives (a missing value reads as NaN or None there)."""
+        lang = self.columns.get("language")
+        return lang if isinstance(lang, str) else None
 
 
 @dataclass(frozen=True)
@@ -40,10 +60,10 @@ class WorkItem:
     max_segment_s: float | None = None  # None: audio.max_segment_s (shorter on a second try)
 
     @classmethod
-    def of(cls, index_row: dict[str, Any], pack: bool = True,
+    def of(cls, index_row: IndexRow, pack: bool = True,
            max_segment_s: float | None = None) -> WorkItem:
-        return cls(row=index_row["row"], id=str(index_row.get("id")), path=index_row.get("path"),
-                   audio=index_row.get("audio"), language=row_language(index_row), pack=pack,
+        return cls(row=index_row.row, id=index_row.id, path=index_row.columns.get("path"),
+                   audio=index_row.columns.get("audio"), language=index_row.language, pack=pack,
                    max_segment_s=max_segment_s)
 
 
@@ -129,7 +149,7 @@ class SegmentText:
 class RowResult:
     """A finished row, ok or with an error, on its way to the judge and the writer."""
 
-    index_row: dict[str, Any]
+    index_row: IndexRow
     error: str | None = None
     text: str | None = None
     segments: list[SegmentText] | None = None
@@ -150,13 +170,13 @@ class RowResult:
 
     def output(self, model: str, engine: str, judged: bool) -> dict[str, Any]:
         """The output row (see asrd.schema): passthrough columns, then this row's results."""
-        out = {k: v for k, v in self.index_row.items() if k != "audio"}
+        out = {k: v for k, v in self.index_row.columns.items() if k != "audio"}
         out.update(model=model, engine=engine, text=self.text, error=self.error,
                    segments=None if self.segments is None else [
                        {"start": s.start, "end": s.end, "text": s.text,
                         "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob}
                        for s in self.segments],
-                   duration_s=self.duration_s or self.index_row.get("duration_s"),
+                   duration_s=self.duration_s or self.index_row.columns.get("duration_s"),
                    speech_s=self.speech_s, decode_s=self.decode_s, engine_s=self.engine_s,
                    pack_window=self.pack_window, pack_offset_s=self.pack_offset_s)
         if judged:

@@ -7,16 +7,15 @@ Every index row handed to the decode stage leaves here exactly once, as one `Row
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from asrd.engines.base import Hypothesis
 from asrd.quality.signals import EngineSignals, combine
-from asrd.runtime.records import Decoded, RowResult, SegmentText
+from asrd.runtime.records import Decoded, IndexRow, RowResult, SegmentText
 
 
 @dataclass
 class _Pending:
-    index_row: dict[str, Any]
+    index_row: IndexRow
     decoded: Decoded  # the first record (a stream's totals come with its last piece)
     spans: list[tuple[float, float]]
     texts: list[Hypothesis | None]
@@ -43,7 +42,7 @@ class RowAssembly:
     def __contains__(self, row: int) -> bool:
         return row in self.pending
 
-    def start(self, index_row: dict[str, Any], decoded: Decoded) -> RowResult | None:
+    def start(self, index_row: IndexRow, decoded: Decoded) -> RowResult | None:
         """A decoded row (or a stream's first piece): finished at once when it failed or has no
         segments (no speech: an ok row with empty text), else pending."""
         self.pending.pop(decoded.row, None)
@@ -91,7 +90,7 @@ class RowAssembly:
         p.left -= 1
         return self._ok(self.pending.pop(row)) if p.finished else None
 
-    def index_row(self, row: int) -> dict[str, Any] | None:
+    def index_row(self, row: int) -> IndexRow | None:
         p = self.pending.get(row)
         return p.index_row if p else None
 
@@ -101,7 +100,7 @@ class RowAssembly:
         return None if p is None else self.failed(p.index_row, error, p.decoded)
 
     @staticmethod
-    def failed(index_row: dict[str, Any], error: str, decoded: Decoded | None = None
+    def failed(index_row: IndexRow, error: str, decoded: Decoded | None = None
                ) -> RowResult:
         return RowResult(index_row, error=error,
                          duration_s=decoded.duration_s if decoded else None,

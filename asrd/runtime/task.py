@@ -21,11 +21,11 @@ import psutil
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
-from asrd import config as config_mod
 from asrd.plan import Plan, PlanError, check_index_unchanged, load_plan, read_rows
 from asrd.rundir import ConfigLayer, RunDir
 from asrd.runtime.partial import PartialRows
 from asrd.runtime.pipeline import Pipeline
+from asrd.runtime.records import IndexRow
 from asrd.runtime.write import ShardWriter
 from asrd.schema import output_schema
 from asrd.testing.faults import at_point
@@ -112,8 +112,8 @@ def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe
         log.info("shard %d: %d rows, %d already committed", spec.shard, spec.rows, len(done))
         partial = PartialRows(rd.partial_dir(spec.shard), plan.config_hash,
                               cfg.pipeline.part_seconds)
-        rows = (row for batch in read_rows(plan.index, spec.start, spec.stop)
-                for row in batch.to_pylist() if row["row"] not in done)
+        rows = (IndexRow.of(columns) for batch in read_rows(plan.index, spec.start, spec.stop)
+                for columns in batch.to_pylist() if columns["row"] not in done)
         stats = pipe.run(spec, rows, writer, partial, todo, on_metrics=tracker.update)
         marker = writer.finalize(time.monotonic() - t0, plan.config_hash, pipe.model_name,
                                  resumed_rows=len(done), segments_reused=stats.segments_reused,
