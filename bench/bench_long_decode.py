@@ -52,7 +52,7 @@ def status(key):
 mode, path, warm = sys.argv[1], sys.argv[2], sys.argv[3]
 cfg = config.load(None, ["run.index=x"])
 worker = DecodeWorker(*[OmegaConf.to_container(cfg[k], resolve=True)
-                        for k in ("audio", "store", "faults")], [])
+                        for k in ("audio", "store", "faults")], False, [])
 check_available()
 worker._decode_one(WorkItem(0, "warm", warm))  # first-call costs (model, codecs) out of the way
 with open("/proc/self/clear_refs", "w") as f:

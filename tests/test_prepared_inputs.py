@@ -155,7 +155,7 @@ def test_a_preparer_that_cannot_load_gives_engine_input_error_rows(corpus):
     cfg = asrd_config.load(overrides=[])
     items = [WorkItem(i, p.name, str(p), language="en")
              for i, p in enumerate(corpus_files(corpus)[:2])]
-    worker = DecodeWorker(*decode_actor_config(cfg), [])
+    worker = DecodeWorker(*decode_actor_config(cfg), cfg.audio.pack.enabled, [])
     with local_ray(num_cpus=1, num_gpus=0):
         records, segments = worker.decode(items, [ray.put(NeedsVllm())])
     assert [r.row for r in records] == [0, 1] and segments == [[], []]

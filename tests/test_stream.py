@@ -213,7 +213,7 @@ def test_a_committed_segment_is_not_sent_again_unless_its_span_changed(long_inde
     exactly; one whose span differs (the audio changed) is sent, to be transcribed again."""
     index, talk_path = long_index
     cfg = config_mod.load(None, ["run.index=x", *SHORT_WINDOWS])
-    worker = DecodeWorker(*decode_actor_config(cfg), [])
+    worker = DecodeWorker(*decode_actor_config(cfg), cfg.audio.pack.enabled, [])
     item = WorkItem(0, "talk.flac", str(talk_path))
     whole, _ = worker._piece(item, 0, {})
     (a0, b0), (a1, b1) = whole.spans[:2]

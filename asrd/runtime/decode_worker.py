@@ -51,15 +51,16 @@ class _OpenStream:
 class DecodeWorker:
     """One CPU: decodes chunks of work items into segments (or prepared engine inputs)."""
 
-    def __init__(self, audio_cfg: dict, cache_cfg: dict, faults_cfg: dict, preload: list[str]):
+    def __init__(self, audio_cfg: dict, cache_cfg: dict, faults_cfg: dict, packing: bool,
+                 preload: list[str]):
+        """`packing`: whether short clips share windows (`audio.pack.enabled`, where the engine
+        can split a window back by time)."""
         self.audio = audio_cfg
         vad = dict(audio_cfg["vad"])
         self.vad = VadSettings(**{k: v for k, v in vad.items() if k != "enabled"}) \
             if vad.pop("enabled") else None
-        pack = dict(audio_cfg["pack"])
-        self.pack = PackSettings(window_s=audio_cfg["max_segment_s"],
-                                 **{k: v for k, v in pack.items() if k != "enabled"}) \
-            if pack.pop("enabled") else None
+        pack = {k: v for k, v in audio_cfg["pack"].items() if k != "enabled"}
+        self.pack = PackSettings(window_s=audio_cfg["max_segment_s"], **pack) if packing else None
         self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
         self.faults = OmegaConf.create(faults_cfg)
         self.streams: collections.OrderedDict[int, _OpenStream] = collections.OrderedDict()

@@ -45,11 +45,10 @@ class Pipeline:
         e, p, j = cfg.engine, cfg.pipeline, cfg.judge
         if cfg.audio.vad.enabled:
             check_vad()  # here, once, rather than as an error on every row
-        if cfg.audio.pack.enabled and not engine_class(e.kind).packs(e, cfg.faults):
+        packing = cfg.audio.pack.enabled and engine_class(e.kind).packs(e, cfg.faults)
+        if cfg.audio.pack.enabled and not packing:
             log.info("engine %s does not split packed windows by time: every clip is "
                      "transcribed alone", e.kind)
-            cfg = OmegaConf.merge(cfg, {"audio": {"pack": {"enabled": False}}})
-            self.cfg = cfg
         n_decode = decode_actor_count(cfg, cpus)
         decode_cpu = min(1.0, max(0.0, cpus - _engine_and_judge_cpus(cfg)) / n_decode)
         self.engines = [
@@ -59,7 +58,8 @@ class Pipeline:
             for _ in range(e.num_engines)]
         self.decoders = [
             ray.remote(DecodeWorker).options(num_cpus=decode_cpu, max_restarts=-1).remote(
-                *decode_actor_config(cfg), preparer_modules(e)) for _ in range(n_decode)]
+                *decode_actor_config(cfg), packing, preparer_modules(e))
+            for _ in range(n_decode)]
         self.judges = [
             ray.remote(JudgeWorker).options(
                 num_cpus=0 if j.gpus_per_engine else 1, num_gpus=j.gpus_per_engine,
