@@ -57,7 +57,7 @@ def run_config(args: argparse.Namespace, check_drift: bool = True) -> DictConfig
 
 def check_engine(cfg: DictConfig, packages: bool) -> None:
     """Refuse a config whose engine cannot load (no model, no package) before it is frozen."""
-    engine_class(cfg.engine.kind).check(cfg.engine, cfg.faults, packages=packages)
+    engine_class(cfg.engine.kind).check(cfg.engine, packages=packages)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

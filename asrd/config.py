@@ -18,6 +18,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+from asrd import hooks
 from asrd.quality.thresholds import Thresholds
 
 log = logging.getLogger("asrd.config")
@@ -278,7 +279,9 @@ class JudgeCfg:
 
 @dataclass
 class FaultCfg:
-    """Faults injected on purpose, so that tests drive every fault path without clocks or signals.
+    """Settings of the hook module a run may select (asrd.hooks; the tests' fault injection,
+    asrd.testing.faults), so that tests drive every fault path without clocks or signals. asrd
+    carries them to every process of the run and reads none of them itself.
 
     The engine hooks act when `engine.kind=fault` (which wraps `inner`); the decode hook acts with
     any engine. All are off by default."""
@@ -372,6 +375,7 @@ def load(path: str | Path | dict | Sequence[str | Path | dict] | None = None,
         if overrides:
             cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.from_dotlist(list(overrides))))
         OmegaConf.to_container(cfg, resolve=True)  # an unresolvable ${...} fails here, named
+        hooks.configure(cfg.faults)
     except InterpolationResolutionError as e:
         why = str(e.msg).splitlines()[0].split("while resolving interpolation: ")[-1]
         raise ConfigError(f"cannot resolve config key {e.full_key!r}: {why}") from e

@@ -144,8 +144,18 @@ def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> Iterator[Pro
 
 def model_window_s(cfg: DictConfig) -> float | None:
     """The longest segment the configured engine takes in one call; None: no limit."""
-    kind = cfg.engine.kind if cfg.engine.kind != "fault" else cfg.faults.inner
+    kind = _checked_as(cfg)
     return MODEL_WINDOW_S.get("vllm" if kind and _is_vllm(kind) else kind)
+
+
+def _checked_as(cfg: DictConfig) -> str:
+    """The engine kind whose limits hold (a wrapping engine's: the wrapped one's)."""
+    from asrd.engines.registry import EngineUnavailable, engine_class
+
+    try:
+        return engine_class(cfg.engine.kind).checked_as(cfg.engine)
+    except EngineUnavailable:
+        return str(cfg.engine.kind)  # an unknown or broken plug-in is refused when it is built
 
 
 def _is_vllm(kind: str) -> bool:
@@ -171,7 +181,7 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
                f"{audio.max_segment_s} (it is the second try's shorter segment; 0: none)")
     if audio.vad.enabled and audio.sample_rate != 16000:
         yield "audio.sample_rate", "must be 16000 with audio.vad.enabled (the VAD model's rate)"
-    uses_vllm = _is_vllm(engine.kind) or (engine.kind == "fault" and cfg.faults.inner == "vllm")
+    uses_vllm = _is_vllm(_checked_as(cfg))
     if uses_vllm and engine.beam_size != 1:
         yield "engine.beam_size", "must be 1 with engine.kind=vllm (greedy or sampling only)"
     if (uses_vllm and str(engine.vllm.kv_cache_dtype).startswith("fp8")

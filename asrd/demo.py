@@ -46,7 +46,7 @@ def run_demo(workdir: Path, overrides: list[str] | None = None,
     layered as for every command; the demo sets only the index, run directory, name and shards."""
     require_demo_extra()
     from asrd.runtime.task import run_task  # Ray and the engines: only once the demo can finish
-    from asrd.testing.samples import make_corpus
+    from asrd.speech_samples import make_corpus
 
     workdir = workdir.resolve()
     manifest = workdir / "audio" / "manifest.jsonl"

@@ -37,7 +37,7 @@ from asrd.report import REPORT_NAME, ReportData, write_report
 from asrd.row_coverage import RowCoverage, RowsNotOnce
 from asrd.rundir import RunDir
 from asrd.schema import tally
-from asrd.testing.faults import at_point
+from asrd import hooks
 from asrd.verify import sha256_file, verify_shards
 from hpc.arrays import format_array
 from hpc.commit import fsync_dir, tmp_name, write_json
@@ -234,7 +234,7 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
     """Stream the good shards into a new merged folder and swap it in."""
     out_tmp = tmp_name(rd.merged_dir)
     out_tmp.mkdir(parents=True)
-    at_point(cfg.faults, "merge.tmp_made")
+    hooks.at("merge.tmp_made", cfg.faults)
     try:
         shard_schema = pq.read_schema(rd.shard_file(good[0]))
         index_schema = pq.read_schema(plan.index)
@@ -257,14 +257,14 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         summary.__dict__.update(quality.summary())
         write_json(out_tmp / "summary.json", summary.__dict__)
         fsync_dir(out_tmp)
-        at_point(cfg.faults, "merge.written")
+        hooks.at("merge.written", cfg.faults)
         old = _old_dir(rd)
         if rd.merged_dir.exists():
             rd.merged_dir.rename(old)
-            at_point(cfg.faults, "merge.old_moved")
+            hooks.at("merge.old_moved", cfg.faults)
         out_tmp.rename(rd.merged_dir)
         fsync_dir(rd.path)
-        at_point(cfg.faults, "merge.new_moved")
+        hooks.at("merge.new_moved", cfg.faults)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(out_tmp, ignore_errors=True)

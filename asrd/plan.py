@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd import config as config_mod
+from asrd import hooks
 from asrd.index import check_index
 from asrd.index_identity import IndexIdentity, index_identity
 from asrd.plan_record import Plan, ShardSpec
@@ -93,8 +94,6 @@ def cut(durations: np.ndarray, num_shards: int) -> list[ShardSpec]:
 def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
     """Freeze `cfg` into its run directory and write the plan; re-planning the same config is a
     no-op (an index whose label columns changed is still the same plan)."""
-    from asrd.testing.faults import at_point
-
     index = config_mod.require_index(cfg)
     if not Path(index).is_file():
         raise PlanError(f"index not found: {index} (make it with `asrd index`)")
@@ -104,7 +103,7 @@ def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
     lock = run_dir.markers.claims_dir / "plan.lock"
     with exclusive_or_wait(lock, lambda: log.warning(
             "another `asrd plan` is planning %s: waiting for it", run_dir.path)):
-        at_point(cfg.faults, "plan.locked")
+        hooks.at("plan.locked", cfg.faults)
         old = _whole_plan(run_dir)
         identity = index_identity(index)
         if old is not None:
@@ -125,7 +124,7 @@ def make_plan(cfg: DictConfig, force: bool = False) -> tuple[RunDir, Plan]:
                     config_mod.config_hash(cfg), cut(durations, cfg.run.num_shards),
                     hashlib.sha256(frozen).hexdigest(), identity.columns)
         write_bytes(run_dir.config_path, frozen)
-        at_point(cfg.faults, "plan.config_frozen")
+        hooks.at("plan.config_frozen", cfg.faults)
         write_json(run_dir.plan_path, plan.to_json())
         if run_dir.markers.done_shards():
             verify_shards(run_dir, plan)  # void the markers the new plan does not match

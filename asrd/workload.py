@@ -47,7 +47,7 @@ def _engine_packs(cfg: DictConfig) -> bool:
     """Whether the engine splits packed windows by time (as the pipeline asks it); where that
     cannot be told here (the model is on the task's nodes only), packing is assumed on."""
     try:
-        return engine_class(cfg.engine.kind).packs(cfg.engine, cfg.faults)
+        return engine_class(cfg.engine.kind).packs(cfg.engine)
     except (EngineUnavailable, OSError, ValueError, ImportError):
         return True
 

@@ -38,7 +38,7 @@ print(json.dumps({"audio_s": total, "cpu_s": time.process_time() - t}))
 
 
 def make_files(folder: Path, n: int, rate: int, channels: int, ext: str) -> list[str]:
-    from asrd.testing.samples import SENTENCES, speak
+    from asrd.speech_samples import SENTENCES, speak
 
     text = ". ".join(SENTENCES[:3])  # ~10 s of speech
     return [str(speak(text, folder / f"clip{i:03d}.{ext}", rate, channels, speed=140 + i % 20))

@@ -32,7 +32,7 @@ from asrd import config as config_mod  # noqa: E402
 from asrd.audio import probe  # noqa: E402
 from asrd.merge import content_id  # noqa: E402
 from asrd.schema import OUTPUT_SCHEMA  # noqa: E402
-from asrd.testing.samples import make_corpus  # noqa: E402
+from asrd.speech_samples import make_corpus  # noqa: E402
 from bench.results import report  # noqa: E402
 
 RUNS = [("webdataset", "original"), ("hf", "original"), ("lhotse", "original"), ("hf", "flac16k")]

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from asrd.forecast import array_wall_clock  # noqa: E402
 from asrd.index import build_index  # noqa: E402
 from asrd.rundir import RunDir  # noqa: E402
-from asrd.testing.samples import SENTENCES, speak  # noqa: E402
+from asrd.speech_samples import SENTENCES, speak  # noqa: E402
 from bench.results import report  # noqa: E402
 from hpc import slurm_ctl  # noqa: E402
 from hpc.array_submit import read_records  # noqa: E402

@@ -37,7 +37,7 @@ from asrd.merge import merge  # noqa: E402
 from asrd.plan import make_plan, read_rows  # noqa: E402
 from asrd.runtime.write import ShardWriter  # noqa: E402
 from asrd.schema import output_schema  # noqa: E402
-from asrd.testing.samples import make_corpus  # noqa: E402
+from asrd.speech_samples import make_corpus  # noqa: E402
 from asrd.verify import verify_shards  # noqa: E402
 from bench.results import report  # noqa: E402
 from hpc.ray_reaper import holders, sweep  # noqa: E402

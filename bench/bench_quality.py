@@ -74,7 +74,7 @@ from asrd.quality.presets import PresetFilter, get_preset  # noqa: E402
 from asrd.quality.signals import EngineSignals, SignalMaker, SignalSettings  # noqa: E402
 from asrd.run_config import open_run  # noqa: E402
 from asrd.runtime.task import run_task  # noqa: E402
-from asrd.testing.samples import SENTENCES, non_speech  # noqa: E402
+from asrd.speech_samples import SENTENCES, non_speech  # noqa: E402
 from bench.quality_sets import (OTHER_VOICES, SHORT_ENGLISH, SHORT_OTHER,  # noqa: E402
                                 SHORT_VOICES)
 from bench.results import report  # noqa: E402
@@ -280,7 +280,7 @@ def signal_cost(work: Path, rows: list[dict], rounds: int, overrides: list[str]
     """(engine s per detection mode, driver signal s, segments, segments detected by default).
     Modes: none, the default (segments in doubt), every segment."""
     base = config_mod.load(None, ["run.index=unused", *overrides])
-    engine = build_engine(base.engine, None, base.quality)  # one model: detection switched
+    engine = build_engine(base.engine, base.quality)  # one model: detection switched
     modes = {"none": None, "default": float(base.quality.doubt_logprob), "every": math.inf}
     vad = VadSettings()
     segs = []

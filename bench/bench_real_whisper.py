@@ -2,7 +2,7 @@
 converted Transformers folder (asrd.testing.real_whisper) against faster-whisper, one clip per
 input, and packed into 30 s windows split back by the model's own timestamps.
 
-The set: asrd.testing.samples.make_labelled_set (the 8 English sentences of asrd.testing.samples
+The set: asrd.speech_samples.make_labelled_set (the 8 English sentences of asrd.speech_samples
 in 5 voices at 130, 160 and 190 words per minute: 120 clips of 2.5-5.4 s, 16 kHz). WER is the
 corpus WER after Whisper's English normaliser. Both engines compute in float32.
 
@@ -25,7 +25,7 @@ from asrd.engines import PackedWindow, Segment, build_engine
 from asrd.engines.faster_whisper_engine import bundled_model_dir
 from asrd.quality.reference import normaliser
 from asrd.testing.real_whisper import convert
-from asrd.testing.samples import make_labelled_set
+from asrd.speech_samples import make_labelled_set
 
 
 def corpus_wer(refs: list[str], hyps: list[str]) -> float:

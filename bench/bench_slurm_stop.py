@@ -84,7 +84,7 @@ def make_index(work: Path, repeat: int) -> Path:
     if not (corpus / "manifest.jsonl").exists():
         subprocess.run([sys.executable, "-c",
                         "import sys; from pathlib import Path\n"
-                        "try:\n    from asrd.testing.samples import make_corpus\n"
+                        "try:\n    from asrd.speech_samples import make_corpus\n"
                         "except ImportError:  # the layout before asrd/testing/\n"
                         "    from asrd.samples import make_corpus\n"
                         "make_corpus(Path(sys.argv[1]), n=8)", str(corpus)], check=True)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from asrd.audio import VadSettings, decode  # noqa: E402
 from asrd.audio.vad import speech_regions  # noqa: E402
-from asrd.testing.samples import NON_SPEECH, non_speech  # noqa: E402
+from asrd.speech_samples import NON_SPEECH, non_speech  # noqa: E402
 from bench.results import report  # noqa: E402
 
 SR = 16000

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Iterator, Sequence
 

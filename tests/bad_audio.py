@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from asrd.testing.samples import speak
+from asrd.speech_samples import speak
 
 
 def make_bad_inputs(folder: Path) -> dict[str, tuple[Path, str | None]]:

@@ -9,9 +9,12 @@ import pytest
 
 from asrd import config as config_mod
 from asrd.index import build_index
-from asrd.testing.samples import make_corpus
+from asrd.speech_samples import make_corpus
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+# The fault hooks (asrd.testing.faults) act in every process the tests start: commands, SLURM
+# tasks and their Ray actors inherit this environment.
+os.environ["ASRD_HOOKS"] = "asrd.testing.faults"
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 

@@ -20,7 +20,7 @@ from asrd.plan import make_plan
 from asrd.report import REPORT_NAME
 from asrd.runtime.task import run_task
 from asrd.schema import QUALITY_FIELDS
-from asrd.testing.samples import SENTENCES, non_speech
+from asrd.speech_samples import SENTENCES, non_speech
 from tests.conftest import make_cfg
 from tests.test_tracking import fragments, read_run, wb_env  # noqa: F401 - a fixture
 
@@ -136,7 +136,7 @@ def test_faster_whisper_detects_the_spoken_language_on_the_encoder_output_it_kep
                    check=True, capture_output=True)
     german = Segment(decode(str(tmp_path / "de.wav"), 16000), "en")
     cfg = config_mod.load(None, ["run.index=x", "quality.audio_language=true"])
-    engine = build_engine(cfg.engine, None, cfg.quality)
+    engine = build_engine(cfg.engine, cfg.quality)
     encodes: list[int] = []
     real = WhisperModel.encode
     monkeypatch.setattr(WhisperModel, "encode", lambda self, f: encodes.append(1) or real(self, f))
@@ -210,7 +210,7 @@ def test_faster_whisper_detects_the_spoken_language_of_short_text_and_packed_cli
         return decode(str(wav), 16000)
 
     cfg = config_mod.load(None, ["run.index=x"])  # detection where cheap and in doubt
-    engine = build_engine(cfg.engine, None, cfg.quality)
+    engine = build_engine(cfg.engine, cfg.quality)
     short = say("en-us", "Turn off the lights.")
     (h,) = engine.hypotheses([Segment(short, "en")])
     assert h.avg_logprob > cfg.quality.doubt_logprob  # not in doubt by its log-probability ...

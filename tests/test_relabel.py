@@ -19,7 +19,7 @@ from asrd.plan import make_plan
 from asrd.quality.reference import score
 from asrd.rundir import RunDirError
 from asrd.runtime.task import run_task
-from asrd.testing.samples import speak
+from asrd.speech_samples import speak
 from tests.conftest import make_cfg
 
 SAID = {"fox": "the quick brown fox jumps over the lazy dog",

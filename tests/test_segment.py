@@ -16,7 +16,7 @@ from asrd.plan import make_plan
 from asrd.runtime.resegment import looks_failed
 from asrd.runtime.task import run_task
 from asrd.testing.faults import read_events
-from asrd.testing.samples import NON_SPEECH, SENTENCES, non_speech, speak
+from asrd.speech_samples import NON_SPEECH, SENTENCES, non_speech, speak
 from tests.conftest import make_cfg
 
 SR = 16000

@@ -29,7 +29,7 @@ from asrd.launch.errors import LaunchError
 from asrd.launch.slurm_params import parse_extra_sbatch, sbatch_options, sbatch_quote
 from asrd.launch.slurm_view import slurm_states
 from asrd.rundir import RunDir
-from asrd.testing.samples import speak
+from asrd.speech_samples import speak
 from hpc import slurm_ctl
 from hpc.arrays import format_array
 from hpc.array_submit import read_records

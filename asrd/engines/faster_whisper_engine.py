@@ -113,15 +113,13 @@ class FasterWhisperEngine(Engine):
                                  local_files_only=True)
 
     @classmethod
-    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-                    quality: DictConfig | None = None) -> Engine:
+    def from_config(cls, engine_cfg: DictConfig, quality: DictConfig | None = None) -> Engine:
         # one decoder step on the encoder output the model keeps: cheap
         return cls(engine_cfg, detect_below=detection_threshold(quality, cheap=True),
                    detect_under_words=int(quality.doubt_words) if quality is not None else 0)
 
     @classmethod
-    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-              packages: bool = True) -> None:
+    def check(cls, engine_cfg: DictConfig, packages: bool = True) -> None:
         if packages and importlib.util.find_spec("faster_whisper") is None:
             raise EngineUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}")
         if packages or str(engine_cfg.model) not in BUNDLED:  # bundled: the packages are it

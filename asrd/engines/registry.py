@@ -1,11 +1,14 @@
 """Engines by name: `engine.kind` picks one; its module is imported only when it is built, so CPU
-nodes need no GPU packages. `register_engine` adds a kind (a plug-in, or a test's own engine), and
-`engine.kind` may also name a class directly ("package.module:Class"): a plug-in that subclasses
-a built-in engine is placed and configured as that engine (its `engine.vllm.*` knobs, say)."""
+nodes need no GPU packages. Beside the built-in kinds, an installed package may add kinds through
+the `asrd.engines` entry-point group (name = "package.module:Class"; the tests' fault engine comes
+this way), `register_engine` adds one at run time, and `engine.kind` may also name a class
+directly ("package.module:Class"): a plug-in that subclasses a built-in engine is placed and
+configured as that engine (its `engine.vllm.*` knobs, say)."""
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 
 from omegaconf import DictConfig
 
@@ -15,8 +18,18 @@ _ENGINES: dict[str, str] = {
     "faster_whisper": "asrd.engines.faster_whisper_engine:FasterWhisperEngine",
     "transformers": "asrd.engines.transformers_engine:TransformersEngine",
     "vllm": "asrd.engines.vllm_engine:VllmEngine",
-    "fault": "asrd.testing.faults:FaultEngine",  # fault hooks around another engine, for tests
 }
+_PLUGINS_LOADED = False
+
+
+def _targets() -> dict[str, str]:
+    """The built-in kinds, those registered, and (read once) the installed plug-ins'."""
+    global _PLUGINS_LOADED
+    if not _PLUGINS_LOADED:
+        for ep in entry_points(group="asrd.engines"):
+            _ENGINES.setdefault(ep.name, ep.value)
+        _PLUGINS_LOADED = True
+    return _ENGINES
 
 
 def register_engine(kind: str, target: str) -> None:
@@ -27,11 +40,11 @@ def register_engine(kind: str, target: str) -> None:
 
 
 def engine_kinds() -> tuple[str, ...]:
-    return tuple(_ENGINES)
+    return tuple(_targets())
 
 
 def engine_class(kind: str) -> type[Engine]:
-    target = _ENGINES.get(kind) or (kind if ":" in kind else None)
+    target = _targets().get(kind) or (kind if ":" in kind else None)
     if target is None:
         raise EngineUnavailable(f"unknown engine.kind {kind!r}: one of {engine_kinds()} "
                                 "or a class, 'package.module:Class'")
@@ -54,8 +67,7 @@ def is_vllm(kind: str) -> bool:
     return issubclass(engine_class(kind), VllmEngine)
 
 
-def build_engine(engine_cfg: DictConfig, faults: DictConfig | None = None,
-                 quality: DictConfig | None = None) -> Engine:
-    """The engine `engine_cfg.kind` names, built from its config (and the fault hooks' config,
-    which only the fault engine reads, and the quality section: which signals to ask for)."""
-    return engine_class(engine_cfg.kind).from_config(engine_cfg, faults, quality)
+def build_engine(engine_cfg: DictConfig, quality: DictConfig | None = None) -> Engine:
+    """The engine `engine_cfg.kind` names, built from its config (and the quality section:
+    which signals to ask for)."""
+    return engine_class(engine_cfg.kind).from_config(engine_cfg, quality)

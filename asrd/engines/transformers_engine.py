@@ -46,8 +46,7 @@ class TransformersEngine(Engine):
     max_concurrency = 1
 
     @classmethod
-    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-              packages: bool = True) -> None:
+    def check(cls, engine_cfg: DictConfig, packages: bool = True) -> None:
         _model_dir(str(engine_cfg.model))
         missing = [p for p in ("torch", "transformers") if importlib.util.find_spec(p) is None]
         if packages and missing:
@@ -120,7 +119,7 @@ class TransformersEngine(Engine):
         return out
 
     @classmethod
-    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+    def packs(cls, engine_cfg: DictConfig) -> bool:
         """Whisper writes timestamps to split a packed window by; Qwen2-Audio does not."""
         config = json.loads((_model_dir(str(engine_cfg.model)) / "config.json").read_text())
         return config.get("model_type") == "whisper"

@@ -156,16 +156,14 @@ class VllmEngine(Engine):
                  self.startup_s)
 
     @classmethod
-    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-              packages: bool = True) -> None:
+    def check(cls, engine_cfg: DictConfig, packages: bool = True) -> None:
         model_kind(str(engine_cfg.model))
         if packages and importlib.util.find_spec("vllm") is None:
             raise EngineUnavailable("engine.kind=vllm needs vLLM on a GPU node: pip install "
                                     "'asrd[gpu]'")
 
     @classmethod
-    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-                    quality: DictConfig | None = None) -> Engine:
+    def from_config(cls, engine_cfg: DictConfig, quality: DictConfig | None = None) -> Engine:
         # prompt log-probabilities, which vLLM computes request by request: not cheap
         return cls(engine_cfg, signals=quality is None or bool(quality.enabled),
                    detection=detection_threshold(quality, cheap=False) is not None)
@@ -309,7 +307,7 @@ class VllmEngine(Engine):
         return self._tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 
     @classmethod
-    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+    def packs(cls, engine_cfg: DictConfig) -> bool:
         """Whisper writes timestamps to split a packed window by; Qwen2-Audio does not."""
         return model_kind(engine_cfg.model) == "whisper"
 

@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 
 from asrd.export.items import ExportItem, row_item, window_items, window_schema
 from asrd.export.source import MergedSource
-from asrd.testing.faults import at_point, record
+from asrd import hooks
 from hpc.commit import atomic_path
 from hpc.markers import exclusive
 
@@ -144,14 +144,14 @@ def read_merge_id(merged_dir: Path) -> str:
 class ShardedExport:
     def __init__(self, out: Path, source: MergedSource, merged_dir: Path,
                  writer_cls: type[ExportShardWriter], options: DictConfig,
-                 faults: DictConfig | None = None):
+                 hook_settings: DictConfig | None = None):
         self.out, self.source, self.writer_cls = out, source, writer_cls
         self.merged_dir, self.merge_id = merged_dir, read_merge_id(merged_dir)
-        self.options, self.faults = options, faults
+        self.options, self.hook_settings = options, hook_settings
         self.target_bytes = int(options.shard_mb * 2**20)
         merged = source.schema()
         self.schema = window_schema(merged) if options.windows else merged
-        self.items_added = 0  # in this process (the fault hook counts these)
+        self.items_added = 0  # in this process (a hook may act on the count)
 
     def _options(self) -> dict[str, Any]:
         return {k: self.options[k] for k in ("format", "audio", "windows", "window_s", "shard_mb")}
@@ -198,7 +198,7 @@ class ShardedExport:
         if progress is not earlier:
             self._save(progress)  # from here on the folder holds this export
         if progress.uncommitted:
-            at_point(self.faults, "export.discarding")
+            hooks.at("export.discarding", self.hook_settings)
             for name in progress.uncommitted:
                 _remove(self.out / name)
             progress.uncommitted = []
@@ -218,7 +218,7 @@ class ShardedExport:
         """Rewrite export.json atomically (the commit point of every step)."""
         with atomic_path(self.out / PROGRESS) as tmp:
             tmp.write_text(json.dumps(asdict(progress), indent=2, sort_keys=True) + "\n")
-            at_point(self.faults, "export.progress_written")
+            hooks.at("export.progress_written", self.hook_settings)
 
     def _items(self, row, skipped: dict[str, int]) -> list[ExportItem]:
         if row.columns.get("error") is not None:
@@ -249,7 +249,7 @@ class ShardedExport:
                     writer = self.writer_cls(tmp, shard, self.schema, self.options)
                 size += writer.add(item)
                 items += 1
-                self._fault_hook()
+                self._item_added()
             if size >= self.target_bytes:
                 self._commit(progress, writer, tmp, rows, items, size, skipped)
                 writer, tmp, rows, items, size, skipped = None, None, 0, 0, 0, {}
@@ -263,7 +263,7 @@ class ShardedExport:
         """List the shard's files as uncommitted, rename them into place, then record them as
         the shard (the commit point). Rows without items (all skipped) are recorded alone."""
         names = writer.close() if writer is not None else []
-        at_point(self.faults, "export.shard_closed")
+        hooks.at("export.shard_closed", self.hook_settings)
         self._check_same_merge()
         if names and tmp is not None:
             taken = [n for n in names if (self.out / n).exists() or (self.out / n).is_symlink()]
@@ -274,7 +274,7 @@ class ShardedExport:
             self._save(progress)
             for name in names:
                 os.replace(tmp / name, self.out / name)
-                at_point(self.faults, "export.file_moved")
+                hooks.at("export.file_moved", self.hook_settings)
             shutil.rmtree(tmp)
             progress.shards.append(ShardRecord(names, rows, items, size))
             progress.uncommitted = []
@@ -292,10 +292,6 @@ class ShardedExport:
                               "it; the shard being written is not recorded: export again with "
                               "--force")
 
-    def _fault_hook(self) -> None:
-        """`faults.export_exit_after_items`: the process dies after that many items (tests)."""
+    def _item_added(self) -> None:
         self.items_added += 1
-        n = self.faults.export_exit_after_items if self.faults is not None else 0
-        if n and self.items_added >= n:
-            record(self.faults, "export-exits", items=self.items_added)
-            os._exit(137)
+        hooks.at("export.item_added", self.hook_settings, items=self.items_added)

@@ -27,13 +27,13 @@ from typing import Any, Callable, Iterator
 import ray
 from omegaconf import DictConfig, OmegaConf
 
+from asrd import hooks
 from asrd.audio import AudioError, VadSettings, decode, segment
 from asrd.audio.pack import Member, PackSettings, build_window, plan_windows
 from asrd.audio.cache import AudioCache
 from asrd.audio.segment import Cut, SegmentStream
 from asrd.engines import InputPreparer
 from asrd.runtime.records import Decoded, WorkItem
-from asrd.testing.faults import decode_fault, stream_fault
 
 PIECE_SEGMENTS = 4  # segments per call of a streamed recording (at most 2 min of 16 kHz audio)
 OPEN_STREAMS = 2  # streams an actor keeps open (one in use; an abandoned one is dropped)
@@ -62,7 +62,7 @@ class DecodeWorker:
         pack = {k: v for k, v in audio_cfg["pack"].items() if k != "enabled"}
         self.pack = PackSettings(window_s=audio_cfg["max_segment_s"], **pack) if packing else None
         self.cache = AudioCache.from_config(OmegaConf.create(cache_cfg))
-        self.faults = OmegaConf.create(faults_cfg)
+        hooks.configure(faults_cfg)  # the hook settings of this actor's process
         self.streams: collections.OrderedDict[int, _OpenStream] = collections.OrderedDict()
         self.preparer: InputPreparer | None = None
         self.preparer_ref: ray.ObjectRef | None = None
@@ -111,7 +111,7 @@ class DecodeWorker:
 
     def _decode_one(self, item: WorkItem) -> tuple[Decoded, list[Any]]:
         t0 = time.perf_counter()
-        decode_fault(self.faults, item.id)
+        hooks.at("decode.item", item_id=item.id)
         sr = self.audio["sample_rate"]
         out = Decoded(item.row)
 
@@ -190,7 +190,7 @@ class DecodeWorker:
     def _piece(self, item: WorkItem, first: int, committed: dict[int, tuple[float, float]]
                ) -> tuple[Decoded, list[Any]]:
         t0 = time.perf_counter()
-        decode_fault(self.faults, item.id)
+        hooks.at("decode.item", item_id=item.id)
         sr = self.audio["sample_rate"]
         out = Decoded(item.row, first=first, last=False)
 
@@ -198,7 +198,7 @@ class DecodeWorker:
             segments: list[Any] = []
             opened = self._open(item, first)
             for cut in opened.cuts:
-                stream_fault(self.faults, item.id, cut.index)
+                hooks.at("decode.segment", item_id=item.id, segment=cut.index)
                 opened.next = cut.index + 1
                 if cut.index < first:  # before the piece asked for: cut again, not sent
                     continue

@@ -20,6 +20,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
 
+from asrd import hooks
 from asrd.engines import Hypothesis, InputPreparer, PackedWindow, Segment, build_engine
 from asrd.runtime.health import ActorHealth
 from asrd.runtime.metrics import percentile
@@ -31,8 +32,8 @@ class EngineWorker:
     """Holds one engine for the whole task; serves `calls_in_flight` queued calls."""
 
     def __init__(self, engine_cfg: dict, faults_cfg: dict, quality_cfg: dict):
-        self.engine = build_engine(OmegaConf.create(engine_cfg), OmegaConf.create(faults_cfg),
-                                   OmegaConf.create(quality_cfg))
+        hooks.configure(faults_cfg)  # the hook settings of this actor's process
+        self.engine = build_engine(OmegaConf.create(engine_cfg), OmegaConf.create(quality_cfg))
         self.gate = threading.Semaphore(max(1, self.engine.max_concurrency))
 
     def name(self) -> str:

@@ -45,7 +45,7 @@ class Pipeline:
         e, p, j = cfg.engine, cfg.pipeline, cfg.judge
         if cfg.audio.vad.enabled:
             check_vad()  # here, once, rather than as an error on every row
-        packing = cfg.audio.pack.enabled and engine_class(e.kind).packs(e, cfg.faults)
+        packing = cfg.audio.pack.enabled and engine_class(e.kind).packs(e)
         if cfg.audio.pack.enabled and not packing:
             log.info("engine %s does not split packed windows by time: every clip is "
                      "transcribed alone", e.kind)

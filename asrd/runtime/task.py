@@ -21,6 +21,7 @@ import psutil
 import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
+from asrd import hooks
 from asrd.plan import Plan, PlanError, check_index_unchanged, load_plan, read_rows
 from asrd.rundir import ConfigLayer, RunDir
 from asrd.runtime.partial import PartialRows
@@ -28,7 +29,6 @@ from asrd.runtime.pipeline import Pipeline
 from asrd.runtime.records import IndexRow
 from asrd.runtime.write import ShardWriter
 from asrd.schema import output_schema
-from asrd.testing.faults import at_point
 from asrd.tracking import TaskTracker
 from asrd.verify import verify_shards
 from hpc.ray_node import local_ray
@@ -105,8 +105,8 @@ def _run_shard(cfg: DictConfig, rd: RunDir, plan: Plan, shard: int, schema, pipe
             return False
         t0 = time.monotonic()
         writer = ShardWriter(rd, spec, schema, cfg.pipeline.part_rows, cfg.pipeline.part_seconds,
-                             shard_key=plan.shard_key(shard), on_commit=lambda: at_point(
-                                 cfg.faults, "task.part_committed", shard=spec.shard))
+                             shard_key=plan.shard_key(shard), on_commit=lambda: hooks.at(
+                                 "task.part_committed", cfg.faults, shard=spec.shard))
         done = set(writer.done_rows().tolist())
         todo = spec.rows - len(done)
         log.info("shard %d: %d rows, %d already committed", spec.shard, spec.rows, len(done))

