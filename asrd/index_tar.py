@@ -26,6 +26,9 @@ AUDIO_EXTENSIONS = {"wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "webm", "
                     "aiff", "aif"}
 
 
+STREAM_BUFFER = 8 << 20
+
+
 class TarSourceError(ValueError):
     """The tar source cannot be listed or read at all."""
 
@@ -64,7 +67,9 @@ def tar_paths(source: str) -> list[str]:
 @contextmanager
 def _open_stream(path: str):
     if is_s3(path):
-        with s3_filesystem().open_input_stream(s3_key(path)) as f:
+        # Buffered: tarfile reads 10 KiB at a time, and each unbuffered read is one GET.
+        with s3_filesystem().open_input_stream(s3_key(path), compression=None,
+                                               buffer_size=STREAM_BUFFER) as f:
             yield f
     else:
         with open(path, "rb") as f:

@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import pyarrow.fs as pafs  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from asrd.audio import decode  # noqa: E402
@@ -93,7 +92,12 @@ def main() -> None:
                 name, _, value = line.removeprefix("export ").partition("=")
                 os.environ[name] = value
             s3_filesystem.cache_clear()
-            pafs.copy_files(str(home / "tars"), "bench/tars", destination_filesystem=s3_filesystem())
+            # Uploaded with `juicefs sync` through the gateway: pyarrow's multipart upload sends
+            # chunked parts without a Content-Length, which the gateway refuses (HTTP 411).
+            subprocess.run([str(ROOT / ".venv" / "bin" / "juicefs"), "sync", "--quiet",
+                            f"{home / 'tars'}/", f"minio://{keys['MINIO_ROOT_USER']}:"
+                            f"{keys['MINIO_ROOT_PASSWORD']}@127.0.0.1:{port}/bench/tars/"],
+                           check=True, capture_output=True)
             kinds = {"files, local disk": str(home / "files"),
                      "tar, local disk": str(home / "tars"),
                      "tar, S3 (juicefs gateway)": "s3://bench/tars/"}
