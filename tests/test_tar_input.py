@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from asrd.audio.cache import AudioCache
 from asrd.audio.source import audio_source, s3_filesystem, tar_member
 from asrd.index import IndexInputError, build_index
 from asrd.rundir import RunDir
-from tests.runs import cli_args
+from tests.runs import assert_exactly_once, cli_args, part_rows, running
 from tests.juicefs_fixtures import ROOT, jfs_volume, sh  # noqa: F401  (the session's volume)
 
 GATEWAY_SH = ROOT / "hpc" / "scripts" / "s3_gateway.sh"
@@ -214,3 +215,26 @@ def test_asrd_run_on_tar_shards_on_s3(s3_gateway, shards, tmp_path):
     assert by_id["bad/0000"]["error"].startswith("corrupt audio")
     good = [r for r in rows if r["id"] != "bad/0000"]
     assert all(r["error"] is None and r["text"] for r in good)
+
+
+@pytest.mark.slow
+def test_a_run_on_tar_members_resumes_from_its_committed_parts(shards, tmp_path):
+    """The task kills itself once its first part (2 rows) is durable; the same command again
+    resumes from that part: every member once, the corrupt one an error row."""
+    from tests.test_faults import ONE_ROW_PER_CALL, fault_args
+
+    folder, want = shards
+    build_index(str(folder), tmp_path / "i.parquet")
+    run_dir = tmp_path / "run"
+    args = cli_args(tmp_path / "i.parquet", run_dir, *fault_args(
+        tmp_path / "faults", "faults.kill_at=task.part_committed", "faults.kill_times=1",
+        "pipeline.part_rows=2", *ONE_ROW_PER_CALL))
+    with running(args, tmp_path / "first.log") as proc:
+        assert proc.wait(timeout=600) == -signal.SIGKILL
+    assert len(part_rows(run_dir)) == 2
+    subprocess.run(args, check=True, capture_output=True, timeout=600)
+    m = assert_exactly_once(run_dir, len(want))
+    assert m["resumed_rows"] == 2 and m["failed"] == 1
+    rows = pq.read_table(run_dir / "shards" / "shard-000000.parquet").to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(want)
+    assert next(r for r in rows if r["id"] == "bad/0000")["error"].startswith("corrupt audio")
