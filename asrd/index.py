@@ -160,6 +160,9 @@ def _probe_entry(entry: dict[str, Any]) -> dict[str, Any]:
 def open_source(source: str | Path, batch_rows: int = BATCH_ROWS) -> Source:
     if is_tar_source(str(source)):
         return _tar_source(str(source), batch_rows)
+    if is_s3(str(source)):
+        raise IndexInputError(f"cannot index {source}: a manifest or Parquet file must be local "
+                              "(or on a mount); the paths in it may be s3:// URLs")
     source = Path(source)
     if source.is_dir():
         return Source(lambda: _dir_entries(source), [])

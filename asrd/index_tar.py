@@ -17,7 +17,6 @@ import json
 import os
 import tarfile
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator
 
 from asrd.audio.source import TarMember, is_s3, s3_filesystem, s3_key
@@ -27,6 +26,7 @@ AUDIO_EXTENSIONS = {"wav", "flac", "mp3", "ogg", "opus", "m4a", "aac", "webm", "
 
 
 STREAM_BUFFER = 8 << 20
+TABLE_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")  # sources that are not tar shards
 
 
 class TarSourceError(ValueError):
@@ -39,7 +39,7 @@ def is_tar_source(source: str) -> bool:
     if source.endswith(".tar") or ("{" in source and ".tar" in source):
         return True
     if is_s3(source):
-        return not Path(source).suffix
+        return not source.lower().endswith(TABLE_SUFFIXES)
     return os.path.isdir(source) and any(n.endswith(".tar") for n in os.listdir(source))
 
 
@@ -48,7 +48,7 @@ def tar_paths(source: str) -> list[str]:
     if "{" in source:
         from braceexpand import braceexpand
 
-        return list(braceexpand(source))
+        return [p if is_s3(p) else os.path.abspath(p) for p in braceexpand(source)]
     if source.endswith(".tar"):
         return [source if is_s3(source) else os.path.abspath(source)]
     if is_s3(source):

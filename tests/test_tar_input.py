@@ -238,3 +238,14 @@ def test_a_run_on_tar_members_resumes_from_its_committed_parts(shards, tmp_path)
     rows = pq.read_table(run_dir / "shards" / "shard-000000.parquet").to_pylist()
     assert sorted(r["id"] for r in rows) == sorted(want)
     assert next(r for r in rows if r["id"] == "bad/0000")["error"].startswith("corrupt audio")
+
+
+def test_an_s3_manifest_is_a_one_line_error_and_patterns_give_absolute_paths(shards, tmp_path,
+                                                                           monkeypatch):
+    with pytest.raises(IndexInputError, match="must be local"):
+        build_index("s3://bucket/manifest.jsonl", tmp_path / "i.parquet")
+    folder, want = shards
+    monkeypatch.chdir(folder.parent)
+    build_index(f"{folder.name}/train-{{000000..000001}}.tar", tmp_path / "i.parquet")
+    paths = pq.read_table(tmp_path / "i.parquet", columns=["path"]).column(0).to_pylist()
+    assert len(paths) == len(want) and all(p.startswith(str(folder) + "/") for p in paths)
