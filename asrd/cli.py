@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", metavar="FILE",
                    help="write a starter file: every key, with a comment line on what it does")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    p = add("index", cmd_index, "build a Parquet audio index from a folder, manifest or Parquet")
+    p = add("index", cmd_index, "build a Parquet audio index from a folder, manifest, Parquet or "
+                                "tar shards (local or s3://)")
     p.add_argument("source")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--workers", type=int, default=16, help="parallel header probes")

@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from asrd.audio import AudioError, probe
+from asrd.audio.source import audio_source, is_s3
+from asrd.index_tar import TarSourceError, is_tar_source, tar_entries
 from asrd.index_identity import ColumnHasher
 from asrd.schema import error_reason
 from hpc.commit import atomic_path
@@ -82,7 +84,6 @@ class Source:
 def build_index(source: str | Path, out: str | Path, workers: int = 16,
                 batch_rows: int = BATCH_ROWS) -> IndexReport:
     """Write `out` (atomically) from `source`; returns counts, failures reported not fatal."""
-    source = Path(source)
     if Path(out).is_dir():
         raise IndexInputError(f"the output {out} is a folder: name the index file to write")
     src = open_source(source, batch_rows)
@@ -132,6 +133,7 @@ def _batched(it: Iterable[dict], n: int) -> Iterator[list[dict]]:
 
 def _probe_entry(entry: dict[str, Any]) -> dict[str, Any]:
     src = entry.get("audio") if entry.get("audio") is not None else entry.get("path")
+    src = entry.pop("_bytes", src)  # a tar member's data, read as its shard streamed by
     row = {"id": entry["id"], "path": entry.get("path"), "duration_s": None, "sample_rate": None,
            "channels": None, "num_bytes": None, "probe_error": None}
     if "audio" in entry:
@@ -141,7 +143,7 @@ def _probe_entry(entry: dict[str, Any]) -> dict[str, Any]:
             raise AudioError("invalid file name", entry["name_error"])
         if src is None:
             raise AudioError("missing file", "the entry names no audio")
-        info = probe(src)
+        info = probe(audio_source(src) if isinstance(src, str) else src)
         row.update(duration_s=info.duration_s, sample_rate=info.sample_rate,
                    channels=info.channels, num_bytes=info.num_bytes)
     except AudioError as e:
@@ -155,7 +157,13 @@ def _probe_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 # --- sources ---------------------------------------------------------------------------------------
 
-def open_source(source: Path, batch_rows: int = BATCH_ROWS) -> Source:
+def open_source(source: str | Path, batch_rows: int = BATCH_ROWS) -> Source:
+    if is_tar_source(str(source)):
+        return _tar_source(str(source), batch_rows)
+    if is_s3(str(source)):
+        raise IndexInputError(f"cannot index {source}: a manifest or Parquet file must be local "
+                              "(or on a mount); the paths in it may be s3:// URLs")
+    source = Path(source)
     if source.is_dir():
         return Source(lambda: _dir_entries(source), [])
     if not source.exists():
@@ -168,6 +176,21 @@ def open_source(source: Path, batch_rows: int = BATCH_ROWS) -> Source:
     if suffix == ".parquet":
         return _parquet_source(source)
     raise IndexInputError(f"cannot index {source}: expected a directory, .jsonl, .csv or .parquet")
+
+
+def _tar_source(source: str, batch_rows: int) -> Source:
+    """Tar shards (asrd.index_tar); the columns come from a first pass over the sidecars only."""
+    def entries(with_audio: bool) -> Iterator[dict[str, Any]]:
+        try:
+            for e in tar_entries(source, with_audio):
+                yield {k: v for k, v in e.items()
+                       if k not in OWN_NAMES or k in ("id", "path")}
+        except TarSourceError as e:
+            raise IndexInputError(str(e)) from None
+
+    passthrough = ({k: v for k, v in e.items() if k not in ("id", "path")}
+                   for e in entries(False))
+    return Source(lambda: entries(True), _scan_columns(Path(source), passthrough, batch_rows))
 
 
 def _raw(text: str) -> bytes:
@@ -275,7 +298,7 @@ def _control_char(text: str) -> str | None:
 
 def _resolve(raw: str, base: Path) -> str:
     """An absolute path: a relative one is taken relative to `base` (the source's folder)."""
-    return os.path.abspath(os.path.join(base, raw))
+    return raw if is_s3(raw) else os.path.abspath(os.path.join(base, raw))
 
 
 def _manifest_source(manifest: Path, rows: Callable[[], Iterator[dict[str, Any]]],

@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from filelock import FileLock
 
@@ -101,6 +101,38 @@ class AudioCache:
         self.stats.misses += 1
         self.stats.bytes_copied += st.st_size
         return str(final)
+
+    def cached_bytes(self, locator: str, fetch: Callable[[], bytes]) -> bytes:
+        """The bytes of a remote object or a tar member, named by `locator`: from the cache, or
+        `fetch()`ed and kept. Keyed by the locator alone (a member's carries its offset and size;
+        an object store's objects are not rewritten in place by the corpora this reads)."""
+        key = hashlib.sha256(f"bytes\0{locator}".encode()).hexdigest()
+        final = self.dir / key[:2] / key
+        if self._touch(final):
+            with contextlib.suppress(OSError):
+                data = final.read_bytes()
+                self.stats.hits += 1
+                return data
+        data = fetch()
+        if len(data) > self.max_bytes:
+            self.stats.bypassed += 1
+            return data
+        tmp = self.dir / key[:2] / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(data)
+            with self._lock:
+                os.replace(tmp, final)
+                self._add_usage(len(data))
+        except OSError as e:
+            log.warning("audio cache: not keeping %s: %s", locator, e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self.stats.bypassed += 1
+            return data
+        self.stats.misses += 1
+        self.stats.bytes_copied += len(data)
+        return data
 
     def _entry(self, src_path: str, st: os.stat_result) -> Path:
         """Keyed by path, size and mtime: a source rewritten in place is a new entry."""

@@ -31,6 +31,7 @@ from asrd import hooks
 from asrd.audio import AudioError, VadSettings, decode, segment
 from asrd.audio.pack import Member, PackSettings, build_window, plan_windows
 from asrd.audio.cache import AudioCache
+from asrd.audio.source import audio_source
 from asrd.audio.segment import Cut, SegmentStream
 from asrd.engines import InputPreparer
 from asrd.runtime.records import Decoded, WorkItem
@@ -107,7 +108,7 @@ class DecodeWorker:
             return item.audio
         if not item.path:
             raise AudioError("missing file", "the index row names no audio")
-        return self.cache.local_path(item.path) if self.cache else item.path
+        return audio_source(item.path, self.cache)
 
     def _decode_one(self, item: WorkItem) -> tuple[Decoded, list[Any]]:
         t0 = time.perf_counter()
