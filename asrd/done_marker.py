@@ -6,6 +6,7 @@ reader (`from_json`), so a field is spelled in one place; the JSON keys are the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,11 +53,19 @@ class DoneMarker:
         """The marker, or why it cannot be one (a marker without a field every marker has)."""
         if isinstance(d, UnreadableMarker):
             return d
-        fields = [f for f in dataclasses.fields(cls) if f.name != "extra"]
-        known = {f.name for f in fields}
-        missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+        known, required = _field_names(cls)
+        missing = [name for name in required if name not in d]
         if missing:
             return UnreadableMarker(f"it lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in d.items() if k in known},
                    extra={k: v for k, v in d.items() if k not in known})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(the fields a marker's JSON may carry, those it must): worked out once per class, not
+    once per marker (status parses 10,000 markers)."""
+    fields = [f for f in dataclasses.fields(cls) if f.name != "extra"]
+    return (frozenset(f.name for f in fields),
+            tuple(f.name for f in fields if f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING))

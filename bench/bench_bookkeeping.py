@@ -6,9 +6,10 @@ Each shard holds two rows of tiny audio files; its shard file and marker are wri
 ShardWriter (threads: the commits wait on the disk's syncs). `asrd status` and `asrd merge` run as
 whole commands in fresh processes (time; merge's peak RSS from its own rusage).
 
-    python bench/bench_bookkeeping.py [--shards 1000,10000] [--root DIR] [--record]
+    python bench/bench_bookkeeping.py [--shards 1000,10000] [--root DIR] [--no-merge] [--record]
 
 `--root` puts the runs on another file system (a JuiceFS mount); the default is local disk.
+`--no-merge` stops after `asrd status` (the merge is minutes at 10,000 shards).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def merge_rss_mib(run_dir: Path) -> tuple[float, float]:
     return float(wall), float(rss)
 
 
-def one_size(root: Path, shards: int, where: str) -> list[tuple[str, str, str]]:
+def one_size(root: Path, shards: int, where: str,
+             merge: bool = True) -> list[tuple[str, str, str]]:
     files = shards * ROWS_PER_SHARD
     base = root / f"s{shards}"
     base.mkdir(parents=True)
@@ -72,26 +74,29 @@ def one_size(root: Path, shards: int, where: str) -> list[tuple[str, str, str]]:
     commit_s = time.perf_counter() - t
     status_s = timed([*ASRD, "status", "-c", str(rd.config_path)])
     status_again_s = timed([*ASRD, "status", "-c", str(rd.config_path)])
-    merge_s, rss = merge_rss_mib(rd.path)
     work = f"{shards} shards of {ROWS_PER_SHARD} rows, {where}"
-    return [("plan s", f"{plan_s:.2f}", work),
-            ("shard commits/s (8 threads)", f"{shards / commit_s:,.1f}", work),
-            ("`asrd status` s (first)", f"{status_s:.2f}", work),
-            ("`asrd status` s (again)", f"{status_again_s:.2f}", work),
-            ("`asrd merge` s", f"{merge_s:.1f}", work),
-            ("`asrd merge` peak RSS MiB", f"{rss:.0f}", work)]
+    figures = [("plan s", f"{plan_s:.2f}", work),
+               ("shard commits/s (8 threads)", f"{shards / commit_s:,.1f}", work),
+               ("`asrd status` s (first)", f"{status_s:.2f}", work),
+               ("`asrd status` s (again)", f"{status_again_s:.2f}", work)]
+    if merge:
+        merge_s, rss = merge_rss_mib(rd.path)
+        figures += [("`asrd merge` s", f"{merge_s:.1f}", work),
+                    ("`asrd merge` peak RSS MiB", f"{rss:.0f}", work)]
+    return figures
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shards", default="1000,10000")
     ap.add_argument("--root", default=None, help="where the runs go (default: a local temp dir)")
+    ap.add_argument("--no-merge", action="store_true", help="stop after `asrd status`")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="asrd-bookkeeping-", dir=args.root))
     where = f"on {args.root}" if args.root else "local disk"
     try:
-        figures = [f for n in args.shards.split(",") for f in one_size(root, int(n), where)]
+        figures = [f for n in args.shards.split(",") for f in one_size(root, int(n), where, not args.no_merge)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report("bookkeeping", figures, args.record)

@@ -24,6 +24,9 @@ from hpc.commit import read_json, write_json
 from hpc.marker_summary import MarkerSummary, UnreadableMarker
 from hpc.process_ref import ProcessRef
 
+# Markers per journal part: 10k shards make 100 parts of about 60 KB, each rewritten 100 times.
+JOURNAL_PART_SHARDS = 100
+
 __all__ = ["Markers", "UnreadableMarker", "exclusive", "exclusive_or_wait",
            "shard_name"]
 
@@ -84,7 +87,15 @@ class Markers:
         return self.path(shard).exists()
 
     def write(self, shard: int, marker: dict[str, Any]) -> None:
+        """Commit the marker, then add it to its journal part, so that the first reader after
+        many commits reads one part per JOURNAL_PART_SHARDS markers instead of each marker."""
         write_json(self.path(shard), marker)
+        self._summary().record(self.path(shard).name, marker,
+                               f"part-{shard // JOURNAL_PART_SHARDS:06d}")
+
+    def _summary(self) -> MarkerSummary:
+        return MarkerSummary(self.done_dir, self.done_dir.parent / "markers-summary.json",
+                             journal_dir=self.done_dir.parent / "markers-journal")
 
     def read(self, shard: int) -> dict[str, Any] | UnreadableMarker:
         try:
@@ -126,7 +137,7 @@ class Markers:
     def read_all(self) -> dict[int, dict[str, Any] | UnreadableMarker]:
         """Every marker, rereading only those new since the last call (a summary file beside
         `done/`), so that `status` on 10k shards on a shared store stays interactive."""
-        summary = MarkerSummary(self.done_dir, self.done_dir.parent / "markers-summary.json")
+        summary = self._summary()
         return {s: m for name, m in summary.read_all().items()
                 if (s := _shard_of(name, ".json")) is not None}
 

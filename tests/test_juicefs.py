@@ -77,6 +77,15 @@ def test_markers_scan_and_commit_on_the_mount(jfs_dir):
     assert not [p for p in (jfs_dir / "done").iterdir() if p.name.startswith(".")]  # no temp left
 
 
+def test_a_fresh_reader_on_the_mount_reads_journal_parts_not_markers(jfs_dir):
+    markers = Markers(jfs_dir)
+    for s in range(150):
+        markers.write(s, {"shard": s})
+    summary = markers._summary()  # a fresh reader: no summary file yet
+    assert len(summary.read_all()) == 150
+    assert summary.reads == 0 and summary.journal_reads == 2
+
+
 @pytest.mark.redis
 def test_redis_metadata_two_clients_see_one_store(redis_volume):
     node_a, node_b = redis_volume.mounts[:2]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from asrd.audio.cache import AudioCache
+from hpc.commit import write_json
 from hpc.marker_summary import MarkerSummary
 from hpc.markers import Markers
 from hpc.store import StoreError, check_root, juicefs_setup_line, mount_of, mounts
@@ -247,3 +248,41 @@ def test_a_corrupt_summary_costs_only_reads(tmp_path):
     summary = MarkerSummary(markers.done_dir, path)
     assert len(summary.read_all()) == 5 and summary.reads == 5
     assert json.loads(path.read_text())["version"] == 1  # rewritten, usable next time
+
+
+def test_a_fresh_reader_takes_committed_markers_from_the_journal(tmp_path):
+    markers = Markers(tmp_path)
+    for s in range(250):  # three journal parts
+        markers.write(s, {"shard": s, "ok": 1})
+    summary = markers._summary()
+    got = summary.read_all()
+    assert len(got) == 250 and summary.reads == 0 and summary.journal_reads == 3
+    assert got["shard-000249.json"] == {"shard": 249, "ok": 1}
+    assert len(summary.read_all()) == 250 and summary.journal_reads == 0  # parts now summarised
+    markers.write(120, {"shard": 120, "ok": 0})
+    assert summary.read_all()["shard-000120.json"]["ok"] == 0
+    assert summary.reads == 0 and summary.journal_reads == 1
+
+
+def test_a_journal_entry_is_never_believed_for_a_marker_changed_since(tmp_path):
+    markers = Markers(tmp_path)
+    for s in range(5):
+        markers.write(s, {"shard": s, "ok": 1})
+    write_json(markers.path(2), {"shard": 2, "ok": 7})  # replaced without the journal
+    markers.remove(3)  # being redone
+    summary = markers._summary()
+    got = summary.read_all()
+    assert set(got) == {f"shard-{s:06d}.json" for s in (0, 1, 2, 4)}
+    assert got["shard-000002.json"]["ok"] == 7 and summary.reads == 1
+
+
+def test_a_corrupt_journal_part_costs_only_reads(tmp_path):
+    markers = Markers(tmp_path)
+    for s in range(5):
+        markers.write(s, {"shard": s, "ok": 1})
+    (tmp_path / "markers-journal" / "part-000000.json").write_text("{half a file")
+    markers.write(4, {"shard": 4, "ok": 4})  # the part is whole again, with shard 4 only
+    summary = markers._summary()
+    got = summary.read_all()
+    assert len(got) == 5 and got["shard-000004.json"]["ok"] == 4
+    assert summary.reads == 4  # the four entries lost with the corrupt part
