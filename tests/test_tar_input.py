@@ -26,6 +26,7 @@ from asrd.index import IndexInputError, build_index
 from asrd.rundir import RunDir
 from tests.runs import assert_exactly_once, cli_args, part_rows, running
 from tests.juicefs_fixtures import ROOT, jfs_volume, sh  # noqa: F401  (the session's volume)
+from tests.test_slurm import cancel_after, slurm_cluster  # noqa: F401  (fixtures)
 
 GATEWAY_SH = ROOT / "hpc" / "scripts" / "s3_gateway.sh"
 CORRUPT = b"RIFF\x10\x00\x00\x00WAVEthis is not audio" * 4
@@ -249,3 +250,30 @@ def test_an_s3_manifest_is_a_one_line_error_and_patterns_give_absolute_paths(sha
     build_index(f"{folder.name}/train-{{000000..000001}}.tar", tmp_path / "i.parquet")
     paths = pq.read_table(tmp_path / "i.parquet", columns=["path"]).column(0).to_pylist()
     assert len(paths) == len(want) and all(p.startswith(str(folder) + "/") for p in paths)
+
+
+@pytest.mark.slurm
+@pytest.mark.juicefs
+def test_tar_shards_on_s3_run_as_a_slurm_array(slurm_cluster, s3_gateway, shards, tmp_path,
+                                               cancel_after):
+    """The tar shards on the S3 gateway, planned into 2 shards and run as an array on the
+    one-node SLURM: each task reads its members by byte range from object storage (the AWS_*
+    environment reaches it through sbatch); after merge every member is there once and the
+    corrupt member is an error row."""
+    from tests.test_slurm import TASK, asrd, done, plan, wait_for
+
+    mount, bucket = s3_gateway
+    folder, want = shards
+    shutil.copytree(folder, mount / "slurmtars", dirs_exist_ok=True)
+    index = tmp_path / "i.parquet"
+    build_index(f"{bucket}/slurmtars/", index)
+    run = tmp_path / "run"
+    cancel_after[1].append(run)
+    plan(index, run, 2)
+    asrd("submit", f"run.dir={run}", *TASK)
+    wait_for(lambda: done(run) == {0, 1}, 600, "both shards' markers", run)
+    asrd("merge", "--preset", "none", f"run.dir={run}")
+    rows = pq.ParquetDataset(RunDir(run).merged_files()).read(columns=["id", "error"]).to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(want)
+    errors = {r["id"]: r["error"] for r in rows if r["error"]}
+    assert list(errors) == ["bad/0000"] and errors["bad/0000"].startswith("corrupt audio")

