@@ -21,13 +21,14 @@ class Redo:
     def __init__(self, retry_segment_s: float):
         self.retry_segment_s = retry_segment_s
         self.unpacked: set[int] = set()  # rows to transcribe alone, never packed again
-        self.shorter: set[int] = set()  # rows cut again into shorter segments
+        self.shorter: set[int] = set()  # rows cut again into shorter segments (alone too)
 
     def work_item(self, index_row: IndexRow) -> WorkItem:
         """What a decode actor gets for an index row."""
         n = index_row.row
-        return WorkItem.of(index_row, pack=n not in self.unpacked,
-                           max_segment_s=self.retry_segment_s if n in self.shorter else None)
+        cut = n in self.shorter
+        return WorkItem.of(index_row, pack=not cut and n not in self.unpacked,
+                           max_segment_s=self.retry_segment_s if cut else None)
 
     def alone(self, row: int) -> None:
         """The row's clip goes again, to be transcribed on its own."""
@@ -39,7 +40,6 @@ class Redo:
         if n in self.shorter or not needs_retry(row, self.retry_segment_s):
             return False
         self.shorter.add(n)
-        self.unpacked.add(n)
         return True
 
     def counters(self) -> dict[str, float]:

@@ -13,6 +13,7 @@
 set -euo pipefail
 
 die() { echo "prometheus_local.sh: $*" >&2; exit 1; }
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/stop_pid.sh"
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 cmd=${1:-}; dir=${2:-}
@@ -81,12 +82,7 @@ do_stop() {
   local prog pid
   for prog in prometheus prometheus-node-exporter; do
     pid=$(running_pid "$prog") || continue
-    kill "$pid"
-    local deadline=$((SECONDS + 20))
-    while kill -0 "$pid" 2>/dev/null; do
-      ((SECONDS < deadline)) || { kill -9 "$pid" 2>/dev/null || true; break; }
-      sleep 0.1
-    done
+    stop_pid "$pid" 20
     rm -f "$dir/$prog.pid"
   done
 }

@@ -11,6 +11,7 @@
 set -euo pipefail
 
 die() { echo "redis_local.sh: $*" >&2; exit 1; }
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/stop_pid.sh"
 usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 cmd=${1:-}; dir=${2:-}
@@ -57,12 +58,7 @@ do_start() {
 do_stop() {
   local pid
   if ! pid=$(running_pid); then echo "redis_local.sh: not running ($pidfile)" >&2; return 0; fi
-  kill "$pid"
-  local deadline=$((SECONDS + 20))
-  while kill -0 "$pid" 2>/dev/null; do
-    ((SECONDS < deadline)) || { kill -9 "$pid" 2>/dev/null || true; break; }
-    sleep 0.1
-  done
+  stop_pid "$pid" 20
   rm -f "$pidfile"
 }
 

@@ -36,6 +36,7 @@ done
 [ -n "$state" ] || die "--state DIR (or ASRD_S3GW_STATE) is required"
 
 . "$here/juicefs_bin.sh"
+. "$here/stop_pid.sh"
 
 alive() {  # the recorded gateway process runs and answers MinIO's liveness probe
   [ -f "$state/pid" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null &&
@@ -67,12 +68,7 @@ case "$cmd" in
     ;;
   stop)
     [ -f "$state/pid" ] || exit 0
-    pid=$(cat "$state/pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid"
-      for ((i = 0; i < timeout * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-    fi
+    stop_pid "$(cat "$state/pid")" "$timeout"
     rm -f "$state/pid"
     ;;
   env)
