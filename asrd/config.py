@@ -85,6 +85,10 @@ class VllmEngineCfg:
     max_num_batched_tokens: Optional[int] = None  # tokens per step; null: 96000 Whisper, else 32768
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
     kv_cache_dtype: str = "auto"  # auto (the model's dtype) | fp8: half the bytes read per token
+    # auto: asrd's prompts for Whisper and Qwen2-Audio (signals, packing), the model's own
+    # vLLM transcription class's for every other architecture
+    prompts: str = "auto"  # who makes the prompts: auto | model (the class's, Whisper's too)
+    request_prompt: Optional[str] = None  # text the class puts in its prompt (Qwen3-ASR's context)
     max_restarts: int = 2  # rebuilds of a dead engine before its calls fail
     seed: int = 0  # sampling seed (used when engine.temperature > 0)
 
@@ -339,7 +343,7 @@ OUTPUT_KEYS = (
     "engine.kind", "engine.model", "engine.compute_type", "engine.language", "engine.task",
     "engine.instruction", "engine.system_prompt", "engine.max_new_tokens", "engine.beam_size",
     "engine.temperature", "engine.load_format", "engine.ignore_eos", "engine.vllm.seed",
-    "engine.vllm.kv_cache_dtype",
+    "engine.vllm.kv_cache_dtype", "engine.vllm.prompts", "engine.vllm.request_prompt",
     "judge.enabled", "judge.kind", "judge.model", "judge.system_prompt", "judge.user_template",
     "judge.choices", "judge.max_text_chars", "judge.vllm.dtype", "judge.vllm.load_format",
     "quality.enabled", "quality.languages", "quality.ngram", "quality.audio_language",

@@ -1,4 +1,5 @@
-"""vLLM behind the `Engine` interface: Whisper and Qwen2-Audio with continuous batching on a GPU.
+"""vLLM behind the `Engine` interface: Whisper, Qwen2-Audio and every model vLLM can transcribe
+with (vllm_transcription.py), with continuous batching on a GPU.
 
 Why it is built this way (measured on an H100, bench/RESULTS.md): vLLM's front end, not the GPU,
 limits small models. Every request's audio must become log-mel features and an engine input (the
@@ -34,6 +35,7 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,31 +44,44 @@ from omegaconf import DictConfig
 from asrd.audio.pack import Member
 from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, PackedWindow, Segment,
                                detection_threshold)
-from asrd.engines.vllm_inputs import InputRenderer, PromptBuilder, PromptSpec, check_window
+from asrd.engines.vllm_inputs import InputRenderer, PromptSpec, prompt_maker
 from asrd.engines.vllm_signals import WhisperTokens, hypothesis, request_args, token_logprobs
+from asrd.engines.vllm_transcription import TranscriptionSpec, check_architecture
 from asrd.engines.whisper_timestamps import (WINDOW_MAX_TOKENS, WhisperIds, packed_hypotheses,
                                              timed_pieces)
 
 log = logging.getLogger(__name__)
 
+# The architectures asrd makes prompts for itself; any other that vLLM can transcribe with runs
+# on its vLLM class's prompts ("transcription").
 ARCHITECTURES = {"WhisperForConditionalGeneration": "whisper",
                  "Qwen2AudioForConditionalGeneration": "qwen2_audio"}
+WHISPER = "WhisperForConditionalGeneration"
 DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "auto": "auto",
           "int8": "auto"}  # int8 is faster-whisper's default; vLLM then takes the model's dtype
 
 
-def model_kind(model_dir: str | Path) -> str:
-    """"whisper" or "qwen2_audio", from the model directory's config.json."""
+def architectures(model_dir: str | Path) -> list[str]:
+    """config.json's "architectures" of a local model directory."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise EngineUnavailable(
             f"engine.model={str(model_dir)!r} is not a model directory with a config.json; the "
-            "vllm engine takes a local Hugging Face model directory (Whisper or Qwen2-Audio)")
-    archs = json.loads(path.read_text()).get("architectures") or []
-    for arch in archs:
-        if arch in ARCHITECTURES:
-            return ARCHITECTURES[arch]
-    raise EngineUnavailable(f"{path}: architectures {archs} is neither of {sorted(ARCHITECTURES)}")
+            "vllm engine takes a local Hugging Face model directory")
+    return list(json.loads(path.read_text()).get("architectures") or [])
+
+
+def model_kind(model_dir: str | Path, prompts: str = "auto") -> str:
+    """Whose prompts the model runs with: "whisper" or "qwen2_audio" (asrd's), or
+    "transcription" (its vLLM class's; `prompts="model"` takes the class's for Whisper too).
+    Refuses an architecture vLLM cannot transcribe with, naming those it can."""
+    archs = architectures(model_dir)
+    if prompts != "model":
+        for arch in archs:
+            if arch in ARCHITECTURES:
+                return ARCHITECTURES[arch]
+    check_architecture(archs, str(Path(model_dir) / "config.json"))
+    return "transcription"
 
 
 def memory_fraction(engine_cfg: DictConfig) -> float:
@@ -74,53 +89,6 @@ def memory_fraction(engine_cfg: DictConfig) -> float:
     share = float(engine_cfg.gpus_per_engine)
     frac = float(engine_cfg.gpu_memory_utilization)
     return frac * share if 0 < share < 1 else frac
-
-
-def placement(model_dir: str | Path, gpus: int, gpu_memory_gib: float, cpus: int,
-              engines_per_small_gpu: int = 2) -> dict[str, float | int]:
-    """A node's layout for a model: engines, GPUs each, tensor parallelism, decode actors.
-
-    Small models (weights under a tenth of a GPU) get several engines per GPU, each with its own
-    front end; models too big for one GPU get tensor parallelism over the fewest GPUs (a power of
-    two) that hold them with room for the cache; others one engine per GPU. Decode actors get the
-    CPUs the engines' front ends leave (about two busy cores per engine with GPU features).
-    """
-    weight_gib = _weight_bytes(model_dir) / 2**30
-    if weight_gib < 0.1 * gpu_memory_gib:
-        per_gpu = engines_per_small_gpu
-        num_engines, gpus_per_engine, tp = gpus * per_gpu, 1.0 / per_gpu, 1
-    else:
-        tp = 1
-        while weight_gib > 0.6 * gpu_memory_gib * tp and tp < gpus:
-            tp *= 2
-        num_engines, gpus_per_engine = max(1, gpus // tp), float(tp)
-    engine_cpus = min(cpus // 2, 2 * num_engines)
-    return {"num_engines": num_engines, "gpus_per_engine": gpus_per_engine,
-            "tensor_parallel_size": tp, "decode_actors": max(1, cpus - engine_cpus)}
-
-
-def _weight_bytes(model_dir: str | Path) -> float:
-    """Parameter bytes (2 per parameter), estimated from config.json's shapes."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
-
-    def encoder(d: int, layers: int, ffn: int) -> int:  # self-attention + plain MLP
-        return layers * (4 * d * d + 2 * d * ffn)
-
-    if cfg.get("model_type") == "whisper":
-        d, ffn = cfg["d_model"], cfg["encoder_ffn_dim"]
-        params = (encoder(d, cfg["encoder_layers"], ffn)
-                  + cfg["decoder_layers"] * (8 * d * d + 2 * d * ffn)  # + cross-attention
-                  + cfg["vocab_size"] * d)
-    else:
-        text, audio = cfg.get("text_config", cfg), cfg.get("audio_config")
-        d, heads = text["hidden_size"], text["num_attention_heads"]
-        kv = text.get("num_key_value_heads", heads) / heads
-        params = (text["num_hidden_layers"] * ((2 + 2 * kv) * d * d + 3 * d * text["intermediate_size"])
-                  + 2 * text["vocab_size"] * d)  # gated MLP; untied embedding and head
-        if audio:
-            params += encoder(audio.get("d_model", 1280), audio.get("encoder_layers", 32),
-                              audio.get("encoder_ffn_dim", 5120))
-    return 2.0 * params
 
 
 class VllmEngine(Engine):
@@ -139,7 +107,8 @@ class VllmEngine(Engine):
         self.options = engine_cfg.vllm  # engine.vllm.*, checked when the config loaded
         self.max_concurrency = int(self.options.max_concurrency)
         self._model_dir = str(engine_cfg.model)
-        self.kind = model_kind(self._model_dir)
+        self.kind = model_kind(self._model_dir, str(self.options.prompts))
+        self.whisper = WHISPER in architectures(self._model_dir)  # encoder-decoder sizing
         self._ids = itertools.count()
         self._restart_lock = threading.Lock()
         self._generation = 0
@@ -157,7 +126,7 @@ class VllmEngine(Engine):
 
     @classmethod
     def check(cls, engine_cfg: DictConfig, packages: bool = True) -> None:
-        model_kind(str(engine_cfg.model))
+        model_kind(str(engine_cfg.model), str(engine_cfg.vllm.prompts))
         if packages and importlib.util.find_spec("vllm") is None:
             raise EngineUnavailable("engine.kind=vllm needs vLLM on a GPU node: pip install "
                                     "'asrd[gpu]'")
@@ -192,9 +161,9 @@ class VllmEngine(Engine):
         )
         if cfg.max_model_len:
             kwargs["max_model_len"] = int(cfg.max_model_len)
-        elif self.kind == "whisper":
+        elif self.whisper:
             kwargs["max_model_len"] = 448  # Whisper's decoder positions
-        whisper = self.kind == "whisper"
+        whisper = self.whisper
         kwargs["max_num_seqs"] = int(opt.max_num_seqs or (512 if whisper else 256))
         kwargs["max_num_batched_tokens"] = int(opt.max_num_batched_tokens
                                                or (64 * 1500 if whisper else 32768))
@@ -225,10 +194,15 @@ class VllmEngine(Engine):
         self._whisper_tokens = WhisperTokens.of(self._tokenizer) if whisper else None
         self._whisper_ids = WhisperIds.of(self._tokenizer) if whisper else None
         self._bias = {timestamps: self._banned(timestamps) for timestamps in (False, True)}
-        self.prompts = PromptBuilder(
-            PromptSpec.from_engine_cfg(self.kind, self._cfg, self.options.feature_device),
-            self._tokenizer)
+        self.prompts = prompt_maker(self._prompt_spec(), self._tokenizer, self._llm.model_config)
         self._render_slots = asyncio.Semaphore(max(1, self.options.render_threads))
+
+    def _prompt_spec(self) -> PromptSpec | TranscriptionSpec:
+        cfg = self._cfg
+        if self.kind == "transcription":
+            return TranscriptionSpec(str(cfg.task), cfg.language,
+                                     str(self.options.request_prompt or ""))
+        return PromptSpec.from_engine_cfg(self.kind, cfg, self.options.feature_device)
 
     def close(self) -> None:
         if self._llm is not None:
@@ -292,10 +266,18 @@ class VllmEngine(Engine):
             return []
         for i, seg in enumerate(segments):
             if seg.prepared is None:
-                check_window(seg.audio, i)
-        outputs = self.generate_outputs(segments)
-        return [hypothesis(o, self._text(o.outputs[0].token_ids), self._whisper_tokens)
-                for o in outputs]
+                self.prompts.check(seg.audio, i)
+        return [self._said(o) for o in self.generate_outputs(segments)]
+
+    def _said(self, output: Any) -> Hypothesis:
+        """One request's hypothesis; through the model's class, the text it cleans and the
+        language its output states."""
+        ids = output.outputs[0].token_ids
+        if self.kind != "transcription":
+            return hypothesis(output, self._text(ids), self._whisper_tokens)
+        said = self.prompts.text(self._tokenizer.decode(ids, skip_special_tokens=True))
+        h = hypothesis(output, said.text, None)
+        return replace(h, language=said.language) if said.language else h
 
     def _text(self, token_ids: list[int]) -> str:
         """The words of output tokens: Whisper's special and timestamp tokens left out by id
@@ -309,7 +291,7 @@ class VllmEngine(Engine):
     @classmethod
     def packs(cls, engine_cfg: DictConfig) -> bool:
         """Whisper writes timestamps to split a packed window by; Qwen2-Audio does not."""
-        return model_kind(engine_cfg.model) == "whisper"
+        return model_kind(engine_cfg.model, str(engine_cfg.vllm.prompts)) == "whisper"
 
     def hypotheses_packed(self, window: Segment, members: list[Member]
                           ) -> list[Hypothesis | None]:
@@ -321,7 +303,7 @@ class VllmEngine(Engine):
         to its clips by time, with their tokens' mean log-probability."""
         for w in windows:
             if w.segment.prepared is None:
-                check_window(w.segment.audio)
+                self.prompts.check(w.segment.audio)
         outputs = self.generate_outputs([w.segment for w in windows], timestamps=True)
         decode = lambda t: self._tokenizer.decode(t, skip_special_tokens=True)  # noqa: E731
         return [packed_hypotheses(timed_pieces(o.outputs[0].token_ids, self._whisper_ids, decode,

