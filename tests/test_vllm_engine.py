@@ -143,3 +143,38 @@ def test_pipeline_completes_a_shard_with_vllm(tmp_path):
     assert all(r["model"].startswith("vllm:") for r in got)
     long_row = next(r for r in got if "utt3" in r["id"])
     assert len(long_row["segments"]) == 2  # 41 s: two windows, each sent on its own
+
+
+@pytest.mark.parametrize("name", sorted(__import__("asrd.testing.speech_models",
+                                                   fromlist=["BUILDERS"]).BUILDERS))
+def test_a_model_of_vllms_transcription_classes_completes_a_shard(tmp_path, name):
+    """`engine.model` alone switches to a model that vLLM runs through its own transcription
+    class (random weights of the real size): every row once, each with its text."""
+    import soundfile as sf
+
+    from asrd.index import build_index
+    from asrd.plan import make_plan
+    from asrd.runtime.task import run_task
+    from asrd.testing import speech_models
+
+    speech_models.whisper_tokenizer_file = tiny_models.whisper_tokenizer_file
+    model = speech_models.BUILDERS[name](tmp_path / name)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i, seconds in enumerate([2.0, 5.0, 12.0]):
+        sf.write(audio / f"utt{i}.wav", _speechlike(seconds, 40 + i), 16000)
+    index = tmp_path / "index.parquet"
+    build_index(audio, index)
+    cfg = config_mod.load(None, [
+        f"run.index={index}", f"run.dir={tmp_path / 'run'}", "run.num_shards=1",
+        "engine.kind=vllm", f"engine.model={model}", "engine.load_format=dummy",
+        "engine.compute_type=bfloat16", "engine.gpus_per_engine=1",
+        "engine.gpu_memory_utilization=0.5", "engine.max_new_tokens=8", "engine.ignore_eos=true",
+        "engine.vllm.enforce_eager=true", "audio.vad.enabled=false", "audio.retry_segment_s=0"])
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(rd.path / "shards" / "shard-000000.parquet").to_pylist()
+    assert sorted(r["id"] for r in got) == sorted({r["id"] for r in got}) and len(got) == 3
+    assert all(r["error"] is None and r["text"] is not None for r in got), got

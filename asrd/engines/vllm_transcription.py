@@ -20,6 +20,7 @@ Whisper's.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import uuid
@@ -35,7 +36,8 @@ SAMPLE_RATE = 16000  # what asrd's decode stage delivers
 # The architectures (config.json "architectures") whose class in vLLM 0.25.0 implements
 # transcription, and what their output holds beside the text. Where vLLM imports, its own
 # registry decides (a newer vLLM may know more); this table is the answer on nodes without vLLM
-# and the list an unknown architecture's error names.
+# and the list an unknown architecture's error names; vLLM's registry is asked only of an
+# architecture the table lacks (a newer vLLM's).
 TRANSCRIPTION_ARCHITECTURES: dict[str, str] = {
     "WhisperForConditionalGeneration": "text (asrd's own Whisper path by default)",
     "Qwen3ASRForConditionalGeneration": "text, language",
@@ -65,6 +67,7 @@ def transcription_architectures() -> tuple[str, ...]:
     return tuple(sorted(TRANSCRIPTION_ARCHITECTURES))
 
 
+@functools.lru_cache(maxsize=None)
 def vllm_transcribes(arch: str) -> bool | None:
     """Whether the installed vLLM's registry says `arch` supports transcription; None where
     vLLM does not import here (the table then decides)."""
@@ -80,9 +83,8 @@ def vllm_transcribes(arch: str) -> bool | None:
 
 def check_architecture(archs: list[str], where: str) -> str:
     """The first of `archs` that vLLM can transcribe with; refuses with the list otherwise."""
-    for arch in archs:
-        known = vllm_transcribes(arch)
-        if known or (known is None and arch in TRANSCRIPTION_ARCHITECTURES):
+    for arch in archs:  # the table first: asking vLLM's registry imports the model's module
+        if arch in TRANSCRIPTION_ARCHITECTURES or vllm_transcribes(arch):
             return arch
     raise EngineUnavailable(
         f"{where}: architectures {archs} cannot be transcribed with vLLM; the vllm engine runs "
@@ -170,12 +172,13 @@ class TranscriptionPrompts:
         if self.arch in LANGUAGE_ID:
             label = raw.strip()
             return TranscriptionText("", self._language_names.get(label.lower(), label or None))
-        match = _LANGUAGE_PREFIX.match(raw)
+        text = self.model_cls.post_process_output(raw).strip()
+        match = _LANGUAGE_PREFIX.match(raw) if "<asr_text>" not in text else None
         language = None
-        if match:
+        if match:  # the class took the label off: it was the model's statement of language
             name = match.group(1).strip()
             language = self._language_names.get(name.lower(), name)
-        return TranscriptionText(self.model_cls.post_process_output(raw).strip(), language)
+        return TranscriptionText(text, language)
 
 
 def _with_uuids(prompt: dict[str, Any], audio_id: str) -> dict[str, Any]:

@@ -38,6 +38,10 @@ MODELS = {
     "qwen2-7b": ("text_lm", dict(hidden_size=3584, layers=28, heads=28, kv_heads=4,
                                  intermediate_size=18944, vocab_size=152064, init_std=0.02),
                  "bfloat16"),
+    # Models vLLM runs through their own transcription class (asrd.testing.speech_models).
+    "qwen3-asr-1.7b": ("speech", "qwen3-asr", "bfloat16"),
+    "granite-speech-3.3-2b": ("speech", "granite-speech", "bfloat16"),
+    "gemma-3n-e4b": ("speech", "gemma3n", "bfloat16"),
 }
 
 
@@ -83,6 +87,11 @@ def build_model(name: str, out_root: str | Path, tokenizer_json: str | Path | No
     kind, size, _ = MODELS[name]
     if kind == "whisper":
         tiny_models.build_whisper(out, tiny_models.WhisperSize(**size), weights=False)
+    elif kind == "speech":
+        from asrd.testing import speech_models
+
+        speech_models.whisper_tokenizer_file = tiny_models.whisper_tokenizer_file
+        speech_models.BUILDERS[size](out)
     elif kind == "text_lm":
         tiny_models.build_text_lm(out, tiny_models.TextLMSize(**size), weights=False)
     else:

