@@ -192,7 +192,7 @@ def _fails(run: Path, url: str, capsys) -> str:
 
 
 def test_bad_s3_targets_are_one_line_errors(merged, s3_gateway, monkeypatch,  # noqa: F811
-                                            capsys):
+                                            capsys, tmp_path):
     run, _ = merged
     _, bucket = s3_gateway
     assert "bucket no-such-bucket of s3://no-such-bucket/x does not exist" in \
@@ -202,12 +202,18 @@ def test_bad_s3_targets_are_one_line_errors(merged, s3_gateway, monkeypatch,  # 
     assert "holds files that are not an export (a.txt)" in _fails(run, f"{bucket}/theirs", capsys)
     assert _names(f"{bucket}/theirs") == ["a.txt"]
     assert "is an object" in _fails(run, f"{bucket}/theirs/a.txt", capsys)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    s3_filesystem.cache_clear()
-    try:
-        err = _fails(run, f"{bucket}/wrong-key", capsys)
-    finally:
-        monkeypatch.undo()
+    for wrong in ("key", "none"):  # a wrong secret; no keys at all
+        if wrong == "key":
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        else:
+            monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+            monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+            monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.aws/credentials either
         s3_filesystem.cache_clear()
-    assert f"{bucket}/wrong-key failed" in err and "AWS_SECRET_ACCESS_KEY" in err
-    assert _names(f"{bucket}/wrong-key") == []
+        try:
+            err = _fails(run, f"{bucket}/wrong-{wrong}", capsys)
+        finally:
+            monkeypatch.undo()
+            s3_filesystem.cache_clear()
+        assert f"{bucket}/wrong-{wrong} failed" in err and "AWS_SECRET_ACCESS_KEY" in err
+        assert _names(f"{bucket}/wrong-{wrong}") == []
