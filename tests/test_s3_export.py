@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -23,8 +24,9 @@ from asrd.audio.source import s3_filesystem, s3_key
 from asrd.index import build_index
 from tests.test_export import (KILLS, ROW_A_SHARD, _check_progress, _export_cmd,  # noqa: F401
                                lhotse, merged)
-from tests.test_tar_input import s3_gateway  # noqa: F401  (fixture)
-from tests.juicefs_fixtures import jfs_volume  # noqa: F401  (fixture)
+from tests.juicefs_fixtures import jfs_volume, sh  # noqa: F401  (fixture)
+from tests.runs import running, wait_until
+from tests.test_tar_input import GATEWAY_SH, _free_port, s3_gateway  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.juicefs
 
@@ -217,3 +219,46 @@ def test_bad_s3_targets_are_one_line_errors(merged, s3_gateway, monkeypatch,  # 
             s3_filesystem.cache_clear()
         assert f"{bucket}/wrong-{wrong} failed" in err and "AWS_SECRET_ACCESS_KEY" in err
         assert _names(f"{bucket}/wrong-{wrong}") == []
+
+
+def test_an_export_whose_s3_server_goes_away_resumes_when_it_is_back(merged, s3_gateway,  # noqa: F811
+                                                                    jfs_volume, tmp_path,  # noqa: F811
+                                                                    monkeypatch):
+    """A second gateway on the volume serves the export, which is held with its first shard
+    written locally; the gateway is stopped and the export let go: it ends with one `asrd:
+    error:` line, nothing under a final name; with the gateway back, the same command
+    finishes the export with every row once."""
+    run, ok = merged
+    _, bucket = s3_gateway
+    url = f"{bucket}/gone"
+    state, faults = tmp_path / "gw2", tmp_path / "faults"
+    faults.mkdir()
+    address = f"127.0.0.1:{_free_port()}"
+    keys = {"MINIO_ROOT_USER": os.environ["AWS_ACCESS_KEY_ID"],
+            "MINIO_ROOT_PASSWORD": os.environ["AWS_SECRET_ACCESS_KEY"]}
+    start = ("start", "--meta", jfs_volume.meta, "--state", str(state), "--address", address)
+    sh(GATEWAY_SH, *start, env=keys)
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://{address}"}
+    hold = ["faults.hold_at=export.shard_closed", f"faults.state_dir={faults}",
+            f"faults.release_file={faults / 'go'}"]
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", env["AWS_ENDPOINT_URL"])  # for the child only
+        with running(_export_cmd(run, url, ROW_A_SHARD, *hold), tmp_path / "a.log") as proc:
+            monkeypatch.undo()
+            wait_until(lambda: (faults / "held-export.shard_closed").exists(), proc,
+                       "the export held", tmp_path / "a.log")
+            sh(GATEWAY_SH, "stop", "--state", str(state))
+            (faults / "go").touch()
+            assert proc.wait(timeout=300) == 2
+        err = (tmp_path / "a.log").read_text().strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("asrd: error: ") and f"{url} failed" in err[0]
+        assert _names(url) == ["export.json"] and _progress(url)["shards"] == []
+        sh(GATEWAY_SH, *start, env=keys)
+        done = subprocess.run(_export_cmd(run, url, ROW_A_SHARD), capture_output=True,
+                              text=True, env=env)
+        assert done.returncode == 0, done.stderr
+    finally:
+        sh(GATEWAY_SH, "stop", "--state", str(state))
+    progress = _progress(url)
+    _check_progress(progress, len(ok))
+    assert _names(url) == _owned(progress) and _tar_ids(url) == sorted(ok)
