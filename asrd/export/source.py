@@ -1,8 +1,9 @@
 """The merged rows of a run, in order, with their audio: what every export format writes.
 
 Rows stream from RUN_DIR/merged/*.parquet a batch at a time (the merged files hold no audio);
-each row's audio is read from its path, or from the index's `audio` bytes when the index embedded
-them, and is either kept as the source file's bytes or decoded to 16 kHz mono FLAC. Audio is
+each row's audio is read from its path (a local file, an s3:// object or a tar shard's member,
+as the decode actors read it: asrd.audio.source), or from the index's `audio` bytes when the
+index embedded them, and is either kept as the source file's bytes or decoded to 16 kHz mono FLAC. Audio is
 loaded in threads (soundfile, soxr and file reads release the GIL), in the rows' order. A row
 whose audio cannot be read any more is counted by reason, never a crash and never written
 half.
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from asrd.audio import AudioError, decode
+from asrd.audio.source import audio_source
 from asrd.export.names import safe_ext
 from asrd.plan import read_rows
 
@@ -131,12 +133,12 @@ class MergedSource:
 
     def _load(self, columns: dict[str, Any], embedded: bytes | None) -> SourceRow:
         path = columns.get("path")
-        src = embedded if embedded is not None else path
         row = SourceRow(columns)
-        if not src:
+        if embedded is None and not path:
             row.error = "missing file"
             return row
         try:
+            src = embedded if embedded is not None else audio_source(path)
             if self.samples_only:
                 row.samples = decode(src, FLAC_RATE)
             elif self.audio == "original":
