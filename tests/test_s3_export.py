@@ -23,7 +23,7 @@ from asrd import cli
 from asrd.audio.source import s3_filesystem, s3_key
 from asrd.index import build_index
 from tests.test_export import (KILLS, ROW_A_SHARD, _check_progress, _export_cmd,  # noqa: F401
-                               lhotse, merged)
+                               lhotse, merged, merged_run)
 from tests.juicefs_fixtures import jfs_volume, sh  # noqa: F401  (fixture)
 from tests.runs import running, wait_until
 from tests.test_tar_input import GATEWAY_SH, _free_port, s3_gateway  # noqa: F401  (fixture)
@@ -262,3 +262,32 @@ def test_an_export_whose_s3_server_goes_away_resumes_when_it_is_back(merged, s3_
     progress = _progress(url)
     _check_progress(progress, len(ok))
     assert _names(url) == _owned(progress) and _tar_ids(url) == sorted(ok)
+
+
+def test_a_run_read_from_s3_tars_exports_to_s3(corpus, s3_gateway, tmp_path):  # noqa: F811
+    """Object storage both ways: a run indexed from tar shards on S3 exports its members'
+    bytes (read by byte range) as WebDataset tars under another prefix, which index back into
+    the same ids with the same audio bytes."""
+    from tests.test_tar_input import make_shards
+
+    mount, bucket = s3_gateway
+    want = make_shards(corpus, mount / "s3in")
+    build_index(f"{bucket}/s3in/", tmp_path / "i.parquet")
+    rd = merged_run(tmp_path / "i.parquet", tmp_path / "run")
+    url = f"{bucket}/s3out"
+    progress = s3_export(rd.path, url, "--format", "webdataset", "--audio", "original")
+    good = {k: w["file"].read_bytes() for k, w in want.items() if w["file"] is not None}
+    assert progress["items"] == len(good) and progress["skipped"] == {"error row": 1}
+    build_index(f"{url}/", tmp_path / "back.parquet")
+    back = pq.read_table(tmp_path / "back.parquet").to_pylist()
+    assert sorted(r["id"] for r in back) == sorted(good)
+    got = {}
+    for name in _names(url):
+        if name.endswith(".tar"):
+            with tarfile.open(fileobj=io.BytesIO(_read(f"{url}/{name}"))) as tf:
+                members = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+            for key in {n.split(".", 1)[0] for n in members}:
+                (audio,) = [d for n, d in members.items()
+                            if n.startswith(key + ".") and not n.endswith(".json")]
+                got[json.loads(members[f"{key}.json"])["id"]] = audio
+    assert got == good

@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from asrd.audio import AudioError, decode
-from asrd.audio.source import audio_source
+from asrd.audio.source import audio_source, tar_member
 from asrd.export.names import safe_ext
+from asrd.index_tar import AUDIO_EXTENSIONS
 from asrd.plan import read_rows
 
 AUDIO_MODES = ("flac16k", "original")
@@ -61,13 +62,19 @@ def flac_bytes(samples: np.ndarray, sample_rate: int = FLAC_RATE) -> bytes:
 
 
 def _ext(path: str | None, data: bytes) -> str:
-    """The source's extension; for bytes without a usable one, what libsndfile says they are."""
-    if path and (ext := safe_ext(Path(path).suffix[1:])):
+    """The source's extension; for bytes without a usable one (embedded bytes, a tar member's
+    `<tar>#<offset>+<size>`), an audio extension of the container FFmpeg finds (`asrd index`
+    reads a tar member back as audio only under one), else `bin`."""
+    if path and tar_member(path) is None and (ext := safe_ext(Path(path).suffix[1:])):
         return ext
+    import av
+
     try:
-        return safe_ext(sf.info(io.BytesIO(data)).format) or "bin"
-    except (sf.LibsndfileError, RuntimeError):
+        with av.open(io.BytesIO(data)) as container:
+            names = container.format.name.split(",")
+    except (av.FFmpegError, ValueError):
         return "bin"
+    return next((n for n in names if n in AUDIO_EXTENSIONS), "bin")
 
 
 @dataclass
