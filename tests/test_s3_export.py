@@ -204,6 +204,9 @@ def test_bad_s3_targets_are_one_line_errors(merged, s3_gateway, monkeypatch,  # 
     assert "holds files that are not an export (a.txt)" in _fails(run, f"{bucket}/theirs", capsys)
     assert _names(f"{bucket}/theirs") == ["a.txt"]
     assert "is an object" in _fails(run, f"{bucket}/theirs/a.txt", capsys)
+    assert cli.main(["export", f"run.dir={run}", "export.shard_mb=6000", "-o",
+                     f"{bucket}/big"]) == 2
+    assert "export.shard_mb=6000 is over 5120" in capsys.readouterr().err
     for wrong in ("key", "none"):  # a wrong secret; no keys at all
         if wrong == "key":
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")

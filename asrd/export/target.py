@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Iterator
+
+import pyarrow.fs as pafs
 
 from asrd.audio.source import is_s3, s3_filesystem, s3_key
 from hpc.commit import atomic_path
@@ -45,7 +48,6 @@ LOCK = ".export.lock"  # held while an export writes a local folder
 # killed export, are removed by the next one.
 LEFTOVER = re.compile(r"\.shard-\d{5,}\.tmp|\.export\.json\.tmp-\d+-[0-9a-f]{8}")
 UPLOAD_CHUNK = 8 * 2**20
-S3_MAX_COPY_MB = 5 * 1024  # S3's CopyObject copies objects up to 5 GiB
 
 
 class ExportError(ValueError):
@@ -61,6 +63,7 @@ class ExportTarget(ABC):
 
     location: str
     staging: Path  # the local folder shard writers write into (a `.shard-NNNNN.tmp/` each)
+    max_shard_mb: float = math.inf
 
     @abstractmethod
     def check(self) -> None:
@@ -180,6 +183,8 @@ class S3Target(ExportTarget):
     (asrd.audio.source.s3_filesystem); shards are staged in a local folder, uploaded under a
     temporary key and moved to their final keys."""
 
+    max_shard_mb = 5 * 1024  # S3's CopyObject copies objects up to 5 GiB
+
     def __init__(self, url: str, lock_path: Path, staging_root: Path | None = None):
         self.url = url.rstrip("/")
         self.location = self.url
@@ -191,7 +196,7 @@ class S3Target(ExportTarget):
         self.staging = root / f"asrd-export-{digest}"
 
     @contextlib.contextmanager
-    def _s3(self, what: str) -> Iterator:
+    def _s3(self, what: str) -> Iterator[pafs.S3FileSystem]:
         """The file system, with its errors (no credentials, refused, unreachable) as one line
         naming the URL."""
         try:
@@ -208,8 +213,6 @@ class S3Target(ExportTarget):
         return f"{self.base}/{name}"
 
     def check(self) -> None:
-        import pyarrow.fs as pafs
-
         if not self.base or self.base.startswith("/") or "//" in self.base:
             raise ExportError(f"{self.url} is not an s3://bucket/prefix URL")
         with self._s3("reading") as fs:
@@ -222,8 +225,6 @@ class S3Target(ExportTarget):
             raise ExportError(f"{self.url} is an object: name a prefix to export into")
 
     def names(self) -> list[str]:
-        import pyarrow.fs as pafs
-
         with self._s3("listing") as fs:
             infos = fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
         return [info.base_name for info in infos]
@@ -241,21 +242,16 @@ class S3Target(ExportTarget):
         except FileNotFoundError:
             return None
 
-    def _put(self, key: str, data: bytes) -> None:
-        with self._s3("writing") as fs, fs.open_output_stream(key) as f:
-            f.write(data)
-
     def write_progress(self, text: str, written: Callable[[], None]) -> None:
         written()
-        self._put(self._key(PROGRESS), text.encode())
+        with self._s3("writing") as fs, fs.open_output_stream(self._key(PROGRESS)) as f:
+            f.write(text.encode())
 
-    def _info(self, name: str):
+    def _info(self, name: str) -> pafs.FileInfo:
         with self._s3("reading") as fs:
             return fs.get_file_info(self._key(name))
 
     def exists(self, name: str) -> bool:
-        import pyarrow.fs as pafs
-
         return self._info(name).type != pafs.FileType.NotFound
 
     def remove(self, name: str) -> None:
@@ -264,8 +260,6 @@ class S3Target(ExportTarget):
         checksum where S3 servers other than AWS (the JuiceFS gateway, older MinIO) require
         Content-MD5 (HTTP 400 MissingContentMD5); a server with real folders (the JuiceFS
         gateway) keeps empty ones until they are deleted."""
-        import pyarrow.fs as pafs
-
         key = self._key(name)
         kind = self._info(name).type
         with self._s3("removing from") as fs:
@@ -288,8 +282,7 @@ class S3Target(ExportTarget):
         return [(local, name)]
 
     def stage(self, shard: int, names: list[str]) -> None:
-        tmp = shard_tmp_name(shard)
-        self.remove(tmp)  # a killed upload's objects
+        tmp = shard_tmp_name(shard)  # a killed export's were removed by clear_leftovers
         for name in names:
             for path, rel in self._files(self.staging / tmp / name, name):
                 with path.open("rb") as src, self._s3("uploading to") as fs, \

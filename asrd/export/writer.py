@@ -31,8 +31,8 @@ from omegaconf import DictConfig
 
 from asrd.export.items import ExportItem, row_item, window_items, window_schema
 from asrd.export.source import MergedSource
-from asrd.export.target import (LEFTOVER, LOCK, PROGRESS, S3_MAX_COPY_MB, ExportError,
-                                ExportTarget, S3Target, shard_tmp_name)
+from asrd.export.target import (LEFTOVER, LOCK, PROGRESS, ExportError, ExportTarget,
+                                shard_tmp_name)
 from asrd import hooks
 
 
@@ -142,10 +142,10 @@ class ShardedExport:
 
     def run(self, force: bool = False) -> ExportSummary:
         self.target.check()
-        if isinstance(self.target, S3Target) and self.options.shard_mb > S3_MAX_COPY_MB:
-            raise ExportError(f"export.shard_mb={self.options.shard_mb} is over {S3_MAX_COPY_MB}:"
-                              " an s3:// export moves each file in place by a server-side copy, "
-                              "which S3 allows up to 5 GiB")
+        if self.options.shard_mb > self.target.max_shard_mb:
+            raise ExportError(f"export.shard_mb={self.options.shard_mb:g} is over "
+                              f"{self.target.max_shard_mb} for {self.out}: each file is moved to "
+                              "its final key by a server-side copy, which S3 allows up to 5 GiB")
         if self.target.read_progress() is None:
             self._refuse_foreign()  # before the lock: nothing is written into a user's folder
         with self.target.lock() as mine:
