@@ -9,6 +9,16 @@ S3 client to install and keep in step), it reads by byte range (`read_at`), retr
 SDK's standard strategy, and takes its credentials from the environment as every AWS tool does
 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION; the endpoint from AWS_ENDPOINT_URL_S3 or
 AWS_ENDPOINT_URL, for an S3 server other than AWS).
+
+Uploads send a Content-Length. The AWS C++ SDK inside pyarrow's wheels computes request checksums
+by default ("when supported") and so sends every PutObject and UploadPart body as
+`aws-chunked` with `Transfer-Encoding: chunked` and a trailing checksum, without a
+Content-Length; S3 servers other than AWS that predate that encoding (the JuiceFS gateway, older
+MinIO, Ceph) refuse it with HTTP 411 Length Required. pyarrow has no option for it (neither
+`allow_delayed_open` nor `background_writes` changes the encoding), but the SDK reads the
+standard AWS setting AWS_REQUEST_CHECKSUM_CALCULATION when a client is made: it is set to
+`when_required` (checksums only where the operation demands them, which neither upload does)
+unless the environment already says otherwise. AWS S3 itself accepts both forms.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ if TYPE_CHECKING:
 
     from asrd.audio.cache import AudioCache
 
+CHECKSUM_SETTING = "AWS_REQUEST_CHECKSUM_CALCULATION"
 MEMBER = re.compile(r"^(?P<tar>.+\.tar)#(?P<offset>\d+)\+(?P<size>\d+)$")
 S3_RETRIES = 5
 
@@ -58,6 +69,7 @@ def s3_filesystem() -> pafs.S3FileSystem:
     """One client per process, configured from the environment (see the module's docstring)."""
     import pyarrow.fs as pafs
 
+    os.environ.setdefault(CHECKSUM_SETTING, "when_required")  # read by the SDK's client config
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     kw: dict = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRIES)}
     if endpoint:

@@ -3,7 +3,8 @@
 One loop (writer.py: sharded, atomic, resumable, streaming) and one shard writer per format:
 hf.py (Hugging Face Parquet with an `Audio` column), wds.py (WebDataset tars), lhotse_manifest.py
 (Lhotse recordings and supervisions). source.py reads the merged rows and their audio; items.py
-makes one item per row, or the training windows.
+makes one item per row, or the training windows; target.py puts the files in a local folder or
+under an s3:// prefix.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asrd.export.source import MergedSource
+from asrd.export.target import export_target
 from asrd.export.writer import ExportError, ExportShardWriter, ExportSummary, ShardedExport
 from asrd.plan import load_plan
 from asrd.rundir import RunDir
@@ -32,12 +34,10 @@ def writer_class(fmt: str) -> type[ExportShardWriter]:
 
 
 def export(cfg: DictConfig, out: str | Path, force: bool = False) -> ExportSummary:
-    """Export RUN_DIR/merged into `out` as `cfg.export` says; resumes an export killed there."""
+    """Export RUN_DIR/merged into `out` (a folder or an s3:// URL) as `cfg.export` says;
+    resumes an export killed there."""
     rd = RunDir(cfg.run.dir)
-    out = Path(out)
-    if rd.path.resolve() in (out.resolve(), *out.resolve().parents):
-        raise ExportError(f"{out} is inside the run directory {rd.path}, whose folders asrd "
-                          "replaces (a merge replaces merged/): export into a folder outside it")
+    target = export_target(out, rd.path)
     files = rd.merged_files()
     if not files:
         raise ExportError(f"{rd.merged_dir} holds no merged files: run `asrd merge` first")
@@ -50,7 +50,7 @@ def export(cfg: DictConfig, out: str | Path, force: bool = False) -> ExportSumma
     index = load_plan(rd).index if rd.plan_path.is_file() else None
     source = MergedSource(files, index, opts.audio, opts.workers, opts.batch_rows,
                           samples_only=opts.windows)
-    return ShardedExport(out, source, rd.merged_dir, cls, opts, cfg.faults).run(force=force)
+    return ShardedExport(target, source, rd.merged_dir, cls, opts, cfg.faults).run(force=force)
 
 
 __all__ = ["ExportError", "ExportSummary", "export"]

@@ -10,6 +10,7 @@ its format.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 from omegaconf import DictConfig
@@ -23,11 +24,12 @@ BUFFER_ROWS = 64  # rows per write (one Parquet row group)
 
 
 class HfShardWriter(ExportShardWriter):
-    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
+    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig,
+                 dest: Callable[[str], str]):
         from datasets import Audio, Features
         from datasets.arrow_writer import ParquetWriter
 
-        super().__init__(folder, shard, schema, options)
+        super().__init__(folder, shard, schema, options, dest)
         self.name = f"train-{shard:05d}.parquet"
         rate = FLAC_RATE if options.audio == "flac16k" or options.windows else None
         features = Features.from_arrow_schema(schema)

@@ -2,21 +2,22 @@
 (one Recording per item) and `supervisions-NNNNN.jsonl.gz` (a SupervisionSegment per segment of
 a row, with its text and times; one per window for training windows), plus the audio the
 recordings point at: 16 kHz FLAC files in `audio-NNNNN/` (named from the id: asrd.export.names),
-or, with `export.audio=original`, the source files where they are (embedded source bytes are
-written out). The row's other columns (score, model, reference, flags, ...) are in each
+or, with `export.audio=original`, the source files where they are (a local file or an s3://
+object; embedded bytes and tar shards' members are written out). A recording points at its file's absolute path, or at its s3:// URL (Lhotse's `url`
+source) when the export goes to object storage. The row's other columns (score, model, reference, flags, ...) are in each
 supervision's `custom`.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
-import soundfile as sf
 from omegaconf import DictConfig
 
 from asrd.audio import probe
+from asrd.audio.source import is_s3, tar_member
 from asrd.export.items import ExportItem
 from asrd.export.names import file_name
 from asrd.export.writer import ExportShardWriter
@@ -25,36 +26,39 @@ TIMED = ("id", "text", "segments", "duration_s")
 
 
 class LhotseShardWriter(ExportShardWriter):
-    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
+    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig,
+                 dest: Callable[[str], str]):
         from lhotse import RecordingSet, SupervisionSet
 
-        super().__init__(folder, shard, schema, options)
+        super().__init__(folder, shard, schema, options, dest)
         self.rec_name = f"recordings-{shard:05d}.jsonl.gz"
         self.sup_name = f"supervisions-{shard:05d}.jsonl.gz"
         self.audio_name = f"audio-{shard:05d}"
         self.recs = RecordingSet.open_writer(folder / self.rec_name)
         self.sups = SupervisionSet.open_writer(folder / self.sup_name)
         self.audio_dir = folder / self.audio_name
-        self.final_audio_dir = folder.parent / self.audio_name  # where the files will be
 
     def _source(self, item: ExportItem) -> tuple[str, int, int, int]:
         """(path the recording points at, sample rate, samples, channels)."""
         path = item.columns.get("path")
-        if self.options.audio == "original" and not self.options.windows and path:
-            info = probe(path)
-            return (str(Path(path).resolve()), info.sample_rate, round(info.duration_s *
-                    info.sample_rate), info.channels)
+        if self.options.audio == "original" and not self.options.windows and path and \
+                tar_member(path) is None:
+            info = probe(item.clip.data if is_s3(path) else path)
+            return (path if is_s3(path) else str(Path(path).resolve()), info.sample_rate,
+                    round(info.duration_s * info.sample_rate), info.channels)
         name = file_name(item.id, item.clip.ext)
         self.audio_dir.mkdir(exist_ok=True)
         (self.audio_dir / name).write_bytes(item.clip.data)
-        info = sf.info(io.BytesIO(item.clip.data))
-        return str((self.final_audio_dir / name).resolve()), info.samplerate, info.frames, info.channels
+        info = probe(item.clip.data)  # FFmpeg's probe where libsndfile cannot (m4a, opus)
+        return (self.dest(f"{self.audio_name}/{name}"), info.sample_rate,
+                round(info.duration_s * info.sample_rate), info.channels)
 
     def add(self, item: ExportItem) -> int:
         from lhotse import AudioSource, Recording, SupervisionSegment
 
         path, rate, samples, channels = self._source(item)
-        rec = Recording(id=item.id, sources=[AudioSource("file", list(range(channels)), path)],
+        kind = "url" if is_s3(path) else "file"
+        rec = Recording(id=item.id, sources=[AudioSource(kind, list(range(channels)), path)],
                         sampling_rate=rate, num_samples=samples, duration=samples / rate)
         self.recs.write(rec)
         timed = ("id", "text", "duration_s") if self.options.windows else TIMED

@@ -1,8 +1,9 @@
 """The merged rows of a run, in order, with their audio: what every export format writes.
 
 Rows stream from RUN_DIR/merged/*.parquet a batch at a time (the merged files hold no audio);
-each row's audio is read from its path, or from the index's `audio` bytes when the index embedded
-them, and is either kept as the source file's bytes or decoded to 16 kHz mono FLAC. Audio is
+each row's audio is read from its path (a local file, an s3:// object or a tar shard's member,
+as the decode actors read it: asrd.audio.source), or from the index's `audio` bytes when the
+index embedded them, and is either kept as the source file's bytes or decoded to 16 kHz mono FLAC. Audio is
 loaded in threads (soundfile, soxr and file reads release the GIL), in the rows' order. A row
 whose audio cannot be read any more is counted by reason, never a crash and never written
 half.
@@ -22,7 +23,9 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from asrd.audio import AudioError, decode
+from asrd.audio.source import audio_source, tar_member
 from asrd.export.names import safe_ext
+from asrd.index_tar import AUDIO_EXTENSIONS
 from asrd.plan import read_rows
 
 AUDIO_MODES = ("flac16k", "original")
@@ -59,13 +62,19 @@ def flac_bytes(samples: np.ndarray, sample_rate: int = FLAC_RATE) -> bytes:
 
 
 def _ext(path: str | None, data: bytes) -> str:
-    """The source's extension; for bytes without a usable one, what libsndfile says they are."""
-    if path and (ext := safe_ext(Path(path).suffix[1:])):
+    """The source's extension; for bytes without a usable one (embedded bytes, a tar member's
+    `<tar>#<offset>+<size>`), an audio extension of the container FFmpeg finds (`asrd index`
+    reads a tar member back as audio only under one), else `bin`."""
+    if path and tar_member(path) is None and (ext := safe_ext(Path(path).suffix[1:])):
         return ext
+    import av
+
     try:
-        return safe_ext(sf.info(io.BytesIO(data)).format) or "bin"
-    except (sf.LibsndfileError, RuntimeError):
+        with av.open(io.BytesIO(data)) as container:
+            names = container.format.name.split(",")
+    except (av.FFmpegError, ValueError):
         return "bin"
+    return next((n for n in names if n in AUDIO_EXTENSIONS), "bin")
 
 
 @dataclass
@@ -131,12 +140,12 @@ class MergedSource:
 
     def _load(self, columns: dict[str, Any], embedded: bytes | None) -> SourceRow:
         path = columns.get("path")
-        src = embedded if embedded is not None else path
         row = SourceRow(columns)
-        if not src:
+        if embedded is None and not path:
             row.error = "missing file"
             return row
         try:
+            src = embedded if embedded is not None else audio_source(path)
             if self.samples_only:
                 row.samples = decode(src, FLAC_RATE)
             elif self.audio == "original":

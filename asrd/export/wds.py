@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 from omegaconf import DictConfig
@@ -21,10 +22,11 @@ KEY_DIGITS = 12
 
 
 class WdsShardWriter(ExportShardWriter):
-    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
+    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig,
+                 dest: Callable[[str], str]):
         import webdataset as wds
 
-        super().__init__(folder, shard, schema, options)
+        super().__init__(folder, shard, schema, options, dest)
         self.name = f"shard-{shard:05d}.tar"
         self.writer = wds.TarWriter(str(folder / self.name))
         self.n = 0

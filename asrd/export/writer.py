@@ -1,8 +1,9 @@
 """The sharded, atomic, resumable export: one loop for every format.
 
 Rows stream from the merged run into a format's shard writer; a shard ends at the first row
-boundary past the target size. A shard is written into a temporary folder, its files are renamed
-into the output folder, and only then is `export.json` (the progress record) rewritten atomically
+boundary past the target size. A shard is written into a temporary folder, its files are moved
+into the output folder or prefix (renamed; on S3, uploaded under a temporary key and moved: see
+target.py), and only then is `export.json` (the progress record) rewritten atomically
 with the shard and the number of merged rows it consumed. A killed export resumes from that
 record: it skips the rows of the recorded shards and writes the next shard again from its first
 row, under the same names (the rows and their order are fixed by the merged files), so every row
@@ -20,40 +21,29 @@ shard read while a merge replaced the files is never recorded.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 from omegaconf import DictConfig
 
 from asrd.export.items import ExportItem, row_item, window_items, window_schema
 from asrd.export.source import MergedSource
+from asrd.export.target import (LEFTOVER, LOCK, PROGRESS, ExportError, ExportTarget,
+                                shard_tmp_name)
 from asrd import hooks
-from hpc.commit import atomic_path
-from hpc.markers import exclusive
-
-PROGRESS = "export.json"
-LOCK = ".export.lock"  # held while an export writes the folder
-# The export's own hidden names: a shard being written, a progress record being written
-# (hpc.commit.tmp_name), the lock. They never make a folder foreign; the first two, left by a
-# killed export, are removed by the next one.
-LEFTOVER = re.compile(r"\.shard-\d{5,}\.tmp|\.export\.json\.tmp-\d+-[0-9a-f]{8}")
-
-
-class ExportError(ValueError):
-    """The export cannot run as asked; the message says why and what to do."""
 
 
 class ExportShardWriter(ABC):
-    """Writes one shard of a format into `folder` (a temporary folder of its own)."""
+    """Writes one shard of a format into `folder` (a temporary folder of its own); `dest(name)`
+    says where each name it makes will be once placed (a path or an s3:// URL)."""
 
-    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig):
+    def __init__(self, folder: Path, shard: int, schema: pa.Schema, options: DictConfig,
+                 dest: Callable[[str], str]):
         self.folder, self.shard, self.schema, self.options = folder, shard, schema, options
+        self.dest = dest
 
     @abstractmethod
     def add(self, item: ExportItem) -> int:
@@ -86,21 +76,21 @@ class Progress:
     # --force): the next run removes them before it writes anything
 
     @classmethod
-    def load(cls, path: Path) -> "Progress":
-        """The record at `path`; keys it does not know are left out (an older record then
-        matches no options and merge, so it is restarted only with --force)."""
+    def load(cls, text: str, where: str) -> "Progress":
+        """The record `text` (read from `where`); keys it does not know are left out (an older
+        record then matches no options and merge, so it is restarted only with --force)."""
         try:
-            d = json.loads(path.read_text())
+            d = json.loads(text)
             known = {f.name for f in fields(cls)}
             progress = cls(**{**{k: v for k, v in d.items() if k in known},
                               "merge_id": d.get("merge_id", ""),
                               "shards": [ShardRecord(**s) for s in d["shards"]]})
         except (ValueError, TypeError, KeyError) as e:
-            raise ExportError(f"{path} does not read as an export's progress record ({e}); "
+            raise ExportError(f"{where} does not read as an export's progress record ({e}); "
                               "remove the folder's export yourself, or export elsewhere") from None
         strange = [n for n in progress.owned() if Path(n).name != n or n in (".", "..")]
         if strange:  # never follow a record out of its folder
-            raise ExportError(f"{path} names files outside its folder ({strange[0]!r}): remove "
+            raise ExportError(f"{where} names files outside its folder ({strange[0]!r}): remove "
                               "the folder's export yourself, or export elsewhere")
         return progress
 
@@ -124,13 +114,6 @@ def _count(d: dict[str, int], reason: str, n: int = 1) -> None:
     d[reason] = d.get(reason, 0) + n
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def read_merge_id(merged_dir: Path) -> str:
     """The content identity `asrd merge` recorded for the merged files (asrd.merge)."""
     summary = merged_dir / "summary.json"
@@ -142,10 +125,11 @@ def read_merge_id(merged_dir: Path) -> str:
 
 
 class ShardedExport:
-    def __init__(self, out: Path, source: MergedSource, merged_dir: Path,
+    def __init__(self, target: ExportTarget, source: MergedSource, merged_dir: Path,
                  writer_cls: type[ExportShardWriter], options: DictConfig,
                  hook_settings: DictConfig | None = None):
-        self.out, self.source, self.writer_cls = out, source, writer_cls
+        self.target, self.source, self.writer_cls = target, source, writer_cls
+        self.out = target.location  # for messages
         self.merged_dir, self.merge_id = merged_dir, read_merge_id(merged_dir)
         self.options, self.hook_settings = options, hook_settings
         self.target_bytes = int(options.shard_mb * 2**20)
@@ -157,12 +141,14 @@ class ShardedExport:
         return {k: self.options[k] for k in ("format", "audio", "windows", "window_s", "shard_mb")}
 
     def run(self, force: bool = False) -> ExportSummary:
-        if self.out.exists() and not self.out.is_dir():
-            raise ExportError(f"{self.out} is a file: name a folder to export into")
-        if self.out.is_dir() and not (self.out / PROGRESS).is_file():
+        self.target.check()
+        if self.options.shard_mb > self.target.max_shard_mb:
+            raise ExportError(f"export.shard_mb={self.options.shard_mb:g} is over "
+                              f"{self.target.max_shard_mb} for {self.out}: each file is moved to "
+                              "its final key by a server-side copy, which S3 allows up to 5 GiB")
+        if self.target.read_progress() is None:
             self._refuse_foreign()  # before the lock: nothing is written into a user's folder
-        self.out.mkdir(parents=True, exist_ok=True)
-        with exclusive(self.out / LOCK) as mine:
+        with self.target.lock() as mine:
             if not mine:
                 raise ExportError(f"another `asrd export` is writing {self.out}: wait for it, "
                                   "or export into another folder")
@@ -170,14 +156,15 @@ class ShardedExport:
             resumed, was_complete = progress.rows_done, progress.complete
             if not was_complete:
                 self._export(progress)
-        return ExportSummary(str(self.out), len(progress.shards), progress.rows_done,
+            self.target.finish()
+        return ExportSummary(self.out, len(progress.shards), progress.rows_done,
                              progress.items, progress.skipped, resumed, was_complete)
 
     def _progress(self, force: bool) -> Progress:
         """The record to go on from, after the folder is cleared of what a killed or an earlier
         (--force) export left."""
-        path = self.out / PROGRESS
-        earlier = Progress.load(path) if path.is_file() else None
+        text = self.target.read_progress()
+        earlier = None if text is None else Progress.load(text, f"{self.out}/{PROGRESS}")
         if earlier is None:
             self._refuse_foreign()
             progress = Progress(self._options(), self.merge_id)
@@ -192,23 +179,21 @@ class ShardedExport:
                               "it again")
         else:
             progress = earlier
-        for leftover in self.out.iterdir():
-            if LEFTOVER.fullmatch(leftover.name):
-                _remove(leftover)
+        self.target.clear_leftovers()
         if progress is not earlier:
             self._save(progress)  # from here on the folder holds this export
         if progress.uncommitted:
             hooks.at("export.discarding", self.hook_settings)
             for name in progress.uncommitted:
-                _remove(self.out / name)
+                self.target.remove(name)
             progress.uncommitted = []
             self._save(progress)
         return progress
 
     def _refuse_foreign(self) -> None:
         """Refuse a folder holding anything but an export's own hidden files."""
-        foreign = sorted(p.name for p in self.out.iterdir()
-                         if p.name != LOCK and not LEFTOVER.fullmatch(p.name))
+        foreign = sorted(n for n in self.target.names()
+                         if n != LOCK and not LEFTOVER.fullmatch(n))
         if foreign:
             raise ExportError(f"{self.out} holds files that are not an export "
                               f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): "
@@ -216,9 +201,9 @@ class ShardedExport:
 
     def _save(self, progress: Progress) -> None:
         """Rewrite export.json atomically (the commit point of every step)."""
-        with atomic_path(self.out / PROGRESS) as tmp:
-            tmp.write_text(json.dumps(asdict(progress), indent=2, sort_keys=True) + "\n")
-            hooks.at("export.progress_written", self.hook_settings)
+        self.target.write_progress(
+            json.dumps(asdict(progress), indent=2, sort_keys=True) + "\n",
+            lambda: hooks.at("export.progress_written", self.hook_settings))
 
     def _items(self, row, skipped: dict[str, int]) -> list[ExportItem]:
         if row.columns.get("error") is not None:
@@ -236,7 +221,6 @@ class ShardedExport:
 
     def _export(self, progress: Progress) -> None:
         writer: ExportShardWriter | None = None
-        tmp: Path | None = None
         rows = items = size = 0
         skipped: dict[str, int] = {}
         for row in self.source.rows(progress.rows_done):
@@ -244,38 +228,42 @@ class ShardedExport:
             for item in self._items(row, skipped):
                 if writer is None:
                     shard = len(progress.shards)
-                    tmp = self.out / f".shard-{shard:05d}.tmp"
+                    tmp = self.target.staging / shard_tmp_name(shard)
                     tmp.mkdir()
-                    writer = self.writer_cls(tmp, shard, self.schema, self.options)
+                    writer = self.writer_cls(tmp, shard, self.schema, self.options,
+                                             self.target.dest)
                 size += writer.add(item)
                 items += 1
                 self._item_added()
             if size >= self.target_bytes:
-                self._commit(progress, writer, tmp, rows, items, size, skipped)
-                writer, tmp, rows, items, size, skipped = None, None, 0, 0, 0, {}
+                self._commit(progress, writer, rows, items, size, skipped)
+                writer, rows, items, size, skipped = None, 0, 0, 0, {}
         if rows or writer is not None:
-            self._commit(progress, writer, tmp, rows, items, size, skipped)
+            self._commit(progress, writer, rows, items, size, skipped)
         progress.complete = True
         self._save(progress)
 
-    def _commit(self, progress: Progress, writer: ExportShardWriter | None, tmp: Path | None,
-                rows: int, items: int, size: int, skipped: dict[str, int]) -> None:
-        """List the shard's files as uncommitted, rename them into place, then record them as
-        the shard (the commit point). Rows without items (all skipped) are recorded alone."""
+    def _commit(self, progress: Progress, writer: ExportShardWriter | None, rows: int,
+                items: int, size: int, skipped: dict[str, int]) -> None:
+        """Stage the shard's files (an upload, on S3), list them as uncommitted, move them into
+        place, then record them as the shard (the commit point). Rows without items (all
+        skipped) are recorded alone."""
         names = writer.close() if writer is not None else []
         hooks.at("export.shard_closed", self.hook_settings)
         self._check_same_merge()
-        if names and tmp is not None:
-            taken = [n for n in names if (self.out / n).exists() or (self.out / n).is_symlink()]
+        if names and writer is not None:
+            taken = [n for n in names if self.target.exists(n)]
             if taken:
                 raise ExportError(f"{self.out} holds {', '.join(taken)}, which this export did "
                                   "not write and would replace: move it out of the folder")
+            self.target.stage(writer.shard, names)
+            self._check_same_merge()  # a merge during a long upload
             progress.uncommitted = names
             self._save(progress)
             for name in names:
-                os.replace(tmp / name, self.out / name)
+                self.target.place(writer.shard, name)
                 hooks.at("export.file_moved", self.hook_settings)
-            shutil.rmtree(tmp)
+            self.target.unstage(writer.shard)
             progress.shards.append(ShardRecord(names, rows, items, size))
             progress.uncommitted = []
         progress.rows_done += rows
