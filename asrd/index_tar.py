@@ -133,6 +133,8 @@ def _sample_entries(path: str, sample: list[tuple[str, str, tarfile.TarInfo, byt
     audio = [(k, ext, info, data) for k, ext, info, data in sample
              if ext.rsplit(".", 1)[-1] in AUDIO_EXTENSIONS]
     given = fields.pop("id", None)
+    if "path" in fields:  # the member is this row's audio; a sidecar's own path (an exported
+        fields["source_path"] = fields.pop("path")  # row's source file) is kept beside it
     for key, ext, info, data in audio:
         ident = key if len(audio) == 1 else f"{key}.{ext}"
         if given is not None:

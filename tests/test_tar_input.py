@@ -129,6 +129,9 @@ def test_a_webdataset_export_indexes_back_into_the_same_rows(corpus, tmp_path):
     for ident, r in back.items():
         assert r["probe_error"] is None and r["duration_s"] > 0.5
         assert r["text"] == merged[ident]["text"] and r["reference"] == merged[ident]["reference"]
+        # the audio is the exported member, not the file it was first read from
+        assert r["path"].startswith(str(tmp_path / "wds" / "shard-")) and "#" in r["path"]
+        assert r["source_path"] == merged[ident]["path"]
 
 
 # --- a real S3 server -------------------------------------------------------------------------------

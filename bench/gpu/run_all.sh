@@ -112,18 +112,19 @@ case "$stage" in
     step 280 "${p[@]}" --tag=-packed-bf16 "${common[@]}"
     step 280 "${p[@]}" --set engine.vllm.kv_cache_dtype=fp8 --tag=-packed-fp8 "${common[@]}" ;;
   generic)  # real Whisper-base on the labelled speech: asrd's prompts against vLLM's Whisper class's
-    step 330 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
+    step 480 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked,unpacked-model ;;
   models)  # 5 s clips end to end through vLLM's own transcription classes (random weights of
     # the real sizes), beside Whisper-large-v3 on asrd's prompts, one engine each in turn
-    m=(python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 100 --work /tmp/asrd-e2e-5s)
-    step 170 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
-    step 170 "${m[@]}" --model granite-speech-3.3-2b "${common[@]}"
-    step 170 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
-  models2)  # real words through vLLM's Whisper class (the generic path), then Gemma 3n
+    # (--limit-s bounds the whole run-shard, start-up included: ~100 s of it)
+    m=(python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 170 --work /tmp/asrd-e2e-5s)
+    step 185 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
+    step 185 "${m[@]}" --model whisper-large-v3 "${common[@]}"
+    step 185 "${m[@]}" --model gemma-3n-e4b "${common[@]}" ;;
+  models2)  # real words through vLLM's Whisper class (the generic path), then Granite Speech
     step 230 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked-model
-    step 170 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 100 --work /tmp/asrd-e2e-5s --model gemma-3n-e4b "${common[@]}" ;;
+    step 185 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 170 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b "${common[@]}" ;;
   long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
     # small enough to fit one short device call after set-up
     step 200 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 180 --tag=-long "${common[@]}" ;;
