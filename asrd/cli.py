@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-shard", action="store_true")
     p = add("export", cmd_export, "the merged rows with their audio, in a training format")
     p.add_argument("--format", choices=EXPORT_FORMATS, help="export.format")
-    p.add_argument("-o", "--output", required=True, help="the export folder")
+    p.add_argument("-o", "--output", required=True, help="the export folder, or s3://bucket/prefix")
     p.add_argument("--audio", choices=EXPORT_AUDIO, help="export.audio")
     p.add_argument("--windows", action="store_true", help="export.windows: <= 30 s windows")
     p.add_argument("--force", action="store_true",
