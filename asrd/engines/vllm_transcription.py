@@ -13,9 +13,9 @@ Whisper through its class too (for comparison).
 What each class writes lands in the row as the model gives it: the text after
 `post_process_output` (MOSS's speaker turns stay inline in it), and a spoken language where the
 output states one (Qwen3-ASR's "language X<asr_text>" prefix; FireRedLID's whole output is a
-language label) in the `audio_language` column, as Whisper's own detection is. No class of this list gives timestamps asrd
-could split a packed window by (vLLM's only timestamped output is Whisper's), so packing stays
-Whisper's.
+language label) in the `audio_language` column, as Whisper's own detection is. No class of this
+list gives timestamps asrd could split a packed window by (vLLM's only timestamped output is
+Whisper's), so packing stays Whisper's.
 """
 
 from __future__ import annotations
@@ -34,15 +34,14 @@ from asrd.engines.base import EngineUnavailable
 SAMPLE_RATE = 16000  # what asrd's decode stage delivers
 
 # The architectures (config.json "architectures") whose class in vLLM 0.25.0 implements
-# transcription, and what their output holds beside the text. Where vLLM imports, its own
-# registry decides (a newer vLLM may know more); this table is the answer on nodes without vLLM
-# and the list an unknown architecture's error names; vLLM's registry is asked only of an
-# architecture the table lacks (a newer vLLM's).
+# transcription, and what their output holds. The table answers without importing vLLM (CPU
+# nodes, config checks) and is the list an unknown architecture's error names; vLLM's registry
+# is asked only of an architecture the table lacks (one a newer vLLM knows). Qwen3-ASR's forced
+# aligner is left out: it aligns a given text, it does not transcribe.
 TRANSCRIPTION_ARCHITECTURES: dict[str, str] = {
     "WhisperForConditionalGeneration": "text (asrd's own Whisper path by default)",
     "Qwen3ASRForConditionalGeneration": "text, language",
     "Qwen3ASRRealtimeGeneration": "text, language",
-    "Qwen3ASRForcedAlignerForTokenClassification": "forced alignment",
     "Qwen3OmniMoeForConditionalGeneration": "text",
     "VoxtralForConditionalGeneration": "text",
     "VoxtralRealtimeGeneration": "text",
@@ -58,6 +57,8 @@ TRANSCRIPTION_ARCHITECTURES: dict[str, str] = {
     "MossTranscribeDiarizeForConditionalGeneration": "text with speaker turns",
 }
 LANGUAGE_ID = {"FireRedLIDForConditionalGeneration"}  # the output is a language label
+# vLLM lists forced aligners among its transcription classes; they transcribe nothing
+ALIGNERS = {"Qwen3ASRForcedAlignerForTokenClassification"}
 
 _LANGUAGE_PREFIX = re.compile(r"^\s*language\s+([A-Za-z][A-Za-z ]*?)\s*<asr_text>")
 
@@ -84,7 +85,7 @@ def vllm_transcribes(arch: str) -> bool | None:
 def check_architecture(archs: list[str], where: str) -> str:
     """The first of `archs` that vLLM can transcribe with; refuses with the list otherwise."""
     for arch in archs:  # the table first: asking vLLM's registry imports the model's module
-        if arch in TRANSCRIPTION_ARCHITECTURES or vllm_transcribes(arch):
+        if arch in TRANSCRIPTION_ARCHITECTURES or (arch not in ALIGNERS and vllm_transcribes(arch)):
             return arch
     raise EngineUnavailable(
         f"{where}: architectures {archs} cannot be transcribed with vLLM; the vllm engine runs "
