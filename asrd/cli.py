@@ -229,23 +229,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from asrd.plan import load_plan
     from asrd.status import drift_lines, format_status, run_status
 
-    cfg = run_config(args, check_drift=False)  # reading the state is never refused
-    st = run_status(cfg.run.dir)
+    run = open_run(args.config, args.overrides, check_drift=False)  # reading is never refused
+    plan = load_plan(run.run_dir)
+    st = run_status(run.run_dir, plan=plan)
     print(format_status(st, per_shard=args.per_shard))
-    print(eta_line(RunDir(cfg.run.dir), st.markers))
-    for line in drift_lines(RunDir(cfg.run.dir), cfg):
+    print(eta_line(run.run_dir, plan, st.markers))
+    for line in drift_lines(run.run_dir, run.cfg):
         print(line)
     return 0
 
 
-def eta_line(rd: RunDir, markers: dict[int, DoneMarker]) -> str:
+def eta_line(rd: RunDir, plan: Plan, markers: dict[int, DoneMarker]) -> str:
     """The time left, from the done shards' markers (read once, by the status)."""
     from asrd.forecast import eta, format_eta
-    from asrd.plan import load_plan
 
-    return format_eta(eta(rd, load_plan(rd), markers))
+    return format_eta(eta(rd, plan, markers))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ into a SLURM array.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import io
 import json
@@ -362,14 +364,24 @@ RUN_KEYS = (
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 
 
-def load(path: str | Path | dict | Sequence[str | Path | dict] | None = None,
+Layer = str | Path | dict | DictConfig  # a YAML file, a mapping, or a config loaded before
+
+
+@functools.cache
+def _schema() -> DictConfig:
+    """The schema's defaults, built once: building them is half of a load's time, and each load
+    starts from a copy, so this one never changes."""
+    return OmegaConf.structured(Config)
+
+
+def load(path: Layer | Sequence[Layer] | None = None,
          overrides: list[str] | None = None) -> DictConfig:
     """Schema defaults <- YAML file(s) or mappings, in order <- `key=value` overrides, validated.
 
     Several layers serve commands on a planned run: its frozen config, then the `-c` file."""
-    layers = [path] if isinstance(path, (str, Path, dict)) else list(path or [])
+    layers = [path] if isinstance(path, (str, Path, dict, DictConfig)) else list(path or [])
     try:
-        cfg = OmegaConf.structured(Config)
+        cfg = copy.deepcopy(_schema())
         for layer in layers:
             cfg = OmegaConf.merge(cfg, _upgrade(_read_layer(layer)))
         if overrides:
@@ -423,7 +435,9 @@ _EXTRA_MOVES = {
 }
 
 
-def _read_layer(layer: str | Path | dict) -> DictConfig:
+def _read_layer(layer: Layer) -> DictConfig:
+    if isinstance(layer, DictConfig):  # copied: _upgrade edits a layer in place
+        return copy.deepcopy(layer)
     if isinstance(layer, dict):
         return OmegaConf.create(layer)
     return read_file(Path(layer))

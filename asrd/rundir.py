@@ -15,8 +15,9 @@ Final names appear only by atomic rename (hpc.commit).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 from omegaconf import DictConfig
 
@@ -25,7 +26,7 @@ from asrd.done_marker import DoneMarker
 from hpc.markers import Markers, UnreadableMarker, shard_name
 
 
-ConfigLayer = Union[str, Path, dict]  # a config file, or a resolved config
+ConfigLayer = Union[str, Path, dict, DictConfig]  # a config file, or a resolved config
 
 
 class RunDirError(RuntimeError):
@@ -36,6 +37,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.markers = Markers(self.path)
+        self._frozen: tuple[tuple[int, int, int], DictConfig] | None = None  # (file key, config)
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -78,26 +80,35 @@ class RunDir:
     def done_marker(self, shard: int) -> DoneMarker | UnreadableMarker:
         return DoneMarker.from_json(self.markers.read(shard))
 
-    def done_markers(self) -> dict[int, DoneMarker | UnreadableMarker]:
-        """Every done-marker (one directory scan; `Markers.read_all`)."""
-        return {s: DoneMarker.from_json(m) for s, m in self.markers.read_all().items()}
+    def done_markers(self, on_scanned: Callable[[], None] | None = None
+                     ) -> dict[int, DoneMarker | UnreadableMarker]:
+        """Every done-marker (one directory scan; `Markers.read_all`, which calls `on_scanned`
+        once `done/` is listed)."""
+        return {s: DoneMarker.from_json(m) for s, m in self.markers.read_all(on_scanned).items()}
 
     # --- frozen config --------------------------------------------------------------------------
     def exists(self) -> bool:
         return self.config_path.is_file() and self.plan_path.is_file()
 
     def frozen_config(self) -> DictConfig:
-        return self.config(check_drift=False)
+        """The frozen config, loaded once per version of config.yaml (a command compares it with
+        its own config more than once; a re-plan replaces the file, and so its key)."""
+        try:
+            st = self.config_path.stat()
+        except FileNotFoundError:
+            raise RunDirError(f"{self.path} is not a planned run directory (no config.yaml): "
+                              "run `asrd plan` first") from None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._frozen is None or self._frozen[0] != key:
+            self._frozen = (key, config_mod.load(self.config_path))
+        return copy.deepcopy(self._frozen[1])  # the caller's own: it may change it
 
     def config(self, layer: ConfigLayer | None = None, overrides: list[str] | None = None, *,
                check_drift: bool = True, force: bool = False) -> DictConfig:
         """The config a command on this run uses: the frozen config <- `layer` (a `-c` file, or
         a submission's resolved config) <- `overrides`. Drift in output-relevant keys is refused
         (unless `force`), so that one run directory never mixes two outputs."""
-        if not self.config_path.is_file():
-            raise RunDirError(f"{self.path} is not a planned run directory (no config.yaml): "
-                              "run `asrd plan` first")
-        cfg = config_mod.load([self.config_path] + ([layer] if layer is not None else []),
+        cfg = config_mod.load([self.frozen_config()] + ([layer] if layer is not None else []),
                               overrides)
         if check_drift:
             self.check_config(cfg, force=force)

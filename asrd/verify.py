@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -83,6 +83,12 @@ def _marker_problem(plan: Plan, shard: int, marker: DoneMarker | UnreadableMarke
     return None
 
 
+def _needs_hash(marker: DoneMarker, st: os.stat_result | None, full: bool) -> bool:
+    """Whether only the file's sha256 can tell (its size is right; full depth, or a new mtime)."""
+    return st is not None and st.st_size == marker.bytes and (full or
+                                                               st.st_mtime_ns != marker.mtime_ns)
+
+
 def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
                   full: bool) -> str | None:
     """Why the shard file is not the one its marker describes."""
@@ -90,7 +96,7 @@ def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
         return f"{path.name} is missing"
     if st.st_size != marker.bytes:
         return f"{path.name} has {st.st_size} bytes, its marker says {marker.bytes}"
-    if full or st.st_mtime_ns != marker.mtime_ns:
+    if _needs_hash(marker, st, full):
         try:
             digest = sha256_file(path)
         except FileNotFoundError:
@@ -101,15 +107,26 @@ def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
     return None
 
 
+def _markers_and_stats(rd: RunDir) -> tuple[dict[int, DoneMarker | UnreadableMarker],
+                                            dict[str, os.stat_result]]:
+    """Every marker, and the shard files' sizes and mtimes. `shards/` is listed once `done/` is
+    (a file is committed before its marker, so a marker seen in that listing describes a file
+    the later one sees, or a newer one), in a thread, while this one reads the markers: on a
+    shared store each listing of 10,000 files is many round trips, and they overlap."""
+    with ThreadPoolExecutor(1) as lister:
+        listing: list[Future] = []
+        markers = rd.done_markers(on_scanned=lambda: listing.append(lister.submit(_stats, rd)))
+        return markers, (listing[0].result() if listing else _stats(rd))
+
+
 def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
                   shards: Iterable[int] | None = None) -> ShardVerdicts:
     """Check the markers of `shards` (default: every marker) against the plan and their files;
     invalidate those that fail (where the store lets this process write)."""
-    markers = rd.done_markers()
+    markers, stats = _markers_and_stats(rd)
     if shards is not None:
         wanted = set(shards)
         markers = {s: m for s, m in markers.items() if s in wanted}
-    stats = _stats(rd)
     verdicts = ShardVerdicts()
     to_check: dict[int, DoneMarker] = {}
     for s, m in markers.items():
@@ -119,16 +136,20 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
         else:
             verdicts.bad[s] = why or "its marker is unreadable"
 
-    def check(s: int) -> str | None:
-        path = rd.shard_file(s)
-        return _file_problem(path, to_check[s], stats.get(path.name), full)
-
+    paths = {s: rd.shard_file(s) for s in to_check}
+    problems = {s: _file_problem(paths[s], m, stats.get(paths[s].name), full)
+                for s, m in to_check.items()
+                if not _needs_hash(m, stats.get(paths[s].name), full)}
+    hashed = [s for s in to_check if s not in problems]  # only these read their files: threads
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        for s, why in zip(to_check, pool.map(check, to_check)):
-            if why is None:
-                verdicts.good[s] = to_check[s]
-            else:
-                verdicts.bad[s] = why
+        problems.update(zip(hashed, pool.map(
+            lambda s: _file_problem(paths[s], to_check[s], stats.get(paths[s].name), full),
+            hashed)))
+    for s, m in to_check.items():
+        if problems[s] is None:
+            verdicts.good[s] = m
+        else:
+            verdicts.bad[s] = problems[s]
     for s in sorted(verdicts.bad):
         _invalidate(rd, plan, s, full)
     return verdicts

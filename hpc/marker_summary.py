@@ -25,7 +25,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from filelock import FileLock
 
@@ -71,10 +71,14 @@ class MarkerSummary:
         except OSError:
             pass
 
-    def read_all(self) -> dict[str, Any]:
+    def read_all(self, on_scanned: Callable[[], None] | None = None) -> dict[str, Any]:
         """File name -> parsed marker (an UnreadableMarker where it does not parse), for every
-        marker in the folder now."""
+        marker in the folder now. `on_scanned` is called once the folder is listed: what the
+        markers describe may be looked at from then on (in another thread, while this one reads
+        the summary and the journal), never before, since a marker is committed after its work."""
         present = self._scan()
+        if on_scanned is not None:
+            on_scanned()
         data = self._load()
         known = _entries_of(data)
         journal = self._journal(data.get("journal"))
