@@ -65,7 +65,10 @@ class RunDir:
         return self.path / "submissions"
 
     def shard_file(self, shard: int) -> Path:
-        return self.shards_dir / f"{shard_name(shard)}.parquet"
+        return self.shards_dir / self.shard_file_name(shard)
+
+    def shard_file_name(self, shard: int) -> str:
+        return f"{shard_name(shard)}.parquet"
 
     def merged_files(self) -> list[Path]:
         return sorted(self.merged_dir.glob("part-*.parquet"))

@@ -89,14 +89,20 @@ def _needs_hash(marker: DoneMarker, st: os.stat_result | None, full: bool) -> bo
                                                                st.st_mtime_ns != marker.mtime_ns)
 
 
+def _size_problem(name: str, marker: DoneMarker, st: os.stat_result | None) -> str | None:
+    """Why the shard file `name` is not the one its marker describes, from its listing alone."""
+    if st is None:
+        return f"{name} is missing"
+    if st.st_size != marker.bytes:
+        return f"{name} has {st.st_size} bytes, its marker says {marker.bytes}"
+    return None
+
+
 def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
                   full: bool) -> str | None:
     """Why the shard file is not the one its marker describes."""
-    if st is None:
-        return f"{path.name} is missing"
-    if st.st_size != marker.bytes:
-        return f"{path.name} has {st.st_size} bytes, its marker says {marker.bytes}"
-    if _needs_hash(marker, st, full):
+    why = _size_problem(path.name, marker, st)
+    if why is None and _needs_hash(marker, st, full):
         try:
             digest = sha256_file(path)
         except FileNotFoundError:
@@ -104,7 +110,7 @@ def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
         if digest != marker.sha256:
             return (f"{path.name} does not match its marker's sha256 (changed or corrupted "
                     "since it was committed)")
-    return None
+    return why
 
 
 def _markers_and_stats(rd: RunDir) -> tuple[dict[int, DoneMarker | UnreadableMarker],
@@ -136,15 +142,18 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
         else:
             verdicts.bad[s] = why or "its marker is unreadable"
 
-    paths = {s: rd.shard_file(s) for s in to_check}
-    problems = {s: _file_problem(paths[s], m, stats.get(paths[s].name), full)
-                for s, m in to_check.items()
-                if not _needs_hash(m, stats.get(paths[s].name), full)}
-    hashed = [s for s in to_check if s not in problems]  # only these read their files: threads
+    problems: dict[int, str | None] = {}
+    hashed: list[int] = []  # only these read their files: in threads, the rest here
+    for s, m in to_check.items():
+        name = rd.shard_file_name(s)
+        if _needs_hash(m, stats.get(name), full):
+            hashed.append(s)
+        else:
+            problems[s] = _size_problem(name, m, stats.get(name))
     with ThreadPoolExecutor(HASH_THREADS) as pool:
         problems.update(zip(hashed, pool.map(
-            lambda s: _file_problem(paths[s], to_check[s], stats.get(paths[s].name), full),
-            hashed)))
+            lambda s: _file_problem(rd.shard_file(s), to_check[s],
+                                    stats.get(rd.shard_file_name(s)), full), hashed)))
     for s, m in to_check.items():
         if problems[s] is None:
             verdicts.good[s] = m

@@ -79,11 +79,13 @@ class MarkerSummary:
         marker in the folder now. `on_scanned` is called once the folder is listed: what the
         markers describe may be looked at from then on (in another thread, while this one reads
         the summary and the journal), never before, since a marker is committed after its work."""
-        present = self._scan()
-        if on_scanned is not None:
-            on_scanned()
-        known = _entries_of(self._load())
-        journal = self._journal()
+        with ThreadPoolExecutor(1) as reader:  # the journal holds keys: it may be read first
+            journal_read = reader.submit(self._journal)  # while the folder is listed
+            present = self._scan()
+            if on_scanned is not None:
+                on_scanned()
+            known = _entries_of(self._load())
+            journal = journal_read.result()
         vouched = {n for n, e in journal.items() if e.get("key") == present.get(n)}
         fresh = {n: journal[n]["marker"] for n in vouched}
         fresh.update({n: e["marker"] for n, e in known.items()
