@@ -13,12 +13,21 @@ whole commands in fresh processes (time; merge's peak RSS from its own rusage).
 `--no-merge` stops after `asrd status` (the merge is minutes at 10,000 shards).
 `--keep` leaves the runs in place (their config.yaml is printed) to profile them again: making a
 10,000-shard run on JuiceFS takes about ten minutes on a 2-core machine.
+
+    python bench/bench_bookkeeping.py --status-of RUN/config.yaml [--repeat 7] [--against DIR]
+
+times a first `asrd status` (no markers-summary.json) of a kept run, `--repeat` times: median
+wall and CPU seconds, and the load average. `--against DIR` (another checkout, e.g. of the
+previous commit) alternates its runs with this checkout's, so that both see the same load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,14 +98,50 @@ def one_size(root: Path, shards: int, where: str,
     return figures
 
 
+def first_status(config: Path, code: Path) -> tuple[float, float]:
+    """(wall s, CPU s) of `asrd status` from checkout `code` in a fresh process, without the
+    markers summary (as the first status after the shards were committed)."""
+    (config.parent / "markers-summary.json").unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run([*ASRD, "status", "-c", str(config)], check=True, capture_output=True, cwd=code)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def status_of(config: Path, repeat: int, against: Path | None) -> list[tuple[str, str, str]]:
+    """Medians of `repeat` first statuses of a kept run, this checkout's (and `against`'s)."""
+    codes = {"this checkout": Path(__file__).resolve().parents[1]}
+    if against is not None:
+        codes = {f"{against}": against, **codes}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in codes}
+    loads = []
+    for _ in range(repeat):
+        for name, code in codes.items():
+            loads.append(os.getloadavg()[0])
+            times[name].append(first_status(config, code))
+    load = f"load {min(loads):.1f}-{max(loads):.1f}"
+    return [(f"`asrd status` s (first), median of {repeat}: wall / CPU",
+             f"{statistics.median(w for w, _ in t):.2f} / {statistics.median(c for _, c in t):.2f}",
+             f"{name}; {load}") for name, t in times.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shards", default="1000,10000")
     ap.add_argument("--root", default=None, help="where the runs go (default: a local temp dir)")
     ap.add_argument("--no-merge", action="store_true", help="stop after `asrd status`")
     ap.add_argument("--keep", action="store_true", help="leave the runs in place")
+    ap.add_argument("--status-of", type=Path, metavar="CONFIG",
+                    help="only time first statuses of this kept run")
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--against", type=Path, metavar="DIR", help="another checkout to compare")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
+    if args.status_of:
+        report("bookkeeping", status_of(args.status_of, args.repeat, args.against), args.record)
+        return
     root = Path(tempfile.mkdtemp(prefix="asrd-bookkeeping-", dir=args.root))
     where = f"on {args.root}" if args.root else "local disk"
     try:
