@@ -381,11 +381,13 @@ def load(path: Layer | Sequence[Layer] | None = None,
     Several layers serve commands on a planned run: its frozen config, then the `-c` file."""
     layers = [path] if isinstance(path, (str, Path, dict, DictConfig)) else list(path or [])
     try:
-        cfg = copy.deepcopy(_schema())
-        for layer in layers:
+        cfg = _schema()
+        for layer in layers:  # a merge returns a new config: the cached schema never changes
             cfg = OmegaConf.merge(cfg, _upgrade(_read_layer(layer)))
         if overrides:
             cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.from_dotlist(list(overrides))))
+        if cfg is _schema():
+            cfg = copy.deepcopy(cfg)
         OmegaConf.to_container(cfg, resolve=True)  # an unresolvable ${...} fails here, named
         hooks.configure(cfg.faults)
     except InterpolationResolutionError as e:

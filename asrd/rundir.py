@@ -96,6 +96,10 @@ class RunDir:
     def frozen_config(self) -> DictConfig:
         """The frozen config, loaded once per version of config.yaml (a command compares it with
         its own config more than once; a re-plan replaces the file, and so its key)."""
+        return copy.deepcopy(self._frozen_config())  # the caller's own: it may change it
+
+    def _frozen_config(self) -> DictConfig:
+        """The loaded frozen config itself, for readers that do not keep or change it."""
         try:
             st = self.config_path.stat()
         except FileNotFoundError:
@@ -104,22 +108,22 @@ class RunDir:
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._frozen is None or self._frozen[0] != key:
             self._frozen = (key, config_mod.load(self.config_path))
-        return copy.deepcopy(self._frozen[1])  # the caller's own: it may change it
+        return self._frozen[1]
 
     def config(self, layer: ConfigLayer | None = None, overrides: list[str] | None = None, *,
                check_drift: bool = True, force: bool = False) -> DictConfig:
         """The config a command on this run uses: the frozen config <- `layer` (a `-c` file, or
         a submission's resolved config) <- `overrides`. Drift in output-relevant keys is refused
         (unless `force`), so that one run directory never mixes two outputs."""
-        cfg = config_mod.load([self.frozen_config()] + ([layer] if layer is not None else []),
-                              overrides)
+        cfg = config_mod.load([self._frozen_config()] + ([layer] if layer is not None else []),
+                              overrides)  # load copies a config layer before it upgrades it
         if check_drift:
             self.check_config(cfg, force=force)
         return cfg
 
     def check_config(self, cfg: DictConfig, force: bool = False) -> None:
         """Refuse to mix outputs of two configs in one run directory (config drift)."""
-        frozen = self.frozen_config()
+        frozen = self._frozen_config()
         old, new = config_mod.config_hash(frozen), config_mod.config_hash(cfg)
         if old != new and not force:
             diff = config_mod.output_diff(frozen, cfg)
