@@ -14,11 +14,12 @@ whole commands in fresh processes (time; merge's peak RSS from its own rusage).
 `--keep` leaves the runs in place (their config.yaml is printed) to profile them again: making a
 10,000-shard run on JuiceFS takes about ten minutes on a 2-core machine.
 
-    python bench/bench_bookkeeping.py --status-of RUN/config.yaml [--repeat 7] [--against DIR]
+    python bench/bench_bookkeeping.py --of RUN/config.yaml [--repeat 7] [--against DIR] [--no-merge]
 
 times a first `asrd status` (no markers-summary.json) of a kept run, `--repeat` times: median
-wall and CPU seconds, and the load average. `--against DIR` (another checkout, e.g. of the
-previous commit) alternates its runs with this checkout's, so that both see the same load.
+wall and CPU seconds, and the load average; then `asrd merge` of it again (wall, peak RSS).
+`--against DIR` (another checkout, e.g. of the previous commit) alternates its runs with this
+checkout's, so that both see the same load.
 """
 
 from __future__ import annotations
@@ -47,22 +48,24 @@ from bench.bench_index_merge import commit_shard, make_files  # noqa: E402
 from bench.results import report  # noqa: E402
 
 ROWS_PER_SHARD = 2
+ROOT = Path(__file__).resolve().parents[1]
 ASRD = [sys.executable, "-m", "asrd.cli"]
 
 
 def timed(cmd: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     return time.perf_counter() - t
 
 
-def merge_rss_mib(run_dir: Path) -> tuple[float, float]:
-    """(wall s, peak RSS MiB) of `asrd merge` in a fresh process (its own rusage)."""
-    code = ("import resource,sys,time;from asrd.cli import main;t=time.perf_counter();"
+def merge_rss_mib(run_dir: Path, code: Path = ROOT) -> tuple[float, float]:
+    """(wall s, peak RSS MiB) of `asrd merge` in a fresh process (its own rusage), with the
+    asrd of checkout `code`."""
+    script = ("import resource,sys,time;from asrd.cli import main;t=time.perf_counter();"
             f"rc=main(['merge','-c',{str(run_dir / 'config.yaml')!r}]);"
             "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, cwd=code)
     wall, rss = out.stdout.split()[-2:]
     return float(wall), float(rss)
 
@@ -110,9 +113,11 @@ def first_status(config: Path, code: Path) -> tuple[float, float]:
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def status_of(config: Path, repeat: int, against: Path | None) -> list[tuple[str, str, str]]:
-    """Medians of `repeat` first statuses of a kept run, this checkout's (and `against`'s)."""
-    codes = {"this checkout": Path(__file__).resolve().parents[1]}
+def kept_run(config: Path, repeat: int, against: Path | None, merge: bool
+             ) -> list[tuple[str, str, str]]:
+    """Medians of `repeat` first statuses of a kept run, then its merge, with this checkout's
+    asrd (and `against`'s)."""
+    codes = {"this checkout": ROOT}
     if against is not None:
         codes = {f"{against}": against, **codes}
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in codes}
@@ -122,9 +127,16 @@ def status_of(config: Path, repeat: int, against: Path | None) -> list[tuple[str
             loads.append(os.getloadavg()[0])
             times[name].append(first_status(config, code))
     load = f"load {min(loads):.1f}-{max(loads):.1f}"
-    return [(f"`asrd status` s (first), median of {repeat}: wall / CPU",
-             f"{statistics.median(w for w, _ in t):.2f} / {statistics.median(c for _, c in t):.2f}",
-             f"{name}; {load}") for name, t in times.items()]
+    figures = [(f"`asrd status` s (first), median of {repeat}: wall / CPU",
+                f"{statistics.median(w for w, _ in t):.2f} / "
+                f"{statistics.median(c for _, c in t):.2f}", f"{name}; {load}")
+               for name, t in times.items()]
+    for name, code in codes.items() if merge else ():
+        load = f"load {os.getloadavg()[0]:.1f}"
+        wall, rss = merge_rss_mib(config.parent, code)
+        figures += [("`asrd merge` s (merged again)", f"{wall:.1f}", f"{name}; {load}"),
+                    ("`asrd merge` peak RSS MiB", f"{rss:.0f}", f"{name}; {load}")]
+    return figures
 
 
 def main() -> None:
@@ -133,14 +145,15 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="where the runs go (default: a local temp dir)")
     ap.add_argument("--no-merge", action="store_true", help="stop after `asrd status`")
     ap.add_argument("--keep", action="store_true", help="leave the runs in place")
-    ap.add_argument("--status-of", type=Path, metavar="CONFIG",
-                    help="only time first statuses of this kept run")
+    ap.add_argument("--of", type=Path, metavar="CONFIG",
+                    help="time first statuses and a merge of this kept run only")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--against", type=Path, metavar="DIR", help="another checkout to compare")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
-    if args.status_of:
-        report("bookkeeping", status_of(args.status_of, args.repeat, args.against), args.record)
+    if args.of:
+        report("bookkeeping", kept_run(args.of, args.repeat, args.against, not args.no_merge),
+               args.record)
         return
     root = Path(tempfile.mkdtemp(prefix="asrd-bookkeeping-", dir=args.root))
     where = f"on {args.root}" if args.root else "local disk"
