@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 from omegaconf import DictConfig
 
@@ -83,11 +83,9 @@ class RunDir:
     def done_marker(self, shard: int) -> DoneMarker | UnreadableMarker:
         return DoneMarker.from_json(self.markers.read(shard))
 
-    def done_markers(self, on_scanned: Callable[[], None] | None = None
-                     ) -> dict[int, DoneMarker | UnreadableMarker]:
-        """Every done-marker (one directory scan; `Markers.read_all`, which calls `on_scanned`
-        once `done/` is listed)."""
-        return {s: DoneMarker.from_json(m) for s, m in self.markers.read_all(on_scanned).items()}
+    def done_markers(self) -> dict[int, DoneMarker | UnreadableMarker]:
+        """Every done-marker (one directory scan; `Markers.read_all`)."""
+        return {s: DoneMarker.from_json(m) for s, m in self.markers.read_all().items()}
 
     # --- frozen config --------------------------------------------------------------------------
     def exists(self) -> bool:

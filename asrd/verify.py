@@ -11,9 +11,11 @@ key under the plan (`Plan.shard_key`: index, config, rows). Two depths of check:
 - full (merge; a task before it skips a shard as done): sha256 of every file against its marker,
   in threads (hashing releases the GIL; on a shared store the reads overlap).
 
-A marker that fails is invalidated (`Markers.invalidate`: moved to `rejected/` with the reason),
-under the shard's claim, after checking it again: a task that is redoing the shard at that moment
-holds the claim, and its new marker is never the one removed.
+A marker that fails is looked at again (marker, then file: a shard redone while `done/` and
+`shards/` were listed is then seen whole), and if it still fails it is invalidated
+(`Markers.invalidate`: moved to `rejected/` with the reason), under the shard's claim, after a
+last look: a task that is redoing the shard at that moment holds the claim, and its new marker is
+never the one removed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -115,14 +117,13 @@ def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
 
 def _markers_and_stats(rd: RunDir) -> tuple[dict[int, DoneMarker | UnreadableMarker],
                                             dict[str, os.stat_result]]:
-    """Every marker, and the shard files' sizes and mtimes. `shards/` is listed once `done/` is
-    (a file is committed before its marker, so a marker seen in that listing describes a file
-    the later one sees, or a newer one), in a thread, while this one reads the markers: on a
-    shared store each listing of 10,000 files is many round trips, and they overlap."""
+    """Every marker, and the shard files' sizes and mtimes: the two folders are listed at once
+    (on a shared store each listing of 10,000 files is hundreds of round trips). A shard redone
+    between the two listings can look wrong, never right: a marker that fails is looked at
+    again, in commit order, before anything is concluded (`_second_look`)."""
     with ThreadPoolExecutor(1) as lister:
-        listing: list[Future] = []
-        markers = rd.done_markers(on_scanned=lambda: listing.append(lister.submit(_stats, rd)))
-        return markers, (listing[0].result() if listing else _stats(rd))
+        stats = lister.submit(_stats, rd)
+        return rd.done_markers(), stats.result()
 
 
 def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
@@ -133,6 +134,13 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
     if shards is not None:
         wanted = set(shards)
         markers = {s: m for s, m in markers.items() if s in wanted}
+    return _judge(rd, plan, markers, stats, full)
+
+
+def _judge(rd: RunDir, plan: Plan, markers: dict[int, DoneMarker | UnreadableMarker],
+           stats: dict[str, os.stat_result], full: bool) -> ShardVerdicts:
+    """The verdicts on `markers`, their files as `stats` listed them; each failure settled by a
+    second look."""
     verdicts = ShardVerdicts()
     to_check: dict[int, DoneMarker] = {}
     for s, m in markers.items():
@@ -160,29 +168,47 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
         else:
             verdicts.bad[s] = problems[s]
     for s in sorted(verdicts.bad):
-        _invalidate(rd, plan, s, full)
+        marker = _second_look(rd, plan, s, full)
+        if marker is not None:
+            verdicts.good[s] = marker
+            del verdicts.bad[s]
     return verdicts
 
 
-def _invalidate(rd: RunDir, plan: Plan, shard: int, full: bool) -> None:
-    """Under the shard's claim, check its marker again and move it away if it still fails. A
-    claim held by another process means the shard is being redone: its marker is left to it."""
+def _look(rd: RunDir, plan: Plan, shard: int, full: bool) -> tuple[DoneMarker | None, str | None]:
+    """(the marker, None) if it holds, read afresh in commit order: the marker, then its file;
+    (None, why) if it does not; (None, None) if it is gone."""
+    if not rd.markers.is_done(shard):
+        return None, None
+    marker = rd.done_marker(shard)
+    why = _marker_problem(plan, shard, marker)
+    if why is not None or not isinstance(marker, DoneMarker):
+        return None, why or "its marker is unreadable"
+    path = rd.shard_file(shard)
+    try:
+        st: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        st = None
+    why = _file_problem(path, marker, st, full)
+    return (marker, None) if why is None else (None, why)
+
+
+def _second_look(rd: RunDir, plan: Plan, shard: int, full: bool) -> DoneMarker | None:
+    """The marker, if it holds when looked at again; if it still fails, it is invalidated under
+    the shard's claim, after a last look. A claim held by another process means the shard is
+    being redone: its marker is left to it."""
+    marker, why = _look(rd, plan, shard, full)
+    if why is None:
+        return marker
     try:
         with rd.markers.claim(shard) as mine:
-            if not mine or not rd.markers.is_done(shard):
-                return
-            marker = rd.done_marker(shard)
-            why = _marker_problem(plan, shard, marker)
-            if why is None and isinstance(marker, DoneMarker):
-                path = rd.shard_file(shard)
-                try:
-                    st: os.stat_result | None = path.stat()
-                except FileNotFoundError:
-                    st = None
-                why = _file_problem(path, marker, st, full)
+            if not mine:
+                return None
+            marker, why = _look(rd, plan, shard, full)
             if why is not None:
                 rd.markers.invalidate(shard, why)
                 log.warning("shard %d is no longer done: %s (marker moved to %s)", shard, why,
                             rd.markers.rejected_dir)
+            return marker
     except OSError:  # a read-only view of another user's run: report, change nothing
-        pass
+        return None

@@ -28,7 +28,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from filelock import FileLock
 
@@ -74,16 +74,12 @@ class MarkerSummary:
         except OSError:
             pass
 
-    def read_all(self, on_scanned: Callable[[], None] | None = None) -> dict[str, Any]:
+    def read_all(self) -> dict[str, Any]:
         """File name -> parsed marker (an UnreadableMarker where it does not parse), for every
-        marker in the folder now. `on_scanned` is called once the folder is listed: what the
-        markers describe may be looked at from then on (in another thread, while this one reads
-        the summary and the journal), never before, since a marker is committed after its work."""
-        with ThreadPoolExecutor(1) as reader:  # the journal holds keys: it may be read first
-            journal_read = reader.submit(self._journal)  # while the folder is listed
+        marker in the folder now."""
+        with ThreadPoolExecutor(1) as reader:  # entries carry their keys, so the journal may
+            journal_read = reader.submit(self._journal)  # be read while the folder is listed
             present = self._scan()
-            if on_scanned is not None:
-                on_scanned()
             known = _entries_of(self._load())
             journal = journal_read.result()
         vouched = {n for n, e in journal.items() if e.get("key") == present.get(n)}

@@ -134,13 +134,11 @@ class Markers:
         with os.scandir(self.done_dir) as it:
             return {s for e in it if (s := _shard_of(e.name, ".json")) is not None}
 
-    def read_all(self, on_scanned: Callable[[], None] | None = None
-                 ) -> dict[int, dict[str, Any] | UnreadableMarker]:
+    def read_all(self) -> dict[int, dict[str, Any] | UnreadableMarker]:
         """Every marker, rereading only those new since the last call (a summary file beside
-        `done/`), so that `status` on 10k shards on a shared store stays interactive.
-        `on_scanned`: as `MarkerSummary.read_all`'s."""
+        `done/`), so that `status` on 10k shards on a shared store stays interactive."""
         summary = self._summary()
-        return {s: m for name, m in summary.read_all(on_scanned).items()
+        return {s: m for name, m in summary.read_all().items()
                 if (s := _shard_of(name, ".json")) is not None}
 
     def _holder_path(self, shard: int) -> Path:

@@ -302,14 +302,3 @@ def test_a_corrupt_journal_part_costs_only_reads(tmp_path):
     assert len(got) == 5 and got["shard-000004.json"]["ok"] == 4
     assert summary.reads == 4  # the four entries lost with the corrupt part
 
-
-def test_what_the_markers_describe_is_looked_at_only_once_they_are_listed(tmp_path):
-    """`on_scanned` (where status starts listing the shard files) runs after `done/` is listed:
-    a marker committed from then on is not in this answer, so every marker in it describes a
-    file committed before that listing started."""
-    markers = Markers(tmp_path)
-    markers.write(0, {"shard": 0})
-    calls = []
-    got = markers.read_all(on_scanned=lambda: calls.append(markers.write(1, {"shard": 1})))
-    assert len(calls) == 1 and set(got) == {0}
-    assert set(markers.read_all()) == {0, 1}
