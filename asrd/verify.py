@@ -178,9 +178,10 @@ def _judge(rd: RunDir, plan: Plan, markers: dict[int, DoneMarker | UnreadableMar
 def _look(rd: RunDir, plan: Plan, shard: int, full: bool) -> tuple[DoneMarker | None, str | None]:
     """(the marker, None) if it holds, read afresh in commit order: the marker, then its file;
     (None, why) if it does not; (None, None) if it is gone."""
-    if not rd.markers.is_done(shard):
+    try:
+        marker = rd.done_marker(shard)
+    except FileNotFoundError:  # removed since: the shard is being redone
         return None, None
-    marker = rd.done_marker(shard)
     why = _marker_problem(plan, shard, marker)
     if why is not None or not isinstance(marker, DoneMarker):
         return None, why or "its marker is unreadable"
