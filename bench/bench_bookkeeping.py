@@ -62,8 +62,9 @@ def merge_rss_mib(run_dir: Path, code: Path = ROOT) -> tuple[float, float]:
     """(wall s, peak RSS MiB) of `asrd merge` in a fresh process (its own rusage), with the
     asrd of checkout `code`."""
     script = ("import resource,sys,time;from asrd.cli import main;t=time.perf_counter();"
-            f"rc=main(['merge','-c',{str(run_dir / 'config.yaml')!r}]);"
-            "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
+              f"rc=main(['merge','-c',{str(run_dir / 'config.yaml')!r}]);"
+              "print(time.perf_counter()-t,"
+              " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)")
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
                          text=True, cwd=code)
     wall, rss = out.stdout.split()[-2:]
