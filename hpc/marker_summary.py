@@ -82,10 +82,10 @@ class MarkerSummary:
             present = self._scan()
             known = _entries_of(self._load())
             journal = journal_read.result()
-        vouched = {n for n, e in journal.items() if e.get("key") == present.get(n)}
+        vouched = {n for n, e in journal.items() if _holds(e, present.get(n))}
         fresh = {n: journal[n]["marker"] for n in vouched}
         fresh.update({n: e["marker"] for n, e in known.items()
-                      if n not in fresh and e.get("key") == present.get(n)})
+                      if n not in fresh and _holds(e, present.get(n))})
         todo = [n for n in present if n not in fresh]
         self.reads = len(todo)
         unreadable: dict[str, UnreadableMarker] = {}
@@ -165,6 +165,11 @@ def _entries_of(data: Any) -> dict[str, Any]:
     entries = data.get("entries") if isinstance(data, dict) else None
     return {n: e for n, e in entries.items() if isinstance(e, dict)} \
         if isinstance(entries, dict) else {}
+
+
+def _holds(entry: dict[str, Any], key: list[int] | None) -> bool:
+    """Whether a summary or journal entry stands for the marker whose key is `key` now."""
+    return key is not None and entry.get("key") == key and isinstance(entry.get("marker"), dict)
 
 
 def _entries(path: Path) -> dict[str, Any]:

@@ -302,3 +302,15 @@ def test_a_corrupt_journal_part_costs_only_reads(tmp_path):
     assert len(got) == 5 and got["shard-000004.json"]["ok"] == 4
     assert summary.reads == 4  # the four entries lost with the corrupt part
 
+
+
+def test_a_journal_entry_without_its_marker_costs_a_read_not_a_crash(tmp_path):
+    markers = Markers(tmp_path)
+    markers.write(0, {"shard": 0, "ok": 1})
+    part = tmp_path / "markers-journal" / "part-000000.json"
+    data = json.loads(part.read_text())
+    del data["entries"]["shard-000000.json"]["marker"]  # the right key, no marker
+    part.write_text(json.dumps(data))
+    summary = markers._summary()
+    assert summary.read_all() == {"shard-000000.json": {"shard": 0, "ok": 1}}
+    assert summary.reads == 1
