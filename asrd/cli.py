@@ -19,31 +19,30 @@ from omegaconf import DictConfig
 
 from asrd import config as config_mod
 from asrd.config_checks import EXPORT_AUDIO, EXPORT_FORMATS
-from asrd.launch import commands as launch_commands
-from asrd.launch.errors import LaunchError
-from asrd.audio import AudioError, VadUnavailable
-from asrd.demo import DemoUnavailable
 from asrd.done_marker import DoneMarker
-from asrd.engines import EngineUnavailable
-from asrd.engines.registry import engine_class
-from asrd.filters import FilterError
-from asrd.export.writer import ExportError
-from asrd.forecast import ForecastError
-from asrd.index import IndexInputError
-from asrd.merge import MergeError
-from asrd.plan import Plan, PlanError
-from asrd.quality.presets import PresetError
-from asrd.rundir import RunDir, RunDirError
+from asrd.launch import commands as launch_commands
+from asrd.plan_record import Plan
+from asrd.rundir import RunDir
 from asrd.run_config import open_run
-from asrd.runtime.write import ShardIncomplete
-from hpc.arrays import ArraySpecError
-from hpc.slurm_ctl import SlurmError
-from hpc.store import StoreError, check_root
+from hpc.store import check_root
 
-USER_ERRORS = (config_mod.ConfigError, IndexInputError, PlanError, MergeError, RunDirError,
-               EngineUnavailable, AudioError, VadUnavailable, FilterError, StoreError,
-               DemoUnavailable, ForecastError, ExportError, PresetError, ShardIncomplete,
-               LaunchError, ArraySpecError, SlurmError, FileNotFoundError)
+# The exceptions a user can act on (a bad config, input or run state): one `asrd: error:` line,
+# exit status 2. Named by module and class rather than imported, so that a command imports only
+# the modules it runs (`asrd status` would otherwise import nearly every module first); an
+# exception whose module was never imported cannot have been raised. Subclasses count too.
+USER_ERRORS = frozenset({
+    "asrd.config.ConfigError", "asrd.index.IndexInputError", "asrd.plan.PlanError",
+    "asrd.merge.MergeError", "asrd.rundir.RunDirError", "asrd.engines.base.EngineUnavailable",
+    "asrd.audio.decode.AudioError", "asrd.audio.vad.VadUnavailable", "asrd.filters.FilterError",
+    "hpc.store.StoreError", "asrd.demo.DemoUnavailable", "asrd.forecast.ForecastError",
+    "asrd.export.writer.ExportError", "asrd.quality.presets.PresetError",
+    "asrd.runtime.write.ShardIncomplete", "asrd.launch.errors.LaunchError",
+    "hpc.arrays.ArraySpecError", "hpc.slurm_ctl.SlurmError", "builtins.FileNotFoundError"})
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether `e` is (a subclass of) one of USER_ERRORS."""
+    return any(f"{c.__module__}.{c.__qualname__}" in USER_ERRORS for c in type(e).__mro__)
 
 
 def load_config(args: argparse.Namespace) -> DictConfig:
@@ -57,6 +56,8 @@ def run_config(args: argparse.Namespace, check_drift: bool = True) -> DictConfig
 
 def check_engine(cfg: DictConfig, packages: bool) -> None:
     """Refuse a config whose engine cannot load (no model, no package) before it is frozen."""
+    from asrd.engines.registry import engine_class
+
     engine_class(cfg.engine.kind).check(cfg.engine, packages=packages)
 
 
@@ -213,6 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
+    from asrd.merge import MergeError
     from asrd.report import REPORT_NAME, write_report
 
     cfg = run_config(args)
@@ -227,23 +229,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from asrd.plan import load_plan
     from asrd.status import drift_lines, format_status, run_status
 
-    cfg = run_config(args, check_drift=False)  # reading the state is never refused
-    st = run_status(cfg.run.dir)
+    run = open_run(args.config, args.overrides, check_drift=False)  # reading is never refused
+    plan = load_plan(run.run_dir)
+    st = run_status(run.run_dir, plan=plan)
     print(format_status(st, per_shard=args.per_shard))
-    print(eta_line(RunDir(cfg.run.dir), st.markers))
-    for line in drift_lines(RunDir(cfg.run.dir), cfg):
+    print(eta_line(run.run_dir, plan, st.markers))
+    for line in drift_lines(run.run_dir, run.cfg):
         print(line)
     return 0
 
 
-def eta_line(rd: RunDir, markers: dict[int, DoneMarker]) -> str:
+def eta_line(rd: RunDir, plan: Plan, markers: dict[int, DoneMarker]) -> str:
     """The time left, from the done shards' markers (read once, by the status)."""
     from asrd.forecast import eta, format_eta
-    from asrd.plan import load_plan
 
-    return format_eta(eta(rd, load_plan(rd), markers))
+    return format_eta(eta(rd, plan, markers))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -322,14 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
         sys.stdout.flush()  # here, so that a reader that went away is handled below
         return status
-    except USER_ERRORS as e:
-        return _fail(str(e), getattr(e, "details", ()))
-    except BrokenPipeError as e:
-        if _stdout_closed():  # `asrd status | head -1`: the reader has what it wanted
-            return _quiet_exit()
-        return _fail(_os_error(e))
-    except OSError as e:  # the machine refused (disk full, read-only, no permission): say so
-        return _fail(_os_error(e))
+    except Exception as e:
+        if is_user_error(e):
+            return _fail(str(e), getattr(e, "details", ()))
+        if isinstance(e, BrokenPipeError):
+            if _stdout_closed():  # `asrd status | head -1`: the reader has what it wanted
+                return _quiet_exit()
+            return _fail(_os_error(e))
+        if isinstance(e, OSError):  # the machine refused (disk full, read-only, no permission)
+            return _fail(_os_error(e))
+        raise
 
 
 def _stdout_closed() -> bool:

@@ -6,6 +6,8 @@ into a SLURM array.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import io
 import json
@@ -366,18 +368,30 @@ RUN_KEYS = (
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 
 
-def load(path: str | Path | dict | Sequence[str | Path | dict] | None = None,
+Layer = str | Path | dict | DictConfig  # a YAML file, a mapping, or a config loaded before
+
+
+@functools.cache
+def _schema() -> DictConfig:
+    """The schema's defaults, built once: building them is half of a load's time, and each load
+    starts from a copy, so this one never changes."""
+    return OmegaConf.structured(Config)
+
+
+def load(path: Layer | Sequence[Layer] | None = None,
          overrides: list[str] | None = None) -> DictConfig:
     """Schema defaults <- YAML file(s) or mappings, in order <- `key=value` overrides, validated.
 
     Several layers serve commands on a planned run: its frozen config, then the `-c` file."""
-    layers = [path] if isinstance(path, (str, Path, dict)) else list(path or [])
+    layers = [path] if isinstance(path, (str, Path, dict, DictConfig)) else list(path or [])
     try:
-        cfg = OmegaConf.structured(Config)
-        for layer in layers:
+        cfg = _schema()
+        for layer in layers:  # a merge returns a new config: the cached schema never changes
             cfg = OmegaConf.merge(cfg, _upgrade(_read_layer(layer)))
         if overrides:
             cfg = OmegaConf.merge(cfg, _upgrade(OmegaConf.from_dotlist(list(overrides))))
+        if cfg is _schema():
+            cfg = copy.deepcopy(cfg)
         OmegaConf.to_container(cfg, resolve=True)  # an unresolvable ${...} fails here, named
         hooks.configure(cfg.faults)
     except InterpolationResolutionError as e:
@@ -427,7 +441,9 @@ _EXTRA_MOVES = {
 }
 
 
-def _read_layer(layer: str | Path | dict) -> DictConfig:
+def _read_layer(layer: Layer) -> DictConfig:
+    if isinstance(layer, DictConfig):  # copied: _upgrade edits a layer in place
+        return copy.deepcopy(layer)
     if isinstance(layer, dict):
         return OmegaConf.create(layer)
     return read_file(Path(layer))

@@ -85,10 +85,11 @@ class MergeSummary:
     per_shard: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _index_rows(plan: Plan, shard: int, labels: list[str]) -> pa.Table:
-    """The shard's rows of the index: their ids, and their label columns as they are now."""
+def _index_rows(plan: Plan, index: pq.ParquetFile, shard: int, labels: list[str]) -> pa.Table:
+    """The shard's rows of the index (`index`, opened once per merge): their ids, and their label
+    columns as they are now."""
     spec = plan.shards[shard]
-    return pa.Table.from_batches(list(read_rows(plan.index, spec.start, spec.stop,
+    return pa.Table.from_batches(list(read_rows(index, spec.start, spec.stop,
                                                 columns=["id", *labels])))
 
 
@@ -243,9 +244,10 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         filter_counts = FilterCounts()
         writer = _RollingWriter(out_tmp, relabel.schema, int(cfg.merge.target_file_mb * 2**20))
         audio_s = 0.0
-        for s in good:
-            audio_s += _merge_shard(rd, plan, s, markers[s], expr, filter_counts, writer, summary,
-                                    quality, shard_schema, relabel)
+        with pq.ParquetFile(plan.index) as index:
+            for s in good:
+                audio_s += _merge_shard(rd, plan, index, s, markers[s], expr, filter_counts,
+                                        writer, summary, quality, shard_schema, relabel)
         writer.close()
         summary.audio_hours = audio_s / 3600.0
         if expr is not None:
@@ -278,14 +280,14 @@ def content_id(folder: Path, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _merge_shard(rd: RunDir, plan: Plan, shard: int, marker: DoneMarker, expr, filter_counts,
-                 writer: _RollingWriter, summary: MergeSummary, quality: PresetFilter,
-                 shard_schema: pa.Schema, relabel: Relabel) -> float:
+def _merge_shard(rd: RunDir, plan: Plan, index: pq.ParquetFile, shard: int, marker: DoneMarker,
+                 expr, filter_counts, writer: _RollingWriter, summary: MergeSummary,
+                 quality: PresetFilter, shard_schema: pa.Schema, relabel: Relabel) -> float:
     """Stream one shard into the writer, checking that it holds every index row of the shard
     exactly once, each under the id the index gives that row (with the index's labels).
     Returns the audio seconds of its rows that succeeded."""
     spec = plan.shards[shard]
-    index_rows = _index_rows(plan, shard, relabel.labels)
+    index_rows = _index_rows(plan, index, shard, relabel.labels)
     coverage = RowCoverage(spec)
     audio_s = 0.0
     for batch in _batches(rd, shard):

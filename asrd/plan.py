@@ -192,10 +192,13 @@ def _notice_labels(index: str, labels: list[str]) -> None:
                     "CER and flags against a changed reference", index, ", ".join(labels))
 
 
-def read_rows(index_path: str, start: int, stop: int, columns: list[str] | None = None,
-              batch_rows: int = 512) -> Iterator[pa.RecordBatch]:
-    """Index rows [start, stop) as record batches, reading only the row groups that hold them."""
-    pf = pq.ParquetFile(index_path)
+def read_rows(index: str | Path | pq.ParquetFile, start: int, stop: int,
+              columns: list[str] | None = None, batch_rows: int = 512
+              ) -> Iterator[pa.RecordBatch]:
+    """Index rows [start, stop) as record batches, reading only the row groups that hold them.
+    `index`: its path, or the index opened once by a caller that reads many shards' rows (on a
+    shared store each open costs round trips, and its footer is parsed again)."""
+    pf = index if isinstance(index, pq.ParquetFile) else pq.ParquetFile(index)
     offset = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows

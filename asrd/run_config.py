@@ -28,13 +28,14 @@ class OpenRun:
     threshold_edits: dict[str, Any]  # quality thresholds the file or overrides set
 
 
-def threshold_edits(config_file: str | Path | None, overrides: list[str],
+def threshold_edits(layer: DictConfig | None, overrides: list[str],
                     cfg: DictConfig) -> dict[str, Any]:
-    """The `quality.thresholds` keys that this command's `-c` file or `key=value` overrides
-    name, with their values in `cfg`: a merge judges by them on top of its preset's."""
+    """The `quality.thresholds` keys that this command's `-c` file (`layer`, as read) or
+    `key=value` overrides name, with their values in `cfg`: a merge judges by them on top of
+    its preset's."""
     named: set[str] = set()
-    if config_file is not None:
-        section = OmegaConf.select(config_mod.read_file(Path(config_file)), "quality.thresholds")
+    if layer is not None:
+        section = OmegaConf.select(layer, "quality.thresholds")
         named |= set(section or ())
     prefix = "quality.thresholds."
     for item in overrides:
@@ -49,12 +50,13 @@ def open_run(config_file: str | Path | None, overrides: list[str], check_drift: 
     """The planned run named by the file and overrides (`run.dir`), with the config to use.
 
     The mount is checked first (from the file and overrides: the frozen config lies behind it),
-    so that an unmounted store says so instead of "not planned"."""
-    user = config_mod.load(config_file, overrides)
+    so that an unmounted store says so instead of "not planned". The `-c` file is read once."""
+    layer = config_mod.read_file(Path(config_file)) if config_file is not None else None
+    user = config_mod.load(layer, overrides)
     if user.store.require_mount is not None:
         check_root(user.run.dir, user.store.require_mount, must_exist=False)
     rd = RunDir(Path(user.run.dir).resolve())
     if not rd.exists():
         raise RunDirError(f"{rd.path} is not a planned run directory: run `asrd plan` first")
-    cfg = rd.config(config_file, overrides, check_drift=check_drift, force=force)
-    return OpenRun(rd, cfg, threshold_edits(config_file, overrides, cfg))
+    cfg = rd.config(layer, overrides, check_drift=check_drift, force=force)
+    return OpenRun(rd, cfg, threshold_edits(layer, overrides, cfg))

@@ -15,6 +15,7 @@ Final names appear only by atomic rename (hpc.commit).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Union
 
@@ -25,7 +26,7 @@ from asrd.done_marker import DoneMarker
 from hpc.markers import Markers, UnreadableMarker, shard_name
 
 
-ConfigLayer = Union[str, Path, dict]  # a config file, or a resolved config
+ConfigLayer = Union[str, Path, dict, DictConfig]  # a config file, or a resolved config
 
 
 class RunDirError(RuntimeError):
@@ -36,6 +37,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.markers = Markers(self.path)
+        self._frozen: tuple[tuple[int, int, int], DictConfig] | None = None  # (file key, config)
 
     # --- layout -------------------------------------------------------------------------------
     @property
@@ -63,7 +65,10 @@ class RunDir:
         return self.path / "submissions"
 
     def shard_file(self, shard: int) -> Path:
-        return self.shards_dir / f"{shard_name(shard)}.parquet"
+        return self.shards_dir / self.shard_file_name(shard)
+
+    def shard_file_name(self, shard: int) -> str:
+        return f"{shard_name(shard)}.parquet"
 
     def merged_files(self) -> list[Path]:
         return sorted(self.merged_dir.glob("part-*.parquet"))
@@ -87,25 +92,36 @@ class RunDir:
         return self.config_path.is_file() and self.plan_path.is_file()
 
     def frozen_config(self) -> DictConfig:
-        return self.config(check_drift=False)
+        """The frozen config, loaded once per version of config.yaml (a command compares it with
+        its own config more than once; a re-plan replaces the file, and so its key)."""
+        return copy.deepcopy(self._frozen_config())  # the caller's own: it may change it
+
+    def _frozen_config(self) -> DictConfig:
+        """The loaded frozen config itself, for readers that do not keep or change it."""
+        try:
+            st = self.config_path.stat()
+        except FileNotFoundError:
+            raise RunDirError(f"{self.path} is not a planned run directory (no config.yaml): "
+                              "run `asrd plan` first") from None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._frozen is None or self._frozen[0] != key:
+            self._frozen = (key, config_mod.load(self.config_path))
+        return self._frozen[1]
 
     def config(self, layer: ConfigLayer | None = None, overrides: list[str] | None = None, *,
                check_drift: bool = True, force: bool = False) -> DictConfig:
         """The config a command on this run uses: the frozen config <- `layer` (a `-c` file, or
         a submission's resolved config) <- `overrides`. Drift in output-relevant keys is refused
         (unless `force`), so that one run directory never mixes two outputs."""
-        if not self.config_path.is_file():
-            raise RunDirError(f"{self.path} is not a planned run directory (no config.yaml): "
-                              "run `asrd plan` first")
-        cfg = config_mod.load([self.config_path] + ([layer] if layer is not None else []),
-                              overrides)
+        cfg = config_mod.load([self._frozen_config()] + ([layer] if layer is not None else []),
+                              overrides)  # load copies a config layer before it upgrades it
         if check_drift:
             self.check_config(cfg, force=force)
         return cfg
 
     def check_config(self, cfg: DictConfig, force: bool = False) -> None:
         """Refuse to mix outputs of two configs in one run directory (config drift)."""
-        frozen = self.frozen_config()
+        frozen = self._frozen_config()
         old, new = config_mod.config_hash(frozen), config_mod.config_hash(cfg)
         if old != new and not force:
             diff = config_mod.output_diff(frozen, cfg)

@@ -15,6 +15,7 @@ them do."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,6 +25,7 @@ from asrd.done_marker import DoneMarker
 from asrd.launch.slurm_view import ShardJob, slurm_states
 from asrd.launch.until_done import status_lines as until_done_lines
 from asrd.plan import load_plan
+from asrd.plan_record import Plan
 from asrd.rundir import RunDir
 from asrd.verify import verify_shards
 from hpc.arrays import format_array
@@ -50,9 +52,11 @@ class RunStatus:
         return sum(1 for v in self.states.values() if v == state)
 
 
-def run_status(run_dir: str, slurm: bool = True) -> RunStatus:
-    rd = RunDir(run_dir)
-    plan = load_plan(rd)
+def run_status(run_dir: str | Path | RunDir, slurm: bool = True,
+               plan: Plan | None = None) -> RunStatus:
+    """The run's state; `plan`: the run's plan where the caller has loaded it already."""
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    plan = load_plan(rd) if plan is None else plan
     verdicts = verify_shards(rd, plan)
     states = {s: "missing" for s in range(plan.num_shards)}
     jobs = {s: j for s, j in slurm_states(rd).items() if s in states} if slurm else {}

@@ -11,9 +11,11 @@ key under the plan (`Plan.shard_key`: index, config, rows). Two depths of check:
 - full (merge; a task before it skips a shard as done): sha256 of every file against its marker,
   in threads (hashing releases the GIL; on a shared store the reads overlap).
 
-A marker that fails is invalidated (`Markers.invalidate`: moved to `rejected/` with the reason),
-under the shard's claim, after checking it again: a task that is redoing the shard at that moment
-holds the claim, and its new marker is never the one removed.
+A marker that fails is looked at again (marker, then file: a shard redone while `done/` and
+`shards/` were listed is then seen whole), and if it still fails it is invalidated
+(`Markers.invalidate`: moved to `rejected/` with the reason), under the shard's claim, after a
+last look: a task that is redoing the shard at that moment holds the claim, and its new marker is
+never the one removed.
 """
 
 from __future__ import annotations
@@ -83,14 +85,26 @@ def _marker_problem(plan: Plan, shard: int, marker: DoneMarker | UnreadableMarke
     return None
 
 
+def _needs_hash(marker: DoneMarker, st: os.stat_result | None, full: bool) -> bool:
+    """Whether only the file's sha256 can tell (its size is right; full depth, or a new mtime)."""
+    return st is not None and st.st_size == marker.bytes and (full or
+                                                               st.st_mtime_ns != marker.mtime_ns)
+
+
+def _size_problem(name: str, marker: DoneMarker, st: os.stat_result | None) -> str | None:
+    """Why the shard file `name` is not the one its marker describes, from its listing alone."""
+    if st is None:
+        return f"{name} is missing"
+    if st.st_size != marker.bytes:
+        return f"{name} has {st.st_size} bytes, its marker says {marker.bytes}"
+    return None
+
+
 def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
                   full: bool) -> str | None:
     """Why the shard file is not the one its marker describes."""
-    if st is None:
-        return f"{path.name} is missing"
-    if st.st_size != marker.bytes:
-        return f"{path.name} has {st.st_size} bytes, its marker says {marker.bytes}"
-    if full or st.st_mtime_ns != marker.mtime_ns:
+    why = _size_problem(path.name, marker, st)
+    if why is None and _needs_hash(marker, st, full):
         try:
             digest = sha256_file(path)
         except FileNotFoundError:
@@ -98,18 +112,35 @@ def _file_problem(path: Path, marker: DoneMarker, st: os.stat_result | None,
         if digest != marker.sha256:
             return (f"{path.name} does not match its marker's sha256 (changed or corrupted "
                     "since it was committed)")
-    return None
+    return why
+
+
+def _markers_and_stats(rd: RunDir) -> tuple[dict[int, DoneMarker | UnreadableMarker],
+                                            dict[str, os.stat_result]]:
+    """Every marker, and the shard files' sizes and mtimes: the two folders are listed at once
+    (on a shared store each listing of 10,000 files is hundreds of round trips). A shard redone
+    between the two listings can look wrong, never right: a marker that fails is looked at
+    again, in commit order, before anything is concluded (`_second_look`)."""
+    with ThreadPoolExecutor(1) as lister:
+        stats = lister.submit(_stats, rd)
+        return rd.done_markers(), stats.result()
 
 
 def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
                   shards: Iterable[int] | None = None) -> ShardVerdicts:
     """Check the markers of `shards` (default: every marker) against the plan and their files;
     invalidate those that fail (where the store lets this process write)."""
-    markers = rd.done_markers()
+    markers, stats = _markers_and_stats(rd)
     if shards is not None:
         wanted = set(shards)
         markers = {s: m for s, m in markers.items() if s in wanted}
-    stats = _stats(rd)
+    return _judge(rd, plan, markers, stats, full)
+
+
+def _judge(rd: RunDir, plan: Plan, markers: dict[int, DoneMarker | UnreadableMarker],
+           stats: dict[str, os.stat_result], full: bool) -> ShardVerdicts:
+    """The verdicts on `markers`, their files as `stats` listed them; each failure settled by a
+    second look."""
     verdicts = ShardVerdicts()
     to_check: dict[int, DoneMarker] = {}
     for s, m in markers.items():
@@ -119,40 +150,66 @@ def verify_shards(rd: RunDir, plan: Plan, full: bool = False,
         else:
             verdicts.bad[s] = why or "its marker is unreadable"
 
-    def check(s: int) -> str | None:
-        path = rd.shard_file(s)
-        return _file_problem(path, to_check[s], stats.get(path.name), full)
-
+    problems: dict[int, str | None] = {}
+    hashed: list[int] = []  # only these read their files: in threads, the rest here
+    for s, m in to_check.items():
+        name = rd.shard_file_name(s)
+        if _needs_hash(m, stats.get(name), full):
+            hashed.append(s)
+        else:
+            problems[s] = _size_problem(name, m, stats.get(name))
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        for s, why in zip(to_check, pool.map(check, to_check)):
-            if why is None:
-                verdicts.good[s] = to_check[s]
-            else:
-                verdicts.bad[s] = why
+        problems.update(zip(hashed, pool.map(
+            lambda s: _file_problem(rd.shard_file(s), to_check[s],
+                                    stats.get(rd.shard_file_name(s)), full), hashed)))
+    for s, m in to_check.items():
+        if problems[s] is None:
+            verdicts.good[s] = m
+        else:
+            verdicts.bad[s] = problems[s]
     for s in sorted(verdicts.bad):
-        _invalidate(rd, plan, s, full)
+        marker = _second_look(rd, plan, s, full)
+        if marker is not None:
+            verdicts.good[s] = marker
+            del verdicts.bad[s]
     return verdicts
 
 
-def _invalidate(rd: RunDir, plan: Plan, shard: int, full: bool) -> None:
-    """Under the shard's claim, check its marker again and move it away if it still fails. A
-    claim held by another process means the shard is being redone: its marker is left to it."""
+def _look(rd: RunDir, plan: Plan, shard: int, full: bool) -> tuple[DoneMarker | None, str | None]:
+    """(the marker, None) if it holds, read afresh in commit order: the marker, then its file;
+    (None, why) if it does not; (None, None) if it is gone."""
+    try:
+        marker = rd.done_marker(shard)
+    except FileNotFoundError:  # removed since: the shard is being redone
+        return None, None
+    why = _marker_problem(plan, shard, marker)
+    if why is not None or not isinstance(marker, DoneMarker):
+        return None, why or "its marker is unreadable"
+    path = rd.shard_file(shard)
+    try:
+        st: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        st = None
+    why = _file_problem(path, marker, st, full)
+    return (marker, None) if why is None else (None, why)
+
+
+def _second_look(rd: RunDir, plan: Plan, shard: int, full: bool) -> DoneMarker | None:
+    """The marker, if it holds when looked at again; if it still fails, it is invalidated under
+    the shard's claim, after a last look. A claim held by another process means the shard is
+    being redone: its marker is left to it."""
+    marker, why = _look(rd, plan, shard, full)
+    if why is None:
+        return marker
     try:
         with rd.markers.claim(shard) as mine:
-            if not mine or not rd.markers.is_done(shard):
-                return
-            marker = rd.done_marker(shard)
-            why = _marker_problem(plan, shard, marker)
-            if why is None and isinstance(marker, DoneMarker):
-                path = rd.shard_file(shard)
-                try:
-                    st: os.stat_result | None = path.stat()
-                except FileNotFoundError:
-                    st = None
-                why = _file_problem(path, marker, st, full)
+            if not mine:
+                return None
+            marker, why = _look(rd, plan, shard, full)
             if why is not None:
                 rd.markers.invalidate(shard, why)
                 log.warning("shard %d is no longer done: %s (marker moved to %s)", shard, why,
                             rd.markers.rejected_dir)
+            return marker
     except OSError:  # a read-only view of another user's run: report, change nothing
-        pass
+        return None

@@ -13,9 +13,12 @@ the reads it would have saved.
 The first reader after many commits would still read every new marker (13 s for 10k on JuiceFS),
 so writers keep a journal too: after committing a marker, the writer adds it (with its key) to a
 small journal part shared by a group of markers, under that part's lock. A reader lists the
-journal parts in one scan and reads only those changed since its summary was written, so 10k new
-markers cost about 100 part reads. A journal entry is believed only while its key is the
-marker's key now, exactly as a summary entry.
+journal parts in one scan and reads them all (in threads), so 10k markers cost about 100 part
+reads. A journal entry is believed only while its key is the marker's key now, exactly as a
+summary entry. The summary then keeps only the markers the journal does not vouch for (those of
+writers without a journal, or whose journal write failed): a summary of every marker holds as
+many bytes as the journal, so it would save no reading, and writing it cost a first `asrd status`
+on 10k shards on JuiceFS 0.4 s of its 4.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class MarkerSummary:
         self.journal_dir = Path(journal_dir) if journal_dir is not None else None
         self.suffix = suffix
         self.threads = threads
-        self.reads = 0  # marker files read by the last call (0 when the summary was current)
+        self.reads = 0  # marker files read by the last call (0: the summary and journal had all)
         self.journal_reads = 0  # journal parts read by the last call
 
     def record(self, name: str, marker: dict[str, Any], part: str) -> None:
@@ -74,12 +77,15 @@ class MarkerSummary:
     def read_all(self) -> dict[str, Any]:
         """File name -> parsed marker (an UnreadableMarker where it does not parse), for every
         marker in the folder now."""
-        present = self._scan()
-        data = self._load()
-        known = _entries_of(data)
-        journal = self._journal(data.get("journal"))
-        cached = {**known, **journal[0]}
-        fresh = {n: e["marker"] for n, e in cached.items() if e.get("key") == present.get(n)}
+        with ThreadPoolExecutor(1) as reader:  # entries carry their keys, so the journal may
+            journal_read = reader.submit(self._journal)  # be read while the folder is listed
+            present = self._scan()
+            known = _entries_of(self._load())
+            journal = journal_read.result()
+        vouched = {n for n, e in journal.items() if _holds(e, present.get(n))}
+        fresh = {n: journal[n]["marker"] for n in vouched}
+        fresh.update({n: e["marker"] for n, e in known.items()
+                      if n not in fresh and _holds(e, present.get(n))})
         todo = [n for n in present if n not in fresh]
         self.reads = len(todo)
         unreadable: dict[str, UnreadableMarker] = {}
@@ -89,9 +95,9 @@ class MarkerSummary:
                     unreadable[name] = marker
                 elif marker is not None:
                     fresh[name] = marker
-        if (len(todo) > len(unreadable) or len(fresh) != len(known)
-                or journal[1] != (data.get("journal") or {})):
-            self._save({n: {"key": present[n], "marker": m} for n, m in fresh.items()}, journal[1])
+        keep = {n: {"key": present[n], "marker": m} for n, m in fresh.items() if n not in vouched}
+        if {n: e["key"] for n, e in keep.items()} != {n: e.get("key") for n, e in known.items()}:
+            self._save(keep)
         out: dict[str, Any] = {**fresh, **unreadable}
         return {n: out[n] for n in sorted(out)}
 
@@ -121,29 +127,18 @@ class MarkerSummary:
             return UnreadableMarker(f"not a JSON object (a {type(marker).__name__})")
         return marker
 
-    def _journal(self, seen: Any) -> tuple[dict[str, Any], dict[str, list[int]]]:
-        """(entries of the journal parts changed since the summary was written, the key of every
-        part now): one scan, then one read per changed part."""
+    def _journal(self) -> dict[str, Any]:
+        """The entries of every journal part: one scan, then the parts' reads in threads."""
         if self.journal_dir is None or not self.journal_dir.is_dir():
-            return {}, {}
-        seen = seen if isinstance(seen, dict) else {}
-        keys: dict[str, list[int]] = {}
+            return {}
         with os.scandir(self.journal_dir) as it:
-            for e in it:
-                if e.name.startswith(".") or not e.name.endswith(".json"):
-                    continue
-                try:
-                    st = e.stat()
-                except FileNotFoundError:
-                    continue
-                keys[e.name] = [st.st_ino, st.st_size, st.st_mtime_ns]
-        changed = [n for n, k in keys.items() if seen.get(n) != k]
-        self.journal_reads = len(changed)
+            parts = [e.name for e in it if not e.name.startswith(".") and e.name.endswith(".json")]
+        self.journal_reads = len(parts)
         out: dict[str, Any] = {}
-        with ThreadPoolExecutor(max(1, min(self.threads, len(changed)))) as pool:
-            for entries in pool.map(lambda n: _entries(self.journal_dir / n), changed):
+        with ThreadPoolExecutor(max(1, min(self.threads, len(parts)))) as pool:
+            for entries in pool.map(lambda n: _entries(self.journal_dir / n), parts):
                 out.update(entries)
-        return out, keys
+        return out
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -154,24 +149,27 @@ class MarkerSummary:
             return {}
         return data
 
-    def _save(self, entries: dict[str, Any], journal: dict[str, list[int]]) -> None:
+    def _save(self, entries: dict[str, Any]) -> None:
         try:
-            write_bytes(self.summary_file, _blob(entries, journal))
+            write_bytes(self.summary_file, _blob(entries))
         except OSError:  # a read-only view of the run (another user's): the answer is still right
             pass
 
 
-def _blob(entries: dict[str, Any], journal: dict[str, list[int]] | None = None) -> bytes:
-    data: dict[str, Any] = {"version": SUMMARY_VERSION, "entries": entries}
-    if journal is not None:
-        data["journal"] = journal
-    return json.dumps(data, separators=(",", ":")).encode()
+def _blob(entries: dict[str, Any]) -> bytes:
+    return json.dumps({"version": SUMMARY_VERSION, "entries": entries},
+                      separators=(",", ":")).encode()
 
 
 def _entries_of(data: Any) -> dict[str, Any]:
     entries = data.get("entries") if isinstance(data, dict) else None
     return {n: e for n, e in entries.items() if isinstance(e, dict)} \
         if isinstance(entries, dict) else {}
+
+
+def _holds(entry: dict[str, Any], key: list[int] | None) -> bool:
+    """Whether a summary or journal entry stands for the marker whose key is `key` now."""
+    return key is not None and entry.get("key") == key and isinstance(entry.get("marker"), dict)
 
 
 def _entries(path: Path) -> dict[str, Any]:

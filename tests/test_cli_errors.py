@@ -228,3 +228,45 @@ def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(corpus_index, tmp_
                            text=True, executable="/bin/bash")
     assert piped.stdout == first.splitlines(keepends=True)[0]
     assert "error" not in piped.stderr.lower(), piped.stderr
+
+
+# --- error types named, not imported -------------------------------------------------------------
+
+def test_every_user_error_name_is_the_exception_class_it_matches():
+    """The command line names its user errors (module.Class) instead of importing them: a class
+    renamed or moved would silently become a traceback, so each name must still import as an
+    exception class whose own module and name are that name."""
+    import importlib
+
+    from asrd.cli import USER_ERRORS, is_user_error
+
+    for name in USER_ERRORS:
+        module, _, cls_name = name.rpartition(".")
+        cls = getattr(importlib.import_module(module), cls_name)
+        assert issubclass(cls, Exception) and f"{cls.__module__}.{cls.__qualname__}" == name
+        assert is_user_error(type("Sub", (cls,), {})("x"))  # a subclass counts too
+    assert not is_user_error(ValueError("x")) and not is_user_error(BrokenPipeError())
+
+
+def test_status_imports_only_what_it_runs_and_lazy_errors_stay_one_line(corpus_index, tmp_path):
+    """`asrd status` does not import the merge, export, report or runtime modules (a tenth of a
+    second, seconds on a loaded node); errors raised by modules a command imports on its own are
+    still one `asrd: error:` line, exit status 2."""
+    run_dir = tmp_path / "run"
+    assert asrd("plan", f"run.index={corpus_index}", f"run.dir={run_dir}",
+                "engine.kind=fault").returncode == 0
+    probe = ("import sys; from asrd.cli import main; rc = main(sys.argv[1:]); "
+             "print('MODULES', *sorted(m for m in sys.modules if m.startswith('asrd.'))); "
+             "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", probe, "status", f"run.dir={run_dir}"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = set(proc.stdout.split("MODULES", 1)[1].split())
+    assert "asrd.status" in loaded
+    assert not loaded & {"asrd.merge", "asrd.export", "asrd.report", "asrd.filters",
+                         "asrd.demo", "asrd.runtime.write"}, sorted(loaded)
+    assert_one_error_line(asrd("status", f"run.dir={tmp_path / 'never'}"),
+                          "not a planned run directory")  # RunDirError
+    assert_one_error_line(asrd("report", f"run.dir={run_dir}"), "run `asrd merge` first")
+    assert_one_error_line(asrd("export", f"run.dir={run_dir}", "-o", str(tmp_path / "out")),
+                          "holds no merged files")  # ExportError, a ValueError subclass

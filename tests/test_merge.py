@@ -356,3 +356,35 @@ def test_small_shards_share_row_groups(corpus_index, tmp_path):
     (f,) = rd.merged_files()
     meta = pq.ParquetFile(f).metadata
     assert (meta.num_row_groups, meta.num_rows) == (1, 8)
+
+
+def test_a_run_dir_reads_its_frozen_config_again_after_a_replan(planned):
+    """RunDir loads the frozen config once per version of config.yaml: a re-plan in the same
+    process is seen at once, and a caller that edits its copy changes nobody else's."""
+    from omegaconf import OmegaConf
+
+    cfg, rd, plan = planned
+    mine = rd.frozen_config()
+    mine.engine.beam_size = 99
+    assert rd.frozen_config().engine.beam_size == cfg.engine.beam_size != 99
+    make_plan(OmegaConf.merge(cfg, {"engine": {"beam_size": 7}}), force=True)
+    assert rd.frozen_config().engine.beam_size == 7
+    assert rd.config(None, ["engine.beam_size=7"]).engine.beam_size == 7  # no drift now
+    with pytest.raises(RunDirError, match="config drift"):
+        rd.config(None, [f"engine.beam_size={cfg.engine.beam_size}"])
+
+
+def test_a_shard_file_listed_before_its_marker_is_looked_at_again_not_rejected(planned):
+    """Status lists shards/ and done/ at once: a shard committed between the two listings has a
+    marker but no file in the listing. It is looked at again (marker, then file), found whole,
+    and neither reported nor invalidated; a file that really fails still is."""
+    from asrd import verify
+
+    cfg, rd, plan = planned
+    before = verify._stats(rd)  # shards/ as listed before the shards were committed
+    for s in range(plan.num_shards):
+        copy_worker(rd, plan, s)
+    rd.shard_file(2).unlink()
+    verdicts = verify._judge(rd, plan, rd.done_markers(), before, full=False)
+    assert verdicts.done == {0, 1} and verdicts.bad == {2: "shard-000002.parquet is missing"}
+    assert rd.markers.done_shards() == {0, 1}

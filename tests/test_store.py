@@ -258,10 +258,25 @@ def test_a_fresh_reader_takes_committed_markers_from_the_journal(tmp_path):
     got = summary.read_all()
     assert len(got) == 250 and summary.reads == 0 and summary.journal_reads == 3
     assert got["shard-000249.json"] == {"shard": 249, "ok": 1}
-    assert len(summary.read_all()) == 250 and summary.journal_reads == 0  # parts now summarised
+    assert not summary.summary_file.exists()  # the journal holds them all: nothing to write
     markers.write(120, {"shard": 120, "ok": 0})
     assert summary.read_all()["shard-000120.json"]["ok"] == 0
-    assert summary.reads == 0 and summary.journal_reads == 1
+    assert summary.reads == 0 and summary.journal_reads == 3
+
+
+def test_the_summary_keeps_only_the_markers_the_journal_does_not_hold(tmp_path):
+    markers = Markers(tmp_path)
+    for s in range(5):
+        markers.write(s, {"shard": s, "ok": 1})
+    write_json(markers.path(2), {"shard": 2, "ok": 7})  # replaced without the journal
+    summary = markers._summary()
+    assert summary.read_all()["shard-000002.json"]["ok"] == 7 and summary.reads == 1
+    saved = json.loads(summary.summary_file.read_text())["entries"]
+    assert list(saved) == ["shard-000002.json"]
+    assert summary.read_all()["shard-000002.json"]["ok"] == 7 and summary.reads == 0
+    markers.write(2, {"shard": 2, "ok": 8})  # now in the journal: the summary drops it
+    assert summary.read_all()["shard-000002.json"]["ok"] == 8 and summary.reads == 0
+    assert json.loads(summary.summary_file.read_text())["entries"] == {}
 
 
 def test_a_journal_entry_is_never_believed_for_a_marker_changed_since(tmp_path):
@@ -286,3 +301,16 @@ def test_a_corrupt_journal_part_costs_only_reads(tmp_path):
     got = summary.read_all()
     assert len(got) == 5 and got["shard-000004.json"]["ok"] == 4
     assert summary.reads == 4  # the four entries lost with the corrupt part
+
+
+
+def test_a_journal_entry_without_its_marker_costs_a_read_not_a_crash(tmp_path):
+    markers = Markers(tmp_path)
+    markers.write(0, {"shard": 0, "ok": 1})
+    part = tmp_path / "markers-journal" / "part-000000.json"
+    data = json.loads(part.read_text())
+    del data["entries"]["shard-000000.json"]["marker"]  # the right key, no marker
+    part.write_text(json.dumps(data))
+    summary = markers._summary()
+    assert summary.read_all() == {"shard-000000.json": {"shard": 0, "ok": 1}}
+    assert summary.reads == 1

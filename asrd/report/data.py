@@ -86,10 +86,11 @@ def gather(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any]) -> Report
     samples: dict[str, list[np.ndarray]] = {c: [] for c, _, _ in SIGNALS}
     rng = np.random.default_rng(0)
     for shard in shards:
-        path = rd.shard_file(shard)
-        if not path.is_file():
+        try:  # one open per shard file: on a shared store each costs round trips
+            with pq.ParquetFile(rd.shard_file(shard)) as pf:
+                table = pf.read(columns=_columns(pf.schema_arrow))
+        except FileNotFoundError:
             continue
-        table = pq.read_table(path, columns=_columns(pq.read_schema(path)))
         _count(data, table, cfg.engine.language, data.thresholds)
         keep = (np.sort(rng.choice(table.num_rows, per_shard_cap, replace=False))
                 if table.num_rows > per_shard_cap else None)
