@@ -35,7 +35,7 @@ USER_ERRORS = frozenset({
     "asrd.merge.MergeError", "asrd.rundir.RunDirError", "asrd.engines.base.EngineUnavailable",
     "asrd.audio.decode.AudioError", "asrd.audio.vad.VadUnavailable", "asrd.filters.FilterError",
     "hpc.store.StoreError", "asrd.demo.DemoUnavailable", "asrd.forecast.ForecastError",
-    "asrd.export.writer.ExportError", "asrd.quality.presets.PresetError",
+    "asrd.export.target.ExportError", "asrd.quality.presets.PresetError",
     "asrd.runtime.write.ShardIncomplete", "asrd.launch.errors.LaunchError",
     "hpc.arrays.ArraySpecError", "hpc.slurm_ctl.SlurmError", "builtins.FileNotFoundError"})
 
