@@ -220,6 +220,17 @@ def test_a_task_killed_alone_takes_its_ray_processes_and_folder_along(corpus_ind
     ray_tmp.rmdir()
 
 
+def test_an_owner_stays_alive_when_the_wall_clock_steps():
+    """A record's start time read back after the clock stepped (a VM paused or moved) no longer
+    matches the wall-clock time psutil gives: the owner is still known alive by its start in
+    ticks since boot, and a process that started at another tick is not it."""
+    me = ProcessRef.me()
+    assert me.ticks is not None
+    stepped = ProcessRef.from_json({**me.to_json(), "started": me.started - 5.0})
+    assert stepped.alive_here()
+    assert not ProcessRef.from_json({**me.to_json(), "ticks": me.ticks + 1}).alive_here()
+
+
 def test_the_next_task_sweeps_ray_folders_whose_owner_died_with_its_reaper(tmp_path):
     """A whole job step killed (task and reaper alike) leaves its Ray folder: a later sweep on the
     node kills what still holds files there and removes it; a live owner's folder stays."""
