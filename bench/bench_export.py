@@ -38,6 +38,17 @@ from bench.results import report  # noqa: E402
 RUNS = [("webdataset", "original"), ("hf", "original"), ("lhotse", "original"), ("hf", "flac16k")]
 
 
+def corpus_clips(folder: Path, n: int) -> list[tuple[str, float, str]]:
+    """`n` espeak recordings in `folder`: (path, seconds, reference) each."""
+    manifest = make_corpus(folder, n=n)
+    clips = []
+    for line in manifest.read_text().splitlines():
+        r = json.loads(line)
+        path = str(folder / r["path"])
+        clips.append((path, probe(path).duration_s, r["reference"]))
+    return clips
+
+
 def make_merged(run: Path, rows: int, clips: list[tuple[str, float, str]]) -> None:
     """RUN_DIR/merged with `rows` rows in files of 10k rows and summary.json's merge id (as
     `asrd merge` leaves them)."""
@@ -96,12 +107,7 @@ def main() -> int:
         child(*args.child)
         return 0
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    manifest = make_corpus(work / "corpus", n=args.recordings)
-    clips = []
-    for line in manifest.read_text().splitlines():
-        r = json.loads(line)
-        path = str(work / "corpus" / r["path"])
-        clips.append((path, probe(path).duration_s, r["reference"]))
+    clips = corpus_clips(work / "corpus", args.recordings)
     runs = [tuple(args.only.split(","))] if args.only else RUNS
     figures = []
     for fmt, audio in runs:

@@ -25,9 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from asrd.audio import probe  # noqa: E402
-from asrd.speech_samples import make_corpus  # noqa: E402
-from bench.bench_export import make_merged  # noqa: E402
+from bench.bench_export import corpus_clips, make_merged  # noqa: E402
 from bench.results import report  # noqa: E402
 
 SCRIPTS = ROOT / "hpc" / "scripts"
@@ -79,12 +77,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-s3-export-"))
     try:
-        manifest = make_corpus(work / "corpus", n=args.recordings)
-        clips = []
-        for line in manifest.read_text().splitlines():
-            r = json.loads(line)
-            path = str(work / "corpus" / r["path"])
-            clips.append((path, probe(path).duration_s, r["reference"]))
+        clips = corpus_clips(work / "corpus", args.recordings)
         run = work / "run"
         make_merged(run, args.rows, clips)
         bucket, env = start_gateway(work / "jfs")
