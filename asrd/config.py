@@ -87,6 +87,8 @@ class VllmEngineCfg:
     max_num_batched_tokens: Optional[int] = None  # tokens per step; null: 96000 Whisper, else 32768
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
     kv_cache_dtype: str = "auto"  # auto (the model's dtype) | fp8: half the bytes read per token
+    # a way round a kernel that fails for one model on one GPU
+    attention_backend: Optional[str] = None  # FLASH_ATTN | TRITON_ATTN | FLASHINFER | FLEX_ATTENTION; null: vLLM's pick
     # auto: asrd's prompts for Whisper and Qwen2-Audio (signals, packing), the model's own
     # vLLM transcription class's for every other architecture
     prompts: str = "auto"  # who makes the prompts: auto | model (the class's, Whisper's too)
@@ -359,6 +361,7 @@ RUN_KEYS = (
     "engine.max_model_len", "engine.calls_in_flight", "engine.vllm.render_in",
     "engine.vllm.render_threads", "engine.vllm.feature_device", "engine.vllm.max_concurrency",
     "engine.vllm.max_num_seqs", "engine.vllm.max_num_batched_tokens", "engine.vllm.enforce_eager",
+    "engine.vllm.attention_backend",
     "engine.vllm.max_restarts", "engine.transformers",
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
     "judge.gpu_memory_utilization", "judge.vllm.max_model_len", "judge.vllm.enforce_eager",

@@ -24,6 +24,8 @@ RENDER_PLACES = ("decode", "engine")
 FEATURE_DEVICES = ("cuda", "cpu")
 VLLM_DTYPES = ("auto", "float16", "bfloat16", "float32")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+# vLLM 0.25.0's attention kernels for these models on NVIDIA GPUs (None: vLLM picks)
+ATTENTION_BACKENDS = (None, "FLASH_ATTN", "TRITON_ATTN", "FLASHINFER", "FLEX_ATTENTION")
 PROMPT_MAKERS = ("auto", "model")  # engine.vllm.prompts: asrd's own where it has them | the class's
 EXPORT_FORMATS = ("hf", "webdataset", "lhotse")
 EXPORT_AUDIO = ("flac16k", "original")
@@ -46,6 +48,7 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     yield from _one_of(cfg, "judge.vllm.dtype", VLLM_DTYPES)
     yield from _one_of(cfg, "engine.vllm.kv_cache_dtype", KV_CACHE_DTYPES)
     yield from _one_of(cfg, "engine.vllm.prompts", PROMPT_MAKERS)
+    yield from _one_of(cfg, "engine.vllm.attention_backend", ATTENTION_BACKENDS)
     yield from _one_of(cfg, "export.format", EXPORT_FORMATS)
     yield from _one_of(cfg, "export.audio", EXPORT_AUDIO)
     if not is_preset_file(str(_value(cfg, "merge.preset"))):  # a file is read at merge

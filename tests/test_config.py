@@ -158,6 +158,7 @@ def test_old_extra_maps_move_to_the_typed_sections(tmp_path):
     (["engine.kind=vllm", "engine.beam_size=4"], "engine.beam_size"),
     (["engine.kind=vllm", "engine.compute_type=float16", "engine.vllm.kv_cache_dtype=fp8"],
      "engine.vllm.kv_cache_dtype"),
+    (["engine.kind=vllm", "engine.vllm.attention_backend=CUDNN"], "engine.vllm.attention_backend"),
     (["engine.gpu_memory_utilization=1.5"], "engine.gpu_memory_utilization"),
     (["engine.temperature=-0.1"], "engine.temperature"),
     (["engine.gpus_per_engine=0.5", "engine.tensor_parallel_size=2"], "engine.tensor_parallel_size"),

@@ -150,3 +150,17 @@ def test_output_cleaning_takes_the_stated_language(tmp_path, folders):
                                    _vllm_config(folders["gemma3n"]).model_config)
     said = prompts.text("  hello there ")
     assert (said.text, said.language) == ("hello there", None)
+
+
+def test_engine_arguments_carry_the_attention_backend_and_whisper_sizing(tmp_path):
+    pytest.importorskip("vllm", reason="vLLM is not installed here")
+    from asrd.engines.vllm_engine import engine_args
+
+    folder = tiny_models.build_whisper(tmp_path / "w", weights=False)
+    cfg = config_mod.load(None, ["engine.kind=vllm", f"engine.model={folder}",
+                                 "engine.vllm.attention_backend=TRITON_ATTN"])
+    args = engine_args(cfg.engine, whisper=True)
+    assert str(getattr(args.attention_backend, "name", args.attention_backend)) == "TRITON_ATTN"
+    assert (args.max_model_len, args.max_num_seqs, args.max_num_batched_tokens) == (448, 512, 96000)
+    assert engine_args(config_mod.load(None, ["engine.kind=vllm", f"engine.model={folder}"]).engine,
+                       whisper=False).attention_backend is None

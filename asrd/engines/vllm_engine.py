@@ -91,6 +91,40 @@ def memory_fraction(engine_cfg: DictConfig) -> float:
     return frac * share if 0 < share < 1 else frac
 
 
+def engine_args(engine_cfg: DictConfig, whisper: bool):
+    """vLLM's engine arguments for `engine_cfg` (`whisper`: an encoder-decoder's sizing)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    cfg, opt, model = engine_cfg, engine_cfg.vllm, str(engine_cfg.model)
+    kwargs: dict[str, Any] = dict(
+        model=model, tokenizer=model,
+        dtype=DTYPES.get(str(cfg.compute_type), str(cfg.compute_type)),
+        load_format=str(cfg.load_format),
+        gpu_memory_utilization=memory_fraction(cfg),
+        tensor_parallel_size=int(cfg.tensor_parallel_size),
+        limit_mm_per_prompt={"audio": 1},
+        # The renderer pool needs the processor cache off; unique audio never hits it anyway.
+        mm_processor_cache_gb=0, renderer_num_workers=max(1, opt.render_threads),
+        enforce_eager=bool(opt.enforce_eager), seed=int(opt.seed),
+        kv_cache_dtype=str(opt.kv_cache_dtype),
+    )
+    if opt.attention_backend:
+        kwargs["attention_backend"] = str(opt.attention_backend)
+    if cfg.max_model_len:
+        kwargs["max_model_len"] = int(cfg.max_model_len)
+    elif whisper:
+        kwargs["max_model_len"] = 448  # Whisper's decoder positions
+    kwargs["max_num_seqs"] = int(opt.max_num_seqs or (512 if whisper else 256))
+    # (the KV pool's "maximum concurrency" vLLM logs reserves this many encoder positions per
+    # request, not Whisper's 1,500: the real requests fit ~60x as many as it says)
+    kwargs["max_num_batched_tokens"] = int(opt.max_num_batched_tokens
+                                           or (64 * 1500 if whisper else 32768))
+    if int(cfg.tensor_parallel_size) > 1:
+        # Inside a Ray actor vLLM would otherwise try to place its workers through Ray.
+        kwargs["distributed_executor_backend"] = "mp"
+    return AsyncEngineArgs(**kwargs)
+
+
 class VllmEngine(Engine):
     """One vLLM engine (one GPU, a share of one, or a tensor-parallel group)."""
 
@@ -143,35 +177,6 @@ class VllmEngine(Engine):
 
     # --- life cycle -------------------------------------------------------------------------
 
-    def _engine_args(self):
-        from vllm.engine.arg_utils import AsyncEngineArgs
-
-        cfg, opt = self._cfg, self.options
-        kwargs: dict[str, Any] = dict(
-            model=self._model_dir, tokenizer=self._model_dir,
-            dtype=DTYPES.get(str(cfg.compute_type), str(cfg.compute_type)),
-            load_format=str(cfg.load_format),
-            gpu_memory_utilization=memory_fraction(cfg),
-            tensor_parallel_size=int(cfg.tensor_parallel_size),
-            limit_mm_per_prompt={"audio": 1},
-            # The renderer pool needs the processor cache off; unique audio never hits it anyway.
-            mm_processor_cache_gb=0, renderer_num_workers=max(1, opt.render_threads),
-            enforce_eager=bool(opt.enforce_eager), seed=int(opt.seed),
-            kv_cache_dtype=str(opt.kv_cache_dtype),
-        )
-        if cfg.max_model_len:
-            kwargs["max_model_len"] = int(cfg.max_model_len)
-        elif self.whisper:
-            kwargs["max_model_len"] = 448  # Whisper's decoder positions
-        whisper = self.whisper
-        kwargs["max_num_seqs"] = int(opt.max_num_seqs or (512 if whisper else 256))
-        kwargs["max_num_batched_tokens"] = int(opt.max_num_batched_tokens
-                                               or (64 * 1500 if whisper else 32768))
-        if int(cfg.tensor_parallel_size) > 1:
-            # Inside a Ray actor vLLM would otherwise try to place its workers through Ray.
-            kwargs["distributed_executor_backend"] = "mp"
-        return AsyncEngineArgs(**kwargs)
-
     def _start(self) -> None:
         """Build the AsyncLLM, one engine at a time per GPU (simultaneous starts on one GPU
         mis-measure each other's memory)."""
@@ -182,7 +187,7 @@ class VllmEngine(Engine):
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "-") or "all"
         lock = FileLock(os.path.join(tempfile.gettempdir(), f"asrd-vllm-start-gpu{gpus}.lock"))
-        args = self._engine_args()
+        args = engine_args(self._cfg, self.whisper)
 
         async def build():
             return AsyncLLM.from_engine_args(args)
