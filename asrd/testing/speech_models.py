@@ -1,5 +1,5 @@
 """Offline folders of speech models that vLLM runs through their own transcription class
-(Qwen3-ASR, Granite Speech, Gemma 3n), for the generic engine's GPU tests and benchmarks.
+(Qwen3-ASR, Granite Speech, Gemma 3n, Voxtral), for the generic engine's GPU tests and benchmarks.
 
 Why: nothing may be downloaded, so each folder is built here: a config.json of the published
 checkpoint's size (vLLM's `load_format="dummy"` then makes random weights of that size: rates
@@ -11,11 +11,19 @@ gives them), so prompts have the real layout but not the real token count of the
 Sizes (the reference checkpoints' config.json, as the transformers config classes of the same
 names document them): Qwen3-ASR-1.7B (a 24-layer 1024-wide audio encoder, the Qwen3-1.7B text
 model), granite-speech-3.3-2b (a 16-layer conformer, a 2-layer Q-Former projector, the
-granite-3.3-2b text model), gemma-3n-E4B (transformers' Gemma3nConfig defaults). Voxtral is not
-built: vLLM's Voxtral class takes only Mistral's own tokenizer format (tekken.json with its audio
-settings), which this offline builder does not make.
+granite-3.3-2b text model), gemma-3n-E4B (transformers' Gemma3nConfig defaults).
+
+Voxtral-Mini-3B-2507 is in Mistral's own layout, the only one vLLM's Voxtral class reads:
+params.json (the Ministral-3B-sized text model, 30 layers 3072 wide, and a Whisper-large-v3-sized
+encoder, 32 layers 1280 wide, whose frames are stacked by 4 into 12.5 tokens per second) and
+tekken.json (mistral_common's tokenizer file). Its vocabulary is the Tekken byte-level BPE that
+mistral_common itself ships (tekken_240911.json: 131,072 ids of which the first 1,000 are
+special, the size of Voxtral's own), with the special tokens a transcription prompt uses
+([INST], [BEGIN_AUDIO], [AUDIO], [TRANSCRIBE]) and the audio section (16 kHz, 128 mel bins,
+30 s chunks). Prompts therefore have the real layout and the real token count of their text.
 
     python -m asrd.testing.speech_models qwen3-asr OUT_DIR
+    python -m asrd.testing.speech_models voxtral OUT_DIR
 """
 
 from __future__ import annotations
@@ -174,21 +182,75 @@ def build_gemma3n(out_dir: str | Path) -> Path:
     return out
 
 
+# Voxtral's special tokens at their ranks in the checkpoint's tekken.json; the other ranks below
+# 1,000 are fillers (<SPECIAL_n>), as there
+TEKKEN_SPECIAL = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]",
+                  5: "[AVAILABLE_TOOLS]", 6: "[/AVAILABLE_TOOLS]", 7: "[TOOL_RESULTS]",
+                  8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]", 10: "[IMG]", 11: "<pad>",
+                  12: "[IMG_BREAK]", 13: "[IMG_END]", 14: "[PREFIX]", 15: "[MIDDLE]",
+                  16: "[SUFFIX]", 17: "[SYSTEM_PROMPT]", 18: "[/SYSTEM_PROMPT]",
+                  19: "[TOOL_CONTENT]", 24: "[AUDIO]", 25: "[BEGIN_AUDIO]", 32: "[ARGS]",
+                  33: "[CALL_ID]", 34: "[TRANSCRIBE]"}
+VOXTRAL_AUDIO = dict(sampling_rate=16000, frame_rate=12.5, num_mel_bins=128, hop_length=160,
+                     window_size=400, chunk_length_s=30.0)
+
+
+def tekken_vocabulary() -> Path:
+    """The Tekken BPE file that mistral_common ships (installed with vLLM)."""
+    try:
+        import mistral_common
+    except ImportError as e:
+        raise RuntimeError("the Voxtral folder takes its vocabulary from mistral_common, which "
+                           f"vLLM installs: pip install mistral_common ({e})") from e
+    return Path(mistral_common.__file__).parent / "data" / "tekken_240911.json"
+
+
+def build_voxtral(out_dir: str | Path) -> Path:
+    """Voxtral-Mini-3B-2507 in Mistral's layout: params.json and tekken.json (tokenizer version
+    v7, the first with audio), no config.json."""
+    tekken = json.loads(tekken_vocabulary().read_text())
+    tekken.pop("image", None)
+    num_special = int(tekken["config"]["default_num_special_tokens"])
+    tekken["config"]["version"] = "v7"
+    tekken["special_tokens"] = [
+        {"rank": i, "token_str": TEKKEN_SPECIAL.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+        for i in range(num_special)]
+    audio = dict(VOXTRAL_AUDIO)
+    encoding = {k: audio.pop(k) for k in ("num_mel_bins", "hop_length", "window_size")}
+    tekken["audio"] = {**audio, "audio_encoding_config": encoding}
+    encoder = dict(audio_encoding_args=VOXTRAL_AUDIO, dim=1280, n_layers=32, head_dim=64,
+                   hidden_dim=5120, n_heads=20, vocab_size=51866, max_source_positions=1500)
+    params = dict(dim=3072, n_layers=30, head_dim=128, hidden_dim=8192, n_heads=32, n_kv_heads=8,
+                  rope_theta=100000000.0, norm_eps=1e-5,
+                  vocab_size=int(tekken["config"]["default_vocab_size"]),
+                  max_position_embeddings=32768, dtype="bfloat16",
+                  multimodal={"whisper_model_args": {
+                      "encoder_args": encoder, "downsample_args": {"downsample_factor": 4}}})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.json").write_text(json.dumps(params, indent=1))
+    (out / "tekken.json").write_text(json.dumps(tekken))
+    return out
+
+
 BUILDERS: dict[str, Callable[[str | Path], Path]] = {
     "qwen3-asr": build_qwen3_asr,
     "granite-speech": build_granite_speech,
     "gemma3n": build_gemma3n,
 }
+# Folders in Mistral's layout: no transformers tokenizer or config.json to check as above
+MISTRAL_BUILDERS: dict[str, Callable[[str | Path], Path]] = {"voxtral": build_voxtral}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m asrd.testing.speech_models",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=sorted(BUILDERS))
+    builders = {**BUILDERS, **MISTRAL_BUILDERS}
+    parser.add_argument("model", choices=sorted(builders))
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)
-    print(json.dumps({"dir": str(BUILDERS[args.model](args.out_dir)), "model": args.model}))
+    print(json.dumps({"dir": str(builders[args.model](args.out_dir)), "model": args.model}))
 
 
 if __name__ == "__main__":
