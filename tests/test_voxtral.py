@@ -1,8 +1,11 @@
 """Voxtral in Mistral's own layout (params.json, tekken.json): asrd reads its architecture and
 tells vLLM the formats; the offline folder of `asrd.testing.speech_models` loads in
 mistral_common; and, where vLLM imports (not in the CPU install: those checks are skipped there),
-Voxtral's vLLM class prompts asrd's audio and vLLM's renderer makes its engine input. The engine
-itself runs on a GPU (tests/test_vllm_engine.py, bench/gpu/run_all.sh models)."""
+Voxtral's vLLM class prompts asrd's audio and vLLM's renderer makes its engine input. The
+offline FireRedLID folder (language ID) is checked as far as the CPU allows: vLLM's config, its
+tokenizer and vLLM's feature extractor (its processor needs torchvision, which the CPU install
+lacks). The engines themselves run on a GPU (tests/test_vllm_engine.py, bench/gpu/run_all.sh
+models)."""
 
 from __future__ import annotations
 
@@ -143,3 +146,45 @@ def test_voxtrals_class_prompts_and_renders_asrd_audio(vllm_config):
         prompts.check(np.zeros(31 * 16000, np.float32))
     said = prompts.text("  hello there ")
     assert (said.text, said.language) == ("hello there", None)
+
+
+# --- FireRedLID, the language-ID model ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fireredlid(tmp_path_factory):
+    pytest.importorskip("vllm", reason="vLLM is not installed here")
+    return speech_models.build_fireredlid(tmp_path_factory.mktemp("lid") / "fireredlid")
+
+
+def test_the_fireredlid_folder_is_read_by_vllm_and_asrd(fireredlid):
+    from transformers import AutoTokenizer
+    from vllm.config import ModelConfig
+    from vllm.model_executor.models.fireredlid import FireRedLIDForConditionalGeneration
+
+    model = ModelConfig(model=str(fireredlid), tokenizer=str(fireredlid))
+    assert model.architectures == ["FireRedLIDForConditionalGeneration"]
+    assert model.is_encoder_decoder and model.hf_config.d_model == 1280
+    assert model_kind(fireredlid) == "transcription" and model_formats(fireredlid) == {}
+    tok = AutoTokenizer.from_pretrained(fireredlid)
+    assert len(tok) == model.hf_config.vocab_size == 120
+    # the class's decoder prompt is "<sos>": it must be the one token config.json starts with
+    assert tok("<sos>", add_special_tokens=False)["input_ids"] == [
+        model.hf_config.decoder_start_token_id]
+    for code in FireRedLIDForConditionalGeneration.supported_languages:  # each label one token
+        (label,) = tok(code, add_special_tokens=False)["input_ids"]
+        assert tok.decode([label]) == code
+
+
+def test_vllms_fireredlid_features_of_the_folder(fireredlid):
+    pytest.importorskip("kaldi_native_fbank", reason="vLLM's FireRedLID features need it")
+    from vllm.transformers_utils.processors.fireredlid import FireRedLIDFeatureExtractor
+
+    settings = json.loads((fireredlid / "preprocessor_config.json").read_text())
+    assert settings["feature_extractor_type"] == "FireRedLIDFeatureExtractor"
+    extractor = FireRedLIDFeatureExtractor(**{k: v for k, v in settings.items()
+                                              if k not in ("feature_extractor_type",
+                                                           "processor_class")})
+    audio = np.random.default_rng(1).normal(0, 0.1, 5 * 16000).astype(np.float32)
+    out = extractor([audio], sampling_rate=16000)
+    assert tuple(out["input_features"].shape) == (1, 498, 80)  # 10 ms frames of 25 ms
+    assert out["fake_token_lengths"].tolist() == [125]  # the encoder's 4x subsampling

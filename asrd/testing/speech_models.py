@@ -233,20 +233,58 @@ def build_voxtral(out_dir: str | Path) -> Path:
     return out
 
 
+def build_fireredlid(out_dir: str | Path) -> Path:
+    """FireRedLID (language ID): a 16-layer 1280-wide conformer encoder and a 6-layer decoder
+    over 120 output tokens (vLLM's FireRedLIDConfig defaults, which are the checkpoint's), with
+    vLLM's FireRedLIDProcessor files. The tokenizer is a word-level vocabulary: the five
+    control tokens at the ids config.json names, the language codes vLLM's class accepts, then
+    dialect labels (`<dialect_N>`: the checkpoint's dict.txt is not here) up to 120. The CMVN
+    statistics are the identity (the checkpoint's come from its cmvn.ark); computing the
+    features needs kaldi_native_fbank, as vLLM's processor does."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from vllm.model_executor.models.fireredlid import FireRedLIDForConditionalGeneration
+
+    control = ["<blank>", "<unk>", "<pad>", "<sos>", "<eos>"]
+    labels = control + list(FireRedLIDForConditionalGeneration.supported_languages)
+    labels += [f"<dialect_{i}>" for i in range(120 - len(labels))]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(labels)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
+                                  bos_token="<sos>", eos_token="<eos>")
+    tok.add_special_tokens({"additional_special_tokens": ["<blank>"]})
+    config = dict(architectures=["FireRedLIDForConditionalGeneration"], model_type="fireredlid",
+                  vocab_size=len(labels), lid_odim=len(labels), idim=80, d_model=1280, n_head=20,
+                  n_layers_enc=16, n_layers_lid_dec=6, kernel_size=33, pe_maxlen=5000,
+                  pad_token_id=2, bos_token_id=3, eos_token_id=4, decoder_start_token_id=3,
+                  tie_word_embeddings=True, is_encoder_decoder=True, torch_dtype="bfloat16")
+    features = dict(feature_extractor_type="FireRedLIDFeatureExtractor",
+                    processor_class="FireRedLIDProcessor", feature_size=80, sampling_rate=16000,
+                    chunk_length=30, padding_value=0.0, dim=80, means=[0.0] * 80,
+                    inverse_std_variences=[1.0] * 80, num_mel_bins=80, frame_length=25,
+                    frame_shift=10, dither=0.0, left_context=3, right_context=3)
+    return _write(Path(out_dir), config, tok, {
+        "preprocessor_config.json": features,
+        "processor_config.json": {"processor_class": "FireRedLIDProcessor"}})
+
+
 BUILDERS: dict[str, Callable[[str | Path], Path]] = {
     "qwen3-asr": build_qwen3_asr,
     "granite-speech": build_granite_speech,
     "gemma3n": build_gemma3n,
 }
-# Folders in Mistral's layout: no transformers tokenizer or config.json to check as above
-MISTRAL_BUILDERS: dict[str, Callable[[str | Path], Path]] = {"voxtral": build_voxtral}
+# Folders made from files of vLLM's own packages (mistral_common's vocabulary, the language
+# list of vLLM's FireRedLID class): built only where vLLM is installed
+VLLM_PACKAGE_BUILDERS: dict[str, Callable[[str | Path], Path]] = {
+    "voxtral": build_voxtral, "fireredlid": build_fireredlid}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m asrd.testing.speech_models",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    builders = {**BUILDERS, **MISTRAL_BUILDERS}
+    builders = {**BUILDERS, **VLLM_PACKAGE_BUILDERS}
     parser.add_argument("model", choices=sorted(builders))
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)

@@ -43,6 +43,8 @@ MODELS = {
     "granite-speech-3.3-2b": ("speech", "granite-speech", "bfloat16"),
     "gemma-3n-e4b": ("speech", "gemma3n", "bfloat16"),
     "voxtral-mini-3b": ("speech", "voxtral", "bfloat16"),  # Mistral's layout: params.json
+    # language ID; its features need kaldi_native_fbank on the GPU machine
+    "fireredlid": ("speech", "fireredlid", "bfloat16"),
 }
 
 
@@ -92,7 +94,7 @@ def build_model(name: str, out_root: str | Path, tokenizer_json: str | Path | No
         from asrd.testing import speech_models
 
         speech_models.whisper_tokenizer_file = tiny_models.whisper_tokenizer_file
-        {**speech_models.BUILDERS, **speech_models.MISTRAL_BUILDERS}[size](out)
+        {**speech_models.BUILDERS, **speech_models.VLLM_PACKAGE_BUILDERS}[size](out)
     elif kind == "text_lm":
         tiny_models.build_text_lm(out, tiny_models.TextLMSize(**size), weights=False)
     else:
