@@ -188,3 +188,30 @@ def test_vllms_fireredlid_features_of_the_folder(fireredlid):
     out = extractor([audio], sampling_rate=16000)
     assert tuple(out["input_features"].shape) == (1, 498, 80)  # 10 ms frames of 25 ms
     assert out["fake_token_lengths"].tolist() == [125]  # the encoder's 4x subsampling
+
+
+# --- GLM-ASR --------------------------------------------------------------------------------------
+
+def test_glm_asrs_class_prompts_and_renders_asrd_audio(tmp_path):
+    pytest.importorskip("vllm", reason="vLLM is not installed here")
+    from vllm.config import DeviceConfig, ModelConfig, VllmConfig
+
+    from asrd.engines.vllm_inputs import InputRenderer, prompt_maker
+    from asrd.engines.vllm_transcription import TranscriptionSpec
+
+    folder = speech_models.build_glm_asr(tmp_path / "glm-asr")
+    model = ModelConfig(model=str(folder), tokenizer=str(folder), mm_processor_cache_gb=0,
+                        limit_mm_per_prompt={"audio": 1})
+    vllm_config = VllmConfig(model_config=model, device_config=DeviceConfig(device="cpu"))
+    assert model.architectures == ["GlmAsrForConditionalGeneration"]
+    assert model_kind(folder) == "transcription"
+    spec = TranscriptionSpec("transcribe", "en", "")
+    prompts = prompt_maker(spec, None, model)
+    assert prompts.sample_rate == 16000 and prompts.max_clip_s == 655  # GlmAsrProcessor's limit
+    audio = np.random.default_rng(2).normal(0, 0.1, 5 * 16000).astype(np.float32)
+    rendered = InputRenderer(vllm_config, spec).prepare(audio, None)
+    (placeholder,) = rendered["mm_placeholders"]["audio"]
+    assert placeholder.length == 62  # 5 s of 10 ms frames, halved by the encoder, merged by 4
+    audio_id = json.loads((folder / "config.json").read_text())["audio_token_id"]
+    ids = rendered["prompt_token_ids"]
+    assert ids[placeholder.offset:placeholder.offset + placeholder.length] == [audio_id] * 62

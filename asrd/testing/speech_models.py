@@ -1,5 +1,5 @@
 """Offline folders of speech models that vLLM runs through their own transcription class
-(Qwen3-ASR, Granite Speech, Gemma 3n, Voxtral), for the generic engine's GPU tests and benchmarks.
+(Qwen3-ASR, Granite Speech, Gemma 3n, GLM-ASR, Voxtral, FireRedLID), for the generic engine's GPU tests and benchmarks.
 
 Why: nothing may be downloaded, so each folder is built here: a config.json of the published
 checkpoint's size (vLLM's `load_format="dummy"` then makes random weights of that size: rates
@@ -11,7 +11,9 @@ gives them), so prompts have the real layout but not the real token count of the
 Sizes (the reference checkpoints' config.json, as the transformers config classes of the same
 names document them): Qwen3-ASR-1.7B (a 24-layer 1024-wide audio encoder, the Qwen3-1.7B text
 model), granite-speech-3.3-2b (a 16-layer conformer, a 2-layer Q-Former projector, the
-granite-3.3-2b text model), gemma-3n-E4B (transformers' Gemma3nConfig defaults).
+granite-3.3-2b text model), gemma-3n-E4B (transformers' Gemma3nConfig defaults),
+GLM-ASR-Nano-2512 (transformers' GlmAsrConfig defaults), FireRedLID (vLLM's FireRedLIDConfig
+defaults; its tokenizer holds the language labels, not the Whisper BPE).
 
 Voxtral-Mini-3B-2507 is in Mistral's own layout, the only one vLLM's Voxtral class reads:
 params.json (the Ministral-3B-sized text model, 30 layers 3072 wide, and a Whisper-large-v3-sized
@@ -233,6 +235,27 @@ def build_voxtral(out_dir: str | Path) -> Path:
     return out
 
 
+def build_glm_asr(out_dir: str | Path) -> Path:
+    """GLM-ASR-Nano-2512 (transformers' GlmAsrConfig defaults: a 32-layer 1280-wide Whisper-style
+    encoder, a 28-layer 2048-wide llama text model) with transformers' GlmAsrProcessor files
+    (the Whisper feature extractor, 128 mel bins) and GLM's chat layout."""
+    from transformers import GlmAsrConfig, GlmAsrProcessor, WhisperFeatureExtractor
+
+    chat = ("[gMASK]<sop>{% for message in messages %}<|{{ message['role'] }}|>\n"
+            "{{ message['content'] }}{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+    tokens = ["[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|endoftext|>", "<|pad|>"]
+    tok = _tokenizer(tokens, {"audio_token": "<|pad|>"}, chat, eos="<|user|>")
+    _, _, user, _, end, pad = _ids(tok, *tokens)
+    config = GlmAsrConfig(audio_token_id=pad, text_config={"eos_token_id": [end, user]}).to_dict()
+    config["architectures"] = ["GlmAsrForConditionalGeneration"]
+    config["torch_dtype"] = "bfloat16"
+    out = _write(Path(out_dir), config, tok, {})
+    GlmAsrProcessor(WhisperFeatureExtractor(feature_size=128, return_attention_mask=True), tok,
+                    chat_template=chat, audio_token="<|pad|>").save_pretrained(out)
+    return out
+
+
 def build_fireredlid(out_dir: str | Path) -> Path:
     """FireRedLID (language ID): a 16-layer 1280-wide conformer encoder and a 6-layer decoder
     over 120 output tokens (vLLM's FireRedLIDConfig defaults, which are the checkpoint's), with
@@ -273,6 +296,7 @@ BUILDERS: dict[str, Callable[[str | Path], Path]] = {
     "qwen3-asr": build_qwen3_asr,
     "granite-speech": build_granite_speech,
     "gemma3n": build_gemma3n,
+    "glm-asr": build_glm_asr,
 }
 # Folders made from files of vLLM's own packages (mistral_common's vocabulary, the language
 # list of vLLM's FireRedLID class): built only where vLLM is installed

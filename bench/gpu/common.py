@@ -42,6 +42,7 @@ MODELS = {
     "qwen3-asr-1.7b": ("speech", "qwen3-asr", "bfloat16"),
     "granite-speech-3.3-2b": ("speech", "granite-speech", "bfloat16"),
     "gemma-3n-e4b": ("speech", "gemma3n", "bfloat16"),
+    "glm-asr-nano": ("speech", "glm-asr", "bfloat16"),
     "voxtral-mini-3b": ("speech", "voxtral", "bfloat16"),  # Mistral's layout: params.json
     # language ID; its features need kaldi_native_fbank on the GPU machine
     "fireredlid": ("speech", "fireredlid", "bfloat16"),
