@@ -1,5 +1,6 @@
 """Offline folders of speech models that vLLM runs through their own transcription class
-(Qwen3-ASR, Granite Speech, Gemma 3n, GLM-ASR, Voxtral, FireRedLID), for the generic engine's GPU tests and benchmarks.
+(Qwen3-ASR, Granite Speech, Gemma 3n, GLM-ASR, Voxtral, FireRedLID), for the generic engine's
+GPU tests and benchmarks.
 
 Why: nothing may be downloaded, so each folder is built here: a config.json of the published
 checkpoint's size (vLLM's `load_format="dummy"` then makes random weights of that size: rates
