@@ -84,7 +84,9 @@ def mistral_architecture(params: dict[str, Any]) -> str:
         "encoder_args")
     if not encoder:
         return "MistralForCausalLM"
-    return "VoxtralRealtimeGeneration" if encoder.get("causal") else "VoxtralForConditionalGeneration"
+    if encoder.get("causal"):
+        return "VoxtralRealtimeGeneration"
+    return "VoxtralForConditionalGeneration"
 
 
 def architectures(model_dir: str | Path) -> list[str]:
