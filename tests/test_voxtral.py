@@ -10,6 +10,8 @@ models)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -73,6 +75,17 @@ def test_an_hf_folder_keeps_vllms_own_detection(tmp_path):
     (d / "config.json").write_text(json.dumps({"architectures": ["GemmaForCausalLM"]}))
     (d / "params.json").write_text("{}")  # params.json alone (no tekken.json) is not Mistral's
     assert model_formats(d) == {} and architectures(d) == ["GemmaForCausalLM"]
+
+
+def test_the_builder_without_mistral_common_says_so_in_one_line(tmp_path):
+    code = ("import sys; sys.modules['mistral_common'] = None; "  # as if it were not installed
+            "from asrd.testing.speech_models import main; main(['voxtral', sys.argv[1]])")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "v")], capture_output=True,
+                          text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("python -m asrd.testing.speech_models: error:")
+    assert "mistral_common" in lines[0] and not (tmp_path / "v").exists()
 
 
 def test_the_folder_has_voxtral_mini_3bs_size_and_mistral_commons_tokenizer(voxtral):

@@ -313,7 +313,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", choices=sorted(builders))
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)
-    print(json.dumps({"dir": str(builders[args.model](args.out_dir)), "model": args.model}))
+    try:
+        out = builders[args.model](args.out_dir)
+    except (RuntimeError, ImportError) as e:  # the packages a builder reads from are missing
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    print(json.dumps({"dir": str(out), "model": args.model}))
 
 
 if __name__ == "__main__":
