@@ -185,8 +185,9 @@ def build_gemma3n(out_dir: str | Path) -> Path:
     return out
 
 
-# Voxtral's special tokens at their ranks in the checkpoint's tekken.json; the other ranks below
-# 1,000 are fillers (<SPECIAL_n>), as there
+# The special tokens of Mistral's Tekken v7 files at their ranks as far as known here (the
+# checkpoint's own file is not); vLLM reads every id from this file, so prompts are consistent
+# either way. The other ranks below 1,000 are fillers (<SPECIAL_n>), as in Mistral's files.
 TEKKEN_SPECIAL = {0: "<unk>", 1: "<s>", 2: "</s>", 3: "[INST]", 4: "[/INST]",
                   5: "[AVAILABLE_TOOLS]", 6: "[/AVAILABLE_TOOLS]", 7: "[TOOL_RESULTS]",
                   8: "[/TOOL_RESULTS]", 9: "[TOOL_CALLS]", 10: "[IMG]", 11: "<pad>",
@@ -259,7 +260,7 @@ def build_glm_asr(out_dir: str | Path) -> Path:
 
 def build_fireredlid(out_dir: str | Path) -> Path:
     """FireRedLID (language ID): a 16-layer 1280-wide conformer encoder and a 6-layer decoder
-    over 120 output tokens (vLLM's FireRedLIDConfig defaults, which are the checkpoint's), with
+    over 120 output tokens (the defaults of vLLM's FireRedLIDConfig), with
     vLLM's FireRedLIDProcessor files. The tokenizer is a word-level vocabulary: the five
     control tokens at the ids config.json names, the language codes vLLM's class accepts, then
     dialect labels (`<dialect_N>`: the checkpoint's dict.txt is not here) up to 120. The CMVN
