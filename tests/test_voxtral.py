@@ -139,6 +139,8 @@ def test_vllm_reads_the_folder_as_voxtral_mini_3b(vllm_config):
 
 
 def test_voxtrals_class_prompts_and_renders_asrd_audio(vllm_config):
+    from vllm.tokenizers import cached_tokenizer_from_config
+
     from asrd.engines.vllm_inputs import InputRenderer, prompt_maker
     from asrd.engines.vllm_transcription import TranscriptionSpec
 
@@ -147,8 +149,6 @@ def test_voxtrals_class_prompts_and_renders_asrd_audio(vllm_config):
     assert prompts.sample_rate == 16000 and prompts.max_clip_s == 30
     audio = np.random.default_rng(0).normal(0, 0.1, 5 * 16000).astype(np.float32)
     prompt = prompts.prompt(audio, "de", "row-1")
-    from vllm.tokenizers import cached_tokenizer_from_config
-
     tokenizer = cached_tokenizer_from_config(vllm_config.model_config)
     assert "lang:de" in tokenizer.decode(prompt["prompt_token_ids"][-4:])  # the row's language
     assert prompt["multi_modal_uuids"] == {"audio": ["row-1-0"]}
