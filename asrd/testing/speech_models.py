@@ -25,6 +25,14 @@ special, the size of Voxtral's own), with the special tokens a transcription pro
 ([INST], [BEGIN_AUDIO], [AUDIO], [TRANSCRIBE]) and the audio section (16 kHz, 128 mel bins,
 30 s chunks). Prompts therefore have the real layout and the real token count of their text.
 
+Not built (vLLM 0.25.0's classes): Kimi-Audio (its tokenizer reads Kimi's own tiktoken.model, and
+its config.json's model type is the checkpoint's remote code), MOSS transcribe-diarize (vLLM's
+class calls the checkpoint's own processor: transformers' MossTranscribeDiarizeProcessor lacks
+`audio_start_token` and `_audio_span_ids`), Cohere ASR (a SentencePiece vocabulary, which the
+Whisper BPE cannot stand in for), FunASR and FireRedASR2 (buildable as FireRedLID is, from
+Qwen2's config and their processors' CMVN settings, but their features need torchaudio or
+kaldi_native_fbank), Qwen3-Omni (a 30B MoE whose processor needs torchvision).
+
     python -m asrd.testing.speech_models qwen3-asr OUT_DIR
     python -m asrd.testing.speech_models voxtral OUT_DIR
 """
