@@ -178,3 +178,76 @@ def test_a_model_of_vllms_transcription_classes_completes_a_shard(tmp_path, name
     got = pq.read_table(rd.path / "shards" / "shard-000000.parquet").to_pylist()
     assert sorted(r["id"] for r in got) == sorted({r["id"] for r in got}) and len(got) == 3
     assert all(r["error"] is None and r["text"] is not None for r in got), got
+
+
+def test_voxtral_in_mistrals_layout_completes_a_shard(tmp_path):
+    """Voxtral-Mini-3B (params.json and tekken.json, no config.json; random weights of the real
+    size): asrd tells vLLM the Mistral formats, and every row comes back once with its text."""
+    import soundfile as sf
+
+    from asrd.index import build_index
+    from asrd.plan import make_plan
+    from asrd.runtime.task import run_task
+    from asrd.testing import speech_models
+
+    model = speech_models.build_voxtral(tmp_path / "voxtral")
+    assert not (model / "config.json").exists()
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = []
+    for i, seconds in enumerate([2.0, 5.0, 12.0]):
+        sf.write(audio / f"utt{i}.wav", _speechlike(seconds, 60 + i), 16000)
+        rows.append({"path": f"utt{i}.wav", "language": ["en", "de", "fr"][i]})
+    (audio / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = tmp_path / "index.parquet"
+    build_index(audio / "manifest.jsonl", index)
+    cfg = config_mod.load(None, [
+        f"run.index={index}", f"run.dir={tmp_path / 'run'}", "run.num_shards=1",
+        "engine.kind=vllm", f"engine.model={model}", "engine.load_format=dummy",
+        "engine.compute_type=bfloat16", "engine.gpus_per_engine=1",
+        # vLLM profiles Voxtral with audio of max_model_len tokens (12.5 a second): 2,048 keeps
+        # that to 164 s instead of the 44 min of its 32,768-token context
+        "engine.max_model_len=2048",
+        "engine.gpu_memory_utilization=0.5", "engine.max_new_tokens=8", "engine.ignore_eos=true",
+        "engine.vllm.enforce_eager=true", "audio.vad.enabled=false", "audio.retry_segment_s=0"])
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(rd.path / "shards" / "shard-000000.parquet").to_pylist()
+    assert sorted(r["id"] for r in got) == sorted({r["id"] for r in got}) and len(got) == 3
+    assert all(r["error"] is None and r["text"] is not None for r in got), got
+    assert all(r["model"] == "vllm:voxtral" for r in got)
+
+
+def test_fireredlid_labels_every_row_of_a_shard(tmp_path):
+    """FireRedLID (language ID, random weights of the real size) through its vLLM class: every
+    row once, no error, and no text (its output is a language label only)."""
+    pytest.importorskip("kaldi_native_fbank", reason="vLLM's FireRedLID features need it")
+    import soundfile as sf
+
+    from asrd.index import build_index
+    from asrd.plan import make_plan
+    from asrd.runtime.task import run_task
+    from asrd.testing import speech_models
+
+    model = speech_models.build_fireredlid(tmp_path / "fireredlid")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i, seconds in enumerate([2.0, 5.0, 12.0]):
+        sf.write(audio / f"utt{i}.wav", _speechlike(seconds, 80 + i), 16000)
+    index = tmp_path / "index.parquet"
+    build_index(audio, index)
+    cfg = config_mod.load(None, [
+        f"run.index={index}", f"run.dir={tmp_path / 'run'}", "run.num_shards=1",
+        "engine.kind=vllm", f"engine.model={model}", "engine.load_format=dummy",
+        "engine.compute_type=bfloat16", "engine.gpus_per_engine=1",
+        "engine.gpu_memory_utilization=0.3", "engine.max_new_tokens=2",
+        "engine.vllm.enforce_eager=true", "audio.vad.enabled=false", "audio.retry_segment_s=0"])
+    rd, _ = make_plan(cfg)
+    assert run_task(rd.path) == [0]
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(rd.path / "shards" / "shard-000000.parquet").to_pylist()
+    assert sorted(r["id"] for r in got) == sorted({r["id"] for r in got}) and len(got) == 3
+    assert all(r["error"] is None and not r["text"] for r in got), got

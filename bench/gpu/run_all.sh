@@ -121,7 +121,8 @@ case "$stage" in
     m=(python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 170 --work /tmp/asrd-e2e-5s)
     step 185 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
     step 185 "${m[@]}" --model whisper-large-v3 "${common[@]}"
-    step 185 "${m[@]}" --model gemma-3n-e4b "${common[@]}" ;;
+    step 185 "${m[@]}" --model gemma-3n-e4b "${common[@]}"
+    step 185 "${m[@]}" --model voxtral-mini-3b "${common[@]}" ;;
   models3)  # Gemma 3n then Whisper-large-v3 (asrd's prompts), 5 s clips, in one call after `long`
     m=(python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 150 --work /tmp/asrd-e2e-5s)
     step 160 "${m[@]}" --model gemma-3n-e4b "${common[@]}"
