@@ -51,6 +51,8 @@ get "lingua-language-detector==2.1.1" "whisper-normalizer==0.1.15" more_itertool
 # ... and faster-whisper: its Silero VAD finds the speech on the GPU node too, and on the device's
 # CPUs it is the reference the vLLM engine's real-weight tests compare their words with.
 get "faster-whisper==1.2.1" "ctranslate2==4.8.5" "av==19.0.2"
+# ... and the fbank features of vLLM's FireRedLID and FireRedASR2 classes.
+get "kaldi_native_fbank==1.23.0"
 
 rm -rf .whl/bundle && mkdir -p .whl/bundle
 for w in "$dl"/*.whl; do
