@@ -17,8 +17,11 @@ recordings) methods in-process. The stages are timed by wrapping the functions t
 (decode, SpeechRegions.feed/finish, the packing step, the preparer, the feature
 extractor inside it) with process CPU time, not wall time: this machine is shared.
 
-    PYTHONPATH=/tmp/vsite:$PWD/.venv/lib/python3.11/site-packages:/tmp/vsite2 \
-        .venv/bin/python bench/bench_frontend.py --clips 400 --minutes 10 20
+The renderer needs vLLM's Python package importable (on a CPU machine: vLLM's wheel and its
+pure-Python dependencies unpacked on PYTHONPATH ahead of the venv's packages):
+
+    PYTHONPATH=VLLM_SITE:.venv/lib/python3.11/site-packages:VLLM_DEPS \
+        python bench/bench_frontend.py --clips 400 --minutes 10 20 --before main
 """
 
 from __future__ import annotations
@@ -163,11 +166,12 @@ def build_large_v3(folder: Path) -> Path:
                                      tiny_models.WhisperSize(**LARGE_V3), weights=False)
 
 
-def measure(spec: dict) -> dict:
+def measure(spec: dict, tree: Path = ROOT) -> dict:
+    """One child process over the code in `tree`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=tree)
     if out.returncode:
         raise RuntimeError(f"{spec['mode']} failed:\n{out.stderr[-3000:]}")
     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -200,34 +204,46 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, nargs="*", default=[10, 20])
     ap.add_argument("--no-render", action="store_true", help="without the vLLM renderer")
     ap.add_argument("--vad", choices=["true", "false"], default="true")
+    ap.add_argument("--before", default=None,
+                    help="git ref whose asrd is measured too, each set before then after")
     ap.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
     args = ap.parse_args()
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = "" if args.no_render else str(build_large_v3(folder))
+        trees = [(ROOT, "")]
+        if args.before:
+            (folder / "before").mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "asrd",
+                                      "hpc"], check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(folder / "before")], input=archive, check=True)
+            trees = [(folder / "before", f" [before: {args.before}]"), (ROOT, " [after]")]
         rng = random.Random(5)
         stereo, mono = make_clips(folder, args.unique, rng)
         render = "" if args.no_render else ", Whisper-large-v3 inputs rendered (vLLM, 128 mel)"
         for fmt, files in (("48 kHz stereo FLAC", stereo), ("16 kHz mono FLAC", mono)):
             paths = [str(files[i % len(files)]) for i in range(args.clips)]
-            got = measure({"mode": "clips", "pack": True, "vad": args.vad, "chunk": CHUNK,
-                           "model": model, "paths": paths, "warm": paths[:CHUNK]})
-            figures += figures_of(f"5 s clips, {fmt}, packed", got,
-                                  f"espeak sentences, 16 per call, VAD {args.vad}{render}; "
-                                  "one core, OMP_NUM_THREADS=1")
-            print(figures[-2:], flush=True)
+            for tree, tag in trees:
+                got = measure({"mode": "clips", "pack": True, "vad": args.vad, "chunk": CHUNK,
+                               "model": model, "paths": paths, "warm": paths[:CHUNK]}, tree)
+                figures += figures_of(f"5 s clips, {fmt}, packed{tag}", got,
+                                      f"espeak sentences, 16 per call, VAD {args.vad}{render}; "
+                                      "one core, OMP_NUM_THREADS=1")
+                print(figures[-2:], flush=True)
         if args.minutes:
             talk = build_talk(folder, 40, random.Random(11))
             warm = write_long(talk, 0.5, folder / "warm.flac")
             paths = [str(write_long(talk, m, folder / f"long-{m:g}.flac")) for m in args.minutes]
-            got = measure({"mode": "long", "pack": False, "vad": args.vad, "chunk": CHUNK,
-                           "model": model, "paths": paths, "warm": [str(warm)]})
             mins = " + ".join(f"{m:g}" for m in args.minutes)
-            figures += figures_of(f"long recordings ({mins} min), VAD-cut, 48 kHz stereo FLAC",
-                                  got, f"espeak talk with pauses, streamed in pieces, VAD "
-                                  f"{args.vad}{render}; one core, OMP_NUM_THREADS=1")
-            print(figures[-2:], flush=True)
+            for tree, tag in trees:
+                got = measure({"mode": "long", "pack": False, "vad": args.vad, "chunk": CHUNK,
+                               "model": model, "paths": paths, "warm": [str(warm)]}, tree)
+                figures += figures_of(
+                    f"long recordings ({mins} min), VAD-cut, 48 kHz stereo FLAC{tag}", got,
+                    f"espeak talk with pauses, streamed in pieces, VAD {args.vad}{render}; one "
+                    "core, OMP_NUM_THREADS=1")
+                print(figures[-2:], flush=True)
     report("frontend", figures, args.record)
     return 0
 
