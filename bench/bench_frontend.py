@@ -86,16 +86,43 @@ def timed_gen(name, fn):
             yield x
     return wrapper
 
-cfg = config.load(None, ["run.index=x", f"audio.vad.enabled={spec['vad']}"])
-worker = dw.DecodeWorker(*[OmegaConf.to_container(cfg[k], resolve=True)
-                           for k in ("audio", "store", "faults")], spec["pack"], [])
+cfg = config.load(None, ["run.index=x", f"audio.vad.enabled={spec['vad']}", "engine.kind=vllm"])
+actor_args = [OmegaConf.to_container(cfg[k], resolve=True) for k in ("audio", "store", "faults")]
+preparer = None
 if spec["model"]:
     from vllm.config import DeviceConfig, ModelConfig, VllmConfig
     from asrd.engines.vllm_inputs import InputRenderer, PromptSpec
     model = ModelConfig(model=spec["model"], tokenizer=spec["model"], mm_processor_cache_gb=0,
                         limit_mm_per_prompt={"audio": 1})
     vllm_config = VllmConfig(model_config=model, device_config=DeviceConfig(device="cpu"))
-    worker.preparer = InputRenderer(vllm_config, PromptSpec.from_engine_cfg("whisper", cfg.engine, "cpu"))
+    preparer = InputRenderer(vllm_config, PromptSpec.from_engine_cfg("whisper", cfg.engine, "cpu"))
+if spec["ray"]:  # a real Ray actor as the pipeline makes it; its process's CPU is measured
+    import psutil, ray
+    from asrd.engines import preparer_modules
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    actor = ray.remote(dw.DecodeWorker).options(num_cpus=1).remote(
+        *actor_args, spec["pack"], preparer_modules(cfg.engine) if preparer else [])
+    refs = [ray.put(preparer)] if preparer else []
+    ray.get(actor.ping.remote())
+    proc = next(p for p in psutil.process_iter(["cmdline"])
+                if " ".join(p.info["cmdline"] or []).startswith("ray::DecodeWorker"))
+    def actor_cpu():
+        t = proc.cpu_times()
+        return t.user + t.system
+    def decode_call(items):
+        return ray.get(list(actor.decode.remote(items, refs)))
+    def stream_call(item, first):
+        return ray.get(list(actor.stream.remote(item, first, {}, refs)))
+    clock = actor_cpu
+else:
+    worker = dw.DecodeWorker(*actor_args, spec["pack"], [])
+    def decode_call(items):
+        return worker.decode(items, [])
+    def stream_call(item, first):
+        return worker.stream(item, first, {}, [])
+    clock = time.process_time
+if preparer and not spec["ray"]:
+    worker.preparer = preparer
     worker.preparer._setup()
     from transformers.models.whisper import feature_extraction_whisper as fw
     fw.WhisperFeatureExtractor.__call__ = timed("log-mel", fw.WhisperFeatureExtractor.__call__)
@@ -105,14 +132,15 @@ seg_mod = sys.modules["asrd.audio.segment"]  # the package exports a function of
 seg_mod.decode_blocks = timed_gen("read+decode+resample", seg_mod.decode_blocks)
 vad_mod.SpeechRegions.feed = timed("VAD", vad_mod.SpeechRegions.feed)
 vad_mod.SpeechRegions.finish = timed("VAD", vad_mod.SpeechRegions.finish)
-worker._pack = timed("packing", worker._pack)
+if not spec["ray"]:
+    worker._pack = timed("packing", worker._pack)
 
 def run(paths):
     audio_s = n_inputs = errors = 0
     if spec["mode"] == "clips":
         for i in range(0, len(paths), spec["chunk"]):
             items = [WorkItem(i + j, f"c{i + j}", p) for j, p in enumerate(paths[i:i + spec["chunk"]])]
-            recs, inputs = worker.decode(items, [])
+            recs, inputs = decode_call(items)
             audio_s += sum(r.duration_s or 0.0 for r in recs)
             errors += sum(r.error is not None for r in recs)
             n_inputs += sum(len(x) for x in inputs)
@@ -120,7 +148,7 @@ def run(paths):
         for row, p in enumerate(paths):
             item, first = WorkItem(row, f"long{row}", p, pack=False), 0
             while True:
-                (rec,), (inputs,) = worker.stream(item, first, {}, [])
+                (rec,), (inputs,) = stream_call(item, first)
                 errors += rec.error is not None
                 n_inputs += len(inputs)
                 first += len(rec.spans)
@@ -130,11 +158,12 @@ def run(paths):
     return audio_s, n_inputs, errors
 
 run(spec["warm"])  # first-call costs (VAD model, codecs, renderer caches) out of the way
+startup = clock()  # imports, the renderer's set-up and the first call
 cpu.clear()
-t0 = time.process_time()
+t0 = clock()
 audio_s, n_inputs, errors = run(spec["paths"])
-total = time.process_time() - t0
-print(json.dumps({"total": total, "stages": cpu, "audio_s": audio_s, "inputs": n_inputs,
+total = clock() - t0
+print(json.dumps({"total": total, "startup": startup, "stages": cpu, "audio_s": audio_s, "inputs": n_inputs,
                   "errors": errors}))
 """
 
@@ -182,6 +211,12 @@ def measure(spec: dict, tree: Path = ROOT) -> dict:
 def figures_of(name: str, got: dict, work: str) -> list[tuple[str, str, str]]:
     """CPU s per audio s and audio s per CPU s (one core), in all and per stage."""
     a = got["audio_s"]
+    if not got["stages"]:  # a Ray actor: its process's CPU in all, not stage by stage
+        return [(f"front end CPU ms per audio s, {name}, as a Ray actor (its process's CPU)",
+                 f"{1000 * got['total'] / a:.2f}",
+                 f"{work}; {a:.0f} audio s, {got['inputs']} engine inputs"),
+                (f"decode Ray actor start-up CPU s (imports, VAD model, renderer, first call), "
+                 f"{name}", f"{got['startup']:.1f}", work)]
     stages = dict(got["stages"])
     if "log-mel" in stages:
         stages["render (without log-mel)"] = stages["render"] - stages["log-mel"]
@@ -194,6 +229,8 @@ def figures_of(name: str, got: dict, work: str) -> list[tuple[str, str, str]]:
          f"{1000 * got['total'] / a:.2f} ({parts})",
          f"{work}; {a:.0f} audio s, {got['inputs']} engine inputs"),
         (f"front end audio-s/s per core, {name}", f"{a / got['total']:.0f}", work),
+        (f"decode actor start-up CPU s (imports, VAD model, renderer, first call), {name}",
+         f"{got['startup']:.1f}", work),
     ]
 
 
@@ -204,6 +241,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, nargs="*", default=[10, 20])
     ap.add_argument("--no-render", action="store_true", help="without the vLLM renderer")
     ap.add_argument("--vad", choices=["true", "false"], default="true")
+    ap.add_argument("--ray", action="store_true",
+                    help="the worker as a Ray actor: its process's CPU, Ray's transport included")
     ap.add_argument("--before", default=None,
                     help="git ref whose asrd is measured too, each set before then after")
     ap.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
@@ -226,7 +265,8 @@ def main() -> int:
             paths = [str(files[i % len(files)]) for i in range(args.clips)]
             for tree, tag in trees:
                 got = measure({"mode": "clips", "pack": True, "vad": args.vad, "chunk": CHUNK,
-                               "model": model, "paths": paths, "warm": paths[:CHUNK]}, tree)
+                               "model": model, "paths": paths, "warm": paths[:CHUNK],
+                               "ray": args.ray}, tree)
                 figures += figures_of(f"5 s clips, {fmt}, packed{tag}", got,
                                       f"espeak sentences, 16 per call, VAD {args.vad}{render}; "
                                       "one core, OMP_NUM_THREADS=1")
@@ -238,7 +278,8 @@ def main() -> int:
             mins = " + ".join(f"{m:g}" for m in args.minutes)
             for tree, tag in trees:
                 got = measure({"mode": "long", "pack": False, "vad": args.vad, "chunk": CHUNK,
-                               "model": model, "paths": paths, "warm": [str(warm)]}, tree)
+                               "model": model, "paths": paths, "warm": [str(warm)],
+                               "ray": args.ray}, tree)
                 figures += figures_of(
                     f"long recordings ({mins} min), VAD-cut, 48 kHz stereo FLAC{tag}", got,
                     f"espeak talk with pauses, streamed in pieces, VAD {args.vad}{render}; one "
