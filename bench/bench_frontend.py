@@ -104,8 +104,7 @@ if spec["ray"]:  # a real Ray actor as the pipeline makes it; its process's CPU 
         *actor_args, spec["pack"], preparer_modules(cfg.engine) if preparer else [])
     refs = [ray.put(preparer)] if preparer else []
     ray.get(actor.ping.remote())
-    proc = next(p for p in psutil.process_iter(["cmdline"])
-                if " ".join(p.info["cmdline"] or []).startswith("ray::DecodeWorker"))
+    proc = psutil.Process(ray.get(actor.__ray_call__.remote(lambda self: os.getpid())))
     def actor_cpu():
         t = proc.cpu_times()
         return t.user + t.system
@@ -163,6 +162,8 @@ cpu.clear()
 t0 = clock()
 audio_s, n_inputs, errors = run(spec["paths"])
 total = clock() - t0
+if spec["ray"]:
+    ray.shutdown()
 print(json.dumps({"total": total, "startup": startup, "stages": cpu, "audio_s": audio_s, "inputs": n_inputs,
                   "errors": errors}))
 """
