@@ -15,7 +15,10 @@ Whisper-large-v3-sized model folder: config and processor files, 128 mel bins, n
 vLLM's pure-Python package on the CPU), and calls its `decode` (clips) or `stream` (long
 recordings) methods in-process. The stages are timed by wrapping the functions the actor calls
 (decode, SpeechRegions.feed/finish, the packing step, the preparer, the feature
-extractor inside it) with process CPU time, not wall time: this machine is shared.
+extractor inside it) with process CPU time, not wall time: this machine is shared. With
+`--ray` the worker is a Ray actor instead, built as the pipeline builds it (one CPU, the
+renderer passed by reference with every call), and the figure is its process's CPU in all,
+Ray's transport included; both modes also give an actor's start-up CPU.
 
 The renderer needs vLLM's Python package importable (on a CPU machine: vLLM's wheel and its
 pure-Python dependencies unpacked on PYTHONPATH ahead of the venv's packages):
@@ -42,12 +45,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_long_decode import build_talk, write_long  # noqa: E402
 from bench.bench_segmentation import SR, VOICES, sentences, spoken  # noqa: E402
+from bench.gpu.common import build_model  # noqa: E402
 from bench.results import report  # noqa: E402
 
 CLIP_S = 5.0
 CHUNK = 16  # pipeline.items_per_decode_task in configs/h200.yaml
-LARGE_V3 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, attention_heads=20,
-                ffn_dim=5120, num_mel_bins=128, vocab_size=51866)
 
 CHILD = r"""
 import functools, json, os, sys, time
@@ -138,7 +140,8 @@ def run(paths):
     audio_s = n_inputs = errors = 0
     if spec["mode"] == "clips":
         for i in range(0, len(paths), spec["chunk"]):
-            items = [WorkItem(i + j, f"c{i + j}", p) for j, p in enumerate(paths[i:i + spec["chunk"]])]
+            chunk = paths[i:i + spec["chunk"]]
+            items = [WorkItem(i + j, f"c{i + j}", p) for j, p in enumerate(chunk)]
             recs, inputs = decode_call(items)
             audio_s += sum(r.duration_s or 0.0 for r in recs)
             errors += sum(r.error is not None for r in recs)
@@ -164,8 +167,8 @@ audio_s, n_inputs, errors = run(spec["paths"])
 total = clock() - t0
 if spec["ray"]:
     ray.shutdown()
-print(json.dumps({"total": total, "startup": startup, "stages": cpu, "audio_s": audio_s, "inputs": n_inputs,
-                  "errors": errors}))
+print(json.dumps({"total": total, "startup": startup, "stages": cpu, "audio_s": audio_s,
+                  "inputs": n_inputs, "errors": errors}))
 """
 
 
@@ -187,13 +190,6 @@ def make_clips(folder: Path, n: int, rng: random.Random) -> tuple[list[Path], li
         stereo.append(folder / f"s{i}.flac")
         sf.write(stereo[-1], np.stack([left, 0.8 * left], axis=1), 48000, subtype="PCM_16")
     return stereo, mono
-
-
-def build_large_v3(folder: Path) -> Path:
-    from asrd.testing import tiny_models
-
-    return tiny_models.build_whisper(folder / "whisper-large-v3",
-                                     tiny_models.WhisperSize(**LARGE_V3), weights=False)
 
 
 def measure(spec: dict, tree: Path = ROOT) -> dict:
@@ -251,7 +247,7 @@ def main() -> int:
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model = "" if args.no_render else str(build_large_v3(folder))
+        model = "" if args.no_render else str(build_model("whisper-large-v3", folder))
         trees = [(ROOT, "")]
         if args.before:
             (folder / "before").mkdir()
