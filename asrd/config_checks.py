@@ -25,6 +25,7 @@ FEATURE_DEVICES = ("cuda", "cpu")
 VLLM_DTYPES = ("auto", "float16", "bfloat16", "float32")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 PROMPT_MAKERS = ("auto", "model")  # engine.vllm.prompts: asrd's own where it has them | the class's
+IDENTIFIER_KINDS = ("faster_whisper", "vllm")  # language_id.kind
 EXPORT_FORMATS = ("hf", "webdataset", "lhotse")
 EXPORT_AUDIO = ("flac16k", "original")
 
@@ -48,6 +49,7 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     yield from _one_of(cfg, "engine.vllm.prompts", PROMPT_MAKERS)
     yield from _one_of(cfg, "export.format", EXPORT_FORMATS)
     yield from _one_of(cfg, "export.audio", EXPORT_AUDIO)
+    yield from _one_of(cfg, "language_id.kind", IDENTIFIER_KINDS)
     if not is_preset_file(str(_value(cfg, "merge.preset"))):  # a file is read at merge
         yield from _one_of(cfg, "merge.preset", tuple(PRESETS))
     yield from _cross(cfg)
@@ -57,6 +59,9 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "run.num_shards": (1, None, True),
     "audio.sample_rate": (0, None, False),
+    "language_id.min_p": (0, 1, True),
+    "language_id.max_new_tokens": (1, None, True),
+    "language_id.gpu_memory_utilization": (0, 1, False),
     "audio.max_segment_s": (0, 3600, False),
     "audio.retry_segment_s": (0, None, True),
     "audio.max_duration_s": (0, None, False),
