@@ -273,7 +273,7 @@ class LanguageIdCfg:
     enabled: bool = False  # run the pass; off: the engine gets the index's or engine.language
     kind: str = "faster_whisper"  # the identifier: faster_whisper (CPU) | vllm (a GPU actor's)
     model: str = "whisper-base"  # its model: "whisper-base" (PyPI) or a local model directory
-    compute_type: str = "int8"  # faster_whisper: int8 | float32; vllm: the dtype (auto)
+    compute_type: str = "int8"  # faster_whisper: int8 | float32 (vllm: engine.compute_type)
     languages: list[str] = field(default_factory=list)  # the wanted languages (ISO 639-1); []: any
     min_p: float = 0.5  # below this probability a segment is not routed, and its row is unsure
     max_new_tokens: int = 1  # vllm: output tokens (Whisper's language token: 1; FireRedLID's label: more)

@@ -189,6 +189,12 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
     if audio.vad.enabled and audio.sample_rate != 16000:
         yield "audio.sample_rate", "must be 16000 with audio.vad.enabled (the VAD model's rate)"
     uses_vllm = _is_vllm(_checked_as(cfg))
+    lid = cfg.language_id
+    if lid.enabled and lid.kind == "vllm" and (
+            engine.gpu_memory_utilization + lid.gpu_memory_utilization > 0.95):
+        yield ("language_id.gpu_memory_utilization", "with engine.gpu_memory_utilization="
+               f"{engine.gpu_memory_utilization} over 0.95 of the GPU: the identifier's vLLM "
+               "shares the engine's GPU in its actor; lower one of them")
     if uses_vllm and engine.beam_size != 1:
         yield "engine.beam_size", "must be 1 with engine.kind=vllm (greedy or sampling only)"
     if (uses_vllm and str(engine.vllm.kv_cache_dtype).startswith("fp8")

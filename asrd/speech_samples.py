@@ -143,8 +143,7 @@ def make_labelled_set(folder: Path, voices: tuple[str, ...] = VOICES,
     return manifest
 
 
-# Sentences per language for language ID (espeak-ng's voice of each language): a sentence or two,
-# as a segment of real speech is, for Whisper's detection is unsure on a few words.
+# Sentences per language for language ID (espeak-ng's voice of each language).
 SPOKEN = {
     "en": ["good morning, how are you today? i would like a cup of coffee.",
            "the train to london leaves at eight o'clock in the morning.",
@@ -167,15 +166,18 @@ SPOKEN = {
 
 def make_language_set(folder: Path, languages: tuple[str, ...] = tuple(SPOKEN),
                       per_language: int = 4, speeds: tuple[int, ...] = (150,)) -> Path:
-    """Speech in several languages as 16 kHz mono FLAC: `per_language` sentences of SPOKEN in
-    each language, at each speed. `manifest.jsonl` holds each clip's `reference` and its
+    """Speech in several languages as 16 kHz mono FLAC: `per_language` clips of two sentences
+    of SPOKEN in each language, at each speed (6-10 s: Whisper's detection is unsure on a
+    sentence of a few words). `manifest.jsonl` holds each clip's `reference` and its
     `spoken` language: not `language`, which would force the transcription language.
     Deterministic. Returns the manifest path."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for language in languages:
         for speed in speeds:
-            for text in SPOKEN[language][:per_language]:
+            said = SPOKEN[language]
+            for i in range(per_language):  # two sentences a clip, each clip another pair
+                text = f"{said[i % len(said)]} {said[(i + 1) % len(said)]}"
                 name = f"{language}-{len(rows):04d}.flac"
                 raw = folder / (name + ".espeak.wav")
                 subprocess.run([need("espeak-ng"), "-v", language, "-s", str(speed), "-w",

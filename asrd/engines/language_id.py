@@ -117,6 +117,12 @@ class WhisperDetector(LanguageIdentifier):
         return out
 
 
+def spoken_of(said: Hypothesis) -> SpokenLanguage | None:
+    """The language an engine's hypothesis states (vLLM's Whisper: its first output token, with
+    that token's probability; FireRedLID: its label, without one)."""
+    return SpokenLanguage(said.language.lower(), said.language_p) if said.language else None
+
+
 class EngineIdentifier(LanguageIdentifier):
     """An asrd engine whose hypotheses state the spoken language (vLLM's Whisper asked for its
     language token, FireRedLID); its texts are not used."""
@@ -127,8 +133,7 @@ class EngineIdentifier(LanguageIdentifier):
     def identify(self, segments: list[Segment]) -> list[SpokenLanguage | None]:
         # the identifier makes its own inputs: the engine's prepared ones are another model's
         plain = [replace(s, prepared=None, language=None) for s in segments]
-        return [SpokenLanguage(h.language.lower(), h.language_p) if h.language else None
-                for h in self.engine.hypotheses(plain)]
+        return [spoken_of(h) for h in self.engine.hypotheses(plain)]
 
     def close(self) -> None:
         self.engine.close()
@@ -138,10 +143,10 @@ def identifier_engine_config(engine_cfg: DictConfig, language_id: DictConfig) ->
     """The engine config of an `EngineIdentifier`: the run's engine section with the
     identifier's model, no forced language and `language_id.max_new_tokens` output tokens
     (Whisper writes its language token first: one is enough), its inputs made in its own
-    process, and its own share of the GPU."""
+    process, and its own share of the GPU; its dtype is the engine's."""
     return OmegaConf.merge(engine_cfg, {
-        "kind": language_id.kind, "model": language_id.model,
-        "compute_type": language_id.compute_type, "language": None, "task": "transcribe",
+        "kind": language_id.kind, "model": language_id.model, "language": None,
+        "task": "transcribe",
         "max_new_tokens": language_id.max_new_tokens, "beam_size": 1, "temperature": 0.0,
         "gpu_memory_utilization": language_id.gpu_memory_utilization,
         "vllm": {"render_in": "engine", "prompts": "auto", "request_prompt": None}})
