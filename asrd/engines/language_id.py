@@ -79,6 +79,9 @@ class Routing:
 class LanguageIdentifier(ABC):
     """Identifies the spoken language of segments of 16 kHz mono audio."""
 
+    #: whether it runs on the engine's own model (which keeps its last encoder output)
+    shares_engine_model: bool = False
+
     @abstractmethod
     def identify(self, segments: list[Segment]) -> list[SpokenLanguage | None]:
         """One answer per segment, in order; None where no language could be told."""
@@ -90,9 +93,9 @@ class LanguageIdentifier(ABC):
 class WhisperDetector(LanguageIdentifier):
     """faster-whisper's language detection on each segment's 30 s window."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, shares_engine_model: bool = False):
         """`model`: a faster_whisper WhisperModel (the engine's own, or one of its own)."""
-        self.model = model
+        self.model, self.shares_engine_model = model, shares_engine_model
 
     @classmethod
     def load(cls, name: str, compute_type: str, threads: int) -> WhisperDetector:
@@ -161,7 +164,7 @@ def build_identifier(engine_cfg: DictConfig, language_id: DictConfig,
 
         if isinstance(engine, FasterWhisperEngine) and str(engine.cfg.model) == str(
                 language_id.model) and engine.cfg.compute_type == language_id.compute_type:
-            return WhisperDetector(engine.model)
+            return WhisperDetector(engine.model, shares_engine_model=True)
         return WhisperDetector.load(str(language_id.model), str(language_id.compute_type),
                                     int(engine_cfg.cpus_per_engine))
     from asrd.engines.registry import build_engine
@@ -190,7 +193,11 @@ class LanguageRoutingEngine(Engine):
         return [h.text for h in self.hypotheses(segments)]
 
     def hypotheses(self, segments: list[Segment]) -> list[Hypothesis]:
-        """Identify, route, transcribe; the detection replaces the engine's own (if any)."""
+        """Identify, route, transcribe; the detection replaces the engine's own (if any). An
+        identifier sharing the engine's model takes one segment at a time, so that the
+        transcription finds the encoder output the detection left (the model keeps one)."""
+        if self.identifier.shares_engine_model and len(segments) > 1:
+            return [h for s in segments for h in self.hypotheses([s])]
         spoken = self.identifier.identify(segments)
         routed = [None if s.language else self.routing.route(found)
                   for s, found in zip(segments, spoken)]
