@@ -276,7 +276,7 @@ class LanguageIdCfg:
     compute_type: str = "int8"  # faster_whisper: int8 | float32 (vllm: engine.compute_type)
     languages: list[str] = field(default_factory=list)  # the wanted languages (ISO 639-1); []: any
     min_p: float = 0.5  # below this probability a segment is not routed, and its row is unsure
-    max_new_tokens: int = 1  # vllm: output tokens (Whisper's language token: 1; FireRedLID's label: more)
+    max_new_tokens: int = 1  # vllm: output tokens (Whisper's language token: 1; FireRedLID: more)
     gpu_memory_utilization: float = 0.1  # vllm: the identifier's share of its engine's GPU
 
 

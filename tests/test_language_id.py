@@ -34,7 +34,7 @@ ON = ["language_id.enabled=true", "language_id.languages=[en,es,fr]", "language_
 
 
 def test_routing_takes_a_sure_language_and_leaves_an_unsure_one():
-    routing = Routing(("en",), 0.5, "en")
+    routing = Routing(0.5, "en")
     assert routing.route(SpokenLanguage("de", 0.9)) == "de"  # routed, wanted or not
     assert routing.route(SpokenLanguage("de", 0.4)) is None  # unsure: engine.language
     assert routing.route(SpokenLanguage("de", None)) == "de"  # a label without probability

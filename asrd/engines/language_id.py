@@ -29,8 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from asrd.audio.pack import Member
-from asrd.engines.base import Engine, Hypothesis, PackedWindow, Segment
+from asrd.engines.base import Engine, Hypothesis, Segment
 from asrd.engines.registry import build_engine
 
 
@@ -59,14 +58,12 @@ class SpokenLanguage:
 class Routing:
     """The `language_id` section as the engine actor uses it."""
 
-    languages: tuple[str, ...]  # wanted languages; () any
     min_p: float  # a segment is routed to its language only from this probability up
     default_language: str | None  # engine.language: a segment's language when not routed
 
     @classmethod
     def of(cls, language_id: Any, engine_language: str | None) -> Routing:
-        return cls(tuple(str(x).lower() for x in language_id.languages),
-                   float(language_id.min_p), engine_language or None)
+        return cls(float(language_id.min_p), engine_language or None)
 
     def route(self, spoken: SpokenLanguage | None) -> str | None:
         """The language a segment without one from the index is transcribed in: the spoken
@@ -175,7 +172,8 @@ def build_identifier(engine_cfg: DictConfig, language_id: DictConfig,
 
 
 class LanguageRoutingEngine(Engine):
-    """The run's engine behind the language-ID pass (see the module's docstring)."""
+    """The run's engine behind the language-ID pass (see the module's docstring). It packs no
+    clips (`supports_packing` false): a packed window is transcribed in one language."""
 
     def __init__(self, inner: Engine, identifier: LanguageIdentifier, routing: Routing):
         self.inner, self.identifier, self.routing = inner, identifier, routing
@@ -211,13 +209,6 @@ class LanguageRoutingEngine(Engine):
                                expected_language_p=found.p_of(expected) if found else None,
                                routed_language=route))
         return out
-
-    def hypotheses_windows(self, windows: list[PackedWindow]) -> list[list[Hypothesis | None]]:
-        raise NotImplementedError("the language-ID pass transcribes every clip alone")
-
-    def hypotheses_packed(self, window: Segment, members: list[Member]
-                          ) -> list[Hypothesis | None]:
-        raise NotImplementedError("the language-ID pass transcribes every clip alone")
 
     def close(self) -> None:
         self.identifier.close()
