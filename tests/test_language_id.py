@@ -118,6 +118,21 @@ def _segments(manifest: Path) -> tuple[list[Segment], list[str]]:
             [r["spoken"] for r in rows])
 
 
+def _count_encoder_passes(model) -> list[int]:
+    """Count the real encoder passes of a faster-whisper model that keeps its last encoder
+    output: a class between its own and WhisperModel's in the method order sees each pass the
+    kept output did not spare."""
+    passes: list[int] = []
+
+    class Passes(type(model).__mro__[1]):  # WhisperModel
+        def encode(self, features):
+            passes.append(1)
+            return super().encode(features)
+
+    model.__class__ = type("Counted", (type(model), Passes), {})
+    return passes
+
+
 def test_the_engine_transcribes_in_the_identified_language(language_set):
     cfg = config_mod.load(None, ["run.index=x", *ON])
     engine = build_run_engine(cfg.engine, cfg.quality, cfg.language_id)
@@ -128,9 +143,11 @@ def test_the_engine_transcribes_in_the_identified_language(language_set):
         segments, spoken = _segments(language_set)
         german, spanish = (segments[spoken.index(lang)] for lang in ("de", "es"))
         forced = Segment(german.audio, "en", id="forced")  # the index's language stands
+        passes = _count_encoder_passes(engine.inner.model)
         got = engine.hypotheses([german, spanish, forced])
     finally:
         engine.close()
+    assert passes == [1, 1, 1]  # one encoder pass a segment: detection and transcription
     lingua = text_language_id(("en", "de", "es", "fr"))
     for h, lang in zip(got, ("de", "es")):
         assert h.language == lang and h.routed_language == lang and h.language_p >= 0.3
