@@ -15,7 +15,7 @@ import soundfile as sf
 
 from asrd import config as config_mod
 from asrd.config import ConfigError
-from asrd.engines.base import Hypothesis, Segment
+from asrd.engines.base import EngineUnavailable, Hypothesis, Segment
 from asrd.engines.language_id import (EngineIdentifier, LanguageRoutingEngine, Routing,
                                       SpokenLanguage, WhisperDetector, build_run_engine,
                                       identifier_engine_config, spoken_of)
@@ -74,6 +74,12 @@ def test_config_refuses_a_bad_pass_and_turns_packing_off():
     on = config_mod.load(None, ["run.index=x", *ON])
     ident = identifier_engine_config(on.engine, on.language_id)
     assert ident.language is None and ident.max_new_tokens == 1 and ident.vllm.render_in == "engine"
+    from asrd.cli import check_engine
+
+    check_engine(on, packages=True)  # the bundled Whisper-base is there
+    missing = config_mod.load(None, ["run.index=x", *ON, "language_id.model=/nonexistent"])
+    with pytest.raises(EngineUnavailable, match="/nonexistent"):
+        check_engine(missing, packages=True)
     assert config_mod.is_output_key("language_id.min_p")
     assert not config_mod.is_output_key("language_id.gpu_memory_utilization")
 

@@ -30,7 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from asrd.engines.base import Engine, Hypothesis, Segment
-from asrd.engines.registry import build_engine
+from asrd.engines.registry import build_engine, engine_class
 
 
 # the quality keys engines read: their own signals, without spoken-language detection
@@ -152,6 +152,16 @@ def identifier_engine_config(engine_cfg: DictConfig, language_id: DictConfig) ->
         "vllm": {"render_in": "engine", "prompts": "auto", "request_prompt": None}})
 
 
+def check_identifier(engine_cfg: DictConfig, language_id: DictConfig,
+                     packages: bool = True) -> None:
+    """Refuse, before a run is frozen, an identifier that cannot be built (its model or
+    package missing): EngineUnavailable naming the fix; loads nothing."""
+    cfg = (OmegaConf.merge(engine_cfg, {"kind": "faster_whisper", "model": language_id.model})
+           if language_id.kind == "faster_whisper"
+           else identifier_engine_config(engine_cfg, language_id))
+    engine_class(str(cfg.kind)).check(cfg, packages=packages)
+
+
 def build_identifier(engine_cfg: DictConfig, language_id: DictConfig,
                      engine: Engine) -> LanguageIdentifier:
     """The identifier `language_id.kind` names; faster-whisper shares the engine's model when
@@ -164,7 +174,7 @@ def build_identifier(engine_cfg: DictConfig, language_id: DictConfig,
             return WhisperDetector(engine.model, shares_engine_model=True)
         return WhisperDetector.load(str(language_id.model), str(language_id.compute_type),
                                     int(engine_cfg.cpus_per_engine))
-    from asrd.engines.registry import build_engine
+    from asrd.engines.registry import build_engine, engine_class
 
     # its signals on (the language token's log-probability), no prompt log-probabilities
     return EngineIdentifier(build_engine(identifier_engine_config(engine_cfg, language_id),
