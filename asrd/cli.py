@@ -59,6 +59,10 @@ def check_engine(cfg: DictConfig, packages: bool) -> None:
     from asrd.engines.registry import engine_class
 
     engine_class(cfg.engine.kind).check(cfg.engine, packages=packages)
+    if cfg.language_id.enabled:
+        from asrd.engines.language_id import check_identifier
+
+        check_identifier(cfg.engine, cfg.language_id, packages=packages)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -264,6 +264,26 @@ class QualityCfg:
 
 
 @dataclass
+class LanguageIdCfg:
+    """A first pass that identifies each segment's spoken language before the engine sees it
+    (asrd.engines.language_id), in the engine's own actor: one more small model per actor. Where
+    the index gives a row no `language`, the identified one is the language the engine
+    transcribes in (its per-language prompt) and the row's output `language`; the detection is
+    the row's `audio_language`/`audio_language_p`, and flags `unwanted_language`,
+    `unsure_language` mark what `languages` and `min_p` leave out. Short clips are then not
+    packed (a packed window has one language)."""
+
+    enabled: bool = False  # run the pass; off: the engine gets the index's or engine.language
+    kind: str = "faster_whisper"  # the identifier: faster_whisper (CPU) | vllm (a GPU actor's)
+    model: str = "whisper-base"  # its model: "whisper-base" (PyPI) or a local model directory
+    compute_type: str = "int8"  # faster_whisper: int8 | float32 (vllm: engine.compute_type)
+    languages: list[str] = field(default_factory=list)  # the wanted languages (ISO 639-1); []: any
+    min_p: float = 0.5  # below this probability a segment is not routed, and its row is unsure
+    max_new_tokens: int = 1  # vllm: output tokens (Whisper's language token: 1; FireRedLID: more)
+    gpu_memory_utilization: float = 0.1  # vllm: the identifier's share of its engine's GPU
+
+
+@dataclass
 class JudgeCfg:
     """An LLM that rates each transcript with one of `choices` (the `score` column)."""
 
@@ -328,6 +348,7 @@ class Config:
     export: ExportCfg = field(default_factory=ExportCfg)
     judge: JudgeCfg = field(default_factory=JudgeCfg)
     quality: QualityCfg = field(default_factory=QualityCfg)
+    language_id: LanguageIdCfg = field(default_factory=LanguageIdCfg)
     faults: FaultCfg = field(default_factory=FaultCfg)
 
 
@@ -353,6 +374,8 @@ OUTPUT_KEYS = (
     "judge.choices", "judge.max_text_chars", "judge.vllm.dtype", "judge.vllm.load_format",
     "quality.enabled", "quality.languages", "quality.ngram", "quality.audio_language",
     "quality.doubt_logprob", "quality.doubt_words",
+    "language_id.enabled", "language_id.kind", "language_id.model", "language_id.compute_type",
+    "language_id.languages", "language_id.min_p", "language_id.max_new_tokens",
 )
 RUN_KEYS = (
     "run.name", "run.dir",
@@ -367,7 +390,7 @@ RUN_KEYS = (
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
     "judge.gpu_memory_utilization", "judge.vllm.max_model_len", "judge.vllm.enforce_eager",
     "pipeline", "slurm", "store", "wandb", "monitoring", "merge", "export", "faults",
-    "quality.thresholds",
+    "quality.thresholds", "language_id.gpu_memory_utilization",
 )
 FREE_FORM_MAPS = ("slurm.env",)  # keys chosen by the user: one value
 

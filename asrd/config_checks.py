@@ -27,6 +27,7 @@ KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 # vLLM 0.25.0's attention kernels for these models on NVIDIA GPUs (None: vLLM picks)
 ATTENTION_BACKENDS = (None, "FLASH_ATTN", "TRITON_ATTN", "FLASHINFER", "FLEX_ATTENTION")
 PROMPT_MAKERS = ("auto", "model")  # engine.vllm.prompts: asrd's own where it has them | the class's
+IDENTIFIER_KINDS = ("faster_whisper", "vllm")  # language_id.kind
 EXPORT_FORMATS = ("hf", "webdataset", "lhotse")
 EXPORT_AUDIO = ("flac16k", "original")
 
@@ -51,6 +52,7 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
     yield from _one_of(cfg, "engine.vllm.attention_backend", ATTENTION_BACKENDS)
     yield from _one_of(cfg, "export.format", EXPORT_FORMATS)
     yield from _one_of(cfg, "export.audio", EXPORT_AUDIO)
+    yield from _one_of(cfg, "language_id.kind", IDENTIFIER_KINDS)
     if not is_preset_file(str(_value(cfg, "merge.preset"))):  # a file is read at merge
         yield from _one_of(cfg, "merge.preset", tuple(PRESETS))
     yield from _cross(cfg)
@@ -60,6 +62,9 @@ def problems(cfg: DictConfig) -> Iterator[Problem]:
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "run.num_shards": (1, None, True),
     "audio.sample_rate": (0, None, False),
+    "language_id.min_p": (0, 1, True),
+    "language_id.max_new_tokens": (1, None, True),
+    "language_id.gpu_memory_utilization": (0, 1, False),
     "audio.max_segment_s": (0, 3600, False),
     "audio.retry_segment_s": (0, None, True),
     "audio.max_duration_s": (0, None, False),
@@ -187,6 +192,12 @@ def _cross(cfg: DictConfig) -> Iterator[Problem]:
     if audio.vad.enabled and audio.sample_rate != 16000:
         yield "audio.sample_rate", "must be 16000 with audio.vad.enabled (the VAD model's rate)"
     uses_vllm = _is_vllm(_checked_as(cfg))
+    lid = cfg.language_id
+    if lid.enabled and lid.kind == "vllm" and (
+            engine.gpu_memory_utilization + lid.gpu_memory_utilization > 0.95):
+        yield ("language_id.gpu_memory_utilization", "with engine.gpu_memory_utilization="
+               f"{engine.gpu_memory_utilization} over 0.95 of the GPU: the identifier's vLLM "
+               "shares the engine's GPU in its actor; lower one of them")
     if uses_vllm and engine.beam_size != 1:
         yield "engine.beam_size", "must be 1 with engine.kind=vllm (greedy or sampling only)"
     if (uses_vllm and str(engine.vllm.kv_cache_dtype).startswith("fp8")

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from asrd.done_marker import DoneMarker
 from asrd.filters import FilterCounts, RowFilter
 from asrd.plan import Plan, check_index_unchanged, load_plan, read_rows
-from asrd.quality.flags import Thresholds
+from asrd.quality.flags import LanguageRule, Thresholds
 from asrd.quality.presets import PresetFilter, get_preset
 from asrd.relabel import Relabel, merged_schema
 from asrd.report import REPORT_NAME, ReportData, write_report
@@ -163,7 +163,7 @@ def merge(cfg: DictConfig, allow_incomplete: bool | None = None,
     expr = RowFilter(row_filter) if row_filter else None  # a bad clause fails before any work
     quality = PresetFilter(get_preset(cfg.merge.preset if preset is None else preset),
                            Thresholds.of(cfg.quality.thresholds), cfg.engine.language,
-                           threshold_edits)
+                           threshold_edits, LanguageRule.of(cfg.language_id))
     with _merge_lock(rd):
         _recover(rd)
         verdicts = verify_shards(rd, plan, full=True)
@@ -240,7 +240,8 @@ def _write_merged(cfg: DictConfig, rd: RunDir, plan: Plan, good: list[int],
         shard_schema = pq.read_schema(rd.shard_file(good[0]))
         index_schema = pq.read_schema(plan.index)
         relabel = Relabel(merged_schema(shard_schema, index_schema), index_schema,
-                          Thresholds.of(cfg.quality.thresholds), cfg.engine.language)
+                          Thresholds.of(cfg.quality.thresholds), cfg.engine.language,
+                          LanguageRule.of(cfg.language_id))
         filter_counts = FilterCounts()
         writer = _RollingWriter(out_tmp, relabel.schema, int(cfg.merge.target_file_mb * 2**20))
         audio_s = 0.0

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from asrd.quality.flags import Thresholds, row_flags
+from asrd.quality.flags import LanguageRule, Thresholds, row_flags
 from asrd.quality.presets import SIGNAL_COLUMNS
 from asrd.quality.reference import score
 from asrd.schema import JUDGE_FIELDS, OUTPUT_SCHEMA, WORK_COLUMNS, passthrough_fields
@@ -52,8 +52,8 @@ class Relabel:
     """Puts the index's label values into merged batches (rows aligned by the caller)."""
 
     def __init__(self, schema: pa.Schema, index_schema: pa.Schema, thresholds: Thresholds,
-                 default_language: str | None):
-        self.schema, self.thresholds = schema, thresholds
+                 default_language: str | None, rule: LanguageRule | None = None):
+        self.schema, self.thresholds, self.rule = schema, thresholds, rule
         self.default_language = default_language
         self.labels = [f.name for f in label_fields(index_schema)]
         self.rescored = 0  # rows whose WER/CER were computed again against a changed reference
@@ -92,7 +92,7 @@ class Relabel:
             wer[i], cer[i] = (scores.wer, scores.cer) if scores else (None, None)
             s: dict[str, Any] = signals.slice(i, 1).to_pylist()[0]
             s.update(wer=wer[i], cer=cer[i])
-            flags[i] = row_flags(s, self.thresholds, expected)
+            flags[i] = row_flags(s, self.thresholds, expected, self.rule)
         self.rescored += len(rows)
         for name, values in (("wer", wer), ("cer", cer), ("flags", flags)):
             k = table.column_names.index(name)

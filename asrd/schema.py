@@ -107,6 +107,13 @@ def passthrough_fields(index_schema: pa.Schema) -> list[pa.Field]:
     return [f for f in index_schema if f.name not in own]
 
 
-def output_schema(index_schema: pa.Schema, judge: bool = False) -> pa.Schema:
-    fields = list(OUTPUT_SCHEMA) + (JUDGE_FIELDS if judge else []) + passthrough_fields(index_schema)
+def output_schema(index_schema: pa.Schema, judge: bool = False,
+                  language: bool = False) -> pa.Schema:
+    """`language`: the language-ID pass writes each row's `language` (the index's where it
+    gives one, else the routed one), so the column is there as text whatever the index has."""
+    passthrough = passthrough_fields(index_schema)
+    if language:
+        passthrough = [f for f in passthrough if f.name != "language"] + [
+            pa.field("language", pa.string())]
+    fields = list(OUTPUT_SCHEMA) + (JUDGE_FIELDS if judge else []) + passthrough
     return pa.schema(fields, metadata={b"asrd_schema_version": str(SCHEMA_VERSION).encode()})

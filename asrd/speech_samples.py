@@ -143,6 +143,56 @@ def make_labelled_set(folder: Path, voices: tuple[str, ...] = VOICES,
     return manifest
 
 
+# Sentences per language for language ID (espeak-ng's voice of each language).
+SPOKEN = {
+    "en": ["good morning, how are you today? i would like a cup of coffee.",
+           "the train to london leaves at eight o'clock in the morning.",
+           "we walked along the river until the sun went down.",
+           "please close the window, it is getting cold in here."],
+    "de": ["guten morgen, wie geht es dir heute? ich möchte gerne einen kaffee trinken.",
+           "der zug nach berlin fährt um acht uhr morgens ab.",
+           "wir sind am fluss entlang gegangen, bis die sonne unterging.",
+           "bitte mach das fenster zu, es wird hier drinnen kalt."],
+    "es": ["buenos días, ¿cómo estás hoy? quiero tomar un café con leche.",
+           "el tren a madrid sale a las ocho de la mañana.",
+           "caminamos por el río hasta que se puso el sol.",
+           "por favor, cierra la ventana, aquí dentro hace frío."],
+    "fr": ["bonjour, comment allez-vous aujourd'hui? je voudrais boire un café.",
+           "le train pour paris part à huit heures du matin.",
+           "nous avons marché le long de la rivière jusqu'au coucher du soleil.",
+           "ferme la fenêtre, s'il te plaît, il commence à faire froid ici."],
+}
+
+
+def make_language_set(folder: Path, languages: tuple[str, ...] = tuple(SPOKEN),
+                      per_language: int = 4, speeds: tuple[int, ...] = (150,)) -> Path:
+    """Speech in several languages as 16 kHz mono FLAC: `per_language` clips of two sentences
+    of SPOKEN in each language, at each speed (6-10 s: Whisper's detection is unsure on a
+    sentence of a few words). `manifest.jsonl` holds each clip's `reference` and its
+    `spoken` language: not `language`, which would force the transcription language.
+    Deterministic. Returns the manifest path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for language in languages:
+        for speed in speeds:
+            said = SPOKEN[language]
+            for i in range(per_language):  # two sentences a clip, each clip another pair
+                text = f"{said[i % len(said)]} {said[(i + 1) % len(said)]}"
+                name = f"{language}-{len(rows):04d}.flac"
+                raw = folder / (name + ".espeak.wav")
+                subprocess.run([need("espeak-ng"), "-v", language, "-s", str(speed), "-w",
+                                str(raw), text], check=True, capture_output=True)
+                audio, rate = sf.read(raw, dtype="float32")
+                raw.unlink()
+                sf.write(folder / name, soxr.resample(audio, rate, 16000), 16000,
+                         subtype="PCM_16")
+                rows.append({"id": name, "path": name, "reference": text, "spoken": language,
+                             "speed": speed})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return manifest
+
+
 if __name__ == "__main__":
     import sys
 

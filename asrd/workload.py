@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from asrd.audio.pack import PackSettings, plan_windows
 from asrd.engines import EngineUnavailable
-from asrd.engines.registry import engine_class
+from asrd.engines.registry import engine_packs
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def _engine_packs(cfg: DictConfig) -> bool:
     """Whether the engine splits packed windows by time (as the pipeline asks it); where that
     cannot be told here (the model is on the task's nodes only), packing is assumed on."""
     try:
-        return engine_class(cfg.engine.kind).packs(cfg.engine)
+        return engine_packs(cfg)
     except (EngineUnavailable, OSError, ValueError, ImportError):
         return True
 

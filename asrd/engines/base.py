@@ -50,6 +50,7 @@ class Hypothesis:
     language: str | None = None  # the spoken language by the model's own detection ...
     language_p: float | None = None  # ... and its probability
     expected_language_p: float | None = None  # the probability of the language it was forced to
+    routed_language: str | None = None  # the language the language-ID pass gave the segment
 
 
 def detection_threshold(quality: DictConfig | None, cheap: bool) -> float | None:

@@ -58,6 +58,14 @@ def engine_class(kind: str) -> type[Engine]:
     return cls
 
 
+def engine_packs(cfg: DictConfig) -> bool:
+    """Whether the run's decode actors pack short clips into shared windows: packing is on, the
+    engine splits windows by time, and no language-ID pass routes clips one by one (a window
+    has one language)."""
+    return (bool(cfg.audio.pack.enabled) and not cfg.language_id.enabled
+            and engine_class(cfg.engine.kind).packs(cfg.engine))
+
+
 def is_vllm(kind: str) -> bool:
     """Whether `kind` is vLLM's engine or a plug-in class built on it."""
     if kind == "vllm" or ":" not in kind:

@@ -20,24 +20,46 @@ English), but the two together do: `unsure_short_text` trips where both are unsu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from asrd.quality.thresholds import Thresholds
 
-__all__ = ["FLAGS", "RENAMED_FLAGS", "Thresholds", "row_flags"]
+__all__ = ["FLAGS", "RENAMED_FLAGS", "LanguageRule", "Thresholds", "row_flags"]
 
 FLAGS = ("empty", "compression", "repeats", "few_unique_words", "long_word", "too_fast",
          "low_logprob", "no_speech", "hallucination", "text_other_language",
-         "spoken_other_language", "unsure_short_text", "reference_wer", "reference_cer")
+         "spoken_other_language", "unsure_short_text", "reference_wer", "reference_cer",
+         "unwanted_language", "unsure_language")
 
 # flags of earlier versions, whose rules changed with their names (merge computes flags again,
 # so old shard files get the new ones)
 RENAMED_FLAGS = {"text_language": "text_other_language", "audio_language": "spoken_other_language"}
 
 
-def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None) -> list[str]:
+@dataclass(frozen=True)
+class LanguageRule:
+    """What the language-ID pass wants (the `language_id` section): a row whose identified
+    spoken language (`audio_language`) is not among `languages` is `unwanted_language`, one
+    identified below `min_p` is `unsure_language`."""
+
+    languages: frozenset[str]  # empty: every language is wanted
+    min_p: float
+
+    @classmethod
+    def of(cls, language_id: Any) -> "LanguageRule | None":
+        """The rule of a `language_id` config section; None when the pass is off."""
+        if language_id is None or not language_id.enabled:
+            return None
+        return cls(frozenset(str(x).lower() for x in language_id.languages),
+                   float(language_id.min_p))
+
+
+def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None,
+              rule: LanguageRule | None = None) -> list[str]:
     """The flags an ok row trips, in FLAGS order. `s`: the row's signal columns (asrd.schema);
-    `expected_language`: the row's or the run's language (None: language flags are off)."""
+    `expected_language`: the row's or the run's language (None: language flags are off);
+    `rule`: the language-ID pass's (None: it did not run, its flags are off)."""
     n_words = s.get("num_words") or 0
     out: list[str] = []
 
@@ -83,6 +105,11 @@ def row_flags(s: Mapping[str, Any], t: Thresholds, expected_language: str | None
         out.append("reference_wer")
     if s.get("cer") is not None and s["cer"] >= t.max_reference_cer:
         out.append("reference_cer")
+    if rule is not None and rule.languages and s.get("audio_language") and (
+            s["audio_language"] not in rule.languages):
+        out.append("unwanted_language")
+    if rule is not None and under("audio_language_p", rule.min_p):
+        out.append("unsure_language")
     return out
 
 

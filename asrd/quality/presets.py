@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import pyarrow as pa
 import yaml
 
-from asrd.quality.flags import FLAGS, RENAMED_FLAGS, Thresholds, row_flags
+from asrd.quality.flags import FLAGS, RENAMED_FLAGS, LanguageRule, Thresholds, row_flags
 from asrd.schema import QUALITY_FIELDS
 
 
@@ -128,8 +128,8 @@ class PresetFilter:
     the rows each flag left out (a row with several flags counts under each)."""
 
     def __init__(self, preset: Preset, run_thresholds: Thresholds, default_language: str | None,
-                 edits: Mapping[str, Any] | None = None):
-        self.preset, self.default_language = preset, default_language
+                 edits: Mapping[str, Any] | None = None, rule: LanguageRule | None = None):
+        self.preset, self.default_language, self.rule = preset, default_language, rule
         self.edits = dict(edits or {})
         self.thresholds = with_edits(preset.thresholds or run_thresholds, self.edits,
                                      "quality.thresholds")
@@ -139,7 +139,7 @@ class PresetFilter:
     def apply(self, table: pa.Table) -> pa.Table:
         if "flags" not in table.column_names:
             return table  # a run without signals
-        flags = flags_again(table, self.thresholds, self.default_language)
+        flags = flags_again(table, self.thresholds, self.default_language, self.rule)
         table = table.set_column(table.column_names.index("flags"), "flags",
                                  pa.array(flags, pa.list_(pa.string())))
         if not self.preset.drop:
@@ -164,7 +164,8 @@ class PresetFilter:
                             "drop": sorted(self.preset.drop, key=FLAGS.index)}}
 
 
-def flags_again(table: pa.Table, thresholds: Thresholds, default_language: str | None
+def flags_again(table: pa.Table, thresholds: Thresholds, default_language: str | None,
+                rule: LanguageRule | None = None
                 ) -> list[Any]:
     """The flags of output rows at `thresholds`, from their stored signals (null stays null: an
     error row, or a row written without signals)."""
@@ -173,5 +174,5 @@ def flags_again(table: pa.Table, thresholds: Thresholds, default_language: str |
     languages = (table.column("language").to_pylist() if "language" in table.column_names
                  else [None] * table.num_rows)
     return [None if fl is None else row_flags(
-                s, thresholds, lang if isinstance(lang, str) and lang else default_language)
+                s, thresholds, lang if isinstance(lang, str) and lang else default_language, rule)
             for fl, s, lang in zip(table.column("flags").to_pylist(), rows, languages)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from asrd.quality import hallucinations, reference, text
-from asrd.quality.flags import Thresholds, row_flags
+from asrd.quality.flags import LanguageRule, Thresholds, row_flags
 from asrd.quality.langid import text_language_id
 
 
@@ -69,11 +69,12 @@ class SignalSettings:
     languages: tuple[str, ...]  # candidates of text language ID
     ngram: int
     thresholds: Thresholds
+    language_rule: LanguageRule | None = None  # the language-ID pass's, when it runs
 
     @classmethod
-    def of(cls, quality_cfg: Any) -> "SignalSettings":
+    def of(cls, quality_cfg: Any, language_id: Any = None) -> "SignalSettings":
         return cls(tuple(str(x).lower() for x in quality_cfg.languages), int(quality_cfg.ngram),
-                   Thresholds.of(quality_cfg.thresholds))
+                   Thresholds.of(quality_cfg.thresholds), LanguageRule.of(language_id))
 
 
 class SignalMaker:
@@ -114,5 +115,5 @@ class SignalMaker:
                 transcript, [x for x in (expected, "en") if x]),
             "wer": scores.wer if scores else None, "cer": scores.cer if scores else None,
         }
-        s["flags"] = row_flags(s, self.settings.thresholds, expected)
+        s["flags"] = row_flags(s, self.settings.thresholds, expected, self.settings.language_rule)
         return s

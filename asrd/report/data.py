@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig
 
 from asrd.config import Thresholds
+from asrd.quality.flags import LanguageRule
 from asrd.quality.presets import SIGNAL_COLUMNS, flags_again, get_preset
 from asrd.rundir import RunDir
 
@@ -91,7 +92,8 @@ def gather(cfg: DictConfig, run_dir: Path, summary: Mapping[str, Any]) -> Report
                 table = pf.read(columns=_columns(pf.schema_arrow))
         except FileNotFoundError:
             continue
-        _count(data, table, cfg.engine.language, data.thresholds)
+        _count(data, table, cfg.engine.language, data.thresholds,
+               LanguageRule.of(cfg.language_id))
         keep = (np.sort(rng.choice(table.num_rows, per_shard_cap, replace=False))
                 if table.num_rows > per_shard_cap else None)
         for col in samples:
@@ -112,14 +114,14 @@ def _columns(schema: pa.Schema) -> list[str]:
 
 
 def _count(data: ReportData, table: pa.Table, default_language: str | None,
-           thresholds: Thresholds) -> None:
+           thresholds: Thresholds, rule: LanguageRule | None = None) -> None:
     """Rows and flags per language (the row's own, else the run's), and flagged examples; the
     flags as the merge computed them, at its thresholds."""
     if "flags" not in table.column_names:
         return
     languages = (table.column("language").to_pylist() if "language" in table.column_names
                  else [None] * table.num_rows)
-    flags = flags_again(table, thresholds, default_language)
+    flags = flags_again(table, thresholds, default_language, rule)
     table = table.set_column(table.column_names.index("flags"), "flags",
                              pa.array(flags, pa.list_(pa.string())))
     ok = pc.is_null(table.column("error")).to_pylist()

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from ray.exceptions import RayActorError, RayTaskError
 
 from asrd import hooks
-from asrd.engines import Hypothesis, InputPreparer, PackedWindow, Segment, build_engine
+from asrd.engines import Hypothesis, InputPreparer, PackedWindow, Segment
+from asrd.engines.language_id import build_run_engine
 from asrd.runtime.health import ActorHealth
 from asrd.runtime.metrics import percentile
 from asrd.runtime.placement import assigned_gpus
@@ -31,9 +32,12 @@ from asrd.runtime.records import SegmentPick, SegmentRef, Transcripts
 class EngineWorker:
     """Holds one engine for the whole task; serves `calls_in_flight` queued calls."""
 
-    def __init__(self, engine_cfg: dict, faults_cfg: dict, quality_cfg: dict):
+    def __init__(self, engine_cfg: dict, faults_cfg: dict, quality_cfg: dict,
+                 language_id_cfg: dict):
         hooks.configure(faults_cfg)  # the hook settings of this actor's process
-        self.engine = build_engine(OmegaConf.create(engine_cfg), OmegaConf.create(quality_cfg))
+        self.engine = build_run_engine(OmegaConf.create(engine_cfg),
+                                       OmegaConf.create(quality_cfg),
+                                       OmegaConf.create(language_id_cfg))
         self.gate = threading.Semaphore(max(1, self.engine.max_concurrency))
 
     def name(self) -> str:
@@ -242,7 +246,8 @@ class EngineStage:
         return SegmentFailed(call.segments[0], f"engine error: {type(reason).__name__}: {msg}")
 
 
-def engine_actor_config(cfg: DictConfig) -> tuple[dict, dict, dict]:
+def engine_actor_config(cfg: DictConfig) -> tuple[dict, dict, dict, dict]:
     return (OmegaConf.to_container(cfg.engine, resolve=True),  # type: ignore[return-value]
             OmegaConf.to_container(cfg.faults, resolve=True),
-            OmegaConf.to_container(cfg.quality, resolve=True))
+            OmegaConf.to_container(cfg.quality, resolve=True),
+            OmegaConf.to_container(cfg.language_id, resolve=True))

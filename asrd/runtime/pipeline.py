@@ -18,7 +18,7 @@ from ray.exceptions import RayActorError
 
 from asrd.audio.vad import check_available as check_vad
 from asrd.engines import EngineUnavailable, preparer_modules
-from asrd.engines.registry import engine_class
+from asrd.engines.registry import engine_packs
 from asrd.plan import ShardSpec
 from asrd.runtime.decode_stage import DecodeStage
 from asrd.runtime.decode_worker import DecodeWorker, decode_actor_config
@@ -45,10 +45,10 @@ class Pipeline:
         e, p, j = cfg.engine, cfg.pipeline, cfg.judge
         if cfg.audio.vad.enabled:
             check_vad()  # here, once, rather than as an error on every row
-        packing = cfg.audio.pack.enabled and engine_class(e.kind).packs(e)
+        packing = engine_packs(cfg)
         if cfg.audio.pack.enabled and not packing:
-            log.info("engine %s does not split packed windows by time: every clip is "
-                     "transcribed alone", e.kind)
+            log.info("engine %s does not split packed windows by time, or the language-ID "
+                     "pass routes clips one by one: every clip is transcribed alone", e.kind)
         n_decode = decode_actor_count(cfg, cpus)
         decode_cpu = min(1.0, max(0.0, cpus - _engine_and_judge_cpus(cfg)) / n_decode)
         self.engines = [

@@ -18,7 +18,8 @@ class QualityStage:
     """Fills `RowResult.quality` of ok rows; with `quality.enabled=false`, does nothing."""
 
     def __init__(self, cfg: DictConfig):
-        self.maker = (SignalMaker(SignalSettings.of(cfg.quality), cfg.engine.language)
+        self.maker = (SignalMaker(SignalSettings.of(cfg.quality, cfg.language_id),
+                                  cfg.engine.language)
                       if cfg.quality.enabled else None)
 
     def assess(self, row: RowResult) -> RowResult:
@@ -26,5 +27,5 @@ class QualityStage:
             reference = row.index_row.columns.get("reference")
             row.quality = self.maker.row(row.text or "", row.speech_s, row.engine_signals,
                                          reference if isinstance(reference, str) else None,
-                                         row.index_row.language)
+                                         row.language)
         return row

@@ -163,6 +163,13 @@ class RowResult:
     judge_error: str | None = None
     engine_signals: EngineSignals | None = None  # what the model said of the row's segments
     quality: dict[str, Any] | None = None  # the signal columns and flags (asrd.quality)
+    routed_language: str | None = None  # the language-ID pass's language for the row
+
+    @property
+    def language(self) -> str | None:
+        """The language the row was transcribed in, where known: the index's, else the one
+        the language-ID pass routed it to."""
+        return self.index_row.language or self.routed_language
 
     @property
     def ok(self) -> bool:
@@ -171,6 +178,8 @@ class RowResult:
     def output(self, model: str, engine: str, judged: bool) -> dict[str, Any]:
         """The output row (see asrd.schema): passthrough columns, then this row's results."""
         out = {k: v for k, v in self.index_row.columns.items() if k != "audio"}
+        if self.routed_language and not self.index_row.language:
+            out["language"] = self.routed_language
         out.update(model=model, engine=engine, text=self.text, error=self.error,
                    segments=None if self.segments is None else [
                        {"start": s.start, "end": s.end, "text": s.text,

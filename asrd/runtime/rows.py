@@ -121,4 +121,14 @@ class RowAssembly:
             duration_s=p.decoded.duration_s, speech_s=p.decoded.speech_s,
             decode_s=p.decode_s, engine_s=p.engine_s,
             pack_window=p.window[0] if p.window else None,
-            pack_offset_s=p.window[1] if p.window else None)
+            pack_offset_s=p.window[1] if p.window else None,
+            routed_language=_routed(hyps, p.spans))
+
+
+def _routed(hyps: list[Hypothesis], spans: list[tuple[float, float]]) -> str | None:
+    """The language the language-ID pass gave most of a row's seconds (None: it gave none)."""
+    seconds: dict[str, float] = {}
+    for h, (a, b) in zip(hyps, spans):
+        if h.routed_language:
+            seconds[h.routed_language] = seconds.get(h.routed_language, 0.0) + (b - a)
+    return max(seconds, key=seconds.__getitem__, default=None)

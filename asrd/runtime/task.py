@@ -72,7 +72,8 @@ def _run_task(rd: RunDir, shards: list[int] | None, overrides: list[str] | None,
     if not todo:
         log.info("all %d shards already done", len(wanted))
         return []
-    schema = output_schema(pq.read_schema(plan.index), judge=cfg.judge.enabled)
+    schema = output_schema(pq.read_schema(plan.index), judge=cfg.judge.enabled,
+                           language=cfg.language_id.enabled)
     finished: list[int] = []
     with local_ray(object_store_mb=cfg.pipeline.ray_object_store_mb,
                    tmp_root=cfg.pipeline.ray_tmp) as res:
