@@ -174,7 +174,7 @@ def build_identifier(engine_cfg: DictConfig, language_id: DictConfig,
             return WhisperDetector(engine.model, shares_engine_model=True)
         return WhisperDetector.load(str(language_id.model), str(language_id.compute_type),
                                     int(engine_cfg.cpus_per_engine))
-    from asrd.engines.registry import build_engine, engine_class
+    from asrd.engines.registry import build_engine
 
     # its signals on (the language token's log-probability), no prompt log-probabilities
     return EngineIdentifier(build_engine(identifier_engine_config(engine_cfg, language_id),
