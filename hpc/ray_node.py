@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import psutil
@@ -33,17 +34,72 @@ from hpc.stop import shielded_children
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
+@dataclass
+class _Kept:
+    """The session `keep_ray` holds: what started it, and the stack that stops it."""
+
+    stack: contextlib.ExitStack
+    unheeded: frozenset[str]
+    key: tuple = ()
+    resources: dict | None = None
+
+    def key_of(self, *args: object) -> tuple:
+        return (*args, sorted(kv for kv in os.environ.items() if kv[0] not in self.unheeded))
+
+
+_kept: _Kept | None = None
+
+
+@contextlib.contextmanager
+def keep_ray(unheeded: tuple[str, ...] = ()) -> Iterator[None]:
+    """Within this block, `local_ray` keeps the session it starts and hands it to later calls
+    asking for the same resources from the same environment (what Ray's processes inherit, but
+    the variables named `unheeded`, which they do not read) instead of each starting and
+    stopping its own; the session stops when the block ends. For a process that runs many short
+    tasks whose Ray start-up (10-20 s on 2 loaded cores) is not what they exercise: the test
+    suite. Nothing else uses it."""
+    global _kept
+    _kept = _Kept(contextlib.ExitStack(), frozenset(unheeded))
+    try:
+        yield
+    finally:
+        kept, _kept = _kept, None
+        kept.stack.close()
+
+
+def release_kept_ray() -> None:
+    """Stop the session `keep_ray` holds now (the next `local_ray` starts another): after a
+    task that may have left actors holding the session's CPUs."""
+    if _kept is not None:
+        _kept.stack.close()
+        _kept.resources = None
+
+
 @contextlib.contextmanager
 def local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
               object_store_mb: int = 0, tmp_root: str = "") -> Iterator[dict]:
-    """Start a private Ray head for this process; yields its resources; always shuts it down."""
-    import ray
-
+    """Start a private Ray head for this process; yields its resources; always shuts it down
+    (within `keep_ray`: the kept session, started on first use)."""
     env = SlurmEnv.from_environ()
     cpus = num_cpus if num_cpus is not None else env.cpus
     gpus = num_gpus if num_gpus is not None else env.gpus
-    # Short path: Ray's socket names must fit in 107 bytes.
     root = tmp_root or env.tmpdir
+    if _kept is None:
+        with _own_ray(cpus, gpus, object_store_mb, root) as res:
+            yield res
+        return
+    if _kept.resources is None or _kept.key != _kept.key_of(cpus, gpus, object_store_mb, root):
+        release_kept_ray()
+        _kept.resources = _kept.stack.enter_context(_own_ray(cpus, gpus, object_store_mb, root))
+        _kept.key = _kept.key_of(cpus, gpus, object_store_mb, root)  # with what Ray set
+    yield _kept.resources
+
+
+@contextlib.contextmanager
+def _own_ray(cpus: int, gpus: int, object_store_mb: int, root: str) -> Iterator[dict]:
+    import ray
+
+    # Short path (`root`): Ray's socket names must fit in 107 bytes.
     os.makedirs(root, exist_ok=True)
     sweep(root)
     tmp = tempfile.mkdtemp(prefix="ray-", dir=root)
