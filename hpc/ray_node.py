@@ -17,11 +17,13 @@ on a node first sweeps the Ray folders of tasks there that died with their reape
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -34,17 +36,26 @@ from hpc.stop import shielded_children
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
+FREE_WAIT_S = 30.0  # how long a kept session's CPUs may take to come back before it is replaced
+
+
 @dataclass
 class _Kept:
-    """The session `keep_ray` holds: what started it, and the stack that stops it."""
+    """The session `keep_ray` holds: what started it, the stack that stops it, and how many
+    `local_ray` blocks use it now."""
 
     stack: contextlib.ExitStack
     unheeded: frozenset[str]
     key: tuple = ()
     resources: dict | None = None
+    users: int = 0
 
     def key_of(self, *args: object) -> tuple:
         return (*args, sorted(kv for kv in os.environ.items() if kv[0] not in self.unheeded))
+
+    def stop(self) -> None:
+        self.stack.close()
+        self.resources = None
 
 
 _kept: _Kept | None = None
@@ -53,46 +64,63 @@ _kept: _Kept | None = None
 @contextlib.contextmanager
 def keep_ray(unheeded: tuple[str, ...] = ()) -> Iterator[None]:
     """Within this block, `local_ray` keeps the session it starts and hands it to later calls
-    asking for the same resources from the same environment (what Ray's processes inherit, but
-    the variables named `unheeded`, which they do not read) instead of each starting and
-    stopping its own; the session stops when the block ends. For a process that runs many short
-    tasks whose Ray start-up (10-20 s on 2 loaded cores) is not what they exercise: the test
-    suite. Nothing else uses it."""
+    where a fresh one would be the same: the same resources asked for, from the same environment
+    (what Ray's processes inherit, but the variables named `unheeded`, which they do not read),
+    all of them free again (the last task's actors gone; a session still holding some after
+    FREE_WAIT_S is replaced). The session stops when the block ends. For a process that runs
+    many short tasks whose Ray start-up and stop (10-20 s on 2 loaded cores) are not what they
+    exercise: the test suite. Nothing else uses it."""
     global _kept
     _kept = _Kept(contextlib.ExitStack(), frozenset(unheeded))
     try:
         yield
     finally:
         kept, _kept = _kept, None
-        kept.stack.close()
-
-
-def release_kept_ray() -> None:
-    """Stop the session `keep_ray` holds now (the next `local_ray` starts another): after a
-    task that may have left actors holding the session's CPUs."""
-    if _kept is not None:
-        _kept.stack.close()
-        _kept.resources = None
+        kept.stop()
 
 
 @contextlib.contextmanager
 def local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
               object_store_mb: int = 0, tmp_root: str = "") -> Iterator[dict]:
     """Start a private Ray head for this process; yields its resources; always shuts it down
-    (within `keep_ray`: the kept session, started on first use)."""
+    (within `keep_ray`: the kept session, see there)."""
     env = SlurmEnv.from_environ()
     cpus = num_cpus if num_cpus is not None else env.cpus
     gpus = num_gpus if num_gpus is not None else env.gpus
     root = tmp_root or env.tmpdir
-    if _kept is None:
+    kept = _kept
+    if kept is None:
         with _own_ray(cpus, gpus, object_store_mb, root) as res:
             yield res
         return
-    if _kept.resources is None or _kept.key != _kept.key_of(cpus, gpus, object_store_mb, root):
-        release_kept_ray()
-        _kept.resources = _kept.stack.enter_context(_own_ray(cpus, gpus, object_store_mb, root))
-        _kept.key = _kept.key_of(cpus, gpus, object_store_mb, root)  # with what Ray set
-    yield _kept.resources
+    if kept.users == 0 and kept.resources is not None and (
+            kept.key != kept.key_of(cpus, gpus, object_store_mb, root) or not _all_free()):
+        kept.stop()
+    if kept.resources is None:
+        kept.resources = kept.stack.enter_context(_own_ray(cpus, gpus, object_store_mb, root))
+        kept.key = kept.key_of(cpus, gpus, object_store_mb, root)  # with what Ray set
+    kept.users += 1  # a block inside another one's (a task under a test's actors) shares it
+    try:
+        yield kept.resources
+    finally:
+        kept.users -= 1
+
+
+def _all_free() -> bool:
+    """Whether every CPU and GPU of the running session is free, waiting up to FREE_WAIT_S for
+    actors whose handles were dropped (those in reference cycles go with a collection)."""
+    import ray
+
+    gc.collect()
+    total = ray.cluster_resources()
+    deadline = time.monotonic() + FREE_WAIT_S
+    while True:
+        free = ray.available_resources()
+        if all(free.get(k, 0.0) >= total.get(k, 0.0) - 1e-6 for k in ("CPU", "GPU")):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -25,30 +23,11 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 def kept_ray():
     """One Ray session for the tasks the tests run in this process (`hpc.ray_node.keep_ray`):
     Ray's start-up and stop, 10-20 s on 2 loaded cores, were most of many tests' time. A test
-    that asks for other resources or changed the environment gets a session of its own; tests
-    of Ray's own start and stop run tasks as processes, which never share it."""
+    that asks for other resources or changed the environment gets a session of its own, and so
+    does one after a test that left actors holding the session's CPUs; tests of Ray's own start
+    and stop run tasks as processes, which never share it."""
     with ray_node.keep_ray(unheeded=("PYTEST_CURRENT_TEST",)):
         yield
-
-
-@pytest.fixture(autouse=True)
-def ray_left_clean():
-    """After each test, the kept session must have all its CPUs and GPUs free again (a task's
-    actors end when it drops them); one that a test left holding them is stopped instead, so
-    that the next test's actors never wait behind them."""
-    yield
-    import ray
-
-    if not ray.is_initialized():
-        return
-    gc.collect()  # actor handles in reference cycles end with their cycle
-    total = ray.cluster_resources()
-    for _ in range(600):  # a bound on a leak, not a clock a test relies on: it only restarts Ray
-        free = ray.available_resources()
-        if all(free.get(k, 0.0) >= total.get(k, 0.0) - 1e-6 for k in ("CPU", "GPU")):
-            return
-        time.sleep(0.05)
-    ray_node.release_kept_ray()
 
 
 @pytest.fixture(scope="session")
