@@ -46,6 +46,7 @@ class _Kept:
 
     stack: contextlib.ExitStack
     unheeded: frozenset[str]
+    root: str
     key: tuple = ()
     resources: dict | None = None
     users: int = 0
@@ -62,16 +63,19 @@ _kept: _Kept | None = None
 
 
 @contextlib.contextmanager
-def keep_ray(unheeded: tuple[str, ...] = ()) -> Iterator[None]:
+def keep_ray(root: str, unheeded: tuple[str, ...] = ()) -> Iterator[None]:
     """Within this block, `local_ray` keeps the session it starts and hands it to later calls
     where a fresh one would be the same: the same resources asked for, from the same environment
     (what Ray's processes inherit, but the variables named `unheeded`, which they do not read),
     all of them free again (the last task's actors gone; a session still holding some after
-    FREE_WAIT_S is replaced). The session stops when the block ends. For a process that runs
-    many short tasks whose Ray start-up and stop (10-20 s on 2 loaded cores) are not what they
-    exercise: the test suite. Nothing else uses it."""
+    FREE_WAIT_S is replaced). Its Ray folder is made under `root` (unless a call names its
+    own), a folder of its own: a task starting elsewhere sweeps the Ray folders in its root
+    whose owner looks gone, and a session that outlives many tasks must not be taken for one's.
+    The session stops when the block ends. For a process that runs many short tasks whose Ray
+    start-up and stop (10-20 s on 2 loaded cores) are not what they exercise: the test suite.
+    Nothing else uses it."""
     global _kept
-    _kept = _Kept(contextlib.ExitStack(), frozenset(unheeded))
+    _kept = _Kept(contextlib.ExitStack(), frozenset(unheeded), root)
     try:
         yield
     finally:
@@ -97,7 +101,8 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
             kept.key != kept.key_of(cpus, gpus, object_store_mb, root) or not _all_free()):
         kept.stop()
     if kept.resources is None:
-        kept.resources = kept.stack.enter_context(_own_ray(cpus, gpus, object_store_mb, root))
+        kept.resources = kept.stack.enter_context(_own_ray(cpus, gpus, object_store_mb,
+                                                           tmp_root or kept.root))
         kept.key = kept.key_of(cpus, gpus, object_store_mb, root)  # with what Ray set
     kept.users += 1  # a block inside another one's (a task under a test's actors) shares it
     try:

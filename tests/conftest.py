@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,14 @@ def kept_ray():
     Ray's start-up and stop, 10-20 s on 2 loaded cores, were most of many tests' time. A test
     that asks for other resources or changed the environment gets a session of its own, and so
     does one after a test that left actors holding the session's CPUs; tests of Ray's own start
-    and stop run tasks as processes, which never share it."""
-    with ray_node.keep_ray(unheeded=("PYTEST_CURRENT_TEST",)):
-        yield
+    and stop run tasks as processes, which never share it. Its Ray folder is in a folder of its
+    own, which the tasks those tests start never sweep."""
+    root = tempfile.mkdtemp(prefix="asrd-kept-")  # short: Ray's socket paths must fit
+    try:
+        with ray_node.keep_ray(root, unheeded=("PYTEST_CURRENT_TEST",)):
+            yield
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,12 @@ task: the tasks that tests/test_faults.py runs as processes.)"""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ray
 
 from hpc.ray_node import local_ray
+from hpc.slurm_env import SlurmEnv
 
 
 def test_the_kept_session_serves_the_same_request_and_not_a_changed_environment(monkeypatch):
@@ -18,6 +20,8 @@ def test_the_kept_session_serves_the_same_request_and_not_a_changed_environment(
     with local_ray(num_cpus=2, num_gpus=0) as first:
         pass
     assert ray.is_initialized()  # kept for the next task
+    # Not where tasks started as processes sweep Ray folders whose owner looks gone.
+    assert Path(first["temp_dir"]).parent != Path(SlurmEnv.from_environ().tmpdir)
     with local_ray(num_cpus=2, num_gpus=0) as again:
         assert again == first
     monkeypatch.setenv("ASRD_KEPT_RAY_PROBE", "1")  # what Ray's workers inherit changed
