@@ -37,6 +37,15 @@ def kept_ray():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def own_ray_for_gpu_tests(request, monkeypatch):
+    """A GPU test's tasks get a fresh Ray session (a variable only it sets changes what the kept
+    one was started with), as before the kept session: stopping the last one kills every
+    process it left, so no engine's GPU memory outlives its test."""
+    if request.node.get_closest_marker("gpu"):
+        monkeypatch.setenv("ASRD_TEST_RAY_SESSION", request.node.nodeid)
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     """A folder of 8 recordings in wav/flac/mp3/ogg/m4a/opus at 8-48 kHz, mono and stereo, and
