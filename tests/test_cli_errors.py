@@ -41,7 +41,7 @@ def asrd_here(capsys) -> Callable[..., subprocess.CompletedProcess]:
         try:
             status = main(list(args))
         except SystemExit as e:
-            status = e.code if isinstance(e.code, int) else 2
+            status = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(["asrd", *args], status, out, err)
 
