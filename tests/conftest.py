@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,12 +12,38 @@ import pytest
 from asrd import config as config_mod
 from asrd.index import build_index
 from asrd.speech_samples import make_corpus
+from hpc import ray_node
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 # The fault hooks (asrd.testing.faults) act in every process the tests start: commands, SLURM
 # tasks and their Ray actors inherit this environment.
 os.environ["ASRD_HOOKS"] = "asrd.testing.faults"
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kept_ray():
+    """One Ray session for the tasks the tests run in this process (`hpc.ray_node.keep_ray`):
+    Ray's start-up and stop, 10-20 s on 2 loaded cores, were most of many tests' time. A test
+    that asks for other resources or changed the environment gets a session of its own, and so
+    does one after a test that left actors holding the session's CPUs; tests of Ray's own start
+    and stop run tasks as processes, which never share it. Its Ray folder is in a folder of its
+    own, which the tasks those tests start never sweep."""
+    root = tempfile.mkdtemp(prefix="asrd-kept-")  # short: Ray's socket paths must fit
+    try:
+        with ray_node.keep_ray(root, unheeded=("PYTEST_CURRENT_TEST",)):
+            yield
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def own_ray_for_gpu_tests(request, monkeypatch):
+    """A GPU test's tasks get a fresh Ray session (a variable only it sets changes what the kept
+    one was started with), as before the kept session: stopping the last one kills every
+    process it left, so no engine's GPU memory outlives its test."""
+    if request.node.get_closest_marker("gpu"):
+        monkeypatch.setenv("ASRD_TEST_RAY_SESSION", request.node.nodeid)
 
 
 @pytest.fixture(scope="session")

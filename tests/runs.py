@@ -23,6 +23,16 @@ def cli_args(index: Path, run_dir: Path, *extra: str) -> list[str]:
             "run.num_shards=1", *extra]
 
 
+def run_here(args: list[str]) -> None:
+    """A `cli_args` command line run by `asrd.cli.main` in this process (on the tests' kept Ray
+    session): for a run whose own process is not what the test is about, e.g. the resume after
+    a killed one. It must succeed."""
+    from asrd.cli import main
+
+    assert args[:3] == [sys.executable, "-m", "asrd.cli"], args
+    assert main(args[3:]) == 0
+
+
 def part_rows(run_dir: Path) -> list[int]:
     """Index rows in the shard's committed parts (the resume point)."""
     parts = sorted((run_dir / "shards" / "shard-000000.parts").glob("part-*.parquet"))

@@ -1,5 +1,8 @@
 """Bad input and a hostile machine end in one line, `asrd: error: ...`, exit status 2, and nothing
-half-written: every case runs the real command line as a process and reads its stderr."""
+half-written. Cases about the process itself (an engine dying at start, a full or read-only store,
+a closed pipe, what `asrd status` imports) run the real command line as a process and read its
+stderr; the plain refusals of bad input call `asrd.cli.main`, what the `asrd` script runs, in the
+test process (an interpreter's start and imports were most of their time)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,9 +24,28 @@ import pytest
 from tests.runs import assert_exactly_once, cli_args
 
 
-def asrd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def asrd(*args: str) -> subprocess.CompletedProcess:
+    """`asrd ARGS` as a process of its own."""
     return subprocess.run([sys.executable, "-m", "asrd.cli", *args], capture_output=True,
-                          text=True, cwd=cwd)
+                          text=True)
+
+
+@pytest.fixture
+def asrd_here(capsys) -> Callable[..., subprocess.CompletedProcess]:
+    """`asrd ARGS` through `asrd.cli.main` in this process, its exit status (argparse's
+    SystemExit too) and what it printed in the shape of a finished process."""
+    from asrd.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()  # only this command's output
+        try:
+            status = main(list(args))
+        except SystemExit as e:
+            status = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["asrd", *args], status, out, err)
+
+    return run
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess, *expected: str) -> str:
@@ -58,13 +80,13 @@ CONFIG_FILES = {
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_FILES))
-def test_bad_config_file(case, tmp_path):
+def test_bad_config_file(case, tmp_path, asrd_here):
     content, expected = CONFIG_FILES[case]
     f = tmp_path / "bad.yaml"
     f.write_bytes(content)
     run_dir = tmp_path / "run"
-    assert_one_error_line(asrd("plan", "-c", str(f), f"run.dir={run_dir}", "run.index=/x.parquet"),
-                          expected)
+    assert_one_error_line(asrd_here("plan", "-c", str(f), f"run.dir={run_dir}",
+                                    "run.index=/x.parquet"), expected)
     assert not run_dir.exists()
 
 
@@ -94,10 +116,10 @@ BAD_INDEXES = {"not Parquet": "is not a readable Parquet file", "no id": "has no
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_INDEXES))
-def test_bad_index_is_refused_at_plan(kind, corpus_index, tmp_path):
+def test_bad_index_is_refused_at_plan(kind, corpus_index, tmp_path, asrd_here):
     index = _bad_index(kind, corpus_index, tmp_path / "index.parquet")
     run_dir = tmp_path / "run"
-    assert_one_error_line(asrd("plan", f"run.index={index}", f"run.dir={run_dir}"),
+    assert_one_error_line(asrd_here("plan", f"run.index={index}", f"run.dir={run_dir}"),
                           str(index), BAD_INDEXES[kind])
     assert not (run_dir / "config.yaml").exists() and not (run_dir / "plan.json").exists()
 
@@ -109,25 +131,25 @@ MANIFESTS = {"an unclosed quote": ("m.csv", b'path,reference\n"a.wav,x\n', "not 
 
 
 @pytest.mark.parametrize("case", sorted(MANIFESTS))
-def test_bad_manifest_is_refused_at_index(case, tmp_path):
+def test_bad_manifest_is_refused_at_index(case, tmp_path, asrd_here):
     name, content, expected = MANIFESTS[case]
     (tmp_path / name).write_bytes(content)
-    assert_one_error_line(asrd("index", str(tmp_path / name), "-o", str(tmp_path / "i.parquet")),
-                          expected)
+    assert_one_error_line(asrd_here("index", str(tmp_path / name), "-o",
+                                    str(tmp_path / "i.parquet")), expected)
     assert not (tmp_path / "i.parquet").exists() and not _leftovers(tmp_path)
 
 
-def test_index_output_that_is_a_folder(corpus, tmp_path):
-    assert_one_error_line(asrd("index", str(corpus), "-o", str(tmp_path)), "is a folder")
+def test_index_output_that_is_a_folder(corpus, tmp_path, asrd_here):
+    assert_one_error_line(asrd_here("index", str(corpus), "-o", str(tmp_path)), "is a folder")
 
 
 # --- engines that cannot load -------------------------------------------------------------------
 
-def test_missing_model_is_refused_before_the_config_is_frozen(corpus_index, tmp_path):
+def test_missing_model_is_refused_before_the_config_is_frozen(corpus_index, tmp_path, asrd_here):
     run_dir = tmp_path / "run"
     for command in ("plan", "run"):
-        assert_one_error_line(asrd(command, f"run.index={corpus_index}", f"run.dir={run_dir}",
-                                   f"engine.model={tmp_path / 'no-model'}"),
+        assert_one_error_line(asrd_here(command, f"run.index={corpus_index}", f"run.dir={run_dir}",
+                                        f"engine.model={tmp_path / 'no-model'}"),
                               "not a CTranslate2 model directory")
         assert not (run_dir / "config.yaml").exists()
 
@@ -178,42 +200,44 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def test_full_and_read_only_store_during_run_and_merge(corpus_index, tmp_path):
+def test_full_and_read_only_store_during_run_and_merge(corpus_index, tmp_path, asrd_here):
+    """The run on a full store is a process of its own: it fails after its Ray session and
+    pipeline started, and ending with the process, they relay no actor's line after its error
+    line. The plan, the resume, the merges and the refused restart run in this process."""
     rows = pq.read_metadata(corpus_index).num_rows
     with small_tmpfs(tmp_path / "store") as store:
         run_dir = store / "run"
         args = cli_args(corpus_index, run_dir, "engine.kind=fault")
-        assert subprocess.run([*args[:3], "plan", *args[4:]], capture_output=True).returncode == 0
+        assert asrd_here("plan", *args[4:]).returncode == 0
         filler = fill(store)
         assert_one_error_line(subprocess.run(args, capture_output=True, text=True),
                               "No space left on device", "free space there")
         assert not (run_dir / "done" / "shard-000000.json").exists() and not _leftovers(run_dir)
         filler.unlink()
-        assert subprocess.run(args, capture_output=True).returncode == 0  # nothing was lost
+        assert asrd_here(*args[3:]).returncode == 0  # nothing was lost
         assert_exactly_once(run_dir, rows)
 
         merge = [f"run.dir={run_dir}"]
-        assert asrd("merge", *merge).returncode == 0
+        assert asrd_here("merge", *merge).returncode == 0
         before = {p.name: p.read_bytes() for p in (run_dir / "merged").iterdir()}
         filler = fill(store)
-        assert_one_error_line(asrd("merge", *merge), "No space left on device")
+        assert_one_error_line(asrd_here("merge", *merge), "No space left on device")
         assert {p.name: p.read_bytes() for p in (run_dir / "merged").iterdir()} == before
         assert not _leftovers(run_dir)
         filler.unlink()
 
         subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
-        assert_one_error_line(asrd("merge", *merge), "Read-only file system")
-        assert_one_error_line(subprocess.run([*args, "--force"], capture_output=True, text=True),
-                              "not writable")
+        assert_one_error_line(asrd_here("merge", *merge), "Read-only file system")
+        assert_one_error_line(asrd_here(*args[3:], "--force"), "not writable")
         assert json.loads((run_dir / "merged" / "summary.json").read_text())["rows"] == rows
 
 
-def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(corpus_index, tmp_path):
+def test_output_into_a_pipe_whose_reader_is_gone_ends_quietly(corpus_index, tmp_path, asrd_here):
     """`asrd status | head -1`: once the reader has gone, asrd ends as Unix tools do, without
     an error line or a traceback (status 128 + SIGPIPE)."""
     run_dir = tmp_path / "run"
-    assert asrd("plan", f"run.index={corpus_index}", f"run.dir={run_dir}",
-                "engine.kind=fault").returncode == 0
+    assert asrd_here("plan", f"run.index={corpus_index}", f"run.dir={run_dir}",
+                     "engine.kind=fault").returncode == 0
     status = [sys.executable, "-m", "asrd.cli", "status", f"run.dir={run_dir}"]
     first = subprocess.run(status, capture_output=True, text=True, check=True).stdout
     read_end, write_end = os.pipe()
@@ -248,13 +272,14 @@ def test_every_user_error_name_is_the_exception_class_it_matches():
     assert not is_user_error(ValueError("x")) and not is_user_error(BrokenPipeError())
 
 
-def test_status_imports_only_what_it_runs_and_lazy_errors_stay_one_line(corpus_index, tmp_path):
+def test_status_imports_only_what_it_runs_and_lazy_errors_stay_one_line(corpus_index, tmp_path,
+                                                                        asrd_here):
     """`asrd status` does not import the merge, export, report or runtime modules (a tenth of a
     second, seconds on a loaded node); errors raised by modules a command imports on its own are
     still one `asrd: error:` line, exit status 2."""
     run_dir = tmp_path / "run"
-    assert asrd("plan", f"run.index={corpus_index}", f"run.dir={run_dir}",
-                "engine.kind=fault").returncode == 0
+    assert asrd_here("plan", f"run.index={corpus_index}", f"run.dir={run_dir}",
+                     "engine.kind=fault").returncode == 0
     probe = ("import sys; from asrd.cli import main; rc = main(sys.argv[1:]); "
              "print('MODULES', *sorted(m for m in sys.modules if m.startswith('asrd.'))); "
              "sys.exit(rc)")

@@ -29,8 +29,8 @@ from asrd.testing.faults import read_events
 from hpc.process_ref import ProcessRef
 from hpc.ray_reaper import holders, reap, sweep
 from tests.conftest import make_cfg
-from tests.runs import (assert_exactly_once, cli_args, marker, part_rows, running, shard_rows,
-                        wait_until)
+from tests.runs import (assert_exactly_once, cli_args, marker, part_rows, run_here, running,
+                        shard_rows, wait_until)
 
 ROWS = 8
 ONE_ROW_PER_CALL = ["engine.batch_size=1", "engine.calls_in_flight=1",
@@ -85,9 +85,7 @@ def test_sigterm_commits_exactly_the_finished_rows_and_exits_143(corpus_index, t
     assert not list(ray_tmp.iterdir())  # the task's Ray session folder went with it
     ray_tmp.rmdir()
 
-    subprocess.run(cli_args(corpus_index, run_dir,
-                            *fault_args(tmp_path / "faults2", *NO_BLOCK)),
-                   check=True, capture_output=True, timeout=600)
+    run_here(cli_args(corpus_index, run_dir, *fault_args(tmp_path / "faults2", *NO_BLOCK)))
     assert marker(run_dir)["resumed_rows"] == 3
     assert_each_row_once_with_its_own_text(run_dir)
 
@@ -106,8 +104,7 @@ def test_sigkill_at_chosen_points_resumes_exactly_once(corpus_index, tmp_path):
         assert sorted(set(part_rows(run_dir))) == sorted(part_rows(run_dir))  # none twice
         assert len(part_rows(run_dir)) == committed  # the earlier parts plus this run's
         assert not (run_dir / "done" / "shard-000000.json").exists()
-    subprocess.run(cli_args(corpus_index, run_dir, *fault_args(tmp_path / "last", *NO_BLOCK)),
-                   check=True, capture_output=True, timeout=600)
+    run_here(cli_args(corpus_index, run_dir, *fault_args(tmp_path / "last", *NO_BLOCK)))
     assert marker(run_dir)["resumed_rows"] == 5
     assert_each_row_once_with_its_own_text(run_dir)
 
@@ -276,6 +273,5 @@ def test_a_part_corrupted_under_a_running_task_ends_it_with_one_error_line(corpu
     finished = subprocess.CompletedProcess(args, proc.returncode, "", log.read_text())
     assert_one_error_line(finished, "does not read any more", part.name, "run the shard again")
     assert not part.exists() and not (run_dir / "done" / "shard-000000.json").exists()
-    subprocess.run(cli_args(corpus_index, run_dir, *fault_args(tmp_path / "again", *NO_BLOCK)),
-                   check=True, capture_output=True, timeout=600)
+    run_here(cli_args(corpus_index, run_dir, *fault_args(tmp_path / "again", *NO_BLOCK)))
     assert_each_row_once_with_its_own_text(run_dir)

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from asrd.cli import main
 from asrd.index import IndexInputError, build_index
 
 HANG_GUARD_S = 300  # only a guard against a hang; the work takes a second
@@ -162,8 +163,9 @@ def test_fifo_and_folder_named_wav_are_error_rows_not_a_hang(corpus, tmp_path):
     assert errors[str(corpus / "utt000.wav")] is None
 
 
-def test_index_in_one_folder_run_from_another(corpus, tmp_path):
-    """`asrd index` started beside the manifest, `asrd run` from elsewhere: every row ok; the
+def test_index_in_one_folder_run_from_another(corpus, tmp_path, monkeypatch):
+    """`asrd index` started beside the manifest (in this process), `asrd run` from elsewhere (a
+    process started there: its Ray session starts in that folder too): every row ok; the
     FIFO named `.wav` (made after indexing, so only decode meets it) is an unreadable row."""
     data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
     (data / "audio").mkdir(parents=True)
@@ -173,13 +175,13 @@ def test_index_in_one_folder_run_from_another(corpus, tmp_path):
         (data / "audio" / name).write_bytes((corpus / name).read_bytes())
     (data / "m.jsonl").write_text("".join(json.dumps({"path": f"audio/{n}", "id": i}) + "\n"
                                           for i, n in enumerate(names + ["late.wav"])))
-    cli = [sys.executable, "-m", "asrd.cli"]
-    subprocess.run([*cli, "index", "m.jsonl", "-o", "index.parquet"], cwd=data, check=True,
-                   timeout=HANG_GUARD_S)
+    with monkeypatch.context() as here:
+        here.chdir(data)
+        assert main(["index", "m.jsonl", "-o", "index.parquet"]) == 0
     os.mkfifo(data / "audio" / "late.wav")
-    subprocess.run([*cli, "run", f"run.index={data / 'index.parquet'}", "run.dir=run",
-                    "run.num_shards=1", "engine.kind=fault"], cwd=elsewhere, check=True,
-                   timeout=HANG_GUARD_S, capture_output=True)
+    subprocess.run([sys.executable, "-m", "asrd.cli", "run", f"run.index={data / 'index.parquet'}",
+                    "run.dir=run", "run.num_shards=1", "engine.kind=fault"], cwd=elsewhere,
+                   check=True, timeout=HANG_GUARD_S, capture_output=True)
     rows = {r["id"]: r for r in pq.read_table(
         elsewhere / "run" / "shards" / "shard-000000.parquet").to_pylist()}
     assert sorted(rows) == ["0", "1", "2", "3"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 
 import numpy as np
 
@@ -15,7 +14,8 @@ from asrd.plan import make_plan
 from asrd.runtime.task import run_task
 from asrd.testing.faults import read_events
 from tests.conftest import make_cfg
-from tests.runs import assert_exactly_once, cli_args, marker, running, shard_rows, wait_until
+from tests.runs import (assert_exactly_once, cli_args, marker, run_here, running, shard_rows,
+                        wait_until)
 
 PACK = ["audio.pack.enabled=true", "pipeline.items_per_decode_task=4"]  # (on by default)
 
@@ -81,10 +81,9 @@ def test_packing_survives_a_kill_and_resumes_exactly_once(corpus_index, tmp_path
         proc.wait()
     committed = len(list((run_dir / "shards").rglob("part-*.parquet")))
     assert committed >= 2  # at least one window's rows, a part each
-    subprocess.run(cli_args(corpus_index, run_dir, "engine.kind=fault",
-                            f"faults.state_dir={tmp_path / 'f2'}", "faults.block_after_calls=-1",
-                            "engine.calls_in_flight=1", "pipeline.part_rows=1", *PACK),
-                   check=True, capture_output=True, timeout=600)
+    run_here(cli_args(corpus_index, run_dir, "engine.kind=fault",
+                      f"faults.state_dir={tmp_path / 'f2'}", "faults.block_after_calls=-1",
+                      "engine.calls_in_flight=1", "pipeline.part_rows=1", *PACK))
     assert marker(run_dir)["resumed_rows"] == committed
     rows = shard_rows(run_dir)
     assert sorted(r["row"] for r in rows) == list(range(8))

@@ -1,5 +1,5 @@
-"""Engine placement on a node of 8 GPUs, by Ray's own accounting (no GPU needed: Ray is told the
-node has 8). The timed engine records the GPU ids and CUDA_VISIBLE_DEVICES its actor was given;
+"""Engine placement on a node of 4 or 8 GPUs, by Ray's own accounting (no GPU needed: Ray is told
+how many the node has). The timed engine records the GPU ids and CUDA_VISIBLE_DEVICES its actor was given;
 the shard's marker records the placement the task saw."""
 
 from collections import Counter
@@ -13,18 +13,21 @@ from asrd.testing.timed_engine import TimedSettings
 from tests.conftest import make_cfg
 from tests.runs import marker
 
-# Ids that are not 0..7, as SLURM hands a task the upper half of a 16-GPU node: the recorded
-# ids must be these physical ones.
-PHYSICAL = [str(g) for g in range(10, 18)]
+def physical(gpus: int) -> list[str]:
+    """Ids that do not start at 0, as SLURM hands a task part of a larger node: the recorded ids
+    must be these physical ones."""
+    return [str(g) for g in range(10, 10 + gpus)]
 
 
-@pytest.mark.parametrize("engines,per_engine,tp", [(16, 0.5, 1), (4, 1, 2)],
+# Two engines per GPU on 4 GPUs (8 engine actors to start, not 16 on 8: the same sharing), and
+# tensor-parallel pairs on 8.
+@pytest.mark.parametrize("gpus,engines,per_engine,tp", [(4, 8, 0.5, 1), (8, 4, 1, 2)],
                          ids=["two-per-gpu", "tensor-parallel-2"])
 def test_engines_land_on_distinct_gpus_in_equal_shares(corpus_index, tmp_path, monkeypatch,
-                                                      engines, per_engine, tp):
-    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "8")
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")  # Ray's accounting: 16 x 0.1 + 1 decode actor
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(PHYSICAL))
+                                                      gpus, engines, per_engine, tp):
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", str(gpus))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")  # Ray's accounting: 8 x 0.1 + 1 decode actor
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(physical(gpus)))
     state = tmp_path / "state"
     TimedSettings().write(state)
     cfg = make_cfg(corpus_index, tmp_path / "run", "run.num_shards=1",
@@ -39,8 +42,8 @@ def test_engines_land_on_distinct_gpus_in_equal_shares(corpus_index, tmp_path, m
     assert len(placed) == engines
     assert all(len(g) == tp for g in placed)  # a TP engine holds its tp GPUs itself
     per_gpu = Counter(g for gpus in placed for g in gpus)
-    assert sorted(per_gpu) == sorted(PHYSICAL)  # every GPU used ...
-    assert set(per_gpu.values()) == {engines * tp // 8}  # ... by an equal share of engines
+    assert sorted(per_gpu) == sorted(physical(gpus))  # every GPU used ...
+    assert set(per_gpu.values()) == {engines * tp // gpus}  # ... by an equal share of engines
     if tp > 1:
         assert len(set(placed)) == engines  # disjoint groups
     sharing = marker(rd.path)["gpu_engines"]

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
+from asrd.cli import main
 from asrd.index import build_index
 from asrd.merge import merge
 from asrd.plan import make_plan
@@ -111,10 +111,8 @@ def test_merge_writes_the_report_page_and_logs_it_to_w_and_b(quality_run, wb_env
     ids = [r[flagged["columns"].index("id")] for r in flagged["data"]]
     assert sorted(i.rsplit("/", 1)[-1] for i in ids) == ["silence.wav", "wrong-ref"]
     again = tmp_path / "again.html"
-    done = subprocess.run([sys.executable, "-m", "asrd.cli", "report", f"run.dir={rd.path}",
-                           f"run.index={cfg.run.index}", "-o", str(again)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    assert main(["report", f"run.dir={rd.path}", f"run.index={cfg.run.index}",
+                 "-o", str(again)]) == 0
     assert 'alt="signals"' in again.read_text()
 
 

@@ -4,9 +4,9 @@ the same segments as the whole-array path, and memory that does not grow with th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
-import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -30,7 +30,8 @@ from asrd.runtime.task import run_task
 from asrd.testing.faults import read_events
 from asrd.speech_samples import SENTENCES, non_speech, speak
 from tests.conftest import make_cfg
-from tests.runs import assert_exactly_once, cli_args, part_rows, running, shard_rows, wait_until
+from tests.runs import (assert_exactly_once, cli_args, part_rows, run_here, running, shard_rows,
+                        wait_until)
 
 SR = 16000
 
@@ -128,7 +129,8 @@ def partial_segments(run_dir: Path) -> list[dict]:
     return [r for p in sorted(folder.glob("seg-*.parquet")) for r in pq.read_table(p).to_pylist()]
 
 
-def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_index, tmp_path):
+def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_index, tmp_path,
+                                                                          caplog):
     """kill -9 of the task while the engine is held inside the long recording: the resumed run
     transcribes only the segments not committed, and the row comes out once, whole, in order,
     with times in the recording."""
@@ -154,9 +156,9 @@ def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_i
     assert sorted(r["seg"] for r in committed) == sorted({r["seg"] for r in committed})
 
     again = tmp_path / "faults2"
-    resumed = subprocess.run(cli_args(index, run_dir, *common, f"faults.state_dir={again}",
-                                      "faults.block_after_calls=-1"),
-                             check=True, capture_output=True, text=True, timeout=600)
+    caplog.set_level(logging.INFO, logger="asrd")
+    run_here(cli_args(index, run_dir, *common, f"faults.state_dir={again}",
+                      "faults.block_after_calls=-1"))
     assert assert_exactly_once(run_dir, 2)["segments_reused"] == len(committed)
     long_row = next(r for r in shard_rows(run_dir) if r["id"] == "talk.flac")
     expected = segment(decode(str(talk_path), SR), SR, MAX_SEGMENT_S, VadSettings())
@@ -168,7 +170,7 @@ def test_kill_inside_a_long_recording_resumes_from_its_committed_segments(long_i
     calls = [e for e in read_events(again, "engine-calls") if e["ids"] == ["talk.flac"]]
     assert len(calls) == len(expected.spans) - len(committed)  # only the rest
     assert (f"long recording 'talk.flac' resumed: {len(committed)} of its {len(expected.spans)} "
-            "segments were transcribed before the task stopped and reused") in resumed.stderr
+            "segments were transcribed before the task stopped and reused") in caplog.text
     assert not (run_dir / "shards" / "shard-000000.partial").exists()
 
 
