@@ -95,6 +95,7 @@ class VllmEngineCfg:
     prompts: str = "auto"  # who makes the prompts: auto | model (the class's, Whisper's too)
     request_prompt: Optional[str] = None  # text the class puts in its prompt (Qwen3-ASR's context)
     max_restarts: int = 2  # rebuilds of a dead engine before its calls fail
+    stats_every_s: float = 30.0  # vLLM's stats line (running/waiting requests, KV use); 0: never
     seed: int = 0  # sampling seed (used when engine.temperature > 0)
 
 
@@ -386,7 +387,7 @@ RUN_KEYS = (
     "engine.vllm.render_threads", "engine.vllm.feature_device", "engine.vllm.max_concurrency",
     "engine.vllm.max_num_seqs", "engine.vllm.max_num_batched_tokens", "engine.vllm.enforce_eager",
     "engine.vllm.attention_backend",
-    "engine.vllm.max_restarts", "engine.transformers",
+    "engine.vllm.max_restarts", "engine.vllm.stats_every_s", "engine.transformers",
     "judge.device", "judge.batch_size", "judge.num_engines", "judge.gpus_per_engine",
     "judge.gpu_memory_utilization", "judge.vllm.max_model_len", "judge.vllm.enforce_eager",
     "pipeline", "slurm", "store", "wandb", "monitoring", "merge", "export", "faults",

@@ -86,6 +86,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "engine.gpu_memory_utilization": (0, 1, False),
     "engine.max_model_len": (1, None, True),
     "engine.calls_in_flight": (1, None, True),
+    "engine.vllm.stats_every_s": (0, None, True),
     "engine.vllm.render_threads": (1, None, True),
     "engine.vllm.max_concurrency": (1, None, True),
     "engine.vllm.max_num_seqs": (1, None, True),

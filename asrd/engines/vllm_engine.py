@@ -189,6 +189,9 @@ class VllmEngine(Engine):
         t0 = time.monotonic()
         self._start()
         self.startup_s = time.monotonic() - t0
+        every = float(self.options.stats_every_s)
+        self._stats = (asyncio.run_coroutine_threadsafe(self._log_stats(every), self._loop)
+                       if every > 0 else None)
         log.info("vllm engine %s (%s) ready in %.1f s", self._model_dir, self.kind,
                  self.startup_s)
 
@@ -243,7 +246,21 @@ class VllmEngine(Engine):
                                      str(self.options.request_prompt or ""))
         return PromptSpec.from_engine_cfg(self.kind, cfg, self.options.feature_device)
 
+    async def _log_stats(self, every_s: float) -> None:
+        """vLLM's own stats line (running and waiting requests, KV cache use) every `every_s`:
+        the offline engine never logs it by itself, and it shows how many requests decode
+        together."""
+        while True:
+            await asyncio.sleep(every_s)
+            if self._llm is not None:
+                try:
+                    await self._llm.do_log_stats()
+                except Exception as e:  # a dying engine: its calls' own errors say more
+                    log.debug("vllm stats: %s", e)
+
     def close(self) -> None:
+        if self._stats is not None:
+            self._stats.cancel()
         if self._llm is not None:
             try:
                 self._llm.shutdown()
