@@ -145,77 +145,71 @@ def test_pipeline_completes_a_shard_with_vllm(tmp_path):
     assert len(long_row["segments"]) == 2  # 41 s: two windows, each sent on its own
 
 
-@pytest.mark.parametrize("name", sorted(__import__("asrd.testing.speech_models",
-                                                   fromlist=["BUILDERS"]).BUILDERS))
-def test_a_model_of_vllms_transcription_classes_completes_a_shard(tmp_path, name):
-    """`engine.model` alone switches to a model that vLLM runs through its own transcription
-    class (random weights of the real size): every row once, each with its text."""
+def _transcription_shard(tmp_path, model, seed: int, *overrides: str,
+                         languages: list[str] | None = None) -> list[dict]:
+    """One shard of three clips (2, 5 and 12 s; `languages`: one per clip through a manifest)
+    through `model` with random weights of the real size; checks every row came back once and
+    returns them."""
+    import pyarrow.parquet as pq
     import soundfile as sf
 
     from asrd.index import build_index
     from asrd.plan import make_plan
     from asrd.runtime.task import run_task
-    from asrd.testing import speech_models
 
-    speech_models.whisper_tokenizer_file = tiny_models.whisper_tokenizer_file
-    model = speech_models.BUILDERS[name](tmp_path / name)
     audio = tmp_path / "audio"
     audio.mkdir()
+    rows = []
     for i, seconds in enumerate([2.0, 5.0, 12.0]):
-        sf.write(audio / f"utt{i}.wav", _speechlike(seconds, 40 + i), 16000)
+        sf.write(audio / f"utt{i}.wav", _speechlike(seconds, seed + i), 16000)
+        rows.append({"path": f"utt{i}.wav", "language": languages[i] if languages else None})
+    source = audio
+    if languages:
+        source = audio / "manifest.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     index = tmp_path / "index.parquet"
-    build_index(audio, index)
+    build_index(source, index)
     cfg = config_mod.load(None, [
         f"run.index={index}", f"run.dir={tmp_path / 'run'}", "run.num_shards=1",
         "engine.kind=vllm", f"engine.model={model}", "engine.load_format=dummy",
         "engine.compute_type=bfloat16", "engine.gpus_per_engine=1",
-        "engine.gpu_memory_utilization=0.5", "engine.max_new_tokens=8", "engine.ignore_eos=true",
-        "engine.vllm.enforce_eager=true", "audio.vad.enabled=false", "audio.retry_segment_s=0"])
+        "engine.vllm.enforce_eager=true", "audio.vad.enabled=false", "audio.retry_segment_s=0",
+        *overrides])
     rd, _ = make_plan(cfg)
     assert run_task(rd.path) == [0]
-    import pyarrow.parquet as pq
-
     got = pq.read_table(rd.path / "shards" / "shard-000000.parquet").to_pylist()
     assert sorted(r["id"] for r in got) == sorted({r["id"] for r in got}) and len(got) == 3
+    return got
+
+
+@pytest.mark.parametrize("name", sorted(__import__("asrd.testing.speech_models",
+                                                   fromlist=["BUILDERS"]).BUILDERS))
+def test_a_model_of_vllms_transcription_classes_completes_a_shard(tmp_path, name):
+    """`engine.model` alone switches to a model that vLLM runs through its own transcription
+    class (random weights of the real size): every row once, each with its text."""
+    from asrd.testing import speech_models
+
+    speech_models.whisper_tokenizer_file = tiny_models.whisper_tokenizer_file
+    model = speech_models.BUILDERS[name](tmp_path / name)
+    got = _transcription_shard(tmp_path, model, 40, "engine.gpu_memory_utilization=0.5",
+                               "engine.max_new_tokens=8", "engine.ignore_eos=true")
     assert all(r["error"] is None and r["text"] is not None for r in got), got
 
 
 def test_voxtral_in_mistrals_layout_completes_a_shard(tmp_path):
     """Voxtral-Mini-3B (params.json and tekken.json, no config.json; random weights of the real
     size): asrd tells vLLM the Mistral formats, and every row comes back once with its text."""
-    import soundfile as sf
-
-    from asrd.index import build_index
-    from asrd.plan import make_plan
-    from asrd.runtime.task import run_task
     from asrd.testing import speech_models
 
     model = speech_models.build_voxtral(tmp_path / "voxtral")
     assert not (model / "config.json").exists()
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    rows = []
-    for i, seconds in enumerate([2.0, 5.0, 12.0]):
-        sf.write(audio / f"utt{i}.wav", _speechlike(seconds, 60 + i), 16000)
-        rows.append({"path": f"utt{i}.wav", "language": ["en", "de", "fr"][i]})
-    (audio / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    index = tmp_path / "index.parquet"
-    build_index(audio / "manifest.jsonl", index)
-    cfg = config_mod.load(None, [
-        f"run.index={index}", f"run.dir={tmp_path / 'run'}", "run.num_shards=1",
-        "engine.kind=vllm", f"engine.model={model}", "engine.load_format=dummy",
-        "engine.compute_type=bfloat16", "engine.gpus_per_engine=1",
+    got = _transcription_shard(
+        tmp_path, model, 60,
         # vLLM profiles Voxtral with audio of max_model_len tokens (12.5 a second): 2,048 keeps
         # that to 164 s instead of the 44 min of its 32,768-token context
         "engine.max_model_len=2048",
         "engine.gpu_memory_utilization=0.5", "engine.max_new_tokens=8", "engine.ignore_eos=true",
-        "engine.vllm.enforce_eager=true", "audio.vad.enabled=false", "audio.retry_segment_s=0"])
-    rd, _ = make_plan(cfg)
-    assert run_task(rd.path) == [0]
-    import pyarrow.parquet as pq
-
-    got = pq.read_table(rd.path / "shards" / "shard-000000.parquet").to_pylist()
-    assert sorted(r["id"] for r in got) == sorted({r["id"] for r in got}) and len(got) == 3
+        languages=["en", "de", "fr"])
     assert all(r["error"] is None and r["text"] is not None for r in got), got
     assert all(r["model"] == "vllm:voxtral" for r in got)
 
@@ -224,30 +218,9 @@ def test_fireredlid_labels_every_row_of_a_shard(tmp_path):
     """FireRedLID (language ID, random weights of the real size) through its vLLM class: every
     row once, no error, and no text (its output is a language label only)."""
     pytest.importorskip("kaldi_native_fbank", reason="vLLM's FireRedLID features need it")
-    import soundfile as sf
-
-    from asrd.index import build_index
-    from asrd.plan import make_plan
-    from asrd.runtime.task import run_task
     from asrd.testing import speech_models
 
     model = speech_models.build_fireredlid(tmp_path / "fireredlid")
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    for i, seconds in enumerate([2.0, 5.0, 12.0]):
-        sf.write(audio / f"utt{i}.wav", _speechlike(seconds, 80 + i), 16000)
-    index = tmp_path / "index.parquet"
-    build_index(audio, index)
-    cfg = config_mod.load(None, [
-        f"run.index={index}", f"run.dir={tmp_path / 'run'}", "run.num_shards=1",
-        "engine.kind=vllm", f"engine.model={model}", "engine.load_format=dummy",
-        "engine.compute_type=bfloat16", "engine.gpus_per_engine=1",
-        "engine.gpu_memory_utilization=0.3", "engine.max_new_tokens=2",
-        "engine.vllm.enforce_eager=true", "audio.vad.enabled=false", "audio.retry_segment_s=0"])
-    rd, _ = make_plan(cfg)
-    assert run_task(rd.path) == [0]
-    import pyarrow.parquet as pq
-
-    got = pq.read_table(rd.path / "shards" / "shard-000000.parquet").to_pylist()
-    assert sorted(r["id"] for r in got) == sorted({r["id"] for r in got}) and len(got) == 3
+    got = _transcription_shard(tmp_path, model, 80, "engine.gpu_memory_utilization=0.3",
+                               "engine.max_new_tokens=2")
     assert all(r["error"] is None and not r["text"] for r in got), got
