@@ -110,3 +110,59 @@ def test_an_input_not_in_the_language_it_is_said_to_be_in_is_refused(made):
     with pytest.raises(ValueError, match="decoder prompt"):
         whisper.relanguage(whisper_renderer.prepare(np.zeros(16000, np.float32), "de"), "fr",
                            "es")
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> dict[str, np.ndarray]:
+    """A German and a Spanish clip (espeak-ng)."""
+    import json
+
+    import soundfile as sf
+
+    from asrd.speech_samples import make_language_set
+
+    manifest = make_language_set(tmp_path_factory.mktemp("speech"), ("de", "es"), per_language=1)
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    return {r["spoken"]: sf.read(manifest.parent / r["path"], dtype="float32")[0] for r in rows}
+
+
+def test_the_pass_routes_inputs_the_decode_actors_prepared(made, speech):
+    """The pass's steps on inputs prepared as a decode actor prepares them for it: the
+    identifier reads the audio carried beside the input (the real faster-whisper Whisper-base),
+    the engine's input is re-made in the identified language, token for token the one rendered
+    for it from scratch; a segment whose language the index gives keeps its input; an identifier
+    of the engine's own model takes the prepared features with its own prompt."""
+    from asrd import config as config_mod
+    from asrd.engines.base import Segment
+    from asrd.engines.language_id import (Routing, WhisperDetector, engine_segment,
+                                          identifier_segment)
+    from asrd.engines.vllm_inputs import RoutedPreparer
+
+    renderer, relanguager = made("whisper")
+    preparer = RoutedPreparer(renderer, None, carry_audio=True)
+    segments = [Segment(None, None, preparer.prepare(speech["de"], None), "de"),
+                Segment(None, None, preparer.prepare(speech["es"], None), "es"),
+                Segment(None, "en", preparer.prepare(speech["de"], "en"), "forced")]
+    assert all(s.prepared.identifier is None for s in segments)
+    cfg = config_mod.load(None, ["run.index=x", "language_id.enabled=true"])
+    detector = WhisperDetector.load(str(cfg.language_id.model), "int8", 1)
+    try:
+        given = [identifier_segment(s, relanguager, None) for s in segments]
+        assert all(g.prepared is None and g.audio is not None for g in given)
+        spoken = detector.identify(given)
+    finally:
+        detector.close()
+    assert [s.language for s in spoken] == ["de", "es", "de"]
+    routing = Routing(0.3, "en")
+    routed = [None if s.language else routing.route(f) for s, f in zip(segments, spoken)]
+    assert routed == ["de", "es", None]
+    out = [engine_segment(s, r, "en", relanguager) for s, r in zip(segments, routed)]
+    assert [o.language for o in out] == ["de", "es", "en"]
+    assert _tokens(out[0].prepared) == _tokens(renderer.prepare(speech["de"], "de"))
+    assert _tokens(out[1].prepared) == _tokens(renderer.prepare(speech["es"], "es"))
+    assert out[2].prepared is segments[2].prepared.engine  # the index's language stands
+
+    identifier_renderer, identifier = made("whisper-no-language")  # the same model's
+    shared = identifier_segment(segments[0], relanguager, identifier)
+    assert _tokens(shared.prepared) == _tokens(identifier_renderer.prepare(speech["de"], None))
+    assert _audio_part(shared.prepared) is _audio_part(segments[0].prepared.engine)

@@ -44,7 +44,7 @@ from omegaconf import DictConfig
 from asrd.audio.pack import Member
 from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, PackedWindow, Segment,
                                detection_threshold)
-from asrd.engines.vllm_inputs import InputRenderer, PromptSpec, prompt_maker
+from asrd.engines.vllm_inputs import InputRenderer, PromptSpec, Relanguager, prompt_maker
 from asrd.engines.vllm_signals import WhisperTokens, hypothesis, request_args, token_logprobs
 from asrd.engines.vllm_transcription import TranscriptionSpec, check_architecture
 from asrd.engines.whisper_timestamps import (WINDOW_MAX_TOKENS, WhisperIds, packed_hypotheses,
@@ -237,6 +237,8 @@ class VllmEngine(Engine):
         self._whisper_ids = WhisperIds.of(self._tokenizer) if whisper else None
         self._bias = {timestamps: self._banned(timestamps) for timestamps in (False, True)}
         self.prompts = prompt_maker(self._prompt_spec(), self._tokenizer, self._llm.model_config)
+        # re-makes inputs prepared before the language-ID pass in the identified language
+        self.relanguager = Relanguager(self._llm.renderer, self._llm.model_config, self.prompts)
         self._render_slots = asyncio.Semaphore(max(1, self.options.render_threads))
 
     def _prompt_spec(self) -> PromptSpec | TranscriptionSpec:
@@ -277,7 +279,17 @@ class VllmEngine(Engine):
         """With `render_in: decode`, the decode actors render engine inputs (vllm_inputs.py)."""
         if self.options.render_in != "decode":
             return None
+        return self.input_renderer()
+
+    def input_renderer(self) -> InputRenderer:
+        """What renders this engine's inputs in another process (the language-ID pass asks an
+        identifier's too, whatever its `render_in`)."""
         return InputRenderer(self._llm.vllm_config, self.prompts.spec)
+
+    def same_processor(self, other: VllmEngine) -> bool:
+        """Whether `other` turns audio into the same features (the same model folder): an
+        input of one then serves the other with its own prompt spliced in."""
+        return Path(self._model_dir).resolve() == Path(other._model_dir).resolve()
 
     def sampling_params(self, timestamps: bool = False):
         """`timestamps`: a packed window's, whose text may take the decoder's whole room."""
