@@ -4,8 +4,8 @@ after the pass) against inputs the decode actors prepared, re-made in the routed
 (asrd.engines.vllm_inputs.Relanguager: a per-language reference prompt spliced around the
 prepared audio part). The engine's process is the limit of a small vLLM model (bench/RESULTS.md:
 rendering in the decode actors made Whisper-base 1.5x faster end to end), so its CPU time per
-segment is the figure. Needs vLLM's Python code (on the CPU:
-PYTHONPATH=/tmp/vsite:.venv/lib/python3.11/site-packages:/tmp/vsite2).
+segment is the figure. Needs vLLM's Python code importable (a GPU node's install, or vLLM's
+pure-Python parts on a CPU machine: no GPU is used).
 
 Models: Whisper-base's processor (asrd's prompts; the features of 30 s windows) and Voxtral's
 (its vLLM class's prompts), folders of asrd.testing (no weights: only the processors run).
