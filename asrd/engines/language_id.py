@@ -217,15 +217,14 @@ class LanguageRoutingEngine(Engine):
         self._vllm = inner if isinstance(inner, VllmEngine) else None
         self._vllm_identifier = (identifier.vllm_engine()
                                  if isinstance(identifier, EngineIdentifier) else None)
+        # the identifier takes the engine's prepared features with its own prompt
+        self._shared = (self._vllm_identifier if self._vllm is not None
+                        and self._vllm_identifier is not None
+                        and self._vllm_identifier.same_processor(self._vllm) else None)
 
     @property
     def name(self) -> str:
         return self.inner.name
-
-    def _shares_features(self) -> bool:
-        """Whether the identifier takes the engine's prepared features with its own prompt."""
-        return (self._vllm is not None and self._vllm_identifier is not None
-                and self._vllm_identifier.same_processor(self._vllm))
 
     def input_preparer(self) -> RoutedPreparer | None:
         """Where the engine's inputs are rendered in the decode actors (vLLM, `render_in:
@@ -242,13 +241,12 @@ class LanguageRoutingEngine(Engine):
                         "renders its inputs in the engine's process", self.inner.name)
             return None
         ident = self._vllm_identifier
-        own = None if ident is None or self._shares_features() else ident.input_renderer()
+        own = None if ident is None or self._shared else ident.input_renderer()
         return RoutedPreparer(self._vllm.input_renderer(), own, carry_audio=ident is None)
 
     def _for_identifier(self, seg: Segment) -> Segment:
-        shared = self._vllm_identifier if self._shares_features() else None
         return identifier_segment(seg, self._vllm.relanguager if self._vllm else None,
-                                  shared.relanguager if shared else None)
+                                  self._shared.relanguager if self._shared else None)
 
     def _for_engine(self, seg: Segment, route: str | None) -> Segment:
         return engine_segment(seg, route, self.routing.default_language,
