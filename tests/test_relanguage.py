@@ -7,6 +7,7 @@ asrd's chat, and the generic transcription classes of Voxtral and Gemma 3n."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,8 @@ def test_the_pass_routes_inputs_the_decode_actors_prepared(made, speech):
     from asrd.engines.vllm_inputs import RoutedPreparer
 
     renderer, relanguager = made("whisper")
-    preparer = RoutedPreparer(renderer, None, carry_audio=True)
+    # pickled, as Ray sends it to the decode actors (which build vLLM's renderer there)
+    preparer = pickle.loads(pickle.dumps(RoutedPreparer(renderer, None, carry_audio=True)))
     segments = [Segment(None, None, preparer.prepare(speech["de"], None), "de"),
                 Segment(None, None, preparer.prepare(speech["es"], None), "es"),
                 Segment(None, "en", preparer.prepare(speech["de"], "en"), "forced")]
@@ -166,3 +168,11 @@ def test_the_pass_routes_inputs_the_decode_actors_prepared(made, speech):
     shared = identifier_segment(segments[0], relanguager, identifier)
     assert _tokens(shared.prepared) == _tokens(identifier_renderer.prepare(speech["de"], None))
     assert _audio_part(shared.prepared) is _audio_part(segments[0].prepared.engine)
+
+    # an identifier of another model: its own input, rendered in the decode actor beside
+    own = RoutedPreparer(made("voxtral")[0], identifier_renderer, carry_audio=False)
+    routed = own.prepare(speech["es"], None)
+    assert routed.audio is None and _tokens(routed.identifier) == _tokens(
+        identifier_renderer.prepare(speech["es"], None))
+    given = identifier_segment(Segment(None, None, routed, "es"), made("voxtral")[1], None)
+    assert given.prepared is routed.identifier and given.language is None
