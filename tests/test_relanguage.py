@@ -107,6 +107,10 @@ def test_an_input_not_in_the_language_it_is_said_to_be_in_is_refused(made):
     prepared = renderer.prepare(np.zeros(3 * 16000, np.float32), "de")
     with pytest.raises(ValueError, match="text around its audio"):
         relanguager.relanguage(prepared, "fr", "es")
+    (audio,) = prepared["mm_placeholders"]["audio"]
+    chunked = {**prepared, "mm_placeholders": {"audio": [audio, audio]}}  # a model's chunks
+    with pytest.raises(ValueError, match="2 audio items"):
+        relanguager.relanguage(chunked, "de", "es")
     whisper_renderer, whisper = made("whisper")
     with pytest.raises(ValueError, match="decoder prompt"):
         whisper.relanguage(whisper_renderer.prepare(np.zeros(16000, np.float32), "de"), "fr",

@@ -196,8 +196,11 @@ class RoutedPreparer:
 
 def _audio_range(part: dict[str, Any]) -> Any:
     """The placeholder range of a decoder-only input's one audio item."""
-    (where,) = part["mm_placeholders"]["audio"]
-    return where
+    ranges = part["mm_placeholders"].get("audio", [])
+    if len(ranges) != 1:
+        raise ValueError(f"the input holds {len(ranges)} audio items (the model cut the audio "
+                         "in chunks); only an input of one can be re-made in another language")
+    return ranges[0]
 
 
 def _with_text(part: dict[str, Any], tokens: list[int], source: dict[str, Any]
