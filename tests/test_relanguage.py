@@ -24,6 +24,9 @@ CASES = {  # name: (folder builder, the prompts' spec with English as the config
                 PromptSpec("whisper", "transcribe", "", None, "en", "cpu")),
     "whisper-no-language": (lambda d: tiny_models.build_whisper(d, weights=False),
                             PromptSpec("whisper", "transcribe", "", None, None, "cpu")),
+    "whisper-base-no-language": (
+        lambda d: tiny_models.build_whisper(d, tiny_models.WHISPER_BASE, weights=False),
+        PromptSpec("whisper", "transcribe", "", None, None, "cpu")),
     "whisper-class": (lambda d: tiny_models.build_whisper(d, weights=False),
                       TranscriptionSpec("transcribe", "en", "")),
     "qwen2-audio": (lambda d: tiny_models.build_qwen2_audio(d, weights=False),
@@ -60,6 +63,11 @@ def _audio_part(engine_input: dict[str, Any]) -> Any:
             else engine_input)["mm_kwargs"]
 
 
+def _features(engine_input: dict[str, Any]) -> Any:
+    """The log-mel features of a rendered Whisper input."""
+    return _audio_part(engine_input)["audio"][0]["input_features"].data
+
+
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """Each case's renderer (a decode actor's) and relanguager (the engine's), built once."""
@@ -81,6 +89,8 @@ def made(tmp_path_factory):
             out[name] = (InputRenderer(vllm_config, spec),
                          Relanguager(renderer, vllm_config.model_config, prompts))
         return out[name]
+
+    get.folders = lambda: {name: folders[CASES[name][0]] for name in out}
 
     return get
 
@@ -141,6 +151,8 @@ def test_the_pass_routes_inputs_the_decode_actors_prepared(made, speech):
     from asrd.engines.base import Segment
     from asrd.engines.language_id import (Routing, WhisperDetector, engine_segment,
                                           identifier_segment)
+    import torch
+
     from asrd.engines.vllm_inputs import RoutedPreparer
 
     renderer, relanguager = made("whisper")
@@ -168,10 +180,14 @@ def test_the_pass_routes_inputs_the_decode_actors_prepared(made, speech):
     assert _tokens(out[1].prepared) == _tokens(renderer.prepare(speech["es"], "es"))
     assert out[2].prepared is segments[2].prepared.engine  # the index's language stands
 
-    identifier_renderer, identifier = made("whisper-no-language")  # the same model's
+    # an identifier whose features are the engine's (Whisper-base's beside this one's):
+    # the prepared features with its own prompt, equal to its input rendered from scratch
+    identifier_renderer, identifier = made("whisper-base-no-language")
     shared = identifier_segment(segments[0], relanguager, identifier)
-    assert _tokens(shared.prepared) == _tokens(identifier_renderer.prepare(speech["de"], None))
+    fresh = identifier_renderer.prepare(speech["de"], None)
+    assert _tokens(shared.prepared) == _tokens(fresh)
     assert _audio_part(shared.prepared) is _audio_part(segments[0].prepared.engine)
+    assert torch.equal(_features(shared.prepared), _features(fresh))
 
     # an identifier of another model: its own input, rendered in the decode actor beside
     own = RoutedPreparer(made("voxtral")[0], identifier_renderer, carry_audio=False)
@@ -180,3 +196,21 @@ def test_the_pass_routes_inputs_the_decode_actors_prepared(made, speech):
         identifier_renderer.prepare(speech["es"], None))
     given = identifier_segment(Segment(None, None, routed, "es"), made("voxtral")[1], None)
     assert given.prepared is routed.identifier and given.language is None
+
+
+def test_whispers_with_the_same_features_share_them_others_do_not(made, tmp_path):
+    """Whether the identifier takes the engine's prepared features (vllm_engine.shares_features):
+    the same folder, or Whispers of one feature extractor and encoder length (tiny and base);
+    not a Whisper of 128 log-mel bins (large-v3's), nor two folders of other architectures."""
+    from asrd.engines.vllm_engine import shares_features
+
+    for name in ("whisper", "whisper-base-no-language", "voxtral", "gemma3n"):
+        made(name)
+    folders = made.folders()
+    tiny, base = folders["whisper"], folders["whisper-base-no-language"]
+    assert shares_features(tiny, tiny) and shares_features(tiny, base)
+    mels = tiny_models.build_whisper(tmp_path / "128", tiny_models.WhisperSize(num_mel_bins=128),
+                                     weights=False)
+    assert not shares_features(base, mels)
+    assert not shares_features(folders["voxtral"], folders["gemma3n"])
+    assert shares_features(folders["voxtral"], folders["voxtral"])

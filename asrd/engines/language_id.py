@@ -26,8 +26,9 @@ actors render the engine's input in the segment's own language (the index's, els
 `engine.language`) and the pass re-makes it in the identified one in the engine's process: the
 prompt text around the prepared audio part comes from a reference input of that language,
 rendered once (vllm_inputs.Relanguager), so no audio features are computed there. The
-identifier's input: the same prepared features with its own prompt where it is the engine's
-model (vLLM's Whisper asked for its language token), its own input rendered beside the engine's
+identifier's input: the same prepared features with its own prompt where its features are the
+engine's (vLLM's Whisper asked for its language token, of the engine's folder or of the same
+feature extractor: vllm_engine.shares_features), its own input rendered beside the engine's
 where it is another vLLM model, and the raw audio, carried beside the prepared input, where it
 reads that (faster-whisper computes its own features).
 """

@@ -117,6 +117,32 @@ def model_kind(model_dir: str | Path, prompts: str = "auto") -> str:
     return "transcription"
 
 
+def _whisper_features(model_dir: Path) -> dict[str, Any] | None:
+    """What makes a Whisper folder's encoder input: its feature extractor's settings and its
+    encoder positions (the input's placeholder count); None for another architecture."""
+    if WHISPER not in architectures(model_dir):
+        return None
+    from transformers import WhisperFeatureExtractor
+
+    # (transformers reads it from either file a folder may hold it in)
+    settings = WhisperFeatureExtractor.from_pretrained(str(model_dir),
+                                                       local_files_only=True).to_dict()
+    settings.pop("processor_class", None)
+    config = json.loads((model_dir / "config.json").read_text())
+    return {"extractor": settings, "positions": config.get("max_source_positions")}
+
+
+def shares_features(model_dir: str | Path, other_dir: str | Path) -> bool:
+    """Whether two model folders turn audio into the same encoder input: the same folder, or
+    two Whispers with the same feature extractor and encoder positions (whisper-tiny and -base:
+    80 log-mel bins each; large-v3 has 128)."""
+    a, b = Path(model_dir).resolve(), Path(other_dir).resolve()
+    if a == b:
+        return True
+    features = _whisper_features(a)
+    return features is not None and features == _whisper_features(b)
+
+
 def memory_fraction(engine_cfg: DictConfig) -> float:
     """Each engine's share of its GPU's memory: several engines on one GPU split the budget."""
     share = float(engine_cfg.gpus_per_engine)
@@ -287,9 +313,9 @@ class VllmEngine(Engine):
         return InputRenderer(self._llm.vllm_config, self.prompts.spec)
 
     def same_processor(self, other: VllmEngine) -> bool:
-        """Whether `other` turns audio into the same features (the same model folder): an
+        """Whether `other` turns audio into the same encoder input (`shares_features`): an
         input of one then serves the other with its own prompt spliced in."""
-        return Path(self._model_dir).resolve() == Path(other._model_dir).resolve()
+        return shares_features(self._model_dir, other._model_dir)
 
     def sampling_params(self, timestamps: bool = False):
         """`timestamps`: a packed window's, whose text may take the decoder's whole room."""
