@@ -162,6 +162,8 @@ def test_the_pass_routes_inputs_the_decode_actors_prepared(made, speech):
                 Segment(None, None, preparer.prepare(speech["es"], None), "es"),
                 Segment(None, "en", preparer.prepare(speech["de"], "en"), "forced")]
     assert all(s.prepared.identifier is None for s in segments)
+    with pytest.raises(ValueError, match="no packing"):  # a window is in one language
+        preparer.prepare(speech["de"], None, timestamps=True)
     cfg = config_mod.load(None, ["run.index=x", "language_id.enabled=true"])
     detector = WhisperDetector.load(str(cfg.language_id.model), "int8", 1)
     try:

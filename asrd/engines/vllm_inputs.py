@@ -7,6 +7,10 @@ milliseconds of Python per clip under that process's one GIL, beside the engine'
 output handling. `InputRenderer` runs vLLM's own renderer in every CPU decode actor instead, with
 the engine's configuration, so input preparation grows with the decode actors and the engine
 process only submits inputs that are ready, as in the GPU-only ceiling benchmark.
+
+Under the language-ID pass the prompt's language is known only in the engine's process, after
+the pass: `Relanguager` re-makes a prepared input in that language there, the prompt's text
+from a per-language reference around the prepared audio part, without computing features.
 """
 
 from __future__ import annotations
