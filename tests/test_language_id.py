@@ -146,6 +146,7 @@ def test_the_engine_transcribes_in_the_identified_language(language_set):
         assert isinstance(engine, LanguageRoutingEngine)
         assert isinstance(engine.identifier, WhisperDetector)
         assert engine.identifier.model is engine.inner.model  # the same Whisper-base: shared
+        assert engine.input_preparer() is None  # faster-whisper takes the raw audio
         segments, spoken = _segments(language_set)
         german, spanish = (segments[spoken.index(lang)] for lang in ("de", "es"))
         forced = Segment(german.audio, "en", id="forced")  # the index's language stands

@@ -19,19 +19,37 @@ Identifiers:
   after <|startoftranscript|>, read with its log-probability, asrd.engines.vllm_signals), or
   vLLM's FireRedLID class, whose output is the language label (no probability: such a row is
   routed, never unsure).
+
+Inputs rendered in the decode actors (vLLM with `engine.vllm.render_in: decode`, the default):
+a rendered input holds its prompt, whose language is only known after the pass. So the decode
+actors render the engine's input in the segment's own language (the index's, else
+`engine.language`) and the pass re-makes it in the identified one in the engine's process: the
+prompt text around the prepared audio part comes from a reference input of that language,
+rendered once (vllm_inputs.Relanguager), so no audio features are computed there. The
+identifier's input: the same prepared features with its own prompt where its features are the
+engine's (vLLM's Whisper asked for its language token, of the engine's folder or of the same
+feature extractor: vllm_engine.shares_features), its own input rendered beside the engine's
+where it is another vLLM model, and the raw audio, carried beside the prepared input, where it
+reads that (faster-whisper computes its own features).
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from asrd.engines.base import Engine, Hypothesis, Segment
 from asrd.engines.registry import build_engine, engine_class
 
+if TYPE_CHECKING:
+    from asrd.engines.vllm_engine import VllmEngine
+    from asrd.engines.vllm_inputs import Relanguager, RoutedPreparer
+
+log = logging.getLogger(__name__)
 
 # the quality keys engines read: their own signals, without spoken-language detection
 NO_DETECTION = {"enabled": True, "audio_language": False, "doubt_words": 0}
@@ -131,9 +149,15 @@ class EngineIdentifier(LanguageIdentifier):
         self.engine = engine
 
     def identify(self, segments: list[Segment]) -> list[SpokenLanguage | None]:
-        # the identifier makes its own inputs: the engine's prepared ones are another model's
-        plain = [replace(s, prepared=None, language=None) for s in segments]
-        return [spoken_of(h) for h in self.engine.hypotheses(plain)]
+        """`segments`: raw audio, or inputs prepared for this identifier's engine."""
+        return [spoken_of(h) for h in self.engine.hypotheses(
+            [replace(s, language=None) for s in segments])]
+
+    def vllm_engine(self) -> VllmEngine | None:
+        """Its engine where that is vLLM's (whose inputs the decode actors can render)."""
+        from asrd.engines.vllm_engine import VllmEngine
+
+        return self.engine if isinstance(self.engine, VllmEngine) else None
 
     def close(self) -> None:
         self.engine.close()
@@ -143,7 +167,8 @@ def identifier_engine_config(engine_cfg: DictConfig, language_id: DictConfig) ->
     """The engine config of an `EngineIdentifier`: the run's engine section with the
     identifier's model, no forced language and `language_id.max_new_tokens` output tokens
     (Whisper writes its language token first: one is enough), its inputs made in its own
-    process, and its own share of the GPU; its dtype is the engine's."""
+    process where it gets raw audio (prepared ones come from the decode actors), and its own
+    share of the GPU; its dtype is the engine's."""
     return OmegaConf.merge(engine_cfg, {
         "kind": language_id.kind, "model": language_id.model, "language": None,
         "task": "transcribe",
@@ -186,16 +211,47 @@ class LanguageRoutingEngine(Engine):
     clips (`supports_packing` false): a packed window is transcribed in one language."""
 
     def __init__(self, inner: Engine, identifier: LanguageIdentifier, routing: Routing):
+        from asrd.engines.vllm_engine import VllmEngine
+
         self.inner, self.identifier, self.routing = inner, identifier, routing
         self.max_concurrency = inner.max_concurrency
+        self._vllm = inner if isinstance(inner, VllmEngine) else None
+        self._vllm_identifier = (identifier.vllm_engine()
+                                 if isinstance(identifier, EngineIdentifier) else None)
+        # the identifier takes the engine's prepared features with its own prompt
+        self._shared = (self._vllm_identifier if self._vllm is not None
+                        and self._vllm_identifier is not None
+                        and self._vllm_identifier.same_processor(self._vllm) else None)
 
     @property
     def name(self) -> str:
         return self.inner.name
 
-    def input_preparer(self) -> None:
-        """None: a prepared input holds its prompt, whose language is only known here."""
-        return None
+    def input_preparer(self) -> RoutedPreparer | None:
+        """Where the engine's inputs are rendered in the decode actors (vLLM, `render_in:
+        decode`): those in each segment's own language, with what the identifier needs (see the
+        module's docstring). None (raw audio, rendered here) for any other engine, or for a
+        model whose prompt text depends on the audio (it cannot be re-made in another
+        language around prepared audio)."""
+        from asrd.engines.vllm_inputs import RoutedPreparer
+
+        if self._vllm is None or self._vllm.input_preparer() is None:
+            return None
+        if not self._vllm.relanguager.splices():
+            log.warning("%s: the prompt's text depends on the audio; the language-ID pass "
+                        "renders its inputs in the engine's process", self.inner.name)
+            return None
+        ident = self._vllm_identifier
+        own = None if ident is None or self._shared else ident.input_renderer()
+        return RoutedPreparer(self._vllm.input_renderer(), own, carry_audio=ident is None)
+
+    def _for_identifier(self, seg: Segment) -> Segment:
+        return identifier_segment(seg, self._vllm.relanguager if self._vllm else None,
+                                  self._shared.relanguager if self._shared else None)
+
+    def _for_engine(self, seg: Segment, route: str | None) -> Segment:
+        return engine_segment(seg, route, self.routing.default_language,
+                              self._vllm.relanguager if self._vllm else None)
 
     def transcribe(self, segments: list[Segment]) -> list[str]:
         return [h.text for h in self.hypotheses(segments)]
@@ -206,10 +262,10 @@ class LanguageRoutingEngine(Engine):
         transcription finds the encoder output the detection left (the model keeps one)."""
         if self.identifier.shares_engine_model and len(segments) > 1:
             return [h for s in segments for h in self.hypotheses([s])]
-        spoken = self.identifier.identify(segments)
+        spoken = self.identifier.identify([self._for_identifier(s) for s in segments])
         routed = [None if s.language else self.routing.route(found)
                   for s, found in zip(segments, spoken)]
-        given = [replace(s, language=r) if r else s for s, r in zip(segments, routed)]
+        given = [self._for_engine(s, r) for s, r in zip(segments, routed)]
         got = self.inner.hypotheses(given)
         out = []
         for seg, found, route, h in zip(given, spoken, routed, got, strict=True):
@@ -223,6 +279,42 @@ class LanguageRoutingEngine(Engine):
     def close(self) -> None:
         self.identifier.close()
         self.inner.close()
+
+
+def identifier_segment(seg: Segment, engine: Relanguager | None,
+                       shared: Relanguager | None) -> Segment:
+    """The identifier's segment of one the engine gets: as it is (raw audio), or of an input
+    the decode actors prepared for the pass (`RoutedInput`): the identifier's own input, or
+    the engine's prepared features with the identifier's prompt where it is the same model
+    (`shared`: the identifier's Relanguager, `engine` the engine's), or the carried audio."""
+    from asrd.engines.vllm_inputs import RoutedInput, splice
+
+    routed = seg.prepared
+    if not isinstance(routed, RoutedInput):
+        return seg
+    prepared = routed.identifier
+    if prepared is None and shared is not None and engine is not None:
+        prepared = splice(routed.engine, engine.reference(routed.language),
+                          shared.reference(None))
+    return Segment(routed.audio, None, prepared, seg.id)
+
+
+def engine_segment(seg: Segment, route: str | None, default_language: str | None,
+                   relanguager: Relanguager | None) -> Segment:
+    """The engine's segment in the routed language (`route`; None: the segment's own): a
+    prepared input rendered in another language is re-made in it by `relanguager`."""
+    from asrd.engines.vllm_inputs import RoutedInput
+
+    routed = seg.prepared
+    if not isinstance(routed, RoutedInput):
+        return replace(seg, language=route) if route else seg
+    engine_input = routed.engine
+    if route and route != (routed.language or default_language):
+        if relanguager is None:
+            raise ValueError("an input prepared for the language-ID pass reached an engine "
+                             "that cannot re-make it in another language")
+        engine_input = relanguager.relanguage(engine_input, routed.language, route)
+    return Segment(None, route or seg.language, engine_input, seg.id)
 
 
 def with_language_id(engine_cfg: DictConfig, quality: DictConfig | None,

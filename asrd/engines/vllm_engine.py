@@ -44,7 +44,7 @@ from omegaconf import DictConfig
 from asrd.audio.pack import Member
 from asrd.engines.base import (Engine, EngineUnavailable, Hypothesis, PackedWindow, Segment,
                                detection_threshold)
-from asrd.engines.vllm_inputs import InputRenderer, PromptSpec, prompt_maker
+from asrd.engines.vllm_inputs import InputRenderer, PromptSpec, Relanguager, prompt_maker
 from asrd.engines.vllm_signals import WhisperTokens, hypothesis, request_args, token_logprobs
 from asrd.engines.vllm_transcription import TranscriptionSpec, check_architecture
 from asrd.engines.whisper_timestamps import (WINDOW_MAX_TOKENS, WhisperIds, packed_hypotheses,
@@ -115,6 +115,32 @@ def model_kind(model_dir: str | Path, prompts: str = "auto") -> str:
     where = "params.json" if mistral_format(model_dir) else "config.json"
     check_architecture(archs, str(Path(model_dir) / where))
     return "transcription"
+
+
+def _whisper_features(model_dir: Path) -> dict[str, Any] | None:
+    """What makes a Whisper folder's encoder input: its feature extractor's settings and its
+    encoder positions (the input's placeholder count); None for another architecture."""
+    if WHISPER not in architectures(model_dir):
+        return None
+    from transformers import WhisperFeatureExtractor
+
+    # (transformers reads it from either file a folder may hold it in)
+    settings = WhisperFeatureExtractor.from_pretrained(str(model_dir),
+                                                       local_files_only=True).to_dict()
+    settings.pop("processor_class", None)
+    config = json.loads((model_dir / "config.json").read_text())
+    return {"extractor": settings, "positions": config.get("max_source_positions")}
+
+
+def shares_features(model_dir: str | Path, other_dir: str | Path) -> bool:
+    """Whether two model folders turn audio into the same encoder input: the same folder, or
+    two Whispers with the same feature extractor and encoder positions (whisper-tiny and -base:
+    80 log-mel bins each; large-v3 has 128)."""
+    a, b = Path(model_dir).resolve(), Path(other_dir).resolve()
+    if a == b:
+        return True
+    features = _whisper_features(a)
+    return features is not None and features == _whisper_features(b)
 
 
 def memory_fraction(engine_cfg: DictConfig) -> float:
@@ -237,6 +263,8 @@ class VllmEngine(Engine):
         self._whisper_ids = WhisperIds.of(self._tokenizer) if whisper else None
         self._bias = {timestamps: self._banned(timestamps) for timestamps in (False, True)}
         self.prompts = prompt_maker(self._prompt_spec(), self._tokenizer, self._llm.model_config)
+        # re-makes inputs prepared before the language-ID pass in the identified language
+        self.relanguager = Relanguager(self._llm.renderer, self._llm.model_config, self.prompts)
         self._render_slots = asyncio.Semaphore(max(1, self.options.render_threads))
 
     def _prompt_spec(self) -> PromptSpec | TranscriptionSpec:
@@ -277,7 +305,17 @@ class VllmEngine(Engine):
         """With `render_in: decode`, the decode actors render engine inputs (vllm_inputs.py)."""
         if self.options.render_in != "decode":
             return None
+        return self.input_renderer()
+
+    def input_renderer(self) -> InputRenderer:
+        """What renders this engine's inputs in another process (the language-ID pass asks an
+        identifier's too, whatever its `render_in`)."""
         return InputRenderer(self._llm.vllm_config, self.prompts.spec)
+
+    def same_processor(self, other: VllmEngine) -> bool:
+        """Whether `other` turns audio into the same encoder input (`shares_features`): an
+        input of one then serves the other with its own prompt spliced in."""
+        return shares_features(self._model_dir, other._model_dir)
 
     def sampling_params(self, timestamps: bool = False):
         """`timestamps`: a packed window's, whose text may take the decoder's whole room."""

@@ -7,10 +7,15 @@ milliseconds of Python per clip under that process's one GIL, beside the engine'
 output handling. `InputRenderer` runs vLLM's own renderer in every CPU decode actor instead, with
 the engine's configuration, so input preparation grows with the decode actors and the engine
 process only submits inputs that are ready, as in the GPU-only ceiling benchmark.
+
+Under the language-ID pass the prompt's language is known only in the engine's process, after
+the pass: `Relanguager` re-makes a prepared input in that language there, the prompt's text
+from a per-language reference around the prepared audio part, without computing features.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -154,3 +159,126 @@ class InputRenderer:
         self._prompts.check(audio)
         prompt = self._prompts.prompt(audio, language, uuid.uuid4().hex, timestamps)
         return render(self._renderer, self.vllm_config.model_config, prompt)
+
+
+# --- the language-ID pass: inputs rendered before the language is known ----------------------
+
+REFERENCE_S = 1.0  # the silent clip each language's reference input is rendered from
+
+
+@dataclass(frozen=True)
+class RoutedInput:
+    """A segment prepared in a decode actor for the language-ID pass, before its language is
+    known: the engine's input in the segment's own language (the index's, else the config's),
+    which the engine actor re-makes in the identified language (`Relanguager`), and what the
+    identifier needs."""
+
+    engine: Any  # the engine's rendered input
+    language: str | None  # the language it was rendered in (None: the config's)
+    identifier: Any = None  # the identifier's rendered input, where it has its own processor
+    audio: np.ndarray | None = None  # the raw audio, for an identifier that reads it
+
+
+class RoutedPreparer:
+    """The decode actors' preparer under the language-ID pass (picklable): the engine's input
+    in the segment's own language, and the identifier's input where it needs one of its own
+    (another model's processor) or the raw audio where it reads that (faster-whisper)."""
+
+    def __init__(self, engine: InputRenderer, identifier: InputRenderer | None,
+                 carry_audio: bool):
+        self.engine, self.identifier, self.carry_audio = engine, identifier, carry_audio
+
+    def prepare(self, audio: np.ndarray, language: str | None,
+                timestamps: bool = False) -> RoutedInput:
+        if timestamps:
+            raise ValueError("the language-ID pass transcribes every clip alone (no packing)")
+        return RoutedInput(
+            self.engine.prepare(audio, language), language,
+            self.identifier.prepare(audio, None) if self.identifier is not None else None,
+            np.ascontiguousarray(audio, dtype=np.float32) if self.carry_audio else None)
+
+
+def _audio_range(part: dict[str, Any]) -> Any:
+    """The placeholder range of a decoder-only input's one audio item."""
+    ranges = part["mm_placeholders"].get("audio", [])
+    if len(ranges) != 1:
+        raise ValueError(f"the input holds {len(ranges)} audio items (the model cut the audio "
+                         "in chunks); only an input of one can be re-made in another language")
+    return ranges[0]
+
+
+def _with_text(part: dict[str, Any], tokens: list[int], source: dict[str, Any]
+               ) -> dict[str, Any]:
+    """`part` with `tokens` as its prompt and the prompt text of `source` (where it has one)."""
+    out = {**part, "prompt_token_ids": tokens}
+    out.pop("prompt", None)
+    if "prompt" in source:
+        out["prompt"] = source["prompt"]
+    return out
+
+
+def splice(prepared: Any, was: Any, to: Any) -> Any:
+    """`prepared` (a rendered input) with the text around its audio taken from `to`, where
+    `was` is an input rendered with the same prompt as `prepared` (of other audio) and `to` one
+    with the wanted prompt, both by one processor. The audio's features and placeholder tokens
+    stay `prepared`'s: nothing is extracted again. An encoder-decoder input (Whisper) takes
+    `to`'s decoder prompt whole (its audio is the encoder's); a decoder-only one keeps its run
+    of audio tokens between `to`'s text before and after the audio. Raises ValueError where
+    `prepared` is not `was`'s prompt around its audio (a prompt whose text depends on the
+    audio cannot be re-made so)."""
+    if prepared["type"] == "enc_dec":
+        dec, was_dec, to_dec = (x["decoder_prompt"] for x in (prepared, was, to))
+        if list(dec["prompt_token_ids"]) != list(was_dec["prompt_token_ids"]):
+            raise ValueError("the prepared decoder prompt is not the one it was said to be")
+        return {**prepared, "decoder_prompt": _with_text(
+            dec, list(to_dec["prompt_token_ids"]), to_dec)}
+    ids, was_ids, to_ids = (list(x["prompt_token_ids"]) for x in (prepared, was, to))
+    at, was_at, to_at = _audio_range(prepared), _audio_range(was), _audio_range(to)
+    end, was_end, to_end = (r.offset + r.length for r in (at, was_at, to_at))
+    if ids[:at.offset] != was_ids[:was_at.offset] or ids[end:] != was_ids[was_end:]:
+        raise ValueError("the prepared prompt's text around its audio is not the one it was "
+                         "said to be; the model's prompt depends on the audio")
+    tokens = to_ids[:to_at.offset] + ids[at.offset:end] + to_ids[to_end:]
+    out = _with_text(prepared, tokens, to)
+    out["mm_placeholders"] = {**prepared["mm_placeholders"],
+                              "audio": [replace(at, offset=to_at.offset)]}
+    return out
+
+
+class Relanguager:
+    """Re-makes a rendered input in another language, in the engine's process, without its
+    audio: the language-dependent part of a prompt comes from a reference input per language
+    (a silent `REFERENCE_S` clip, rendered once per language and kept), spliced around the
+    prepared input's own audio part (`splice`). Token for token what rendering the segment in
+    that language would give (tests/test_relanguage.py)."""
+
+    def __init__(self, renderer: Any, model_config: Any, prompts: Prompts):
+        self.renderer, self.model_config, self.prompts = renderer, model_config, prompts
+        self._references: dict[str | None, Any] = {}
+        self._lock = threading.Lock()
+
+    def reference(self, language: str | None) -> Any:
+        """The input of a silent clip in `language` (None: the prompts' default)."""
+        with self._lock:
+            if language not in self._references:
+                silence = np.zeros(int(REFERENCE_S * SAMPLE_RATE), np.float32)
+                self._references[language] = render(self.renderer, self.model_config,
+                                                    self.prompts.prompt(silence, language,
+                                                                        uuid.uuid4().hex))
+            return self._references[language]
+
+    def relanguage(self, prepared: Any, was: str | None, language: str | None) -> Any:
+        """`prepared`, rendered in language `was`, in `language` instead."""
+        return splice(prepared, self.reference(was), self.reference(language))
+
+    def splices(self) -> bool:
+        """Whether this model's prompts can be re-made so: a longer clip's input keeps the
+        reference's text around its audio (a prompt whose text counts the audio would not)."""
+        longer = np.zeros(int(2.5 * REFERENCE_S * SAMPLE_RATE), np.float32)
+        prepared = render(self.renderer, self.model_config,
+                          self.prompts.prompt(longer, None, uuid.uuid4().hex))
+        try:
+            splice(prepared, self.reference(None), self.reference(None))
+        except ValueError:
+            return False
+        return True
