@@ -78,3 +78,30 @@ def test_reads_the_gzipped_trace_vllm_writes(tmp_path):
     with gzip.open(path, "wt") as f:
         json.dump({"traceEvents": _trace()}, f)
     assert profile_summary.summarize(profile_summary.load_events(path)).steps == 2
+
+
+# Lines of the table vLLM's worker wrote on the H200 (large-v3, 40 steps), as it wrote them.
+TABLE = '''\
+-------------------------------------------------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  
+                                                   Name    Self CPU %      Self CPU   CPU total %     CPU total  CPU time avg     Self CUDA   Self CUDA %    CUDA total  CUDA time avg    # of Calls  
+-------------------------------------------------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  ------------  
+void cutlass::device_kernel<flash::enable_sm90_or_la...         0.00%       0.000us         0.00%       0.000us       0.000us        1.361s        73.95%        1.361s     616.620us          2208  
+                                       _vllm_fa3_C::fwd         1.15%      41.571ms         2.51%      91.018ms      86.191us     476.677ms        25.89%     476.701ms     451.422us          1056  
+               execute_context_0(0)_generation_469(469)         0.00%       0.000us         0.00%       0.000us       0.000us     230.687ms        12.53%     230.687ms      46.137ms             5  
+                                            aten::addmm         5.30%     192.509ms         6.55%     237.774ms      61.408us     143.163ms         7.78%     143.187ms      36.980us          3872  
+    nvjet_sm90_hsh_128x288_64x4_2x1_v_bz_coopA_bias_TNT         0.00%       0.000us         0.00%       0.000us       0.000us      25.928ms         1.41%      25.928ms     270.079us            96  
+void cutlass::device_kernel<flash::FlashAttnFwdCombi...         0.00%       0.000us         0.00%       0.000us       0.000us      22.046ms         1.20%      22.046ms       8.833us          2496  
+                                        Memset (Device)         0.00%       0.000us         0.00%       0.000us       0.000us     434.431us         0.02%     434.431us       0.890us           488  
+Self CPU time total: 3.629s
+Self CUDA time total: 1.841s
+
+'''
+
+
+def test_the_kernel_table_counts_kernel_rows_once(tmp_path):
+    """Operators (CPU time) and CUDA-graph replays also list CUDA time; only kernel rows count."""
+    path = tmp_path / "profiler_out_0.txt"
+    path.write_text(TABLE)
+    got = profile_summary.kernel_table_shares(path)
+    assert got == pytest.approx({"attention": 1.361 + 0.022046, "gemm": 0.025928,
+                                 "other": 0.000434}, abs=1e-6)

@@ -19,7 +19,7 @@ from pathlib import Path
 from common import GpuSampler, build_model, clips, dtype_of, figure, out_dir, save, \
     workload_parser
 from engine_bench import engine_config, render_all, run_callers, submit_all
-from profile_summary import load_events, summarize
+from profile_summary import kernel_table_shares, load_events, summarize
 
 
 def with_profiler(trace_dir: Path, delay_steps: int, steps: int, stack: bool) -> None:
@@ -63,7 +63,8 @@ def main() -> None:
     ap.add_argument("--gpu-mem", type=float, default=0.85)
     ap.add_argument("--delay-steps", type=int, default=150,
                     help="engine steps after the feed starts before the trace does")
-    ap.add_argument("--steps", type=int, default=40, help="engine steps traced")
+    ap.add_argument("--steps", type=int, default=12,
+                    help="engine steps traced (with Python frames, a traced step takes seconds)")
     ap.add_argument("--feeds", default="callers,ceiling",
                     help="callers: transcribe from --callers threads (the engine actor's "
                     "feed); ceiling: every input rendered first, then all submitted at once")
@@ -99,6 +100,13 @@ def main() -> None:
                          args.tokens, gpu)
             save([fig], out_dir() / "figures.jsonl", device=gpu.name, traced=True)
             path = new_trace(trace_dir, before)
+            for table in trace_dir.glob("profiler_out_*.txt"):  # vLLM's kernel table: cheap
+                kept = out_dir() / f"profile-{args.model}-{feed}-{table.name}"
+                table.rename(kept)
+                kinds = kernel_table_shares(kept)
+                total = sum(kinds.values()) or 1.0
+                print(f"PROFILE {feed} kernel table: " + ", ".join(
+                    f"{k} {v:.3f} s ({v / total:.1%})" for k, v in kinds.items()), flush=True)
             if path is None:
                 print(f"PROFILE {feed}: no trace written", flush=True)
                 continue
@@ -117,8 +125,6 @@ def main() -> None:
                 print(f"PROFILE {feed} {cls}: {summary.kernel_ms[cls]:.1f} ms, {share:.1%} "
                       f"({top})", flush=True)
             path.unlink()  # large; the summary is what comes back
-            for table in trace_dir.glob("profiler_out_*.txt"):  # vLLM's kernel table
-                table.rename(out_dir() / f"profile-{args.model}-{feed}-{table.name}")
     (out_dir() / f"profile-{args.model}.json").write_text(json.dumps(results, indent=1))
     engine.close()
 

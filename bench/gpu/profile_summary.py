@@ -16,6 +16,9 @@ the frames around it on its thread. A kernel is then:
 Steps are vLLM's `execute_model` calls; a step that runs the encoder is an encoder step.
 
     python bench/gpu/profile_summary.py TRACE.json.gz [--json OUT.json]
+
+`kernel_table_shares` reads the kernel table vLLM writes beside the trace, where the trace is too
+large to read in the time at hand.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import bisect
 import gzip
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -191,6 +195,30 @@ def _count_steps(events: list[dict], launches: dict, gpu_us: dict[int, float],
         times = [us for us, enc in per_step if enc == want]
         if times:
             summary.step_gpu_ms[kind] = round(sum(times) / len(times) / 1000.0, 3)
+
+
+def _seconds(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+
+
+def kernel_table_shares(path: Path) -> dict[str, float]:
+    """GPU kernel seconds by kind (attention, GEMM, other) from the table vLLM's worker writes
+    beside the trace (`profiler_out_0.txt`, sorted by self CUDA time): cheap where the trace is
+    too large to read. Kernel rows are those with no CPU time; CUDA-graph replays, which hold
+    kernels listed on their own rows too, are left out."""
+    out: Counter = Counter()
+    for line in path.read_text().splitlines():
+        cols = re.split(r"\s{2,}", line.strip())
+        if len(cols) < 11 or not cols[10].isdigit() or "execute_context" in cols[0]:
+            continue
+        if _seconds(cols[2]) != 0.0:  # an operator's row, whose kernels have rows of their own
+            continue
+        name = cols[0]
+        kind = ("attention" if "flash" in name.lower() else
+                "gemm" if re.search(r"nvjet|gemm|tensorop|xmma", name) else "other")
+        out[kind] += _seconds(cols[6])
+    return {k: round(v, 6) for k, v in out.items()}
 
 
 def main() -> None:

@@ -135,9 +135,9 @@ case "$stage" in
   long)  # large-v3, long recordings (10 min each, streamed and cut into 30 s segments) end to end;
     # small enough to fit one short device call after set-up
     step 250 python3 e2e_run_shard.py --model whisper-large-v3 --files 96 --long-s 600 --tokens 135 --part-rows 4 --engines 1 --calls 32 --work /tmp/asrd-e2e-long --limit-s 235 --tag=-long "${common[@]}" ;;
-  profile)  # large-v3, 20 s clips, 90 tokens: a torch profiler trace of 40 engine steps under the
+  profile)  # large-v3, 20 s clips, 90 tokens: a torch profiler trace of 12 engine steps under the
     # engine actor's feed and under all-at-once submission, summarized (bench/gpu/profile_summary.py)
-    step 340 python3 profile_engine.py --model whisper-large-v3 --clips 1536 --tokens 90 "${common[@]}" ;;
+    step 560 python3 profile_engine.py --model whisper-large-v3 --clips 1536 --tokens 90 --feeds callers "${common[@]}" ;;
   granite2)  # Granite Speech with vLLM's Triton attention kernels instead of FlashAttention
     # (its start-up, model folder and index included, took more than 170 s)
     step 295 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b --set engine.vllm.attention_backend=TRITON_ATTN --tag=-triton "${common[@]}" ;;
