@@ -10,8 +10,11 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 store=/tmp/asrd-wheels
 site=/tmp/site
 mkdir -p "$store"
-extra_wheels() {  # loose wheels carried beside the bundle (a late addition needs no re-fetch)
-  local w=("$root"/.carry*/*.whl)
+# Loose wheels carried beside the bundle (a late addition needs no re-fetch) are kept in the store
+# by the call that carried them: the part's folder is gone from the tree by the installing call.
+cp -f "$root"/.carry*/*.whl "$store/" 2>/dev/null || true
+extra_wheels() {
+  local w=("$store"/*.whl)
   [ -e "${w[0]}" ] || return 0
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --disable-pip-version-check --target "$site" "${w[@]}" 2>&1 | grep -v "^WARNING: Target directory" || true
