@@ -135,10 +135,10 @@ case "$stage" in
     step 160 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
   models20)  # 20 s clips end to end, side by side in one call: Qwen3-ASR and Voxtral through their
     # vLLM classes, Whisper-large-v3 on asrd's prompts (random weights of the real sizes, 90 tokens)
-    m=(python3 e2e_run_shard.py --files 1024 --clip-s 20 --engines 1 --calls 32 --limit-s 175 --work /tmp/asrd-e2e-20s)
-    step 190 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
-    step 190 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}"
-    step 190 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
+    m=(python3 e2e_run_shard.py --files 1024 --clip-s 20 --engines 1 --calls 32 --limit-s 182 --work /tmp/asrd-e2e-20s)
+    step 194 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
+    step 194 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}"
+    step 194 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" --limit-s 140 \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked,unpacked-model ;;
