@@ -41,6 +41,18 @@ class PackedWindow:
 
 
 @dataclass(frozen=True)
+class SpeakerTurn:
+    """One speaker's turn as a diarising model writes it: seconds from the start of the engine
+    input it was given (the row's time base once assembled), and an anonymous tag ("S01") that
+    names a speaker within that one input only."""
+
+    speaker: str
+    start_s: float
+    end_s: float | None  # None: the model wrote no end and no turn followed it
+    text: str
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     """A segment's text and what the model said of it (None where an engine cannot say)."""
 
@@ -51,6 +63,7 @@ class Hypothesis:
     language_p: float | None = None  # ... and its probability
     expected_language_p: float | None = None  # the probability of the language it was forced to
     routed_language: str | None = None  # the language the language-ID pass gave the segment
+    speaker_turns: tuple[SpeakerTurn, ...] | None = None  # a diarising model's turns (else None)
 
 
 def detection_threshold(quality: DictConfig | None, cheap: bool) -> float | None:

@@ -35,7 +35,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -370,8 +369,7 @@ class VllmEngine(Engine):
         if self.kind != "transcription":
             return hypothesis(output, self._text(ids), self._whisper_tokens)
         said = self.prompts.text(self._tokenizer.decode(ids, skip_special_tokens=True))
-        h = hypothesis(output, said.text, None)
-        return replace(h, language=said.language) if said.language else h
+        return said.on(hypothesis(output, said.text, None))
 
     def _text(self, token_ids: list[int]) -> str:
         """The words of output tokens: Whisper's special and timestamp tokens left out by id

@@ -11,9 +11,11 @@ quality signals, packing by timestamps and the measured rates; `engine.vllm.prom
 Whisper through its class too (for comparison).
 
 What each class writes lands in the row as the model gives it: the text after
-`post_process_output` (MOSS's speaker turns stay inline in it), and a spoken language where the
-output states one (Qwen3-ASR's "language X<asr_text>" prefix; FireRedLID's whole output is a
-language label) in the `audio_language` column, as Whisper's own detection is. No class of this
+`post_process_output`, and a spoken language where the output states one (Qwen3-ASR's
+"language X<asr_text>" prefix; FireRedLID's whole output is a language label) in the
+`audio_language` column, as Whisper's own detection is. MOSS transcribe-diarize writes speaker
+turns inline (`[0.48][S01]Welcome.[1.66][1.70][S02]Thanks.[3.20]`: start, speaker, text, end);
+they go to the `speaker_turns` column and the text keeps only their words. No class of this
 list gives timestamps asrd could split a packed window by (vLLM's only timestamped output is
 Whisper's), so packing stays Whisper's.
 """
@@ -24,12 +26,12 @@ import functools
 import inspect
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from asrd.engines.base import EngineUnavailable
+from asrd.engines.base import EngineUnavailable, Hypothesis, SpeakerTurn
 
 SAMPLE_RATE = 16000  # what asrd's decode stage delivers
 
@@ -54,13 +56,18 @@ TRANSCRIPTION_ARCHITECTURES: dict[str, str] = {
     "FireRedASR2ForConditionalGeneration": "text",
     "FireRedLIDForConditionalGeneration": "language",
     "CohereAsrForConditionalGeneration": "text",
-    "MossTranscribeDiarizeForConditionalGeneration": "text with speaker turns",
+    "MossTranscribeDiarizeForConditionalGeneration": "text, speaker turns",
 }
 LANGUAGE_ID = {"FireRedLIDForConditionalGeneration"}  # the output is a language label
 # vLLM lists forced aligners among its transcription classes; they transcribe nothing
 ALIGNERS = {"Qwen3ASRForcedAlignerForTokenClassification"}
 
 _LANGUAGE_PREFIX = re.compile(r"^\s*language\s+([A-Za-z][A-Za-z ]*?)\s*<asr_text>")
+# the output is speaker turns, `[start][Sxx]text[end]` each, in ordinary text (not special tokens)
+DIARIZE = {"MossTranscribeDiarizeForConditionalGeneration"}
+_TIME = r"\[(\d+(?:\.\d+)?)\]"  # [1.66]: seconds from the start of the engine input
+_TURN_HEAD = re.compile(_TIME + r"\s*\[(S\d+)\]")
+_TURN_END = re.compile(_TIME)
 
 
 def transcription_architectures() -> tuple[str, ...]:
@@ -107,6 +114,12 @@ class TranscriptionText:
 
     text: str
     language: str | None  # the spoken language, where the output states it
+    speaker_turns: tuple[SpeakerTurn, ...] | None = None  # a diarising model's turns
+
+    def on(self, h: Hypothesis) -> Hypothesis:
+        """The engine's hypothesis of this output (its signals) with what the output says."""
+        return replace(h, text=self.text, language=self.language or h.language,
+                       speaker_turns=self.speaker_turns)
 
 
 class TranscriptionPrompts:
@@ -174,12 +187,42 @@ class TranscriptionPrompts:
             label = raw.strip()
             return TranscriptionText("", self._language_names.get(label.lower(), label or None))
         text = self.model_cls.post_process_output(raw).strip()
+        if self.arch in DIARIZE:
+            return speaker_turns(text)
         match = _LANGUAGE_PREFIX.match(raw) if "<asr_text>" not in text else None
         language = None
         if match:  # the class took the label off: it was the model's statement of language
             name = match.group(1).strip()
             language = self._language_names.get(name.lower(), name)
         return TranscriptionText(text, language)
+
+
+def speaker_turns(raw: str) -> TranscriptionText:
+    """A diarising model's output split into its turns, and the readable text: the turns' texts
+    and whatever did not parse, in order, joined by spaces.
+
+    The grammar is strict: a turn starts at `[t][Sxx]` and its text runs to the first `[t]`
+    after it (its end) or to the next turn's start. Nothing else is a tag: text before the first
+    turn, after a turn's end, a timestamp without a speaker or other brackets stay in the text
+    as written, so no word is lost to malformed output. A turn without an end takes the next
+    turn's start; the last one's stays None (the row's assembly gives it its input's end).
+    """
+    heads = list(_TURN_HEAD.finditer(raw))
+    pieces = [raw[:heads[0].start()] if heads else raw]
+    turns = []
+    for i, head in enumerate(heads):
+        following = heads[i + 1] if i + 1 < len(heads) else None
+        body = raw[head.end():following.start() if following else len(raw)]
+        end = _TURN_END.search(body)
+        if end:
+            said, end_s, rest = body[:end.start()], float(end.group(1)), body[end.end():]
+        else:
+            said, rest = body, ""
+            end_s = float(following.group(1)) if following else None
+        turns.append(SpeakerTurn(head.group(2), float(head.group(1)), end_s, said.strip()))
+        pieces += [said, rest]
+    text = " ".join(p.strip() for p in pieces if p.strip())
+    return TranscriptionText(text, None, tuple(turns))
 
 
 def _with_uuids(prompt: dict[str, Any], audio_id: str) -> dict[str, Any]:
