@@ -5,7 +5,9 @@ Index row: `id` (unique, stable), `path` (where the audio is) or `audio` (its by
 are kept so that they end as error rows, never silently dropped), plus passthrough columns.
 
 Output row, one per index row of a shard: `id`, `row` (its row number in the index), `text`,
-`segments` (start, end, text; seconds in the recording), `duration_s`, `speech_s` (seconds of
+`segments` (start, end, text; seconds in the recording), `speaker_turns` (a diarising model's
+turns: speaker, start_s, end_s, text; seconds in the recording; null for other models),
+`duration_s`, `speech_s` (seconds of
 detected speech; 0 and an empty text when the recording has none), `model`, `engine`, `error` (null when ok),
 `decode_s`, `engine_s`, `pack_window` and `pack_offset_s` (the id of the row whose window this
 short clip shared, and where it started in it; null when transcribed alone), the quality signals
@@ -18,7 +20,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 INDEX_COLUMNS = ("id", "path", "audio", "duration_s", "sample_rate", "channels", "num_bytes",
                  "probe_error")
@@ -40,6 +42,11 @@ INDEX_SCHEMA = pa.schema([
 
 SEGMENT_TYPE = pa.struct([("start", pa.float64()), ("end", pa.float64()), ("text", pa.string()),
                           ("avg_logprob", pa.float64()), ("no_speech_prob", pa.float64())])
+
+# A speaker's turn (asrd.engines.base.SpeakerTurn); the tag names a speaker within one engine
+# input only: the model labels each input on its own.
+SPEAKER_TURN_TYPE = pa.struct([("speaker", pa.string()), ("start_s", pa.float64()),
+                               ("end_s", pa.float64()), ("text", pa.string())])
 
 # Quality signals of an ok row (asrd.quality; README "Output schema" says what each means) and
 # the flags its thresholds trip.
@@ -70,6 +77,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("row", pa.int64()),
     ("text", pa.string()),
     ("segments", pa.list_(SEGMENT_TYPE)),
+    ("speaker_turns", pa.list_(SPEAKER_TURN_TYPE)),
     ("duration_s", pa.float64()),
     ("speech_s", pa.float64()),
     ("model", pa.string()),

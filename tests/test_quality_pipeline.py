@@ -49,7 +49,7 @@ def test_signals_and_flags_in_the_shard_file(quality_run):
     _, rd = quality_run
     shard = pq.read_table(rd.shard_file(0))
     assert {name for name, _ in QUALITY_FIELDS} <= set(shard.column_names)
-    assert shard.schema.metadata[b"asrd_schema_version"] == b"4"
+    assert shard.schema.metadata[b"asrd_schema_version"] == b"5"
     rows = {r["path"].rsplit("/", 1)[-1] + ("*" if r["id"] == "wrong-ref" else ""): r
             for r in shard.to_pylist()}
     good, wrong, silence = rows["utt000.wav"], rows["utt000.wav*"], rows["silence.wav"]

@@ -5,7 +5,8 @@ packed, in order, into windows of at most `window_s` seconds (from the first seg
 the last one's end); a window's label is its segments' texts joined, and also the same with
 Whisper's timestamp tokens (`<|0.00|> text<|2.40|>`, seconds from the window's start, in steps
 of 0.02 s), so a student learns timestamps too. A segment longer than the window cannot be
-placed and is counted, not cut.
+placed and is counted, not cut. A window's `speaker_turns` are the turns that start in it, in
+seconds from its start, as its `segments` are.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ from typing import Any
 import pyarrow as pa
 
 from asrd.export.source import FLAC_RATE, Clip, SourceRow, flac_bytes
-from asrd.schema import SEGMENT_TYPE
+from asrd.schema import SEGMENT_TYPE, SPEAKER_TURN_TYPE
 
 TIMESTAMP_STEP_S = 0.02  # Whisper's timestamp resolution
 
 # A window replaces these columns of its recording; the others (model, score, language, ...)
 # describe the recording it was cut from and travel with it.
-WINDOW_REPLACES = ("id", "text", "segments", "duration_s", "speech_s", "pack_window",
-                   "pack_offset_s")
+WINDOW_REPLACES = ("id", "text", "segments", "speaker_turns", "duration_s", "speech_s",
+                   "pack_window", "pack_offset_s")
 WINDOW_FIELDS = [("id", pa.string()), ("source_id", pa.string()), ("start_s", pa.float64()),
                  ("end_s", pa.float64()), ("duration_s", pa.float64()), ("text", pa.string()),
-                 ("text_timestamped", pa.string()), ("segments", pa.list_(SEGMENT_TYPE))]
+                 ("text_timestamped", pa.string()), ("segments", pa.list_(SEGMENT_TYPE)),
+                 ("speaker_turns", pa.list_(SPEAKER_TURN_TYPE))]
 
 
 @dataclass
@@ -86,10 +88,13 @@ def window_items(row: SourceRow, window_s: float) -> tuple[list[ExportItem], int
                for s in segs]
         text = " ".join(s["text"] for s in rel if s["text"])
         stamped = "".join(f"{_stamp(s['start'])} {s['text']}{_stamp(s['end'])}" for s in rel)
+        turns = c.get("speaker_turns")
         wid = f"{c['id']}#w{k:03d}"
         cols = {"id": wid, "source_id": c["id"], "start_s": start, "end_s": end,
                 "duration_s": end - start, "text": text, "text_timestamped": stamped,
-                "segments": rel, **keep}
+                "segments": rel, "speaker_turns": None if turns is None else [
+                    {**t, "start_s": t["start_s"] - start, "end_s": t["end_s"] - start}
+                    for t in turns if start <= t["start_s"] < end], **keep}
         items.append(ExportItem(wid, Clip(flac_bytes(cut), "flac", FLAC_RATE), end - start, text,
                                 cols))
     return items, too_long

@@ -94,7 +94,7 @@ class ShardDriver:
             for s, text in zip(out.segments, out.texts):
                 if s.members is None:
                     if self.long.is_streamed(s.row) and s.row in self.assembly:
-                        self.long.transcribed(s, self.assembly.span(s.row, s.index), text.text,
+                        self.long.transcribed(s, self.assembly.span(s.row, s.index), text,
                                               out.engine_s)
                     self._transcribed(self.assembly.text(s.row, s.index, text, out.engine_s))
                     continue

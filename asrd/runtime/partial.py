@@ -3,11 +3,11 @@
 A recording of hours is one row, and a row is committed only whole (in the shard's parts), so a
 task killed inside it would transcribe it again from the start. Its segments' texts are therefore
 committed as they come, beside the parts and at their pace, in `shard-K.partial/` (one Parquet
-file per commit: row, id, segment index, its span, text). A resumed task decodes the recording
-again (cheap next to transcribing it) and sends the engines only the segments not found here;
-the row is assembled from both and written once, like any row. Entries of another config, or
-whose span no longer matches the audio, are not used. The folder goes once the shard file is
-committed.
+file per commit: row, id, segment index, its span, text, a diarising model's speaker turns). A
+resumed task decodes the recording again (cheap next to transcribing it) and sends the engines
+only the segments not found here; the row is assembled from both and written once, like any
+row. Entries of another config, or whose span no longer matches the audio, are not used. The
+folder goes once the shard file is committed.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asrd.engines.base import SpeakerTurn
+from asrd.schema import SPEAKER_TURN_TYPE
 from hpc.commit import atomic_path
 
 log = logging.getLogger("asrd.partial")
 
 SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), ("seg", pa.int64()),
                     ("start", pa.float64()), ("end", pa.float64()), ("text", pa.string()),
-                    ("engine_s", pa.float64()), ("config_hash", pa.string())])
+                    ("engine_s", pa.float64()), ("config_hash", pa.string()),
+                    ("speaker_turns", pa.list_(SPEAKER_TURN_TYPE))])
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class SegmentDone:
     end: float
     text: str
     engine_s: float
+    speaker_turns: tuple[SpeakerTurn, ...] | None = None  # in the segment's own time, as said
 
 
 class PartialRows:
@@ -67,7 +71,9 @@ class PartialRows:
                 continue
             for r in rows:
                 if r.pop("config_hash") == self.config_hash:
-                    s = SegmentDone(**r)
+                    turns = r.pop("speaker_turns", None)
+                    s = SegmentDone(**r, speaker_turns=None if turns is None else tuple(
+                        SpeakerTurn(**t) for t in turns))
                     done.setdefault((s.row, s.id), {})[s.seg] = s
         return done
 

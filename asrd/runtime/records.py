@@ -10,13 +10,13 @@ row's passthrough columns never leave the driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import ray
 
 from asrd.audio.pack import Member
-from asrd.engines.base import Hypothesis
+from asrd.engines.base import Hypothesis, SpeakerTurn
 from asrd.quality.signals import EngineSignals
 
 
@@ -153,6 +153,7 @@ class RowResult:
     error: str | None = None
     text: str | None = None
     segments: list[SegmentText] | None = None
+    speaker_turns: list[SpeakerTurn] | None = None  # a diarising model's, in the recording's time
     duration_s: float | None = None
     speech_s: float | None = None
     decode_s: float | None = None
@@ -185,6 +186,8 @@ class RowResult:
                        {"start": s.start, "end": s.end, "text": s.text,
                         "avg_logprob": s.avg_logprob, "no_speech_prob": s.no_speech_prob}
                        for s in self.segments],
+                   speaker_turns=None if self.speaker_turns is None else [
+                       asdict(t) for t in self.speaker_turns],
                    duration_s=self.duration_s or self.index_row.columns.get("duration_s"),
                    speech_s=self.speech_s, decode_s=self.decode_s, engine_s=self.engine_s,
                    pack_window=self.pack_window, pack_offset_s=self.pack_offset_s)

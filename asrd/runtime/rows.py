@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from asrd.engines.base import Hypothesis
+from asrd.engines.base import Hypothesis, SpeakerTurn
 from asrd.quality.signals import EngineSignals, combine
 from asrd.runtime.records import Decoded, IndexRow, RowResult, SegmentText
 
@@ -116,6 +116,7 @@ class RowAssembly:
             p.index_row, text=" ".join(t for t in texts if t),
             segments=[SegmentText(a, b, t, h.avg_logprob, h.no_speech_prob)
                       for (a, b), t, h in zip(p.spans, texts, hyps)],
+            speaker_turns=_turns(hyps, p.spans),
             engine_signals=combine([(s, b - a, len(t)) for s, (a, b), t
                                     in zip(signals, p.spans, texts)]) if hyps else None,
             duration_s=p.decoded.duration_s, speech_s=p.decoded.speech_s,
@@ -123,6 +124,17 @@ class RowAssembly:
             pack_window=p.window[0] if p.window else None,
             pack_offset_s=p.window[1] if p.window else None,
             routed_language=_routed(hyps, p.spans))
+
+
+def _turns(hyps: list[Hypothesis], spans: list[tuple[float, float]]
+           ) -> list[SpeakerTurn] | None:
+    """A diarising model's turns on the row's time base: each input's shifted by that input's
+    start, as `segments` carries times; a last turn the model left open ends where its input
+    ends. None where the model gives no turns."""
+    if all(h.speaker_turns is None for h in hyps):
+        return None
+    return [SpeakerTurn(t.speaker, a + t.start_s, b if t.end_s is None else a + t.end_s, t.text)
+            for h, (a, b) in zip(hyps, spans) for t in h.speaker_turns or ()]
 
 
 def _routed(hyps: list[Hypothesis], spans: list[tuple[float, float]]) -> str | None:

@@ -56,18 +56,20 @@ class LongRecordings:
 
     def reused_texts(self, rec: Decoded) -> list[tuple[int, Hypothesis, float]]:
         """A piece's segments transcribed before a stop: (index, committed text, engine time).
-        Their text only: the engine's signals of such a segment are not kept."""
+        Their text and speaker turns only: the engine's signals of such a segment are not
+        kept."""
         if not rec.reused:
             return []
         committed = self.open.get(rec.row, {})
         self.reused[rec.row] = self.reused.get(rec.row, 0) + len(rec.reused)
-        return [(k, Hypothesis(committed[k].text), committed[k].engine_s) for k in rec.reused]
+        return [(k, Hypothesis(committed[k].text, speaker_turns=committed[k].speaker_turns),
+                 committed[k].engine_s) for k in rec.reused]
 
-    def transcribed(self, segment: SegmentRef, span: tuple[float, float], text: str,
+    def transcribed(self, segment: SegmentRef, span: tuple[float, float], said: Hypothesis,
                     engine_s: float) -> None:
         """A streamed row's segment has its text: committed with the next part."""
         self.partial.add(SegmentDone(segment.row, segment.id, segment.index, span[0], span[1],
-                                     text, engine_s))
+                                     said.text, engine_s, said.speaker_turns))
 
     def finished(self, row: RowResult) -> None:
         """A row is finished: if it was streamed, nothing more of it is asked for or kept."""
