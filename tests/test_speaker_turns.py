@@ -4,8 +4,11 @@ output in the text, and carried onto the row's time base."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from asrd.engines.base import Hypothesis, SpeakerTurn
 from asrd.engines.vllm_transcription import speaker_turns
@@ -16,6 +19,7 @@ from asrd.runtime.partial import PartialRows, SegmentDone
 from asrd.runtime.records import Decoded, IndexRow
 from asrd.runtime.rows import RowAssembly
 from asrd.schema import output_schema
+from asrd.testing import speech_models
 
 PUBLISHED = "[0.48][S01]Welcome.[1.66][1.70][S02]Thanks for having me.[3.20]"
 
@@ -129,3 +133,38 @@ def test_merge_filters_can_select_rows_by_their_turns():
     row_filter.check(schema)
     kept, _ = row_filter.apply(rows)
     assert kept.column("id").to_pylist() == ["two"]
+
+
+def _moss_folder(out: Path) -> Path:
+    """A MOSS transcribe-diarize folder: transformers' config defaults, its processor and the
+    Whisper BPE with MOSS's special tokens. Enough for vLLM's class to give its transcription
+    config and clean its output; its inputs cannot be rendered (asrd.testing.speech_models
+    says why), so the engine cannot run on it."""
+    from transformers import (MossTranscribeDiarizeConfig, MossTranscribeDiarizeFeatureExtractor,
+                              MossTranscribeDiarizeProcessor)
+
+    tokens = ["<|im_start|>", "<|im_end|>", "<|audio_start|>", "<|audio_pad|>", "<|audio_end|>"]
+    tok = speech_models._tokenizer(tokens, {}, "", eos="<|im_end|>")
+    config = MossTranscribeDiarizeConfig().to_dict()
+    config["architectures"] = ["MossTranscribeDiarizeForConditionalGeneration"]
+    folder = speech_models._write(out, config, tok, {})
+    MossTranscribeDiarizeProcessor(MossTranscribeDiarizeFeatureExtractor(), tok).save_pretrained(
+        folder)
+    return folder
+
+
+def test_the_moss_class_output_becomes_turns_in_the_engines_hypothesis(tmp_path):
+    """What the engine does with a request's output (VllmEngine._said): the model's class
+    cleans it, asrd parses the turns onto the hypothesis. Needs vLLM's Python code."""
+    pytest.importorskip("vllm", reason="vLLM is not installed here")
+    from vllm.config import ModelConfig
+
+    from asrd.engines.vllm_transcription import TranscriptionPrompts, TranscriptionSpec
+
+    folder = str(_moss_folder(tmp_path / "moss"))
+    prompts = TranscriptionPrompts(TranscriptionSpec("transcribe", None, ""), ModelConfig(
+        model=folder, tokenizer=folder, mm_processor_cache_gb=0, limit_mm_per_prompt={"audio": 1}))
+    said = prompts.text(f"  {PUBLISHED}\n").on(Hypothesis("", avg_logprob=-0.2))
+    assert said == Hypothesis("Welcome. Thanks for having me.", avg_logprob=-0.2,
+                              speaker_turns=speaker_turns(PUBLISHED).speaker_turns)
+    assert len(said.speaker_turns) == 2

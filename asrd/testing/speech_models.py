@@ -26,9 +26,11 @@ special, the size of Voxtral's own), with the special tokens a transcription pro
 30 s chunks). Prompts therefore have the real layout and the real token count of their text.
 
 Not built (vLLM 0.25.0's classes): Kimi-Audio (its tokenizer reads Kimi's own tiktoken.model, and
-its config.json's model type is the checkpoint's remote code), MOSS transcribe-diarize (vLLM's
-class calls the checkpoint's own processor: transformers' MossTranscribeDiarizeProcessor lacks
-`audio_start_token` and `_audio_span_ids`), Cohere ASR (a SentencePiece vocabulary, which the
+its config.json's model type is the checkpoint's remote code), MOSS transcribe-diarize (a folder
+of transformers' config, MossTranscribeDiarizeProcessor and a tokenizer gives vLLM's class its
+transcription config, prompt and output cleaning, as tests/test_speaker_turns.py builds one, but
+rendering its input fails: vLLM's processing reads `audio_feature_lengths`, which transformers'
+processor does not return; the checkpoint's own processor does), Cohere ASR (a SentencePiece vocabulary, which the
 Whisper BPE cannot stand in for), FunASR and FireRedASR2 (buildable as FireRedLID is, from
 Qwen2's config and their processors' CMVN settings, but their features need torchaudio or
 kaldi_native_fbank), Qwen3-Omni (a 30B MoE whose processor needs torchvision).
