@@ -30,7 +30,7 @@ its config.json's model type is the checkpoint's remote code), MOSS transcribe-d
 of transformers' config, MossTranscribeDiarizeProcessor and a tokenizer gives vLLM's class its
 transcription config, prompt and output cleaning, as tests/test_speaker_turns.py builds one, but
 rendering its input fails: vLLM's processing reads `audio_feature_lengths`, which transformers'
-processor does not return; the checkpoint's own processor does), Cohere ASR (a SentencePiece vocabulary, which the
+processor does not return), Cohere ASR (a SentencePiece vocabulary, which the
 Whisper BPE cannot stand in for), FunASR and FireRedASR2 (buildable as FireRedLID is, from
 Qwen2's config and their processors' CMVN settings, but their features need torchaudio or
 kaldi_native_fbank), Qwen3-Omni (a 30B MoE whose processor needs torchvision).
