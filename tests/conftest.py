@@ -21,6 +21,38 @@ os.environ["ASRD_HOOKS"] = "asrd.testing.faults"
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+# Tests of a machine-wide service, by the pytest-xdist group that runs them one at a time: the
+# SLURM cluster's queue (a test cancels whatever an earlier one left in it and counts on the
+# node's 2 CPUs being its own), then JuiceFS, Redis and the S3 gateway (an S3 export test counts
+# on no other export staging in the machine's temporary folder); a test that needs SLURM too
+# goes with SLURM.
+SHARED_SERVICES = {"slurm": "slurm", "juicefs": "juicefs", "redis": "juicefs"}
+
+
+def group_of(item: pytest.Item) -> str:
+    """The pytest-xdist group of a test: its shared service's, else its file's."""
+    for marker, group in SHARED_SERVICES.items():
+        if item.get_closest_marker(marker):
+            return group
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (scripts/test.sh): the tests of each shared
+    service in one worker, in collection order, so no two of them overlap; every other test with
+    the rest of its file, so a module-scoped fixture (a loaded model, a finished run) is made in
+    one worker only. Under xdist the service groups, the longest, come first: with
+    `--no-loadscope-reorder` a worker takes groups in collection order, and one taken last
+    would end the run alone. Without xdist the marks change nothing and the order stays the
+    files' order."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {group: n for n, group in enumerate(dict.fromkeys(SHARED_SERVICES.values()))}
+        items.sort(key=lambda item: rank.get(group_of(item), len(rank)))  # stable: files' order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def kept_ray():
     """One Ray session for the tasks the tests run in this process (`hpc.ray_node.keep_ray`):
