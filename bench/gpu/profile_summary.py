@@ -126,25 +126,25 @@ def _union_ms(intervals: list[tuple[float, float]]) -> float:
 
 def summarize(events: list[dict], top: int = 6) -> ProfileSummary:
     launches = _launch_frames(events)
+    classes = {corr: frame_class(names[:-1], graph="GraphLaunch" in names[-1])
+               for corr, (names, _, _) in launches.items()}
     kernel_us: Counter = Counter()
+    gpu_us: Counter = Counter()  # per launch (a CUDA graph's replay launches many kernels)
     by_name: dict[str, Counter] = defaultdict(Counter)
     intervals: list[tuple[float, float]] = []
     unmatched = 0
-    launch_class: dict[int, str] = {}
     for e in events:
         if e.get("ph") != "X" or e.get("cat") not in GPU_CATEGORIES:
             continue
         ts, dur = float(e["ts"]), float(e.get("dur", 0))
         intervals.append((ts, ts + dur))
         corr = (e.get("args") or {}).get("correlation")
-        found = launches.get(int(corr)) if corr is not None else None
-        if found is None:
+        if corr is not None:
+            gpu_us[int(corr)] += dur
+        cls = classes.get(int(corr)) if corr is not None else None
+        if cls is None:
             unmatched += 1
             cls = "unattributed"
-        else:
-            names = found[0]
-            cls = frame_class(names[:-1], graph="GraphLaunch" in names[-1])
-            launch_class[int(corr)] = cls
         kernel_us[cls] += dur
         by_name[cls][str(e["name"])[:80]] += dur
     summary = ProfileSummary(unmatched=unmatched)
@@ -155,23 +155,12 @@ def summarize(events: list[dict], top: int = 6) -> ProfileSummary:
         summary.span_ms = round((max(e for _, e in intervals) - min(s for s, _ in intervals))
                                 / 1000.0, 3)
         summary.busy_ms = round(_union_ms(intervals), 3)
-    _count_steps(events, launches, kernel_by_corr(events), summary)
+    _count_steps(events, launches, classes, gpu_us, summary)
     return summary
 
 
-def kernel_by_corr(events: list[dict]) -> dict[int, float]:
-    """GPU microseconds per launch (a CUDA graph's replay launches many kernels)."""
-    out: Counter = Counter()
-    for e in events:
-        if e.get("ph") == "X" and e.get("cat") in GPU_CATEGORIES:
-            corr = (e.get("args") or {}).get("correlation")
-            if corr is not None:
-                out[int(corr)] += float(e.get("dur", 0))
-    return dict(out)
-
-
-def _count_steps(events: list[dict], launches: dict, gpu_us: dict[int, float],
-                 summary: ProfileSummary) -> None:
+def _count_steps(events: list[dict], launches: dict, classes: dict[int, str],
+                 gpu_us: dict[int, float], summary: ProfileSummary) -> None:
     """Steps (execute_model frames) with and without the encoder, and their mean GPU time."""
     steps = sorted(((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0)),
                      (e.get("pid"), e.get("tid")))
@@ -182,12 +171,12 @@ def _count_steps(events: list[dict], launches: dict, gpu_us: dict[int, float],
         return
     starts = [s for s, _, _ in steps]
     per_step: list[list] = [[0.0, False] for _ in steps]  # GPU us, ran the encoder
-    for corr, (names, ts, thread) in launches.items():
+    for corr, (_, ts, thread) in launches.items():
         i = bisect.bisect_right(starts, ts) - 1
         if i < 0 or ts >= steps[i][1] or steps[i][2] != thread:
             continue
         per_step[i][0] += gpu_us.get(corr, 0.0)
-        if frame_class(names[:-1], graph=False) == "encoder":
+        if classes[corr] == "encoder":
             per_step[i][1] = True
     summary.steps = len(steps)
     summary.encoder_steps = sum(1 for _, enc in per_step if enc)
