@@ -133,12 +133,11 @@ case "$stage" in
     m=(python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 150 --work /tmp/asrd-e2e-5s)
     step 160 "${m[@]}" --model gemma-3n-e4b "${common[@]}"
     step 160 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
-  models20)  # 20 s clips end to end, side by side in one call: Qwen3-ASR and Voxtral through their
-    # vLLM classes, Whisper-large-v3 on asrd's prompts (random weights of the real sizes, 90 tokens)
+  models20)  # 20 s clips end to end, one after the other in one call: Qwen3-ASR and Voxtral through
+    # their vLLM classes (random weights of the real sizes, 90 tokens); large-v3's is tput4's
     m=(python3 e2e_run_shard.py --files 1024 --clip-s 20 --engines 1 --calls 32 --limit-s 182 --work /tmp/asrd-e2e-20s)
     step 194 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
-    step 194 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}"
-    step 194 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
+    step 194 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" --limit-s 140 \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked,unpacked-model ;;
@@ -156,13 +155,13 @@ case "$stage" in
   voxtral)  # Voxtral-Mini-3B (Mistral's layout), 5 s clips, end to end
     # (~140 s of start-up with its folder and index)
     step 295 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-5s --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
-  gputests)  # the GPU tests of the newer models and of the language-ID pass on vLLM
+  gputests)  # the GPU tests of FireRedLID and of the language-ID pass on vLLM (its prepared-inputs case)
     cd "$root"
     which espeak-ng || echo "no espeak-ng here: the language set is carried in .models/language-set"
     export CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
       ASRD_REAL_WHISPER_CT2=/tmp/asrd-models/whisper-base-ct2 ASRD_LANGUAGE_SET="$root/.models/language-set"
-    step 250 python3 -m pytest -q -p no:cacheprovider tests/test_vllm_engine.py -k "glm or voxtral or fireredlid"
-    step 150 python3 -m pytest -q -p no:cacheprovider tests/test_voxtral.py tests/test_language_id_gpu.py ;;
+    step 130 python3 -m pytest -q -p no:cacheprovider tests/test_vllm_engine.py -k fireredlid
+    step 150 python3 -m pytest -q -s -p no:cacheprovider tests/test_language_id_gpu.py ;;
   tests)
     cd "$root"
     CUDA_VISIBLE_DEVICES=0 ASRD_WHISPER_TOKENIZER_JSON=/tmp/asrd-models/whisper-tokenizer.json \
