@@ -106,6 +106,10 @@ def test_model_folders_name_the_ids_their_tokenizer_gives(folders):
         tok = AutoTokenizer.from_pretrained(folders[name])
         assert tok.audio_token == token
         assert token_id(config) == tok.convert_tokens_to_ids(token)
+        # every id the tokenizer gives has a row in the text model's embedding (one past it
+        # fails on the GPU as a device-side assert in the first step, for every request)
+        text = config.get("text_config") or config["thinker_config"]["text_config"]
+        assert len(tok) <= text["vocab_size"], (name, len(tok), text["vocab_size"])
         assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                        add_generation_prompt=True).endswith(
             {"qwen3-asr": "<|im_start|>assistant\n", "granite-speech": "<|end_of_role|>",

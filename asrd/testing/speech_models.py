@@ -146,7 +146,9 @@ def build_granite_speech(out_dir: str | Path) -> Path:
                                  num_attention_heads=16, intermediate_size=4096,
                                  cross_attention_frequency=1, llm_dim=2048,
                                  max_position_embeddings=2048, layer_norm_eps=1e-12),
-        "text_config": dict(model_type="granite", vocab_size=49160, hidden_size=2048,
+        # Granite's 49,160 rows, or more where this tokenizer (the Whisper BPE plus the added
+        # tokens) gives higher ids: an id past the embedding is a device-side assert on a GPU
+        "text_config": dict(model_type="granite", vocab_size=max(49160, len(tok)), hidden_size=2048,
                             intermediate_size=8192, num_hidden_layers=40,
                             num_attention_heads=32, num_key_value_heads=8,
                             max_position_embeddings=131072, rope_theta=10000000,
