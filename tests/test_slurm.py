@@ -422,6 +422,9 @@ def test_sbatch_template_with_hostile_run_dir(slurm_cluster, corpus_index, tmp_p
     wait_for(lambda: parts(hostile, 0) >= 1, 150, "shard 0: 1 part", hostile)
     committed = parts(hostile, 0)
     subprocess.run(["scancel", "--batch", "--signal=USR2", f"{job}_0"], check=True)
+    # scancel returns before the signal lands: release the engines only once the task has
+    # requeued itself, or its held row could be answered and committed before it stops.
+    wait_for(lambda: restarts(f"{job}_0") >= 1, 150, "shard 0 to requeue itself", hostile)
     release.touch()
     wait_for(lambda: done(hostile) == {0, 1}, 150, "2 markers from the sbatch array", hostile)
     assert restarts(f"{job}_0") == 1
