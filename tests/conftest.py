@@ -102,12 +102,22 @@ def make_cfg(index: Path, run_dir: Path, *overrides: str):
 @pytest.fixture(scope="session")
 def real_whisper_dir(tmp_path_factory) -> Path:
     """The real Whisper-base of the PyPI packages as a Transformers folder, made once a session
-    (asrd.testing.real_whisper): for tests that need real words from transformers."""
+    (asrd.testing.real_whisper; ~10 s on 2 cores): for tests that need real words from
+    transformers."""
     pytest.importorskip("transformers")
     from asrd.engines.faster_whisper_engine import bundled_model_dir
     from asrd.testing.real_whisper import convert
 
-    return convert(bundled_model_dir("whisper-base"), tmp_path_factory.mktemp("whisper-base-hf"))
+    from filelock import FileLock
+
+    # Made once for all pytest-xdist workers (each has its own basetemp under a shared parent)
+    shared = tmp_path_factory.getbasetemp().parent / "whisper-base-hf"
+    with FileLock(f"{shared}.lock"):
+        complete = Path(f"{shared}.complete")
+        if not complete.exists():
+            convert(bundled_model_dir("whisper-base"), shared)
+            complete.touch()
+    return shared
 
 
 def why_no_vllm_gpu() -> str | None:
