@@ -134,8 +134,9 @@ case "$stage" in
     step 160 "${m[@]}" --model gemma-3n-e4b "${common[@]}"
     step 160 "${m[@]}" --model whisper-large-v3 "${common[@]}" ;;
   models20)  # 20 s clips end to end, one after the other in one call: Qwen3-ASR and Voxtral through
-    # their vLLM classes (random weights of the real sizes, 90 tokens); large-v3's is tput4's
-    m=(python3 e2e_run_shard.py --files 1024 --clip-s 20 --engines 1 --calls 32 --limit-s 182 --work /tmp/asrd-e2e-20s)
+    # their vLLM classes (random weights of the real sizes, 90 tokens); large-v3's is tput4's.
+    # 1,024 files ran 11-15 s after start-up, too short for a steady rate: 4,096 here
+    m=(python3 e2e_run_shard.py --files 4096 --clip-s 20 --engines 1 --calls 32 --limit-s 182 --work /tmp/asrd-e2e-20s)
     step 194 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
     step 194 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
@@ -149,9 +150,11 @@ case "$stage" in
   profile)  # large-v3, 20 s clips, 90 tokens: a torch profiler trace of 12 engine steps under the
     # engine actor's feed and under all-at-once submission, summarized (bench/gpu/profile_summary.py)
     step 560 python3 profile_engine.py --model whisper-large-v3 --clips 1536 --tokens 90 --feeds callers "${common[@]}" ;;
-  granite2)  # Granite Speech with vLLM's Triton attention kernels instead of FlashAttention
-    # (its start-up, model folder and index included, took more than 170 s)
-    step 295 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b --set engine.vllm.attention_backend=TRITON_ATTN --tag=-triton "${common[@]}" ;;
+  granite2)  # Granite Speech, 5 s then 20 s clips (its start-up, model folder and index included,
+    # takes ~150 s; its test folder's vocabulary now holds every id of its tokenizer, whose ids
+    # past Granite's 49,160 rows had made every request a device-side assert)
+    step 280 python3 e2e_run_shard.py --files 4096 --clip-s 5 --engines 1 --calls 32 --limit-s 265 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b "${common[@]}"
+    step 280 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 265 --work /tmp/asrd-e2e-20s --model granite-speech-3.3-2b "${common[@]}" ;;
   voxtral)  # Voxtral-Mini-3B (Mistral's layout), 5 s clips, end to end
     # (~140 s of start-up with its folder and index)
     step 295 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-5s --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
