@@ -105,10 +105,10 @@ def real_whisper_dir(tmp_path_factory) -> Path:
     (asrd.testing.real_whisper; ~10 s on 2 cores): for tests that need real words from
     transformers."""
     pytest.importorskip("transformers")
+    from filelock import FileLock
+
     from asrd.engines.faster_whisper_engine import bundled_model_dir
     from asrd.testing.real_whisper import convert
-
-    from filelock import FileLock
 
     # Made once for all pytest-xdist workers (each has its own basetemp under a shared parent)
     shared = tmp_path_factory.getbasetemp().parent / "whisper-base-hf"
