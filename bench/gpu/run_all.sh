@@ -111,7 +111,8 @@ case "$stage" in
     # request reads its cross-attention cache), and vLLM's Triton attention kernels instead of
     # FlashAttention-3 (tput6triton: the decoder's attention is 78% of the kernel time; Whisper has
     # one query head per key head, so a one-token query fills 1 row of FlashAttention-3's query
-    # tile of 64 or more rows on Hopper, Triton's tile is smaller); stages apart so that each fits a call beside another
+    # tile of 64 or more rows on Hopper, Triton's tile is smaller; measured: no gain, as fp8's);
+    # stages apart so that each fits a call beside another
     p=(python3 e2e_run_shard.py --model whisper-large-v3 --files 16384 --clip-s 5 --pack --engines 1 --calls 32 --work /tmp/asrd-e2e-5s-packed --set pipeline.items_per_decode_task=30 --set engine.compute_type=bfloat16 --limit-s 230)
     case "$stage" in
       tput6) step 245 "${p[@]}" --tag=-packed-bf16 "${common[@]}" ;;
