@@ -119,14 +119,15 @@ def main() -> None:
     cpu_s = run.decode_cpu_s
     done, t0, t_end, gpu, final = run.done, run.t0, run.t_end, run.gpu, run.final
     seen = run.parts
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(final)
+    # A run stopped at --limit-s is read from its committed parts: a partial figure, marked so
+    partial = final is None
+    table = run.table()
     errors = sum(e is not None for e in table.column("error").to_pylist())
     scored = sum(s is not None for s in table.column("score").to_pylist()) \
         if "score" in table.column_names else None
     rest = args.files - seen * args.part_rows
-    if rest > 0:
+    if rest > 0 and not partial:
         done.append((t_end, rest))
     first = done[0][0] if done else t_end
     mode = f"b_asrd_run_shard_{args.engines}eng_{args.render_in}{args.tag}"
@@ -137,11 +138,13 @@ def main() -> None:
                  judge=args.judge, overrides=args.set, scored_rows=scored, packed=args.pack,
                  long_s=args.long_s or None, decode_cpu_s=round(cpu_s, 1),
                  decode_cpu_s_per_audio_s=round(cpu_s / (table.num_rows * seconds), 5),
+                 partial_at_limit_s=args.limit_s if partial else None,
                  note="rate from the first committed part (engine start-up excluded)")
     save([fig], out_dir() / "figures.jsonl", device=gpu.name)
     print(f"E2E {args.model} engines={args.engines} render_in={args.render_in}: "
           f"{table.num_rows} rows, {errors} errors, {scored} scored, "
-          f"{t_end - t0:.1f} s with start-up", flush=True)
+          f"{t_end - t0:.1f} s with start-up{' (stopped at the limit)' if partial else ''}",
+          flush=True)
 
 
 @dataclass
@@ -152,15 +155,27 @@ class TimedRun:
     t0: float
     t_end: float
     gpu: GpuSampler
-    final: Path
+    final: Path | None  # None: stopped at the time limit, read the committed parts instead
+    parts_dir: Path
     parts: int  # parts seen committed
     decode_cpu_s: float  # CPU seconds the decode actors' processes used
+
+    def table(self):
+        """The shard's rows: its final file, or the parts committed before the time limit."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.final is not None:
+            return pq.read_table(self.final)
+        files = sorted(self.parts_dir.glob("part-*.parquet"))
+        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
 def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], log_path: Path,
                     part_rows: int, limit_s: float) -> TimedRun:
     """Run shard 0 of a planned run with NVML sampled; progress from its committed parts (so
-    the steady rate excludes the engines' start-up). Exits on failure, naming the log."""
+    the steady rate excludes the engines' start-up). A run still going at `limit_s` is killed
+    and returned without its final file; one that failed exits, naming the log."""
     cli = [sys.executable, "-m", "asrd.cli"]
     parts = run_dir / "shards" / "shard-000000.parts"
     final = run_dir / "shards" / "shard-000000.parquet"
@@ -177,13 +192,20 @@ def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], lo
                 seen = n
             cpu.sample()
             time.sleep(0.2)
-        if proc.poll() is None:
-            proc.kill()
-            raise SystemExit(f"run-shard did not finish in {limit_s} s; see {log_path}")
         t_end = time.monotonic()
+        stopped = proc.poll() is None
+        if stopped:
+            proc.kill()
+            proc.wait()
+            print(f"run-shard did not finish in {limit_s} s; figure from its {seen} committed "
+                  f"parts; see {log_path}", flush=True)
+    if stopped:
+        if not seen:
+            raise SystemExit(f"run-shard committed nothing in {limit_s} s; see {log_path}")
+        return TimedRun(done, t0, t_end, gpu, None, parts, seen, cpu.total())
     if proc.returncode != 0 or not final.is_file():
         raise SystemExit(f"run-shard failed (rc {proc.returncode}); see {log_path}")
-    return TimedRun(done, t0, t_end, gpu, final, seen, cpu.total())
+    return TimedRun(done, t0, t_end, gpu, final, parts, seen, cpu.total())
 
 
 class DecodeCpu:

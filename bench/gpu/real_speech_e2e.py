@@ -41,7 +41,6 @@ def main() -> None:
     ap.add_argument("--set-override", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     import jiwer
-    import pyarrow.parquet as pq
     import soundfile as sf
     from transformers import WhisperTokenizer
 
@@ -91,9 +90,9 @@ def main() -> None:
         subprocess.run([*cli, "plan", *overrides], check=True, env=env, cwd=ROOT)
         run = timed_run_shard(overrides, run_dir, env, out_dir() / f"real-e2e-{mode}.log",
                               args.part_rows, args.limit_s)
-        table = pq.read_table(run.final).to_pylist()
+        table = run.table().to_pylist()
         rest = args.files - run.parts * args.part_rows
-        if rest > 0:
+        if rest > 0 and run.final is not None:
             run.done.append((run.t_end, rest))
         refs = [norm(r["reference"]) for r in table]
         hyps = [norm(r["text"] or "") or "<empty>" for r in table]
