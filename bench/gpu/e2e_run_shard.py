@@ -165,8 +165,9 @@ class TimedRun:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if self.final is not None:
-            return pq.read_table(self.final)
+        final = self.parts_dir.with_suffix(".parquet")  # it may have finished as it was stopped
+        if self.final is not None or final.is_file():
+            return pq.read_table(final)
         files = sorted(self.parts_dir.glob("part-*.parquet"))
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 

