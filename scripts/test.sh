@@ -10,5 +10,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/bootstrap.sh" test
 cd "$root"
+# This machine sets PYTHONDONTWRITEBYTECODE, so without this each of the suite's ~370 processes
+# that import asrd (its commands, Ray's workers, SLURM's tasks) compiles it again: 0.13 s of CPU
+# each (measured: importing the runtime 1.23 s compiled, 1.36 s not). Stale files are ignored.
+.venv/bin/python -m compileall -q -j 0 asrd hpc >/dev/null
 exec .venv/bin/python -m pytest -q -m "not gpu" -n "${ASRD_TEST_WORKERS:-2}" --dist loadgroup \
   --no-loadscope-reorder "$@"
