@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from asrd import config as config_mod
-from asrd.forecast import (ForecastError, IndexWork, calibration_path, fit_rate, rate_key)
+from asrd.forecast import ForecastError, IndexWork, Rate, calibration_path, fit_rate, rate_key
 from asrd.plan import _durations, load_plan
 from asrd.workload import WorkShape
 from asrd.rundir import RunDir
