@@ -153,8 +153,11 @@ case "$stage" in
     m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 64 --limit-s 150 --work /tmp/asrd-e2e-20s --model qwen3-asr-1.7b)
     step 160 "${m[@]}" --set engine.vllm.max_num_seqs=512 --tag=-seqs512 "${common[@]}"
     step 160 "${m[@]}" --set engine.vllm.max_num_seqs=1024 --tag=-seqs1024 "${common[@]}" ;;
-  gemma20)  # Gemma 3n on the same 20 s clips (its first start-up compiles for ~190 s)
-    step 295 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 280 --work /tmp/asrd-e2e-20s --model gemma-3n-e4b "${common[@]}" ;;
+  gemma20)  # Gemma 3n, then GLM-ASR-Nano (rate never measured), on the same 20 s clips (Gemma's first
+    # start-up compiles for ~190 s)
+    m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --work /tmp/asrd-e2e-20s)
+    step 295 "${m[@]}" --limit-s 280 --model gemma-3n-e4b "${common[@]}"
+    step 250 "${m[@]}" --limit-s 235 --model glm-asr-nano "${common[@]}" ;;
   genericwer)  # real words through vLLM's Whisper class (the generic path): its WER beside asrd's
     step 300 python3 real_speech_e2e.py --set "$root/.models/speech-set" --limit-s 140 \
       --model-dir /tmp/asrd-models/whisper-base-hf --files 512 --modes unpacked,unpacked-model ;;
