@@ -165,9 +165,8 @@ class TimedRun:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        final = self.parts_dir.with_suffix(".parquet")  # it may have finished as it was stopped
-        if self.final is not None or final.is_file():
-            return pq.read_table(final)
+        if self.final is not None:
+            return pq.read_table(self.final)
         files = sorted(self.parts_dir.glob("part-*.parquet"))
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
@@ -198,13 +197,14 @@ def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], lo
         if stopped:
             proc.kill()
             proc.wait()
-            print(f"run-shard did not finish in {limit_s} s; figure from its {seen} committed "
-                  f"parts; see {log_path}", flush=True)
-    if stopped:
+    # The final file is committed whole: one written as the run was stopped is a finished run
+    if stopped and not final.is_file():
         if not seen:
             raise SystemExit(f"run-shard committed nothing in {limit_s} s; see {log_path}")
+        print(f"run-shard did not finish in {limit_s} s; figure from its {seen} committed "
+              f"parts; see {log_path}", flush=True)
         return TimedRun(done, t0, t_end, gpu, None, parts, seen, cpu.total())
-    if proc.returncode != 0 or not final.is_file():
+    if (not stopped and proc.returncode != 0) or not final.is_file():
         raise SystemExit(f"run-shard failed (rc {proc.returncode}); see {log_path}")
     return TimedRun(done, t0, t_end, gpu, final, parts, seen, cpu.total())
 

@@ -108,6 +108,7 @@ def main() -> None:
                      tokens_per_speech_s=round(tokens / speech_s, 2) if speech_s else None,
                      speech_s_per_row=round(speech_s / len(table), 3),
                      decode_cpu_s_per_audio_s=round(run.decode_cpu_s / (len(table) * per_clip), 5),
+                     partial_at_limit_s=args.limit_s if run.final is None else None,
                      note="real weights; rate from the first committed part")
         figs.append(fig)
         print(f"REAL {mode}: {fig.line()} wer={fig.notes['wer']} "
