@@ -182,9 +182,13 @@ class Figure:
     notes: dict = field(default_factory=dict)
 
     def line(self) -> str:
+        """One table row; a run stopped at its limit says over how long its parts were committed
+        (parts committed in one short burst give a rate that is no steady figure)."""
+        partial = (f" [partial: its committed parts span {self.wall_s:.1f} s]"
+                   if self.notes.get("partial_at_limit_s") else "")
         return (f"{self.model:17s} {self.mode:34s} {self.audio_s_per_s:9.1f} audio-s/s "
                 f"(steady {self.steady_audio_s_per_s or 0:9.1f}, GPU busy "
-                f"{self.steady_gpu_util if self.steady_gpu_util is not None else '-'}%)")
+                f"{self.steady_gpu_util if self.steady_gpu_util is not None else '-'}%){partial}")
 
 
 def figure(model: str, mode: str, done_times: list[tuple[float, int]], t_start: float,
