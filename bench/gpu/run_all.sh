@@ -149,10 +149,11 @@ case "$stage" in
   vox20)  # Voxtral-Mini-3B on the same 20 s clips
     step 240 python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --limit-s 228 --work /tmp/asrd-e2e-20s --model voxtral-mini-3b --set engine.max_model_len=2048 "${common[@]}" ;;
   seqs20)  # Qwen3-ASR on the same 20 s clips with vLLM's running batch raised from 256 (its queue
-    # was full at 256 with the GPU 34% busy)
-    m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 64 --limit-s 150 --work /tmp/asrd-e2e-20s --model qwen3-asr-1.7b)
-    step 160 "${m[@]}" --set engine.vllm.max_num_seqs=512 --tag=-seqs512 "${common[@]}"
-    step 160 "${m[@]}" --set engine.vllm.max_num_seqs=1024 --tag=-seqs1024 "${common[@]}" ;;
+    # was full at 256 with the GPU 34% busy). Each new max_num_seqs compiles again: a first start-up
+    # in a hold took the whole of a 150 s limit, a second one left only 59 s of serving
+    m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 64 --limit-s 230 --work /tmp/asrd-e2e-20s --model qwen3-asr-1.7b)
+    step 240 "${m[@]}" --set engine.vllm.max_num_seqs=512 --tag=-seqs512 "${common[@]}"
+    step 240 "${m[@]}" --set engine.vllm.max_num_seqs=1024 --tag=-seqs1024 "${common[@]}" ;;
   gemma20)  # Gemma 3n, then GLM-ASR-Nano (rate never measured), on the same 20 s clips (Gemma's first
     # start-up compiles for ~190 s)
     m=(python3 e2e_run_shard.py --files 2048 --clip-s 20 --engines 1 --calls 32 --work /tmp/asrd-e2e-20s)
