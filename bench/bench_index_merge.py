@@ -11,7 +11,6 @@ import argparse
 import datetime
 import json
 import platform
-import resource
 import shutil
 import subprocess
 import sys

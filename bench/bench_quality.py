@@ -150,18 +150,18 @@ def build_short_set(folder: Path) -> list[dict]:
     """The short-utterance rows (bench/quality_sets.py), shuffled with a fixed seed."""
     rows: list[dict] = []
 
-    def add(kind: str, text: str, voice: str, speed: int) -> None:
+    def add(kind: str, phrase: str, voice: str, speed: int) -> None:
         path = folder / f"{kind}-{len(rows):03d}.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), phrase],
                        check=True, capture_output=True)
         rows.append({"audio_filepath": path.name, "language": "en", "kind": kind,
-                     "truth": text})
+                     "truth": phrase})
 
-    for i, text in enumerate(SHORT_ENGLISH):
+    for i, phrase in enumerate(SHORT_ENGLISH):
         for k in range(2):
-            add("short_en", text, *SHORT_VOICES[(i + k) % len(SHORT_VOICES)])
-    for lang, text in SHORT_OTHER:
-        add("short_other", text, OTHER_VOICES[lang], 150)
+            add("short_en", phrase, *SHORT_VOICES[(i + k) % len(SHORT_VOICES)])
+    for lang, phrase in SHORT_OTHER:
+        add("short_other", phrase, OTHER_VOICES[lang], 150)
     random.Random(0).shuffle(rows)
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows

@@ -35,7 +35,7 @@ from asrd.audio import VadSettings, decode, segment  # noqa: E402
 from asrd.demo import word_error_rate  # noqa: E402
 from asrd.engines import Segment, build_engine  # noqa: E402
 from asrd.runtime.resegment import looks_failed  # noqa: E402
-from asrd.speech_samples import NON_SPEECH, non_speech, speak  # noqa: E402
+from asrd.speech_samples import NON_SPEECH, non_speech  # noqa: E402
 from bench.results import report  # noqa: E402
 
 SR = 16000

@@ -431,7 +431,6 @@ def main() -> int:
         sh("scancel", *jobs, check=False)
 
     rows = [s.result for s in stops]
-    kill = f"killed (KillWait {kw} s)"
     for r in rows:
         print(f"{r['key']:>8} {r['signal']:<8} stop {fmt(r['stop_s'], 2):>6} s  exit "
               f"{fmt(r['exit']):>4}  handler {fmt(r['handler_s'], 2):>5} s  step end "

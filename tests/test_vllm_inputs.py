@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from asrd import config as config_mod
-from asrd.engines import EngineUnavailable, Hypothesis, preparer_modules
+from asrd.engines import Hypothesis, preparer_modules
 from asrd.audio.pack import Member
 from asrd.engines.vllm_inputs import PromptBuilder, PromptSpec, check_window
 from asrd.engines.whisper_timestamps import (TIME_STEP_S, WhisperIds, packed_hypotheses,
