@@ -117,18 +117,14 @@ def main() -> None:
     log_path = out_dir() / f"e2e-{args.model}-{args.engines}-{args.render_in}{args.tag}.log"
     run = timed_run_shard(overrides, run_dir, env, log_path, args.part_rows, args.limit_s)
     cpu_s = run.decode_cpu_s
-    done, t0, t_end, gpu, final = run.done, run.t0, run.t_end, run.gpu, run.final
-    seen = run.parts
+    t0, t_end, gpu = run.t0, run.t_end, run.gpu
 
     # A run stopped at --limit-s is read from its committed parts: a partial figure, marked so
-    partial = final is None
     table = run.table()
     errors = sum(e is not None for e in table.column("error").to_pylist())
     scored = sum(s is not None for s in table.column("score").to_pylist()) \
         if "score" in table.column_names else None
-    rest = args.files - seen * args.part_rows
-    if rest > 0 and not partial:
-        done.append((t_end, rest))
+    done = run.completions(args.files)
     first = done[0][0] if done else t_end
     mode = f"b_asrd_run_shard_{args.engines}eng_{args.render_in}{args.tag}"
     fig = figure(args.model, mode, done, first, seconds,
@@ -138,12 +134,13 @@ def main() -> None:
                  judge=args.judge, overrides=args.set, scored_rows=scored, packed=args.pack,
                  long_s=args.long_s or None, decode_cpu_s=round(cpu_s, 1),
                  decode_cpu_s_per_audio_s=round(cpu_s / (table.num_rows * seconds), 5),
-                 partial_at_limit_s=args.limit_s if partial else None,
+                 partial_at_limit_s=run.partial_at_limit_s,
                  note="rate from the first committed part (engine start-up excluded)")
     save([fig], out_dir() / "figures.jsonl", device=gpu.name)
     print(f"E2E {args.model} engines={args.engines} render_in={args.render_in}: "
           f"{table.num_rows} rows, {errors} errors, {scored} scored, "
-          f"{t_end - t0:.1f} s with start-up{' (stopped at the limit)' if partial else ''}",
+          f"{t_end - t0:.1f} s with start-up"
+          f"{' (stopped at the limit)' if run.partial_at_limit_s else ''}",
           flush=True)
 
 
@@ -158,7 +155,22 @@ class TimedRun:
     final: Path | None  # None: stopped at the time limit, read the committed parts instead
     parts_dir: Path
     parts: int  # parts seen committed
+    part_rows: int
+    limit_s: float
     decode_cpu_s: float  # CPU seconds the decode actors' processes used
+
+    @property
+    def partial_at_limit_s(self) -> float | None:
+        """The limit a stopped run reached (its figure is partial); None once it finished."""
+        return self.limit_s if self.final is None else None
+
+    def completions(self, files: int) -> list[tuple[float, int]]:
+        """(time, rows) per committed part; a finished run's rows after its last seen part
+        completed at its end (a stopped run's did not complete)."""
+        rest = files - self.parts * self.part_rows
+        if rest > 0 and self.final is not None:
+            return [*self.done, (self.t_end, rest)]
+        return self.done
 
     def table(self):
         """The shard's rows: its final file, or the parts committed before the time limit."""
@@ -203,10 +215,10 @@ def timed_run_shard(overrides: list[str], run_dir: Path, env: dict[str, str], lo
             raise SystemExit(f"run-shard committed nothing in {limit_s} s; see {log_path}")
         print(f"run-shard did not finish in {limit_s} s; figure from its {seen} committed "
               f"parts; see {log_path}", flush=True)
-        return TimedRun(done, t0, t_end, gpu, None, parts, seen, cpu.total())
+        return TimedRun(done, t0, t_end, gpu, None, parts, seen, part_rows, limit_s, cpu.total())
     if (not stopped and proc.returncode != 0) or not final.is_file():
         raise SystemExit(f"run-shard failed (rc {proc.returncode}); see {log_path}")
-    return TimedRun(done, t0, t_end, gpu, final, parts, seen, cpu.total())
+    return TimedRun(done, t0, t_end, gpu, final, parts, seen, part_rows, limit_s, cpu.total())
 
 
 class DecodeCpu:

@@ -91,16 +91,14 @@ def main() -> None:
         run = timed_run_shard(overrides, run_dir, env, out_dir() / f"real-e2e-{mode}.log",
                               args.part_rows, args.limit_s)
         table = run.table().to_pylist()
-        rest = args.files - run.parts * args.part_rows
-        if rest > 0 and run.final is not None:
-            run.done.append((run.t_end, rest))
+        done = run.completions(args.files)
         refs = [norm(r["reference"]) for r in table]
         hyps = [norm(r["text"] or "") or "<empty>" for r in table]
         speech_s = sum(r["speech_s"] or 0.0 for r in table)
         tokens = sum(len(tok.encode(r["text"] or "", add_special_tokens=False)) + 1
                      for r in table)
-        fig = figure("whisper-base (real)", f"real_speech_run_shard_{mode}", run.done,
-                     run.done[0][0], per_clip, round(tokens / len(table)), run.gpu,
+        fig = figure("whisper-base (real)", f"real_speech_run_shard_{mode}", done, done[0][0],
+                     per_clip, round(tokens / len(table)), run.gpu,
                      total_wall_s=round(run.t_end - run.t0, 1), rows=len(table),
                      error_rows=sum(r["error"] is not None for r in table),
                      packed_rows=sum(r["pack_window"] is not None for r in table),
@@ -108,7 +106,7 @@ def main() -> None:
                      tokens_per_speech_s=round(tokens / speech_s, 2) if speech_s else None,
                      speech_s_per_row=round(speech_s / len(table), 3),
                      decode_cpu_s_per_audio_s=round(run.decode_cpu_s / (len(table) * per_clip), 5),
-                     partial_at_limit_s=args.limit_s if run.final is None else None,
+                     partial_at_limit_s=run.partial_at_limit_s,
                      note="real weights; rate from the first committed part")
         figs.append(fig)
         print(f"REAL {mode}: {fig.line()} wer={fig.notes['wer']} "
